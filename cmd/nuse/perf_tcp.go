@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nuse-project/nuse/daemon/ctlclient"
+)
+
+func init() {
+	registerPerf("tcp-lat", "64 B..64 KiB TCP ping-pong latency, kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("lat", a) })
+	registerPerf("tcp-rate", "TCP send() message rate and bandwidth, kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("rate", a) })
+}
+
+// runPerfTCP runs tcpperf (plain sockets, unmodified) over kernel loopback
+// and under NUSE (loopback claimed by the rules, so the traffic stays in the
+// engine), alternating path per size, and prints perftest's columns with
+// the NUSE/kernel ratio.
+func runPerfTCP(mode string, args []string) int {
+	fs := flag.NewFlagSet("nuse perf tcp-"+mode, flag.ContinueOnError)
+	size := fs.Uint("s", 64, "message size in bytes")
+	all := fs.Bool("a", false, "all sizes from 2 to 65536")
+	iters := fs.Uint("n", 0, "iterations (lat) or messages (rate) per size (default 1000 / 100000)")
+	reps := fs.Int("r", 1, "repeat each measurement, alternating kernel and NUSE")
+	sock := fs.String("sock", "", "use the daemon on this control socket (default: start a private one)")
+	daemonArgs := fs.String("daemon-args", "", "flags for the private daemon (e.g. \"--spin 0s\")")
+	port := fs.Int("p", 18515, "TCP port (also port+1 for NUSE)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *size < 1 || *size > 8<<20 || *reps < 1 || *port < 1 || *port > 65534 {
+		fmt.Fprintln(os.Stderr, "nuse perf: -s must be 1..8388608, -r at least 1, -p 1..65534")
+		return 2
+	}
+	tool, self, err := perfTools("tcpperf")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nuse perf:", err)
+		return 1
+	}
+	if *sock == "" {
+		s, stop, err := privateDaemon("nuse perf", *daemonArgs, -1)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nuse perf:", err)
+			return 1
+		}
+		defer stop()
+		*sock = s
+	} else if !ctlclient.Ping(*sock) {
+		fmt.Fprintf(os.Stderr, "nuse perf: no daemon answers on %s\n", *sock)
+		return 1
+	}
+	const rules = "tcp 127.0.0.0/8"
+	nuse := func(argv ...string) []string {
+		return append([]string{self, "run", "--sock", *sock, "--rules", rules, "--"}, argv...)
+	}
+	paths := []struct {
+		name string
+		port int
+		wrap func(...string) []string
+	}{
+		{"kernel", *port, func(a ...string) []string { return a }},
+		{"nuse", *port + 1, nuse},
+	}
+	for _, p := range paths {
+		argv := p.wrap(tool, "server", "-b", "127.0.0.1", "-p", strconv.Itoa(p.port))
+		srv := exec.Command(argv[0], argv[1:]...)
+		out := &syncBuf{}
+		srv.Stdout, srv.Stderr = out, out
+		srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := srv.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "nuse perf:", err)
+			return 1
+		}
+		defer func() { _ = syscall.Kill(-srv.Process.Pid, syscall.SIGTERM); _ = srv.Wait() }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(out.String(), "listening") {
+			if time.Now().After(deadline) {
+				fmt.Fprintf(os.Stderr, "nuse perf: %s server did not start:\n%s", p.name, out.String())
+				return 1
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	var sizes []uint
+	if *all {
+		for s := uint(2); s <= 65536; s *= 2 {
+			sizes = append(sizes, s)
+		}
+	} else {
+		sizes = []uint{*size}
+	}
+	n := *iters
+	if n == 0 {
+		n = map[string]uint{"lat": 1000, "rate": 100000}[mode]
+	}
+	if mode == "lat" {
+		fmt.Printf(" %-7s %-8s %-11s %-11s %-11s %-11s %-11s %-11s %-11s %-11s\n", "path", "#bytes", "#iterations",
+			"t_min[usec]", "t_max[usec]", "t_typical", "t_avg[usec]", "t_stdev", "99%", "99.9%")
+	} else {
+		fmt.Printf(" %-7s %-8s %-11s %-18s %-18s %-12s\n", "path", "#bytes", "#iterations", "BW peak[MB/sec]", "BW average[MB/sec]", "MsgRate[Mpps]")
+	}
+	rc := 0
+	for _, s := range sizes {
+		cnt := n
+		if mode == "rate" && uint64(s)*uint64(cnt) > 256<<20 {
+			cnt = uint((256 << 20) / uint64(s)) // keep every run bounded
+		}
+		key := map[string]float64{}
+		for r := 0; r < *reps; r++ {
+			for _, p := range paths {
+				argv := p.wrap(tool, mode, "-p", strconv.Itoa(p.port), "-s", strconv.Itoa(int(s)), "-n", strconv.Itoa(int(cnt)), "127.0.0.1")
+				c := exec.Command(argv[0], argv[1:]...)
+				c.Stderr = os.Stderr
+				outb, err := c.Output()
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "nuse perf: %s run failed: %v\n", p.name, err)
+					rc = 1
+					continue
+				}
+				lines := strings.Split(strings.TrimSpace(string(outb)), "\n")
+				last := strings.Fields(lines[len(lines)-1])
+				if len(last) < 5 {
+					fmt.Fprintf(os.Stderr, "nuse perf: unexpected output from tcpperf:\n%s", outb)
+					rc = 1
+					continue
+				}
+				fmt.Printf(" %-7s%s\n", p.name, lines[len(lines)-1])
+				// t_typical (lat) and MsgRate (rate) are both the fifth column.
+				v, _ := strconv.ParseFloat(last[4], 64)
+				key[p.name] += v
+			}
+		}
+		if key["kernel"] > 0 && key["nuse"] > 0 {
+			what := "t_typical nuse/kernel"
+			if mode == "rate" {
+				what = "MsgRate   nuse/kernel"
+			}
+			fmt.Printf(" %-7s %-8d %s = %.2fx\n", "ratio", s, what, key["nuse"]/key["kernel"])
+		}
+	}
+	return rc
+}
+
+// perfTools finds a benchmark program and this binary (which runs it under
+// nuse run).
+func perfTools(name string) (tool, self string, err error) {
+	if tool, err = findTool(name); err != nil {
+		return "", "", err
+	}
+	self, err = os.Executable()
+	return tool, self, err
+}
+
+// findTool finds a helper program next to this binary or on $PATH.
+func findTool(name string) (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s not found next to nuse or on $PATH (make build)", name)
+}
+
+// syncBuf collects a child's output while we read it.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/nuse-project/nuse/daemon/ctlclient"
+	"github.com/nuse-project/nuse/daemon/usock"
+)
+
+func init() {
+	register("stats", "show sessions and sockets carried by NUSE", runStats)
+}
+
+func runStats(args []string) int {
+	fs := flag.NewFlagSet("nuse stats", flag.ContinueOnError)
+	sock := fs.String("sock", defaultSock(), "daemon control socket")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *asJSON {
+		b, err := ctlclient.StatsJSON(*sock)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nuse stats:", err)
+			return 1
+		}
+		os.Stdout.Write(append(b, '\n'))
+		return 0
+	}
+	st, err := ctlclient.Stats(*sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nuse stats:", err)
+		return 1
+	}
+	printStats(st)
+	return 0
+}
+
+func printStats(st *usock.Stats) {
+	fmt.Printf("engine %s: %s sent, %s received through NUSE sockets\n", st.Engine, size(st.TxBytes), size(st.RxBytes))
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	show := func(title string, ss []usock.SessionStats) {
+		if len(ss) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n%s\n", title)
+		fmt.Fprintln(w, "SESSION\tPID\tPROGRAM\tSOCKETS\tSENT\tRECEIVED\tSTATUS\t")
+		for _, s := range ss {
+			status := "running"
+			if s.Ended != "" {
+				status = s.Ended
+			}
+			fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%s\t%s\t%s\t\n", s.ID, s.Pid, s.Comm, len(s.Sockets), size(s.TxBytes), size(s.RxBytes), status)
+			if len(s.Sockets) == 0 {
+				continue
+			}
+			fmt.Fprintln(w, "  SLOT\tPROTO\tSTATE\tLOCAL\tREMOTE\tSENT\tRECEIVED\tRING TX/RX\tSEGS OUT/IN\tRETRANS\t")
+			for _, so := range s.Sockets {
+				fmt.Fprintf(w, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%d/%d\t%d\t\n", so.Slot, so.Family, so.State, so.Local, so.Remote,
+					size(so.TxBytes), size(so.RxBytes), size(so.TxQueued), size(so.RxQueued), so.SegsOut, so.SegsIn, so.Retransmits)
+			}
+		}
+	}
+	show("live sessions:", st.Sessions)
+	show("ended sessions (most recent):", st.Ended)
+	if len(st.Net) > 0 {
+		fmt.Fprintln(w, "\nengine interfaces (packets the engine moved, all sockets together):")
+		fmt.Fprintln(w, "IFACE\tRX PACKETS\tRX\tTX PACKETS\tTX\tRX MALFORMED\tTX DROPPED\t")
+		for _, n := range st.Net {
+			fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%d\t%d\t\n", n.Name, n.RxPackets, size(n.RxBytes), n.TxPackets, size(n.TxBytes), n.RxMalformed, n.TxDropped)
+		}
+	}
+	if len(st.UC) > 0 {
+		fmt.Fprintln(w, "\nuc proxy sessions (programs posting RDMA verbs through the daemon):")
+		fmt.Fprintln(w, "PID\tDEVICE\tQPS\tPOSTED\tCOMPLETED\tSINCE\t")
+		for _, u := range st.UC {
+			fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%d\t%s\t\n", u.Pid, u.Device, u.QPs, u.Posted, u.Completed, u.Since.Format("15:04:05"))
+		}
+	}
+	w.Flush()
+}
+
+// size prints a byte count the way people read it.
+func size(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

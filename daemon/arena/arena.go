@@ -1,0 +1,210 @@
+// Package arena creates and addresses a session's shared-memory arena: the
+// memfd the daemon shares with one application process (layout in
+// shim/abi/nuse_abi.h). The daemon computes every offset itself and never
+// reads layout values back from shared memory.
+package arena
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/shim/abi"
+)
+
+// Layout says where things are in an arena.
+type Layout struct {
+	MaxSocks   uint32
+	RingSize   uint32
+	CmdOff     uint64
+	SocksOff   uint64
+	SockStride uint64
+	Size       uint64
+}
+
+const pageSize = 4096
+
+// NewLayout checks the sizes and computes the offsets.
+func NewLayout(maxSocks, ringSize uint32) (Layout, error) {
+	if maxSocks == 0 || maxSocks > abi.MaxSocksLimit {
+		return Layout{}, fmt.Errorf("max sockets per process must be 1..%d, not %d", abi.MaxSocksLimit, maxSocks)
+	}
+	if ringSize < pageSize || ringSize > 64<<20 || bits.OnesCount32(ringSize) != 1 {
+		return Layout{}, fmt.Errorf("ring size must be a power of two from 4 KiB to 64 MiB, not %d", ringSize)
+	}
+	hdr := roundUp(uint64(unsafe.Sizeof(abi.ArenaHdr{})), pageSize)
+	cmds := roundUp(abi.CmdSlots*uint64(unsafe.Sizeof(abi.Cmd{})), pageSize)
+	l := Layout{
+		MaxSocks:   maxSocks,
+		RingSize:   ringSize,
+		CmdOff:     hdr,
+		SocksOff:   hdr + cmds,
+		SockStride: abi.SockHdrSize + 2*uint64(ringSize),
+	}
+	l.Size = l.SocksOff + uint64(maxSocks)*l.SockStride
+	return l, nil
+}
+
+func roundUp(v, to uint64) uint64 { return (v + to - 1) / to * to }
+
+// Arena is one mapped arena.
+type Arena struct {
+	L   Layout
+	fd  int
+	mem []byte
+	hdr *abi.ArenaHdr
+}
+
+// Create makes a memfd of the layout's size, maps it and fills the header.
+// Pages are allocated only when touched.
+func Create(l Layout, name string, shimSpinNs uint64) (*Arena, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	if err := unix.Ftruncate(fd, int64(l.Size)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sizing the arena to %d bytes: %w", l.Size, err)
+	}
+	// The size must never change under the process that maps it.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sealing the arena: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, int(l.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mapping the arena: %w", err)
+	}
+	a := &Arena{L: l, fd: fd, mem: mem, hdr: (*abi.ArenaHdr)(unsafe.Pointer(&mem[0]))}
+	h := a.hdr
+	h.Magic = abi.Magic
+	h.Version = abi.Version
+	h.ArenaSize = l.Size
+	h.MaxSocks = l.MaxSocks
+	h.RingSize = l.RingSize
+	h.CmdOff = l.CmdOff
+	h.SocksOff = l.SocksOff
+	h.SockStride = l.SockStride
+	h.SpinNs = shimSpinNs
+	return a, nil
+}
+
+// FD is the memfd, to pass to the application.
+func (a *Arena) FD() int { return a.fd }
+
+// Hdr is the shared header.
+func (a *Arena) Hdr() *abi.ArenaHdr { return a.hdr }
+
+// Cmd returns command slot i (i < abi.CmdSlots).
+func (a *Arena) Cmd(i int) *abi.Cmd {
+	return (*abi.Cmd)(unsafe.Pointer(&a.mem[a.L.CmdOff+uint64(i)*uint64(unsafe.Sizeof(abi.Cmd{}))]))
+}
+
+// Sock returns socket slot i's shared header (i < MaxSocks).
+func (a *Arena) Sock(i uint32) *abi.Sock {
+	return (*abi.Sock)(unsafe.Pointer(&a.mem[a.L.SocksOff+uint64(i)*a.L.SockStride]))
+}
+
+// Rx and Tx return the data areas of socket slot i's rings.
+func (a *Arena) Rx(i uint32) []byte {
+	off := a.L.SocksOff + uint64(i)*a.L.SockStride + abi.SockHdrSize
+	return a.mem[off : off+uint64(a.L.RingSize) : off+uint64(a.L.RingSize)]
+}
+
+func (a *Arena) Tx(i uint32) []byte {
+	off := a.L.SocksOff + uint64(i)*a.L.SockStride + abi.SockHdrSize + uint64(a.L.RingSize)
+	return a.mem[off : off+uint64(a.L.RingSize) : off+uint64(a.L.RingSize)]
+}
+
+// Reset clears socket slot i (keeping its generation) and gives its ring
+// pages back to the kernel, so a closed socket holds no memory.
+func (a *Arena) Reset(i uint32) {
+	s := a.Sock(i)
+	gen := atomic.LoadUint32(&s.Gen)
+	*s = abi.Sock{}
+	atomic.StoreUint32(&s.Gen, gen)
+	off := a.L.SocksOff + uint64(i)*a.L.SockStride + abi.SockHdrSize
+	_ = unix.Fallocate(a.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), 2*int64(a.L.RingSize))
+}
+
+// Close unmaps the arena and closes the memfd.
+func (a *Arena) Close() error {
+	err := unix.Munmap(a.mem)
+	if a.fd >= 0 {
+		if cerr := unix.Close(a.fd); err == nil {
+			err = cerr
+		}
+	}
+	a.mem, a.hdr = nil, nil
+	return err
+}
+
+// ErrRing reports ring counters that no well-behaved shim could produce.
+var ErrRing = errors.New("ring counters out of range")
+
+// TxPending returns how many bytes the shim has produced in tx ring i beyond
+// tail (the daemon's own copy of the consumer counter).
+func (a *Arena) TxPending(i uint32, tail uint64) (uint64, error) {
+	head := atomic.LoadUint64(&a.Sock(i).Tx.Head)
+	return checkSpan(head, tail, a.L.RingSize)
+}
+
+// RxFree returns how many bytes ring i can take beyond head (the daemon's own
+// copy of the producer counter), given the shim's tail.
+func (a *Arena) RxFree(i uint32, head uint64) (uint64, error) {
+	tail := atomic.LoadUint64(&a.Sock(i).Rx.Tail)
+	used, err := checkSpan(head, tail, a.L.RingSize)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(a.L.RingSize) - used, nil
+}
+
+// checkSpan validates head-tail for a ring of size bytes.
+func checkSpan(head, tail uint64, size uint32) (uint64, error) {
+	n := head - tail
+	if head < tail || n > uint64(size) {
+		return 0, fmt.Errorf("%w: head %d tail %d size %d", ErrRing, head, tail, size)
+	}
+	return n, nil
+}
+
+// Span returns the (up to two) contiguous pieces of ring data covering
+// [from, from+n); n must not exceed len(data).
+func Span(data []byte, from, n uint64) (a, b []byte) {
+	size := uint64(len(data))
+	off := from & (size - 1)
+	if off+n <= size {
+		return data[off : off+n], nil
+	}
+	return data[off:size], data[:n-(size-off)]
+}
+
+// Map maps an arena received from a daemon (the shim's view, used by tests
+// and tools that play the application side). It takes the layout from the
+// header, which it checks for consistency.
+func Map(fd int, size uint64) (*Arena, error) {
+	if size < pageSize || size > 1<<40 {
+		return nil, fmt.Errorf("arena size %d out of range", size)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || uint64(st.Size) != size {
+		return nil, fmt.Errorf("arena file is %d bytes, not the %d announced", st.Size, size)
+	}
+	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mapping the arena: %w", err)
+	}
+	h := (*abi.ArenaHdr)(unsafe.Pointer(&mem[0]))
+	l, lerr := NewLayout(h.MaxSocks, h.RingSize)
+	if h.Magic != abi.Magic || h.Version != abi.Version || lerr != nil || l.Size != size || l.SocksOff != h.SocksOff || l.CmdOff != h.CmdOff || l.SockStride != h.SockStride {
+		unix.Munmap(mem)
+		return nil, fmt.Errorf("arena header does not match this ABI (magic %#x version %d)", h.Magic, h.Version)
+	}
+	return &Arena{L: l, fd: -1, mem: mem, hdr: h}, nil
+}

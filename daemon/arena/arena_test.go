@@ -1,0 +1,72 @@
+package arena
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/nuse-project/nuse/shim/abi"
+)
+
+func TestLayoutRejectsBadSizes(t *testing.T) {
+	for _, c := range []struct{ socks, ring uint32 }{{0, 4096}, {abi.MaxSocksLimit + 1, 4096}, {8, 1000}, {8, 2048}, {8, 3 << 12}} {
+		if _, err := NewLayout(c.socks, c.ring); err == nil {
+			t.Errorf("NewLayout(%d, %d) accepted", c.socks, c.ring)
+		}
+	}
+	l, err := NewLayout(4, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.SocksOff%4096 != 0 || l.SockStride != 4096+2*8192 || l.Size != l.SocksOff+4*l.SockStride {
+		t.Fatalf("layout %+v", l)
+	}
+}
+
+func TestCheckSpan(t *testing.T) {
+	for _, c := range []struct {
+		head, tail uint64
+		ok         bool
+	}{{0, 0, true}, {4096, 0, true}, {4097, 0, false}, {5, 6, false}, {1<<63 + 10, 1<<63 + 5, true}, {^uint64(0), ^uint64(0) - 4096, true}} {
+		_, err := checkSpan(c.head, c.tail, 4096)
+		if (err == nil) != c.ok {
+			t.Errorf("checkSpan(%d, %d) = %v", c.head, c.tail, err)
+		}
+	}
+}
+
+func TestSpanWraps(t *testing.T) {
+	data := []byte("0123456789abcdef")
+	a, b := Span(data, 12, 8)
+	if string(a) != "cdef" || string(b) != "0123" {
+		t.Fatalf("%q %q", a, b)
+	}
+	a, b = Span(data, 16+3, 4)
+	if string(a) != "3456" || b != nil {
+		t.Fatalf("%q %q", a, b)
+	}
+}
+
+func TestCreateMapShareMemory(t *testing.T) {
+	l, _ := NewLayout(4, 4096)
+	a, err := Create(l, "test", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Map(a.FD(), l.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	copy(a.Tx(3), "hello")
+	if !bytes.Equal(b.Tx(3)[:5], []byte("hello")) || b.Hdr().SpinNs != 1000 {
+		t.Fatal("the two mappings do not share memory")
+	}
+	a.Reset(3)
+	if b.Tx(3)[0] != 0 {
+		t.Fatal("Reset did not release the ring pages")
+	}
+	if _, err := Map(a.FD(), l.Size+4096); err == nil {
+		t.Fatal("Map accepted a size that disagrees with the header")
+	}
+}

@@ -1,0 +1,353 @@
+package usock
+
+// A minimal application side of the protocol, in Go, to test the daemon
+// without the C shim, and to misbehave in ways a real shim never would.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/daemon/arena"
+	"github.com/nuse-project/nuse/internal/futex"
+	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack/gvisor"
+)
+
+type testClient struct {
+	t   testing.TB
+	c   *net.UnixConn
+	a   *arena.Arena
+	seq uint32
+}
+
+type testSock struct {
+	slot, gen uint32
+	fd        int // the application's end of the socketpair
+	family    int
+	txHead    uint64
+	rxTail    uint64
+}
+
+// startServer runs a user-socket engine over a stack-internal gVisor engine.
+func startServer(t testing.TB, ring uint32) (*Server, string) {
+	return startServerWith(t, ring, func(*Config) {})
+}
+
+func startServerWith(t testing.TB, ring uint32, mod func(*Config)) (*Server, string) {
+	eng, err := gvisor.New(gvisor.Config{Loopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := arena.NewLayout(64, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Engine: eng, Layout: l, Spin: 20 * time.Microsecond, ShimSpin: 10 * time.Microsecond,
+		Linger: 30 * time.Second, Logf: func(f string, a ...any) { t.Logf(time.Now().Format("15:04:05.000 ")+f, a...) }}
+	mod(&cfg)
+	srv := NewServer(cfg)
+	path := filepath.Join(t.TempDir(), "nused.sock")
+	if err := srv.Listen(path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(); eng.Close() })
+	return srv, path
+}
+
+func dialClient(t testing.TB, path string) *testClient {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &testClient{t: t, c: c}
+	var h abi.CtlHello
+	h.Hdr = hdr(abi.MsgHello, 1, int(unsafe.Sizeof(h)))
+	h.Pid = uint32(os.Getpid())
+	copy(h.Comm[:], "gotest")
+	if _, err := c.Write(bytesOf(&h)); err != nil {
+		t.Fatal(err)
+	}
+	var ok abi.CtlHelloOK
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := c.ReadMsgUnix(bytesOf(&ok), oob)
+	if err != nil || n != int(unsafe.Sizeof(ok)) || ok.Hdr.Type != abi.MsgHelloOK {
+		t.Fatalf("hello: n=%d type=%d err=%v", n, ok.Hdr.Type, err)
+	}
+	cms, _ := unix.ParseSocketControlMessage(oob[:oobn])
+	fds, err := unix.ParseUnixRights(&cms[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.a, err = arena.Map(fds[0], ok.ArenaSize)
+	unix.Close(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.close)
+	return cl
+}
+
+func (cl *testClient) close() {
+	cl.c.Close()
+	if cl.a != nil {
+		cl.a.Close()
+		cl.a = nil
+	}
+}
+
+// birth sends SOCKET or ACCEPT with a fresh socketpair end.
+func (cl *testClient) birth(typ uint16, req abi.CtlReq) (abi.CtlReply, int) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.seq++
+	req.Hdr = hdr(typ, cl.seq, int(unsafe.Sizeof(req)))
+	if _, _, err := cl.c.WriteMsgUnix(bytesOf(&req), unix.UnixRights(pair[1]), nil); err != nil {
+		cl.t.Fatal(err)
+	}
+	unix.Close(pair[1])
+	_ = unix.SetNonblock(pair[0], true)
+	var rep abi.CtlReply
+	if _, err := cl.c.Read(bytesOf(&rep)); err != nil {
+		cl.t.Fatal(err)
+	}
+	if rep.Result < 0 {
+		unix.Close(pair[0])
+		return rep, -1
+	}
+	return rep, pair[0]
+}
+
+func (cl *testClient) socket(family int) *testSock {
+	rep, fd := cl.birth(abi.MsgSocket, abi.CtlReq{Family: int32(family), Type: syscall.SOCK_STREAM})
+	if rep.Result != 0 {
+		cl.t.Fatalf("socket: %v", syscall.Errno(-rep.Result))
+	}
+	return &testSock{slot: rep.Sock, gen: rep.Gen, fd: fd, family: family}
+}
+
+// cmd posts a command and waits for its answer.
+func (cl *testClient) cmd(s *testSock, op uint16, arg0, arg1 uint32, addr, opt []byte) (int32, abi.Cmd) {
+	for i := 0; i < abi.CmdSlots; i++ {
+		c := cl.a.Cmd(i)
+		if !atomic.CompareAndSwapUint32(&c.State, abi.CmdFree, abi.CmdClaimed) {
+			continue
+		}
+		c.Op, c.Sock, c.Gen, c.Arg0, c.Arg1 = op, s.slot, s.gen, arg0, arg1
+		c.AddrLen = uint32(copy(c.Addr[:], addr))
+		c.OptLen = uint32(copy(c.Opt[:], opt))
+		atomic.StoreUint32(&c.State, abi.CmdSubmitted)
+		atomic.OrUint64(&cl.a.Hdr().CmdPending, 1<<i)
+		cl.a.Doorbell()
+		deadline := time.Now().Add(10 * time.Second)
+		for atomic.LoadUint32(&c.State) != abi.CmdDone {
+			if time.Now().After(deadline) {
+				cl.t.Fatalf("command %d: no answer", op)
+			}
+			atomic.StoreUint32(&c.Waiting, 1)
+			futex.Wait(&c.State, abi.CmdSubmitted, 50*time.Millisecond)
+		}
+		out := *c
+		atomic.StoreUint32(&c.Waiting, 0)
+		atomic.StoreUint32(&c.State, abi.CmdFree)
+		return out.Result, out
+	}
+	cl.t.Fatal("no free command slot")
+	return 0, abi.Cmd{}
+}
+
+func sockaddr(family int, ap netip.AddrPort) []byte {
+	b := make([]byte, abi.AddrLen)
+	return b[:putSockaddr(b, family, ap)]
+}
+
+// waitFor polls the application fd until cond holds.
+func (cl *testClient) waitFor(s *testSock, events int16, cond func() bool) {
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			cl.t.Fatal("timed out waiting")
+		}
+		pfd := []unix.PollFd{{Fd: int32(s.fd), Events: events}}
+		_, _ = unix.Poll(pfd, 100)
+	}
+}
+
+func (cl *testClient) state(s *testSock) uint32 {
+	return atomic.LoadUint32(&cl.a.Sock(s.slot).State)
+}
+
+func (cl *testClient) connect(s *testSock, ap netip.AddrPort) error {
+	res, _ := cl.cmd(s, abi.OpConnect, 0, 0, sockaddr(s.family, ap), nil)
+	if res == -int32(syscall.EINPROGRESS) {
+		cl.waitFor(s, unix.POLLIN|unix.POLLOUT, func() bool { return cl.state(s)&(abi.SSConnected|abi.SSError) != 0 })
+		if cl.state(s)&abi.SSConnected != 0 {
+			return nil
+		}
+		res, out := cl.cmd(s, abi.OpGetsockopt, solSocket, soError, nil, make([]byte, 4))
+		if res != 0 {
+			return syscall.Errno(-res)
+		}
+		return syscall.Errno(binary.LittleEndian.Uint32(out.Opt[:]))
+	}
+	if res < 0 {
+		return syscall.Errno(-res)
+	}
+	return nil
+}
+
+func (cl *testClient) listen(family int, ap netip.AddrPort) *testSock {
+	s := cl.socket(family)
+	if res, _ := cl.cmd(s, abi.OpBind, 0, 0, sockaddr(family, ap), nil); res != 0 {
+		cl.t.Fatalf("bind %v: %v", ap, syscall.Errno(-res))
+	}
+	if res, _ := cl.cmd(s, abi.OpListen, 16, 0, nil, nil); res != 0 {
+		cl.t.Fatalf("listen: %v", syscall.Errno(-res))
+	}
+	return s
+}
+
+func (cl *testClient) accept(ls *testSock) (*testSock, netip.AddrPort) {
+	for {
+		cl.waitFor(ls, unix.POLLIN, func() bool { return cl.state(ls)&abi.SSAcceptQ != 0 })
+		rep, fd := cl.birth(abi.MsgAccept, abi.CtlReq{Sock: ls.slot, Gen: ls.gen})
+		if rep.Result == -int32(syscall.EAGAIN) {
+			continue
+		}
+		if rep.Result != 0 {
+			cl.t.Fatalf("accept: %v", syscall.Errno(-rep.Result))
+		}
+		peer, err := parseSockaddr(rep.Addr[:rep.AddrLen], ls.family)
+		if err != nil {
+			cl.t.Fatal(err)
+		}
+		return &testSock{slot: rep.Sock, gen: rep.Gen, fd: fd, family: ls.family}, peer
+	}
+}
+
+// send copies all of p into the tx ring, waiting for room.
+func (cl *testClient) send(s *testSock, p []byte) error {
+	sh := cl.a.Sock(s.slot)
+	size := uint64(cl.a.L.RingSize)
+	data := cl.a.Tx(s.slot)
+	for len(p) > 0 {
+		if st := cl.state(s); st&(abi.SSWrDead|abi.SSReset) != 0 {
+			return syscall.EPIPE
+		}
+		free := size - (s.txHead - atomic.LoadUint64(&sh.Tx.Tail))
+		if free == 0 {
+			cl.waitFor(s, unix.POLLOUT, func() bool {
+				return s.txHead-atomic.LoadUint64(&sh.Tx.Tail) < size || cl.state(s)&abi.SSWrDead != 0
+			})
+			continue
+		}
+		n := min(free, uint64(len(p)))
+		a, b := arena.Span(data, s.txHead, n)
+		copy(a, p)
+		copy(b, p[len(a):])
+		s.txHead += n
+		atomic.StoreUint64(&sh.Tx.Head, s.txHead)
+		cl.attention(s)
+		p = p[n:]
+	}
+	return nil
+}
+
+func (cl *testClient) attention(s *testSock) {
+	atomic.OrUint64(&cl.a.Hdr().Attention[s.slot/64], 1<<(s.slot%64))
+	cl.a.Doorbell()
+}
+
+// recv reads what is there (at least one byte, or EOF as 0).
+func (cl *testClient) recv(s *testSock, p []byte) (int, error) {
+	sh := cl.a.Sock(s.slot)
+	data := cl.a.Rx(s.slot)
+	for {
+		avail := atomic.LoadUint64(&sh.Rx.Head) - s.rxTail
+		if avail > 0 {
+			n := min(avail, uint64(len(p)))
+			a, b := arena.Span(data, s.rxTail, n)
+			copy(p, a)
+			copy(p[len(a):], b)
+			s.rxTail += n
+			atomic.StoreUint64(&sh.Rx.Tail, s.rxTail)
+			if atomic.LoadUint32(&sh.DaemonWait)&abi.DWaitRxSpace != 0 {
+				cl.attention(s)
+			}
+			cl.unsignal(s)
+			return int(n), nil
+		}
+		st := cl.state(s)
+		if st&abi.SSReset != 0 {
+			return 0, syscall.ECONNRESET
+		}
+		if st&abi.SSRdEOF != 0 {
+			return 0, nil
+		}
+		var pfd = []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, 5000); err != nil && err != unix.EINTR {
+			return 0, err
+		}
+		if pfd[0].Revents&unix.POLLHUP != 0 {
+			return 0, syscall.ECONNRESET
+		}
+	}
+}
+
+// unsignal drains the readiness byte once the ring is empty.
+func (cl *testClient) unsignal(s *testSock) {
+	sh := cl.a.Sock(s.slot)
+	if atomic.LoadUint64(&sh.Rx.Head) != s.rxTail {
+		return
+	}
+	if atomic.SwapUint32(&sh.Sig, abi.SigNone) == abi.SigSet {
+		var b [64]byte
+		_, _ = unix.Read(s.fd, b[:])
+		if atomic.LoadUint64(&sh.Rx.Head) != s.rxTail || cl.state(s)&(abi.SSRdEOF|abi.SSReset) != 0 {
+			cl.attention(s)
+		}
+	}
+}
+
+func (cl *testClient) recvAll(s *testSock) ([]byte, error) {
+	var out []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := cl.recv(s, buf)
+		if err != nil {
+			return out, err
+		}
+		if n == 0 {
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+	}
+}
+
+func (cl *testClient) closeSock(s *testSock) {
+	cl.cmd(s, abi.OpClose, 0, 0, nil, nil)
+	unix.Close(s.fd)
+}
+
+func (s *testSock) String() string { return fmt.Sprintf("sock %d/%d", s.slot, s.gen) }
+
+func dialRaw(t testing.TB, path string) *net.UnixConn {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

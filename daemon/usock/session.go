@@ -1,0 +1,760 @@
+package usock
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/daemon/arena"
+	"github.com/nuse-project/nuse/internal/futex"
+	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack"
+)
+
+// Session is one application process attached to the daemon.
+type Session struct {
+	srv   *Server
+	ID    uint32
+	Pid   int32
+	Uid   uint32
+	Comm  string
+	Start time.Time
+
+	a      *arena.Arena
+	nwords int // attention words in use
+	conn   interface{ Close() error }
+
+	// amu keeps the arena mapped while someone rings its doorbell.
+	amu     sync.RWMutex
+	aclosed bool
+
+	mu    sync.Mutex // guards everything below and all engine calls
+	socks []*sock
+	free  []uint32
+	dead  bool // the process is gone (or misbehaved): no new work
+	why   string
+	end   time.Time
+	// closed keeps the last sockets that went away, for stats.
+	closed []SockStats
+
+	// events has a bit per slot whose engine socket reported readiness;
+	// written by engine callbacks, taken by the worker.
+	events []atomic.Uint64
+	done   chan struct{}
+
+	// Owned by the worker that serves the session.
+	reaped   time.Time // last hang-up sweep
+	finished bool      // ended; the worker drops it
+}
+
+// sock is the daemon's side of one NUSE socket.
+type sock struct {
+	slot, gen uint32
+	family    int
+	es        stack.Socket
+	pair      int // the daemon's end of the socketpair
+	created   time.Time
+
+	state   uint32 // abi.SS* bits, published to shared memory
+	soErr   int32
+	txTail  uint64 // daemon-owned consumer counter of tx
+	rxHead  uint64 // daemon-owned producer counter of rx
+	txBytes atomic.Uint64
+	rxBytes atomic.Uint64
+
+	connecting, listening bool
+	shutWr                bool // SHUT_WR requested: after tx drains
+	closing               bool // the application closed it
+	closeBy               time.Time
+	local, remote         netip.AddrPort
+}
+
+func (s *Session) logf(format string, args ...any) {
+	s.srv.logf("session %d (pid %d %s): "+format, append([]any{s.ID, s.Pid, s.Comm}, args...)...)
+}
+
+// wake makes the worker look at the session now.
+func (s *Session) wake() {
+	s.amu.RLock()
+	if !s.aclosed {
+		s.a.Doorbell()
+	}
+	s.amu.RUnlock()
+}
+
+// kill ends a session that broke the protocol: its sockets are reset and
+// the process sees its NUSE sockets fail. Called with mu held.
+func (s *Session) kill(why string) {
+	if !s.dead {
+		s.logf("%s; ending the session", why)
+		s.dead = true
+		s.why = why
+	}
+	if s.conn != nil {
+		s.conn.Close() // the shim sees the hang-up at once
+	}
+	for _, so := range s.socks {
+		if so != nil {
+			so.es.Abort()
+			s.release(so)
+		}
+	}
+}
+
+// alloc takes a free slot, or returns false.
+func (s *Session) alloc() (uint32, bool) {
+	if len(s.free) == 0 {
+		return 0, false
+	}
+	i := s.free[len(s.free)-1]
+	s.free = s.free[:len(s.free)-1]
+	return i, true
+}
+
+// attach installs an engine socket in a slot. Called with mu held.
+func (s *Session) attach(slot uint32, es stack.Socket, family, pair int) *sock {
+	sh := s.a.Sock(slot)
+	gen := atomic.LoadUint32(&sh.Gen) + 1
+	if gen == 0 {
+		gen = 1
+	}
+	s.a.Reset(slot)
+	atomic.StoreUint32(&sh.Gen, gen)
+	so := &sock{slot: slot, gen: gen, family: family, es: es, pair: pair, created: time.Now(), state: abi.SSOpen}
+	atomic.StoreUint32(&sh.State, so.state)
+	s.socks[slot] = so
+	es.Notify(func(stack.Events) {
+		s.events[slot/64].Or(1 << (slot % 64))
+		s.wake()
+	})
+	return so
+}
+
+// release frees a slot whose engine socket was closed or aborted.
+func (s *Session) release(so *sock) {
+	so.es.Notify(nil)
+	unix.Close(so.pair)
+	sh := s.a.Sock(so.slot)
+	atomic.StoreUint32(&sh.State, abi.SSWrDead|abi.SSReset)
+	s.socks[so.slot] = nil
+	s.free = append(s.free, so.slot)
+	s.closed = append(s.closed, s.sockStats(so, "closed"))
+	if len(s.closed) > maxClosedSocks {
+		s.closed = s.closed[len(s.closed)-maxClosedSocks:]
+	}
+	s.srv.totals.add(so.txBytes.Load(), so.rxBytes.Load())
+}
+
+// lookup finds the live socket a command names.
+func (s *Session) lookup(slot, gen uint32) *sock {
+	if slot >= uint32(len(s.socks)) {
+		return nil
+	}
+	so := s.socks[slot]
+	if so == nil || so.gen != gen || so.closing {
+		return nil
+	}
+	return so
+}
+
+// pending reports whether anything waits for the worker.
+func (s *Session) pending() bool {
+	h := s.a.Hdr()
+	if atomic.LoadUint64(&h.CmdPending) != 0 {
+		return true
+	}
+	for w := 0; w < s.nwords; w++ {
+		if atomic.LoadUint64(&h.Attention[w]) != 0 || s.events[w].Load() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// pass does one round of work. Called with mu held.
+func (s *Session) pass() bool {
+	h := s.a.Hdr()
+	did := false
+	if !s.dead && atomic.LoadUint64(&h.CmdPending) != 0 {
+		for p := atomic.SwapUint64(&h.CmdPending, 0); p != 0; p &= p - 1 {
+			s.command(bits.TrailingZeros64(p))
+			did = true
+		}
+	}
+	for w := 0; w < s.nwords; w++ {
+		var x uint64
+		if atomic.LoadUint64(&h.Attention[w]) != 0 {
+			x = atomic.SwapUint64(&h.Attention[w], 0)
+		}
+		if s.events[w].Load() != 0 {
+			x |= s.events[w].Swap(0)
+		}
+		for ; x != 0; x &= x - 1 {
+			slot := uint32(w*64 + bits.TrailingZeros64(x))
+			if slot < uint32(len(s.socks)) && s.socks[slot] != nil {
+				s.service(s.socks[slot])
+				did = true
+			}
+		}
+	}
+	if s.dead || did {
+		return did
+	}
+	return false
+}
+
+// reapHangups closes sockets whose every application fd is gone without a
+// close() the shim saw (a forked holder that _exit()ed, an fd closed behind
+// the shim's back): the daemon's end of the socketpair then reads hang-up.
+// Called with mu held, when the worker is idle.
+func (s *Session) reapHangups() {
+	var fds []unix.PollFd
+	var socks []*sock
+	for _, so := range s.socks {
+		if so != nil && !so.closing {
+			fds = append(fds, unix.PollFd{Fd: int32(so.pair), Events: unix.POLLRDHUP})
+			socks = append(socks, so)
+		}
+	}
+	if len(fds) == 0 {
+		return
+	}
+	if n, err := unix.Poll(fds, 0); n <= 0 || err != nil {
+		return
+	}
+	for i, so := range socks {
+		if fds[i].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0 && s.socks[so.slot] == so {
+			so.closing = true
+			so.closeBy = time.Now().Add(s.srv.cfg.Linger)
+			s.service(so)
+		}
+	}
+}
+
+// lingering counts closed sockets still sending what the application left
+// in their tx rings; the arena stays mapped until they are done.
+func (s *Session) lingering() int {
+	n := 0
+	now := time.Now()
+	for _, so := range s.socks {
+		if so == nil {
+			continue
+		}
+		if so.closing && now.After(so.closeBy) {
+			so.es.Abort()
+			s.release(so)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// command executes command slot i.
+func (s *Session) command(i int) {
+	c := s.a.Cmd(i)
+	if atomic.LoadUint32(&c.State) != abi.CmdSubmitted {
+		return // not posted properly: ignore, the poster waits in vain
+	}
+	cp := *c // copy first: the application may scribble on the slot
+	req, err := decodeCmd(&cp, uint32(len(s.socks)))
+	var res int32
+	var out cmdOut
+	if err != nil {
+		res = -int32(syscall.EINVAL)
+	} else {
+		res = s.exec(req, &out)
+	}
+	if out.addrLen > 0 {
+		copy(c.Addr[:], out.addr[:out.addrLen])
+		c.AddrLen = out.addrLen
+	}
+	if out.optLen > 0 {
+		copy(c.Opt[:], out.opt[:out.optLen])
+		c.OptLen = out.optLen
+	}
+	c.Result = res
+	atomic.StoreUint32(&c.State, abi.CmdDone)
+	if atomic.LoadUint32(&c.Waiting) != 0 {
+		futex.Wake(&c.State, 1)
+	}
+}
+
+type cmdOut struct {
+	addr    [abi.AddrLen]byte
+	addrLen uint32
+	opt     [abi.OptLen]byte
+	optLen  uint32
+}
+
+// exec runs one decoded command and returns its result (>= 0 or -errno).
+func (s *Session) exec(r request, out *cmdOut) int32 {
+	so := s.lookup(r.sock, r.gen)
+	if so == nil {
+		return -int32(syscall.EBADF)
+	}
+	defer s.service(so)
+	switch r.op {
+	case abi.OpBind:
+		ap, err := parseSockaddr(r.addr, so.family)
+		if err != nil {
+			return errno(err)
+		}
+		return errno(so.es.Bind(ap))
+	case abi.OpListen:
+		backlog := int(int32(r.arg0))
+		if backlog <= 0 || backlog > 4096 {
+			backlog = 4096
+		}
+		if so.connecting || so.state&abi.SSConnected != 0 {
+			return -int32(syscall.EINVAL)
+		}
+		if err := so.es.Listen(backlog); err != nil {
+			return errno(err)
+		}
+		so.listening = true
+		so.state |= abi.SSListening
+		return 0
+	case abi.OpConnect:
+		if so.listening {
+			return -int32(syscall.EISCONN)
+		}
+		if so.connecting {
+			return -int32(syscall.EALREADY)
+		}
+		if so.state&abi.SSConnected != 0 {
+			return -int32(syscall.EISCONN)
+		}
+		ap, err := parseSockaddr(r.addr, so.family)
+		if err != nil {
+			return errno(err)
+		}
+		switch err := so.es.Connect(ap); {
+		case err == nil:
+			so.state |= abi.SSConnected
+			return 0
+		case errors.Is(err, stack.ErrInProgress):
+			so.connecting = true
+			so.state |= abi.SSConnecting
+			return -int32(syscall.EINPROGRESS)
+		default:
+			return errno(err)
+		}
+	case abi.OpShutdown:
+		how := int(r.arg0)
+		if how < unix.SHUT_RD || how > unix.SHUT_RDWR {
+			return -int32(syscall.EINVAL)
+		}
+		if so.state&abi.SSConnected == 0 {
+			return -int32(syscall.ENOTCONN)
+		}
+		if how != unix.SHUT_WR {
+			_ = so.es.Shutdown(unix.SHUT_RD)
+		}
+		if how != unix.SHUT_RD {
+			so.shutWr = true // after the tx ring drains (service)
+		}
+		return 0
+	case abi.OpClose:
+		so.closing = true
+		so.closeBy = time.Now().Add(s.srv.cfg.Linger)
+		return 0
+	case abi.OpGetsockname:
+		ap, err := so.es.LocalAddr()
+		if err != nil {
+			return errno(err)
+		}
+		out.addrLen = putSockaddr(out.addr[:], so.family, ap)
+		return 0
+	case abi.OpGetpeername:
+		if so.state&abi.SSConnected == 0 {
+			return -int32(syscall.ENOTCONN)
+		}
+		ap, err := so.es.RemoteAddr()
+		if err != nil {
+			return errno(err)
+		}
+		out.addrLen = putSockaddr(out.addr[:], so.family, ap)
+		return 0
+	case abi.OpSetsockopt:
+		if r.arg0 == ipprotoTCP && r.arg1 == tcpCongestion {
+			name := r.opt
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			return errno(so.es.SetCongestion(string(name)))
+		}
+		o, ok := sockOption(r.arg0, r.arg1)
+		if !ok {
+			return -int32(syscall.ENOPROTOOPT)
+		}
+		v, err := optValue(o, r.opt)
+		if err != nil {
+			return errno(err)
+		}
+		return errno(so.es.SetOption(o, v))
+	case abi.OpGetsockopt:
+		switch {
+		case r.arg0 == ipprotoTCP && r.arg1 == tcpInfo:
+			// Too big for the slot: the answer goes to the socket's
+			// info area, the result is its length.
+			txq, _ := s.a.TxPending(so.slot, so.txTail)
+			return int32(encodeTCPInfo(s.a.Sock(so.slot).Info[:], so.es.Info(), so.txBytes.Load(), so.rxBytes.Load(), txq))
+		case r.arg0 == ipprotoTCP && r.arg1 == tcpCongestion:
+			name, err := so.es.Congestion()
+			if err != nil {
+				return errno(err)
+			}
+			var buf [16]byte // TCP_CA_NAME_MAX, NUL-padded as Linux gives it
+			copy(buf[:15], name)
+			n := min(r.optcap, uint32(len(buf)))
+			copy(out.opt[:], buf[:n])
+			out.optLen = n
+			return 0
+		}
+		if r.optcap < 4 {
+			return -int32(syscall.EINVAL)
+		}
+		if r.arg0 == solSocket && r.arg1 == soError {
+			v := so.soErr
+			if v == 0 && so.state&abi.SSConnecting == 0 {
+				if err := so.es.ConnectResult(); err != nil {
+					v = -errno(err)
+				}
+			}
+			so.soErr = 0
+			so.state &^= abi.SSError
+			out.optLen = putOptValue(out.opt[:], 0, int(v))
+			return 0
+		}
+		o, ok := sockOption(r.arg0, r.arg1)
+		if !ok {
+			return -int32(syscall.ENOPROTOOPT)
+		}
+		if o == stack.OptLinger && r.optcap < 8 {
+			return -int32(syscall.EINVAL)
+		}
+		v, err := so.es.GetOption(o)
+		if err != nil {
+			return errno(err)
+		}
+		out.optLen = putOptValue(out.opt[:], o, v)
+		return 0
+	}
+	return -int32(syscall.EINVAL)
+}
+
+// errno turns an engine error into -errno (0 for nil).
+func errno(err error) int32 {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return -int32(e)
+	}
+	return -int32(syscall.EIO)
+}
+
+// service brings one socket up to date: connect completion, tx drain, rx
+// fill, accept queue, deferred shutdown and close, then publishes its
+// state and readiness. Called with mu held.
+func (s *Session) service(so *sock) {
+	if s.socks[so.slot] != so {
+		return
+	}
+	sh := s.a.Sock(so.slot)
+	ev := so.es.Readiness()
+	if so.connecting && ev&(stack.EventOut|stack.EventErr|stack.EventHup) != 0 {
+		so.connecting = false
+		so.state &^= abi.SSConnecting
+		if err := so.es.ConnectResult(); err != nil {
+			so.soErr = -errno(err)
+			so.state |= abi.SSError | abi.SSWrDead
+		} else {
+			so.state |= abi.SSConnected
+			so.local, _ = so.es.LocalAddr()
+			so.remote, _ = so.es.RemoteAddr()
+		}
+	}
+	if so.state&abi.SSConnected != 0 {
+		if !s.pumpTx(so) || !s.pumpRx(so) {
+			return // the session was killed
+		}
+	}
+	if so.listening {
+		if ev&stack.EventIn != 0 {
+			so.state |= abi.SSAcceptQ
+		} else {
+			so.state &^= abi.SSAcceptQ
+		}
+	}
+	if so.shutWr && s.txEmpty(so) {
+		so.shutWr = false
+		_ = so.es.Shutdown(unix.SHUT_WR)
+	}
+	if so.closing {
+		if s.txEmpty(so) || so.state&(abi.SSWrDead|abi.SSReset) != 0 {
+			if s.rxUnread(so) {
+				so.es.Abort() // unread data at close: reset, as Linux does
+			} else {
+				so.es.Close()
+			}
+			s.release(so)
+		}
+		return
+	}
+	atomic.StoreInt32(&sh.SoError, so.soErr)
+	atomic.StoreUint32(&sh.State, so.state)
+	atomic.StoreUint64(&sh.TxBytes, so.txBytes.Load())
+	atomic.StoreUint64(&sh.RxBytes, so.rxBytes.Load())
+	if s.readable(so) && atomic.CompareAndSwapUint32(&sh.Sig, abi.SigNone, abi.SigSet) {
+		unix.Write(so.pair, []byte{1})
+	}
+	// Unfill: NONE first, then read. The shim fills again on every EAGAIN,
+	// so whatever it writes after our reads is covered by its next DONE.
+	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) &&
+		atomic.CompareAndSwapUint32(&sh.Fill, abi.FillDone, abi.FillNone) {
+		drain(so.pair)
+	}
+}
+
+func drain(fd int) {
+	var buf [4096]byte
+	for i := 0; i < 64; i++ {
+		if n, err := unix.Read(fd, buf[:]); n <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+func (s *Session) readable(so *sock) bool {
+	if so.state&(abi.SSRdEOF|abi.SSReset|abi.SSError|abi.SSAcceptQ) != 0 {
+		return true
+	}
+	tail := atomic.LoadUint64(&s.a.Sock(so.slot).Rx.Tail)
+	return tail != so.rxHead
+}
+
+func (s *Session) writable(so *sock) bool {
+	if so.connecting {
+		return false
+	}
+	if so.state&(abi.SSWrDead|abi.SSReset|abi.SSError) != 0 {
+		return true
+	}
+	// Writable again once a quarter of the ring is free (like the kernel's
+	// and gVisor's half-buffer rule): waking a writer for a few bytes only
+	// makes it fill the ring and sleep again.
+	n, err := s.a.TxPending(so.slot, so.txTail)
+	size := uint64(s.a.L.RingSize)
+	return err == nil && n <= size-size/4
+}
+
+func (s *Session) txEmpty(so *sock) bool {
+	n, err := s.a.TxPending(so.slot, so.txTail)
+	return err != nil || n == 0
+}
+
+func (s *Session) rxUnread(so *sock) bool {
+	return atomic.LoadUint64(&s.a.Sock(so.slot).Rx.Tail) != so.rxHead
+}
+
+// pumpTx hands tx ring data to the engine. It returns false if it killed
+// the session.
+func (s *Session) pumpTx(so *sock) bool {
+	sh := s.a.Sock(so.slot)
+	n, err := s.a.TxPending(so.slot, so.txTail)
+	if err != nil {
+		s.kill(fmt.Sprintf("socket %d tx ring: %v", so.slot, err))
+		return false
+	}
+	if so.state&abi.SSWrDead != 0 {
+		so.txTail += n // nowhere to send it: drop, the shim reports EPIPE
+		atomic.StoreUint64(&sh.Tx.Tail, so.txTail)
+		return true
+	}
+	data := s.a.Tx(so.slot)
+	for n > 0 {
+		p, _ := arena.Span(data, so.txTail, n)
+		w, err := so.es.Write(p)
+		if w > 0 {
+			so.txTail += uint64(w)
+			n -= uint64(w)
+			so.txBytes.Add(uint64(w))
+			atomic.StoreUint64(&sh.Tx.Tail, so.txTail)
+		}
+		if err != nil {
+			if !errors.Is(err, stack.ErrWouldBlock) {
+				so.state |= abi.SSWrDead
+				if so.soErr == 0 && !errors.Is(err, syscall.EPIPE) {
+					so.soErr = -errno(err)
+					so.state |= abi.SSError
+				}
+			}
+			so.state |= abi.SSTxStall
+			return true
+		}
+		if w < len(p) {
+			break
+		}
+	}
+	so.state &^= abi.SSTxStall
+	return true
+}
+
+// pumpRx moves data from the engine into the rx ring. It returns false if it
+// killed the session.
+func (s *Session) pumpRx(so *sock) bool {
+	if so.state&(abi.SSRdEOF|abi.SSReset) != 0 {
+		return true
+	}
+	sh := s.a.Sock(so.slot)
+	data := s.a.Rx(so.slot)
+	for {
+		free, err := s.a.RxFree(so.slot, so.rxHead)
+		if err != nil {
+			s.kill(fmt.Sprintf("socket %d rx ring: %v", so.slot, err))
+			return false
+		}
+		if free == 0 {
+			// Ask the shim to ring when it makes room, then look again in
+			// case it did so in between.
+			atomic.OrUint32(&sh.DaemonWait, abi.DWaitRxSpace)
+			if free, err = s.a.RxFree(so.slot, so.rxHead); err != nil || free == 0 {
+				return true
+			}
+		}
+		atomic.AndUint32(&sh.DaemonWait, ^uint32(abi.DWaitRxSpace))
+		p, _ := arena.Span(data, so.rxHead, free)
+		n, eof, err := so.es.Read(p)
+		if n > 0 {
+			so.rxHead += uint64(n)
+			so.rxBytes.Add(uint64(n))
+			atomic.StoreUint64(&sh.Rx.Head, so.rxHead)
+		}
+		switch {
+		case eof:
+			so.state |= abi.SSRdEOF
+			return true
+		case err == nil:
+		case errors.Is(err, stack.ErrWouldBlock):
+			return true
+		default:
+			so.state |= abi.SSReset | abi.SSWrDead | abi.SSError
+			if so.soErr == 0 {
+				so.soErr = -errno(err)
+			}
+			return true
+		}
+		// A short read is not the end: loop until the engine says
+		// would-block, or EOF (a FIN queued behind the data).
+	}
+}
+
+// sockStats snapshots a socket. Called with mu held.
+func (s *Session) sockStats(so *sock, state string) SockStats {
+	st := so.es.Stats()
+	if state == "" {
+		state = stateName(so)
+	}
+	local, remote := so.local, so.remote
+	if ap, err := so.es.LocalAddr(); err == nil && ap.IsValid() {
+		local = ap
+	}
+	if ap, err := so.es.RemoteAddr(); err == nil && ap.IsValid() {
+		remote = ap
+	}
+	if !local.IsValid() {
+		local = so.local
+	}
+	so.local, so.remote = local, remote
+	sh := s.a.Sock(so.slot)
+	txq, _ := s.a.TxPending(so.slot, so.txTail)
+	rxq, _ := checkedUsed(so.rxHead, atomic.LoadUint64(&sh.Rx.Tail), s.a.L.RingSize)
+	return SockStats{
+		TxQueued: txq, RxQueued: rxq, Signals: signals(so, sh),
+		Slot: so.slot, Family: familyName(so.family), State: state,
+		Local: addrString(local), Remote: addrString(remote),
+		TxBytes: so.txBytes.Load(), RxBytes: so.rxBytes.Load(),
+		SegsOut: st.SegsOut, SegsIn: st.SegsIn, Retransmits: st.Retransmits,
+		Since: so.created,
+	}
+}
+
+// checkedUsed is head-tail when that is sane, else 0.
+func checkedUsed(head, tail uint64, size uint32) (uint64, error) {
+	if head < tail || head-tail > uint64(size) {
+		return 0, arena.ErrRing
+	}
+	return head - tail, nil
+}
+
+// signals describes a socket's readiness state in a few words.
+func signals(so *sock, sh *abi.Sock) string {
+	var w []string
+	ev := so.es.Readiness()
+	for _, e := range []struct {
+		bit  stack.Events
+		name string
+	}{{stack.EventIn, "in"}, {stack.EventOut, "out"}, {stack.EventErr, "err"}, {stack.EventHup, "hup"}} {
+		if ev&e.bit != 0 {
+			w = append(w, "engine-"+e.name)
+		}
+	}
+	if so.state&abi.SSTxStall != 0 {
+		w = append(w, "tx-stall")
+	}
+	switch atomic.LoadUint32(&sh.Fill) {
+	case abi.FillDone:
+		w = append(w, "fd-unwritable")
+	}
+	if atomic.LoadUint32(&sh.Sig) == abi.SigSet {
+		w = append(w, "fd-readable")
+	}
+	if atomic.LoadUint32(&sh.DaemonWait)&abi.DWaitRxSpace != 0 {
+		w = append(w, "wait-rx-space")
+	}
+	return strings.Join(w, " ")
+}
+
+func stateName(so *sock) string {
+	switch {
+	case so.closing:
+		return "closing"
+	case so.listening:
+		return "listen"
+	case so.connecting:
+		return "connecting"
+	case so.state&abi.SSReset != 0:
+		return "reset"
+	case so.state&abi.SSRdEOF != 0:
+		return "peer-closed"
+	case so.state&abi.SSConnected != 0:
+		return "established"
+	}
+	return "open"
+}
+
+func familyName(f int) string {
+	if f == syscall.AF_INET6 {
+		return "tcp6"
+	}
+	return "tcp4"
+}
+
+func addrString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return "-"
+	}
+	return ap.String()
+}

@@ -1,0 +1,279 @@
+package usock
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nuse-project/nuse/shim/abi"
+)
+
+var lo4 = netip.MustParseAddr("127.0.0.1")
+
+func TestTransferBothWaysWithHalfClose(t *testing.T) {
+	_, path := startServer(t, 64<<10) // small rings: wrap-around and back-pressure
+	transferBothWays(t, path, 7001)
+}
+
+// Without futex_waitv every session has a worker of its own.
+func TestTransferOneSessionPerWorker(t *testing.T) {
+	srv, path := startServerWith(t, 64<<10, func(c *Config) { c.SessionsPerWorker = 1 })
+	transferBothWays(t, path, 7002)
+	srv.mu.Lock()
+	n := len(srv.workers)
+	srv.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d workers for two sessions, want 2", n)
+	}
+}
+
+// Several pairs at once over two workers, each serving several sessions.
+func TestTransfersOverSharedWorkers(t *testing.T) {
+	srv, path := startServerWith(t, 64<<10, func(c *Config) { c.Workers = 2 })
+	errs := make(chan string, 4)
+	for i := 0; i < 4; i++ {
+		go func(i int) {
+			defer func() { errs <- "" }()
+			transferBothWays(t, path, uint16(7010+i))
+		}(i)
+	}
+	for i := 0; i < 4; i++ {
+		<-errs
+	}
+	srv.mu.Lock()
+	n := len(srv.workers)
+	srv.mu.Unlock()
+	if n > 2 {
+		t.Fatalf("%d workers, want at most 2", n)
+	}
+}
+
+func transferBothWays(t *testing.T, path string, port uint16) {
+	srvCl := dialClient(t, path)
+	cliCl := dialClient(t, path) // a second process: sessions talk through the stack
+	ls := srvCl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, port))
+
+	cs := cliCl.socket(syscall.AF_INET)
+	done := make(chan error, 1)
+	payload := make([]byte, 3<<20)
+	rand.Read(payload)
+	go func() {
+		if err := cliCl.connect(cs, netip.AddrPortFrom(lo4, port)); err != nil {
+			done <- err
+			return
+		}
+		if err := cliCl.send(cs, payload); err != nil {
+			done <- err
+			return
+		}
+		if res, _ := cliCl.cmd(cs, abi.OpShutdown, syscall.SHUT_WR, 0, nil, nil); res != 0 {
+			done <- syscall.Errno(-res)
+			return
+		}
+		back, err := cliCl.recvAll(cs)
+		if err == nil && !bytes.Equal(back, []byte("thanks")) {
+			err = errors.New("wrong reply " + string(back))
+		}
+		done <- err
+	}()
+	as, peer := srvCl.accept(ls)
+	if !peer.Addr().Is4() || peer.Port() == 0 {
+		t.Errorf("peer address %v", peer)
+	}
+	got, err := srvCl.recvAll(as)
+	if err != nil {
+		t.Fatalf("server recv: %v", err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("payload corrupted: got %d bytes, want %d", len(got), len(payload))
+	}
+	// Half-closed: the other direction still works.
+	if err := srvCl.send(as, []byte("thanks")); err != nil {
+		t.Fatal(err)
+	}
+	srvCl.closeSock(as)
+	t.Logf("%s server closed", time.Now().Format("15:04:05.000"))
+	if err := <-done; err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	t.Logf("%s client done", time.Now().Format("15:04:05.000"))
+	cliCl.closeSock(cs)
+}
+
+func TestConnectRefusedAndAddrInUse(t *testing.T) {
+	_, path := startServer(t, 64<<10)
+	cl := dialClient(t, path)
+	s := cl.socket(syscall.AF_INET)
+	if err := cl.connect(s, netip.AddrPortFrom(lo4, 7999)); err != syscall.ECONNREFUSED {
+		t.Fatalf("connect to a closed port: %v, want ECONNREFUSED", err)
+	}
+	cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7002))
+	s2 := cl.socket(syscall.AF_INET)
+	if res, _ := cl.cmd(s2, abi.OpBind, 0, 0, sockaddr(syscall.AF_INET, netip.AddrPortFrom(lo4, 7002)), nil); res != -int32(syscall.EADDRINUSE) {
+		t.Fatalf("second bind: %d, want -EADDRINUSE", res)
+	}
+	// An IPv6 address for an IPv4 socket.
+	if res, _ := cl.cmd(s2, abi.OpBind, 0, 0, sockaddr(syscall.AF_INET6, netip.MustParseAddrPort("[::1]:7003")), nil); res != -int32(syscall.EAFNOSUPPORT) {
+		t.Fatalf("bind v6 address on v4 socket: %d, want -EAFNOSUPPORT", res)
+	}
+}
+
+func TestBadCommandsGetErrorsAndHarmNothing(t *testing.T) {
+	srv, path := startServer(t, 64<<10)
+	cl := dialClient(t, path)
+	s := cl.socket(syscall.AF_INET)
+	if res, _ := cl.cmd(s, 99, 0, 0, nil, nil); res != -int32(syscall.EINVAL) {
+		t.Errorf("unknown op: %d", res)
+	}
+	if res, _ := cl.cmd(&testSock{slot: 63, gen: 7, family: syscall.AF_INET}, abi.OpListen, 1, 0, nil, nil); res != -int32(syscall.EBADF) {
+		t.Errorf("free slot: %d", res)
+	}
+	if res, _ := cl.cmd(&testSock{slot: 1 << 30, family: syscall.AF_INET}, abi.OpListen, 1, 0, nil, nil); res != -int32(syscall.EINVAL) {
+		t.Errorf("slot out of range: %d", res)
+	}
+	if res, _ := cl.cmd(&testSock{slot: s.slot, gen: s.gen + 1, family: syscall.AF_INET}, abi.OpListen, 1, 0, nil, nil); res != -int32(syscall.EBADF) {
+		t.Errorf("stale generation: %d", res)
+	}
+	if res, _ := cl.cmd(s, abi.OpBind, 0, 0, []byte{2, 0, 1}, nil); res != -int32(syscall.EINVAL) {
+		t.Errorf("short sockaddr: %d", res)
+	}
+	if res, _ := cl.cmd(s, abi.OpSetsockopt, solSocket, 12345, nil, []byte{1, 0, 0, 0}); res != -int32(syscall.ENOPROTOOPT) {
+		t.Errorf("unknown option: %d", res)
+	}
+	// Options round-trip.
+	if res, _ := cl.cmd(s, abi.OpSetsockopt, ipprotoTCP, tcpNoDelay, nil, []byte{1, 0, 0, 0}); res != 0 {
+		t.Errorf("TCP_NODELAY: %d", res)
+	}
+	if res, out := cl.cmd(s, abi.OpGetsockopt, ipprotoTCP, tcpNoDelay, nil, make([]byte, 4)); res != 0 || out.Opt[0] != 1 || out.OptLen != 4 {
+		t.Errorf("get TCP_NODELAY: %d %v", res, out.Opt[:4])
+	}
+	if len(srv.Stats().Sessions) != 1 {
+		t.Errorf("session count %d", len(srv.Stats().Sessions))
+	}
+}
+
+// A process that corrupts its ring loses its session; another process's
+// session goes on.
+func TestCorruptRingKillsOnlyThatSession(t *testing.T) {
+	srv, path := startServer(t, 64<<10)
+	good := dialClient(t, path)
+	bad := dialClient(t, path)
+	ls := good.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7004))
+
+	bs := bad.socket(syscall.AF_INET)
+	if err := bad.connect(bs, netip.AddrPortFrom(lo4, 7004)); err != nil {
+		t.Fatal(err)
+	}
+	good.accept(ls)
+	sh := bad.a.Sock(bs.slot)
+	atomic.StoreUint64(&sh.Tx.Head, 10*uint64(bad.a.L.RingSize)) // impossible
+	bad.attention(bs)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := srv.Stats()
+		ended := false
+		for _, s := range append(st.Sessions, st.Ended...) {
+			if s.Comm == "gotest" && s.Ended != "" {
+				ended = true
+			}
+		}
+		if ended {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the corrupt session was not ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The bad process's socket reads as reset.
+	if _, err := bad.recv(bs, make([]byte, 10)); err != syscall.ECONNRESET {
+		t.Errorf("recv on the killed session: %v, want ECONNRESET", err)
+	}
+	// The good session still works end to end.
+	cs := good.socket(syscall.AF_INET)
+	if err := good.connect(cs, netip.AddrPortFrom(lo4, 7004)); err != nil {
+		t.Fatal(err)
+	}
+	as, _ := good.accept(ls)
+	if err := good.send(cs, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := good.recv(as, buf)
+	if err != nil || string(buf[:n]) != "still here" {
+		t.Fatalf("good session: %q %v", buf[:n], err)
+	}
+}
+
+// When a process goes away its session ends and its sockets are closed.
+func TestProcessExitEndsSession(t *testing.T) {
+	srv, path := startServer(t, 64<<10)
+	cl := dialClient(t, path)
+	cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7005))
+	cl.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(srv.Stats().Sessions) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("session still live after its process went away")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The port is free again.
+	cl2 := dialClient(t, path)
+	cl2.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7005))
+	if st := srv.Stats(); len(st.Ended) != 1 || st.Ended[0].Ended != "process ended" {
+		t.Fatalf("history: %+v", st.Ended)
+	}
+}
+
+func TestVersionMismatchIsRefusedClearly(t *testing.T) {
+	_, path := startServer(t, 64<<10)
+	cl := dialClient(t, path) // proves the server is up
+	_ = cl
+	c := dialRaw(t, path)
+	var h abi.CtlHello
+	h.Hdr = hdr(abi.MsgHello, 1, 40)
+	h.Hdr.Version = abi.Version + 1
+	if _, err := c.Write(bytesOf(&h)); err != nil {
+		t.Fatal(err)
+	}
+	var rep abi.CtlReply
+	if _, err := c.Read(bytesOf(&rep)); err != nil {
+		t.Fatal(err)
+	}
+	msg := string(bytes.TrimRight(rep.Msg[:], "\x00"))
+	want := fmt.Sprintf("ABI version %d not supported", abi.Version+1)
+	if rep.Hdr.Type != abi.MsgError || !strings.Contains(msg, want) {
+		t.Fatalf("reply type %d msg %q", rep.Hdr.Type, msg)
+	}
+}
+
+// A socket whose application fds are all gone, without a CLOSE, is closed by
+// the daemon (its port is free again).
+func TestAppFdGoneClosesSocket(t *testing.T) {
+	_, path := startServer(t, 64<<10)
+	cl := dialClient(t, path)
+	ls := cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7006))
+	syscall.Close(ls.fd) // no CLOSE command: as if its holder died
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := cl.socket(syscall.AF_INET)
+		res, _ := cl.cmd(s, abi.OpBind, 0, 0, sockaddr(syscall.AF_INET, netip.AddrPortFrom(lo4, 7006)), nil)
+		cl.closeSock(s)
+		if res == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port still bound 10 s after its last fd went away: %v", syscall.Errno(-res))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,210 @@
+package usock
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nuse-project/nuse/internal/futex"
+)
+
+// A worker serves sessions from one goroutine: it serves commands, moves
+// data between the rings and the engine, and mirrors readiness, session
+// after session. It spins while any of them has work, then sleeps on all
+// of their doorbells at once (futex_waitv). One worker for all sessions is
+// what keeps NUSE-to-NUSE latency low: the answer from another local
+// program arrives while the worker still spins, where a worker per session
+// would have to be woken (tens of microseconds on these VMs) for each hop.
+// Without futex_waitv (Linux < 5.16) each session gets a worker of its own.
+type worker struct {
+	srv *Server
+
+	mu   sync.Mutex
+	sess []*Session
+	ver  atomic.Uint64 // bumped when sess changes
+
+	// word is the worker's own futex word: bumped to wake it when a
+	// session is added.
+	word     uint32
+	sleeping atomic.Uint32
+}
+
+// assign hands a new session to a worker with room, starting one if needed.
+func (srv *Server) assign(s *Session) {
+	srv.mu.Lock()
+	var w *worker
+	load := 0 // w's sessions, read under its lock (a worker drops them alone)
+	for _, c := range srv.workers {
+		c.mu.Lock()
+		n := len(c.sess)
+		c.mu.Unlock()
+		if n < srv.perWork && (w == nil || n < load) {
+			w, load = c, n
+		}
+	}
+	if w == nil || (load > 0 && len(srv.workers) < srv.cfg.Workers) {
+		// A new worker starts with its session (it retires when empty).
+		w = &worker{srv: srv, sess: []*Session{s}}
+		srv.workers = append(srv.workers, w)
+		srv.wg.Add(1)
+		srv.mu.Unlock()
+		go w.run()
+		return
+	}
+	w.mu.Lock()
+	w.sess = append(w.sess, s)
+	w.mu.Unlock()
+	w.ver.Add(1)
+	srv.mu.Unlock()
+	w.wake()
+}
+
+func (w *worker) wake() {
+	atomic.AddUint32(&w.word, 1)
+	if w.sleeping.Load() != 0 {
+		futex.Wake(&w.word, 1)
+	}
+}
+
+// retire ends the worker if it has no sessions left.
+func (w *worker) retire() bool {
+	srv := w.srv
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.sess) > 0 {
+		return false
+	}
+	for i, c := range srv.workers {
+		if c == w {
+			srv.workers = append(srv.workers[:i], srv.workers[i+1:]...)
+			break
+		}
+	}
+	return true
+}
+
+// drop removes a finished session and releases it.
+func (w *worker) drop(s *Session) {
+	w.mu.Lock()
+	for i, c := range w.sess {
+		if c == s {
+			w.sess = append(w.sess[:i], w.sess[i+1:]...)
+			break
+		}
+	}
+	w.mu.Unlock()
+	w.ver.Add(1)
+	s.finished = true
+	s.srv.ended(s)
+	s.amu.Lock()
+	s.aclosed = true
+	s.a.Close()
+	s.amu.Unlock()
+	close(s.done)
+}
+
+func (w *worker) run() {
+	defer w.srv.wg.Done()
+	spin := w.srv.cfg.Spin
+	var (
+		list []*Session
+		ver  = ^uint64(0)
+		wv   futex.Waitv
+		last = time.Now()
+	)
+	for {
+		if v := w.ver.Load(); v != ver {
+			w.mu.Lock()
+			list = append(list[:0], w.sess...)
+			w.mu.Unlock()
+			ver = v
+			last = time.Now()
+		}
+		if len(list) == 0 {
+			if w.retire() {
+				return
+			}
+			continue
+		}
+		did := false
+		for _, s := range list {
+			if s.finished {
+				continue
+			}
+			s.mu.Lock()
+			d := s.pass()
+			finished := s.dead && s.lingering() == 0
+			s.mu.Unlock()
+			if finished {
+				w.drop(s)
+				d = true
+			}
+			did = did || d
+		}
+		if did {
+			last = time.Now()
+			continue
+		}
+		if time.Since(last) < spin {
+			runtime.Gosched()
+			continue
+		}
+		now := time.Now()
+		for _, s := range list {
+			if !s.finished && now.Sub(s.reaped) > 500*time.Millisecond {
+				s.reaped = now
+				s.mu.Lock()
+				s.reapHangups()
+				s.mu.Unlock()
+			}
+		}
+		w.sleep(list, &wv)
+		last = time.Time{}
+	}
+}
+
+// sleep waits until a session's doorbell rings, the worker is woken, or
+// 250 ms pass (closing sockets have deadlines).
+func (w *worker) sleep(list []*Session, wv *futex.Waitv) {
+	w.sleeping.Store(1)
+	wv.Reset()
+	wv.Add(&w.word, atomic.LoadUint32(&w.word))
+	var seq uint32 // of the last session, for the one-session fallback
+	var live *Session
+	n := 0
+	for _, s := range list {
+		if s.finished {
+			continue
+		}
+		h := s.a.Hdr()
+		atomic.StoreUint32(&h.DSleeping, 1)
+		seq = atomic.LoadUint32(&h.DSeq)
+		wv.Add(&h.DSeq, seq)
+		live, n = s, n+1
+	}
+	// Recheck after announcing sleep (the shim rings only if it sees
+	// d_sleeping): work that came in between is served at once.
+	pending := false
+	for _, s := range list {
+		if !s.finished && s.pending() {
+			pending = true
+			break
+		}
+	}
+	switch {
+	case pending || n == 0:
+	case w.srv.perWork > 1:
+		_ = wv.Wait(250 * time.Millisecond)
+	default: // no futex_waitv: this worker has exactly one session
+		futex.Wait(&live.a.Hdr().DSeq, seq, 250*time.Millisecond)
+	}
+	for _, s := range list {
+		if !s.finished {
+			atomic.StoreUint32(&s.a.Hdr().DSleeping, 0)
+		}
+	}
+	w.sleeping.Store(0)
+}

@@ -1,0 +1,194 @@
+// Package abi mirrors shim/abi/nuse_abi.h: the control messages and the
+// shared-memory arena layout between libnuse.so and the daemon. The test in
+// this package compares every size and offset with the C header.
+package abi
+
+const (
+	Magic   = 0x4553554e
+	Version = 2
+
+	CacheLine = 64
+
+	CommLen = 16
+	AddrLen = 128
+	MsgLen  = 128
+	OptLen  = 64
+	InfoLen = 256
+
+	CmdSlots        = 64
+	MaxSocksLimit   = 65536
+	SockHdrSize     = 4096
+	DefaultRing     = 256 * 1024
+	DefaultSocks    = 1024
+	DefaultSockPath = "/run/nuse/nused.sock"
+)
+
+// Control message types.
+const (
+	MsgHello   = 1
+	MsgHelloOK = 2
+	MsgSocket  = 3
+	MsgAccept  = 4
+	MsgReply   = 5
+	MsgError   = 6
+	MsgStats   = 7
+	MsgUC      = 8 // a uc proxy session (uc/proxy)
+)
+
+// CtlHdr starts every control message.
+type CtlHdr struct {
+	Magic   uint32
+	Version uint16
+	Type    uint16
+	Len     uint32
+	Seq     uint32
+}
+
+type CtlHello struct {
+	Hdr   CtlHdr
+	Pid   uint32
+	Flags uint32
+	Comm  [CommLen]byte
+}
+
+type CtlHelloOK struct {
+	Hdr       CtlHdr
+	ArenaSize uint64
+	SessionID uint32
+	Pad       uint32
+}
+
+type CtlReq struct {
+	Hdr      CtlHdr
+	Family   int32
+	Type     int32
+	Protocol int32
+	Sock     uint32
+	Gen      uint32
+	Pad      uint32
+}
+
+type CtlReply struct {
+	Hdr     CtlHdr
+	Result  int32
+	Sock    uint32
+	Gen     uint32
+	AddrLen uint32
+	Addr    [AddrLen]byte
+	Msg     [MsgLen]byte
+}
+
+// ArenaHdr is the first page of a session arena.
+type ArenaHdr struct {
+	Magic      uint32
+	Version    uint32
+	ArenaSize  uint64
+	MaxSocks   uint32
+	RingSize   uint32
+	CmdOff     uint64
+	SocksOff   uint64
+	SockStride uint64
+	SpinNs     uint64
+	_          [CacheLine - 56]byte
+
+	DSeq      uint32
+	DSleeping uint32
+	_         [CacheLine - 8]byte
+
+	CmdPending uint64
+	_          [CacheLine - 8]byte
+
+	Attention [MaxSocksLimit / 64]uint64
+}
+
+// Command slot states.
+const (
+	CmdFree      = 0
+	CmdClaimed   = 1
+	CmdSubmitted = 2
+	CmdDone      = 3
+)
+
+// Command ops.
+const (
+	OpBind        = 1
+	OpListen      = 2
+	OpConnect     = 3
+	OpShutdown    = 4
+	OpClose       = 5
+	OpGetsockname = 6
+	OpGetpeername = 7
+	OpSetsockopt  = 8
+	OpGetsockopt  = 9
+)
+
+// Cmd is one command slot: a request and, in place, its completion.
+type Cmd struct {
+	State   uint32
+	Waiting uint32
+	Op      uint16
+	Flags   uint16
+	Sock    uint32
+	Gen     uint32
+	Result  int32
+	Arg0    uint32
+	Arg1    uint32
+	AddrLen uint32
+	OptLen  uint32
+	Addr    [AddrLen]byte
+	Opt     [OptLen]byte
+	_       [256 - 40 - AddrLen - OptLen]byte
+}
+
+// Socket state bits (daemon-written).
+const (
+	SSOpen       = 1 << 0
+	SSConnecting = 1 << 1
+	SSConnected  = 1 << 2
+	SSListening  = 1 << 3
+	SSAcceptQ    = 1 << 4
+	SSRdEOF      = 1 << 5
+	SSWrDead     = 1 << 6
+	SSError      = 1 << 7
+	SSReset      = 1 << 8
+	SSTxStall    = 1 << 9
+)
+
+// Sock.Sig and Sock.Fill values.
+const (
+	SigNone  = 0
+	SigSet   = 1
+	FillNone = 0
+	FillDone = 1
+	FillBusy = 2
+)
+
+// Daemon wait bits.
+const (
+	DWaitRxSpace = 1 << 0
+)
+
+// Ring is one direction of a socket's byte stream.
+type Ring struct {
+	Head uint64
+	_    [CacheLine - 8]byte
+	Tail uint64
+	_    [CacheLine - 8]byte
+}
+
+// Sock is the shared header of one socket slot.
+type Sock struct {
+	Gen        uint32
+	State      uint32
+	SoError    int32
+	Sig        uint32
+	Fill       uint32
+	DaemonWait uint32
+	_          [2]uint32
+	TxBytes    uint64
+	RxBytes    uint64
+	_          [CacheLine - 48]byte
+	Rx         Ring
+	Tx         Ring
+	Info       [InfoLen]byte
+}

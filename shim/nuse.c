@@ -1,0 +1,2924 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * nuse.c - libnuse.so: the LD_PRELOAD shim.  All of it is C; the Go in
+ * shim.go only makes cgo build a shared library.  shim/PROTOCOL.md is the
+ * contract with the daemon; this file follows it.
+ *
+ * Every TCP socket starts as a real kernel socket, "undecided", and is
+ * recorded in an array indexed by fd.  At bind/listen/connect the rules
+ * decide: the kernel (the entry is dropped and the fd is never looked at
+ * again) or NUSE (a socketpair end is dup3'd over the fd and the socket
+ * lives in the daemon).  Any other fd costs one array load per call.
+ *
+ * Choices PROTOCOL.md leaves open, made here:
+ *  - Readiness byte: the daemon writes one byte per sig NONE->SET, so the
+ *    shim reads exactly one byte per SET->NONE (waiting briefly if it is
+ *    still in flight).  Draining more could eat the byte of a newer SET.
+ *  - CLOSE is awaited like any command; listen() without bind() sends a
+ *    BIND of the wildcard first; a bind done before the decision is replayed.
+ *  - Options the daemon does not carry (ENOPROTOOPT at a known level) are
+ *    accepted, as Linux would; SO_RCVTIMEO/SNDTIMEO/BINDTODEVICE stay here.
+ *  - fork(): children share the session.  Control exchanges are serialized
+ *    across processes (robust process-shared mutex) and a socket's CLOSE is
+ *    sent by the last process that lets go of it (shared per-slot counts,
+ *    raised at fork, lowered at close, exec and exit).
+ *  - Every blocking wait re-checks in slices of at most 1 s and reminds the
+ *    daemon of the socket after an idle slice: a lost event costs a slice.
+ */
+#include "nuse.h"
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring.h"
+#include "rules.h"
+
+static struct nuse_real R;
+
+/* ---- small helpers -------------------------------------------------- */
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/*
+ * Called every 64 spins: the thread we wait for (the peer the daemon woke,
+ * or the daemon itself) may be runnable on this very CPU, and a spin that
+ * keeps the CPU only delays it (on 2 vCPUs it is, half the time).
+ */
+static inline void spin_yield(void)
+{
+	sched_yield();
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int g_debug;
+static char g_dev[IF_NAMESIZE + 1] = "nuse0";
+static const char *g_sock_path = NUSE_DEFAULT_SOCK_PATH;
+static struct nuse_rules g_rules;
+static int g_rules_ok; /* rules parsed without error */
+
+/* One line to stderr, written with the real write() so it never recurses. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n, e = errno;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		errno = e;
+		return;
+	}
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	if (R.write)
+		(void)!R.write(2, buf, (size_t)n);
+	errno = e;
+}
+
+#define debug(...)                        \
+	do {                              \
+		if (unlikely(g_debug))    \
+			say(__VA_ARGS__); \
+	} while (0)
+
+static const char *fmt_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t n)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (sa && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, a, sizeof(a));
+		snprintf(buf, n, "%s:%u", a, ntohs(in->sin_port));
+	} else if (sa && sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof(a));
+		snprintf(buf, n, "[%s]:%u", a, ntohs(in6->sin6_port));
+	} else {
+		snprintf(buf, n, "(family %d)", sa ? sa->sa_family : -1);
+	}
+	return buf;
+}
+
+static int futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+{
+	return (int)syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+/* The kernel raises SIGPIPE on the sending thread; so do we. */
+static void raise_sigpipe(void)
+{
+	int e = errno;
+
+	syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), SIGPIPE);
+	errno = e;
+}
+
+/* ---- sockets and the fd table -------------------------------------- */
+
+enum { K_UNDECIDED = 1, K_NUSE = 2 };
+enum { B_NONE = 0, B_DEFERRED = 1, B_KERNEL = 2 };
+
+#define MAX_OPTS 16
+
+struct optrec {
+	int level, name;
+	socklen_t len;
+	uint8_t val[NUSE_OPT_LEN];
+};
+
+struct nsock {
+	int kind;
+	int family;
+	int nonblock;
+	atomic_int refs; /* fds in the table that point here */
+	pthread_mutex_t lock; /* control calls: decision, connect, ... */
+	pthread_mutex_t rx_lock, tx_lock; /* one reader, one writer of a ring */
+
+	/* undecided: what to replay in NUSE */
+	int bound;
+	struct sockaddr_storage bind_addr;
+	socklen_t bind_len;
+	int bindtodev;
+	int nopts;
+	struct optrec opts[MAX_OPTS];
+
+	/* NUSE */
+	uint32_t slot, gen;
+	struct nuse_sock *sh;
+	uint8_t *rx_data, *tx_data;
+	int shut_rd, shut_wr;
+	int connecting;   /* a connect was started and not yet reported */
+	/* What our own commands established: the daemon publishes state in the
+	 * arena after it answers, so a call right after listen()/connect() may
+	 * not see it there yet. */
+	int listening, established;
+	int dead;         /* the daemon's end is gone */
+	int quiet;        /* dead listener: its fd number names a never-ready socket */
+	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
+	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
+	unsigned mark; /* counted in the current fork/exec sweep */
+	int exec_dropped; /* its process count was lowered for an exec */
+	struct nsock *next_free;
+};
+
+static _Atomic(struct nsock *) *g_tab;
+static int g_tabmax;
+static int g_tabhi; /* 1 + the highest fd ever tracked: bounds table scans */
+static pid_t g_mypid; /* set at load and in fork children, not by vfork */
+
+/*
+ * A vfork child shares our memory but has its own fd table and runs no
+ * atfork handler: what it does to fds (dup2 before exec, close) must not
+ * touch the table, which is the parent's.
+ */
+static int in_vfork_child(void)
+{
+	return getpid() != g_mypid;
+}
+static pthread_mutex_t g_tablock = PTHREAD_MUTEX_INITIALIZER;
+static struct nsock *g_free;
+
+static inline struct nsock *fd_get(int fd)
+{
+	if ((unsigned)fd < (unsigned)g_tabmax)
+		return atomic_load_explicit(&g_tab[fd], memory_order_acquire);
+	return NULL;
+}
+
+static inline struct nsock *fd_nuse(int fd)
+{
+	struct nsock *s = fd_get(fd);
+
+	return s && s->kind == K_NUSE ? s : NULL;
+}
+
+static struct nsock *nsock_new(int family)
+{
+	struct nsock *s;
+
+	pthread_mutex_lock(&g_tablock);
+	s = g_free;
+	if (s)
+		g_free = s->next_free;
+	pthread_mutex_unlock(&g_tablock);
+	if (!s) {
+		s = malloc(sizeof(*s));
+		if (!s)
+			return NULL;
+	}
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->rx_lock, NULL);
+	pthread_mutex_init(&s->tx_lock, NULL);
+	s->kind = K_UNDECIDED;
+	s->family = family;
+	return s;
+}
+
+/*
+ * Freed sockets go to a free list and are never unmapped: a thread racing a
+ * close() on another thread reads stale but valid memory, and the slot
+ * generation keeps it from touching a newer socket's slot.
+ */
+static void nsock_free_locked(struct nsock *s)
+{
+	s->kind = 0;
+	s->next_free = g_free;
+	g_free = s;
+}
+
+/* Points fd at s (one more reference); returns the old entry, if any. */
+static struct nsock *tab_set_locked(int fd, struct nsock *s)
+{
+	struct nsock *old;
+
+	if ((unsigned)fd >= (unsigned)g_tabmax)
+		return NULL;
+	old = atomic_load_explicit(&g_tab[fd], memory_order_relaxed);
+	if (s)
+		atomic_fetch_add(&s->refs, 1);
+	if (fd >= g_tabhi)
+		g_tabhi = fd + 1;
+	atomic_store_explicit(&g_tab[fd], s, memory_order_release);
+	return old;
+}
+
+static unsigned g_mark;
+
+/* Calls f once for every NUSE socket this process holds (g_tablock held). */
+static void each_nuse_locked(void (*f)(struct nsock *))
+{
+	int i;
+
+	g_mark++;
+	for (i = 0; i < g_tabhi; i++) {
+		struct nsock *s = atomic_load_explicit(&g_tab[i], memory_order_relaxed);
+
+		if (s && s->kind == K_NUSE && s->mark != g_mark) {
+			s->mark = g_mark;
+			f(s);
+		}
+	}
+}
+
+/* ---- the session ---------------------------------------------------- */
+
+enum { SESS_NONE = 0, SESS_UP = 1, SESS_FAILED = 2 };
+
+static struct {
+	int state;
+	atomic_int dead; /* the daemon went away after the handshake */
+	int ctl;
+	pid_t pid;
+	uint32_t seq;
+	uint8_t *base;
+	uint64_t size;
+	struct nuse_arena_hdr *hdr;
+	struct nuse_cmd *cmds;
+	uint32_t max_socks, ring_size;
+	uint64_t socks_off, stride, spin_ns;
+	pthread_mutex_t lock; /* one control request at a time */
+} S = {.ctl = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+
+/*
+ * State shared with the children this process forks (MAP_SHARED anonymous
+ * memory survives fork() as shared): they inherit the control socket and the
+ * NUSE sockets, so control exchanges are serialized across processes, and a
+ * socket is closed (CLOSE) only when the last process holding it lets go.
+ */
+struct nuse_shared {
+	pthread_mutex_t ctl_lock; /* robust, process-shared */
+	atomic_uint seq;
+	atomic_uint procs[]; /* per slot: processes holding the socket */
+};
+static struct nuse_shared *g_sh;
+
+static void ctl_lock(void)
+{
+	if (pthread_mutex_lock(&g_sh->ctl_lock) == EOWNERDEAD) /* a process died mid-exchange */
+		pthread_mutex_consistent(&g_sh->ctl_lock);
+}
+
+static void ctl_unlock(void)
+{
+	pthread_mutex_unlock(&g_sh->ctl_lock);
+}
+
+static void session_fail(const char *why)
+{
+	say("nuse: %s; NUSE sockets fall back to the kernel", why);
+	S.state = SESS_FAILED;
+	if (S.ctl >= 0) {
+		R.close(S.ctl);
+		S.ctl = -1;
+	}
+}
+
+/* Is the control socket still connected?  POLLHUP or EOF means no. */
+static int ctl_alive(void)
+{
+	struct pollfd p = {.fd = S.ctl, .events = POLLIN};
+	int e = errno, r;
+	char c;
+
+	if (atomic_load(&S.dead))
+		return 0;
+	r = poll(&p, 1, 0);
+	errno = e;
+	if (r <= 0)
+		return 1;
+	if (p.revents & (POLLHUP | POLLERR | POLLNVAL) ||
+	    ((p.revents & POLLIN) && R.recv(S.ctl, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0)) {
+		if (!atomic_exchange(&S.dead, 1))
+			say("nuse: the daemon closed the session; NUSE sockets fail with ECONNRESET/EPIPE");
+		return 0;
+	}
+	return 1;
+}
+
+static int session_map(int memfd, uint64_t size)
+{
+	struct nuse_arena_hdr *h;
+	void *p;
+
+	if (size < sizeof(*h) || size > (1ull << 40)) {
+		session_fail("daemon sent a bad arena size");
+		return -1;
+	}
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (p == MAP_FAILED) {
+		session_fail("cannot map the arena");
+		return -1;
+	}
+	h = p;
+	/* Use the layout as given, after checking that it fits in the map. */
+	if (h->magic != NUSE_ABI_MAGIC || h->version != NUSE_ABI_VERSION || h->max_socks == 0 ||
+	    h->max_socks > NUSE_MAX_SOCKS_LIMIT || h->ring_size < 64 || (h->ring_size & (h->ring_size - 1)) ||
+	    h->cmd_off + NUSE_CMD_SLOTS * sizeof(struct nuse_cmd) > size || h->cmd_off % 64 ||
+	    h->sock_stride < NUSE_SOCK_HDR_SIZE + 2ull * h->ring_size ||
+	    h->socks_off + (uint64_t)h->max_socks * h->sock_stride > size) {
+		munmap(p, size);
+		session_fail("arena header does not match this shim's ABI");
+		return -1;
+	}
+	{
+		size_t shsz = sizeof(struct nuse_shared) + sizeof(atomic_uint) * h->max_socks;
+		pthread_mutexattr_t ma;
+		void *q = mmap(NULL, shsz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+		if (q == MAP_FAILED) {
+			munmap(p, size);
+			session_fail("cannot allocate the shim's shared state");
+			return -1;
+		}
+		g_sh = q;
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+		pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+		pthread_mutex_init(&g_sh->ctl_lock, &ma);
+		pthread_mutexattr_destroy(&ma);
+		atomic_store(&g_sh->seq, S.seq);
+	}
+	S.base = p;
+	S.size = size;
+	S.hdr = h;
+	S.cmds = (struct nuse_cmd *)(S.base + h->cmd_off);
+	S.max_socks = h->max_socks;
+	S.ring_size = h->ring_size;
+	S.socks_off = h->socks_off;
+	S.stride = h->sock_stride;
+	S.spin_ns = h->spin_ns;
+	if (S.spin_ns > 10000000ull) /* a wild value must not make us spin for long */
+		S.spin_ns = 10000000ull;
+	return 0;
+}
+
+/* Receives one control message (and up to one fd) with a bounded wait. */
+static ssize_t ctl_recv(void *buf, size_t len, int *fdout)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+	struct iovec iov = {buf, len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *c;
+	ssize_t n;
+	int waited = 0;
+
+	if (fdout)
+		*fdout = -1;
+	for (;;) {
+		struct pollfd p = {.fd = S.ctl, .events = POLLIN};
+		int r = poll(&p, 1, 50);
+
+		if (r > 0)
+			break;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		if ((waited += 50) >= 30000) { /* a daemon that never answers */
+			errno = ETIMEDOUT;
+			return -1;
+		}
+	}
+	do
+		n = R.recvmsg(S.ctl, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		if (n == 0)
+			errno = ECONNRESET;
+		return -1;
+	}
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int nfd = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)), i, fds[4];
+
+			memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)nfd);
+			for (i = 0; i < nfd; i++) {
+				if (fdout && *fdout < 0)
+					*fdout = fds[i];
+				else
+					R.close(fds[i]);
+			}
+		}
+	}
+	return n;
+}
+
+static int ctl_send(const void *buf, size_t len, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {(void *)buf, len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t n;
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	do
+		n = R.sendmsg(S.ctl, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+static void session_open_locked(void)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct nuse_ctl_hello hello;
+	union {
+		struct nuse_ctl_hello_ok ok;
+		struct nuse_ctl_reply rep;
+	} u;
+	char why[256];
+	int fd, memfd;
+	ssize_t n;
+
+	if (strlen(g_sock_path) >= sizeof(sun.sun_path)) {
+		session_fail("NUSE_SOCK path too long");
+		return;
+	}
+	strcpy(sun.sun_path, g_sock_path);
+	fd = R.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		session_fail("cannot create the control socket");
+		return;
+	}
+	if (R.connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		snprintf(why, sizeof(why), "no daemon at %s (%s)", g_sock_path, strerror(errno));
+		R.close(fd);
+		session_fail(why);
+		return;
+	}
+	/* Out of the way of programs that juggle low fds. */
+	S.ctl = R.fcntl(fd, F_DUPFD_CLOEXEC, 512);
+	if (S.ctl < 0)
+		S.ctl = fd;
+	else
+		R.close(fd);
+
+	memset(&hello, 0, sizeof(hello));
+	hello.hdr.magic = NUSE_ABI_MAGIC;
+	hello.hdr.version = NUSE_ABI_VERSION;
+	hello.hdr.type = NUSE_CTL_HELLO;
+	hello.hdr.len = sizeof(hello);
+	hello.hdr.seq = ++S.seq;
+	hello.pid = (uint32_t)getpid();
+	strncpy(hello.comm, program_invocation_short_name, NUSE_COMM_LEN - 1);
+	if (ctl_send(&hello, sizeof(hello), -1) < 0) {
+		snprintf(why, sizeof(why), "handshake with %s failed (%s)", g_sock_path, strerror(errno));
+		session_fail(why);
+		return;
+	}
+	memset(&u, 0, sizeof(u));
+	n = ctl_recv(&u, sizeof(u), &memfd);
+	if (n < (ssize_t)sizeof(struct nuse_ctl_hdr) || u.ok.hdr.magic != NUSE_ABI_MAGIC) {
+		snprintf(why, sizeof(why), "handshake with %s failed (%s)", g_sock_path,
+			 n < 0 ? strerror(errno) : "bad reply");
+		if (memfd >= 0)
+			R.close(memfd);
+		session_fail(why);
+		return;
+	}
+	if (u.ok.hdr.type == NUSE_CTL_ERROR) {
+		u.rep.msg[NUSE_MSG_LEN - 1] = 0;
+		snprintf(why, sizeof(why), "daemon refused the session: %s",
+			 n >= (ssize_t)sizeof(u.rep) ? u.rep.msg : "(no reason given)");
+		if (memfd >= 0)
+			R.close(memfd);
+		session_fail(why);
+		return;
+	}
+	if (u.ok.hdr.version != NUSE_ABI_VERSION) {
+		snprintf(why, sizeof(why), "ABI version mismatch: daemon speaks %u, this shim %u", u.ok.hdr.version,
+			 NUSE_ABI_VERSION);
+		if (memfd >= 0)
+			R.close(memfd);
+		session_fail(why);
+		return;
+	}
+	if (u.ok.hdr.type != NUSE_CTL_HELLO_OK || n < (ssize_t)sizeof(u.ok) || memfd < 0) {
+		snprintf(why, sizeof(why), "handshake failed: daemon answered type %u version %u%s",
+			 u.ok.hdr.type, u.ok.hdr.version, memfd < 0 ? " without an arena" : "");
+		if (memfd >= 0)
+			R.close(memfd);
+		session_fail(why);
+		return;
+	}
+	if (session_map(memfd, u.ok.arena_size) == 0) {
+		S.state = SESS_UP;
+		S.pid = getpid();
+		debug("nuse: session %u up: %u sockets, rings %u bytes, spin %llu ns", u.ok.session_id,
+		      S.max_socks, S.ring_size, (unsigned long long)S.spin_ns);
+	}
+	R.close(memfd);
+}
+
+/* 1 if the session is up, 0 if NUSE is unavailable (sockets use the kernel). */
+static int session_get(void)
+{
+	if (likely(S.state == SESS_UP))
+		return !atomic_load(&S.dead);
+	if (S.state == SESS_FAILED)
+		return 0;
+	pthread_mutex_lock(&S.lock);
+	if (S.state == SESS_NONE)
+		session_open_locked();
+	pthread_mutex_unlock(&S.lock);
+	return S.state == SESS_UP;
+}
+
+/*
+ * NUSE_CTL_SOCKET or NUSE_CTL_ACCEPT with the daemon's socketpair end.
+ * Returns the reply's result; -ECONNRESET when the daemon is gone.
+ */
+static int ctl_request(uint16_t type, int family, uint32_t sock, uint32_t gen, int dfd, struct nuse_ctl_reply *rep)
+{
+	struct nuse_ctl_req q;
+	ssize_t n;
+	int e = -ECONNRESET, saved = errno;
+
+	memset(&q, 0, sizeof(q));
+	q.hdr.magic = NUSE_ABI_MAGIC;
+	q.hdr.version = NUSE_ABI_VERSION;
+	q.hdr.type = type;
+	q.hdr.len = sizeof(q);
+	q.family = family;
+	q.type = SOCK_STREAM;
+	q.protocol = IPPROTO_TCP;
+	q.sock = sock;
+	q.gen = gen;
+	ctl_lock();
+	if (S.ctl < 0 || atomic_load(&S.dead))
+		goto out;
+	q.hdr.seq = atomic_fetch_add(&g_sh->seq, 1) + 1;
+	if (ctl_send(&q, sizeof(q), dfd) < 0)
+		goto dead;
+	for (;;) {
+		memset(rep, 0, sizeof(*rep));
+		n = ctl_recv(rep, sizeof(*rep), NULL);
+		if (n < 0)
+			goto dead;
+		if (n < (ssize_t)offsetof(struct nuse_ctl_reply, addr) || rep->hdr.magic != NUSE_ABI_MAGIC)
+			continue;
+		if (rep->hdr.seq != q.hdr.seq) /* a late answer to a request we gave up on */
+			continue;
+		break;
+	}
+	if (rep->hdr.type == NUSE_CTL_ERROR) {
+		rep->msg[NUSE_MSG_LEN - 1] = 0;
+		say("nuse: daemon error: %s", rep->msg);
+		e = rep->result < 0 ? rep->result : -EIO;
+	} else if (rep->hdr.type != NUSE_CTL_REPLY) {
+		e = -EIO;
+	} else if (rep->result >= 0 && rep->sock >= S.max_socks) {
+		e = -EIO;
+	} else {
+		e = rep->result;
+	}
+	goto out;
+dead:
+	if (!atomic_exchange(&S.dead, 1))
+		say("nuse: the daemon closed the session; NUSE sockets fail with ECONNRESET/EPIPE");
+out:
+	ctl_unlock();
+	errno = saved;
+	return e;
+}
+
+/* ---- doorbell, attention, command slots ----------------------------- */
+
+static inline void doorbell(void)
+{
+	atomic_fetch_add((_Atomic uint32_t *)&S.hdr->d_seq, 1);
+	if (atomic_load((_Atomic uint32_t *)&S.hdr->d_sleeping))
+		futex(&S.hdr->d_seq, FUTEX_WAKE, 1, NULL);
+}
+
+static inline void attention(struct nsock *s)
+{
+	_Atomic uint64_t *w = (_Atomic uint64_t *)&S.hdr->attention[s->slot / 64];
+	uint64_t bit = 1ull << (s->slot % 64);
+
+	/*
+	 * Bit still set: the daemon has not taken it yet and will see what we
+	 * just published when it does (its sleep path rechecks attention), so
+	 * the doorbell's shared counter need not bounce.  The fence orders our
+	 * head/tail store before this load.
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(w, memory_order_relaxed) & bit)
+		return;
+	atomic_fetch_or(w, bit);
+	doorbell();
+}
+
+#define A32(p) ((_Atomic uint32_t *)(p))
+#define A64(p) ((_Atomic uint64_t *)(p))
+
+struct cmd_io {
+	uint32_t arg0, arg1;
+	const void *addr;
+	uint32_t addrlen;
+	const void *opt;
+	uint32_t optlen;
+	void *addr_out;
+	uint32_t addr_out_len; /* in: room; out: bytes given */
+	void *opt_out;
+	uint32_t opt_out_len;
+};
+
+/*
+ * Posts a command and waits for its answer: spin up to spin_ns, then
+ * FUTEX_WAIT in slices of 50 ms, checking that the daemon is still there.
+ * Returns the result, or -ECONNRESET when the daemon is gone.
+ */
+static int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io);
+
+/* The waits inside (futex, poll) must not leak errno into a call that succeeds. */
+static int cmd_call(struct nsock *s, uint16_t op, struct cmd_io *io)
+{
+	int e = errno, r = cmd_call_raw(s, op, io);
+
+	errno = e;
+	return r;
+}
+
+static int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io)
+{
+	static atomic_uint hint;
+	struct nuse_cmd *c = NULL;
+	uint64_t deadline;
+	int i, tries, r;
+
+	if (atomic_load(&S.dead))
+		return -ECONNRESET;
+	for (tries = 0; !c; tries++) {
+		unsigned start = atomic_fetch_add(&hint, 1);
+
+		for (i = 0; i < NUSE_CMD_SLOTS; i++) {
+			struct nuse_cmd *t = &S.cmds[(start + (unsigned)i) % NUSE_CMD_SLOTS];
+			uint32_t exp = NUSE_CMD_FREE;
+
+			if (atomic_compare_exchange_strong(A32(&t->state), &exp, NUSE_CMD_CLAIMED)) {
+				c = t;
+				break;
+			}
+		}
+		if (!c) { /* all 64 busy: other threads' commands finish soon */
+			struct timespec ts = {0, 100000};
+
+			if (!ctl_alive())
+				return -ECONNRESET;
+			nanosleep(&ts, NULL);
+		}
+	}
+	c->op = op;
+	c->flags = 0;
+	c->sock = s->slot;
+	c->gen = s->gen;
+	c->result = 0;
+	c->waiting = 0;
+	c->arg0 = io ? io->arg0 : 0;
+	c->arg1 = io ? io->arg1 : 0;
+	c->addrlen = 0;
+	c->optlen = 0;
+	if (io && io->addr && io->addrlen <= NUSE_ADDR_LEN) {
+		memcpy(c->addr, io->addr, io->addrlen);
+		c->addrlen = io->addrlen;
+	}
+	if (io && io->opt && io->optlen <= NUSE_OPT_LEN) {
+		memcpy(c->opt, io->opt, io->optlen);
+		c->optlen = io->optlen;
+	}
+	if (io && io->opt_out)
+		c->optlen = io->opt_out_len > NUSE_OPT_LEN ? NUSE_OPT_LEN : io->opt_out_len;
+	atomic_store_explicit(A32(&c->state), NUSE_CMD_SUBMITTED, memory_order_release);
+	atomic_fetch_or(A64(&S.hdr->cmd_pending), 1ull << (c - S.cmds));
+	doorbell();
+
+	deadline = now_ns() + S.spin_ns;
+	for (i = 0; atomic_load_explicit(A32(&c->state), memory_order_acquire) != NUSE_CMD_DONE; i++) {
+		if ((i & 63) == 63) {
+			if (now_ns() >= deadline)
+				break;
+			spin_yield();
+		}
+		cpu_relax();
+	}
+	if (atomic_load_explicit(A32(&c->state), memory_order_acquire) != NUSE_CMD_DONE) {
+		atomic_store(A32(&c->waiting), 1);
+		while (atomic_load_explicit(A32(&c->state), memory_order_acquire) != NUSE_CMD_DONE) {
+			struct timespec ts = {0, 50000000};
+
+			futex(&c->state, FUTEX_WAIT, NUSE_CMD_SUBMITTED, &ts);
+			if (atomic_load_explicit(A32(&c->state), memory_order_acquire) == NUSE_CMD_DONE)
+				break;
+			if (!ctl_alive())
+				return -ECONNRESET; /* the slot is abandoned with the session */
+		}
+	}
+	r = c->result;
+	if (io && io->addr_out) {
+		uint32_t l = c->addrlen;
+
+		if (l > NUSE_ADDR_LEN)
+			l = NUSE_ADDR_LEN;
+		memcpy(io->addr_out, c->addr, l < io->addr_out_len ? l : io->addr_out_len);
+		io->addr_out_len = l;
+	}
+	if (io && io->opt_out) {
+		uint32_t l = c->optlen;
+
+		if (l > NUSE_OPT_LEN)
+			l = NUSE_OPT_LEN;
+		memcpy(io->opt_out, c->opt, l < io->opt_out_len ? l : io->opt_out_len);
+		io->opt_out_len = l;
+	}
+	atomic_store_explicit(A32(&c->state), NUSE_CMD_FREE, memory_order_release);
+	return r;
+}
+
+/* ---- per-socket shared state ---------------------------------------- */
+
+static inline uint32_t st_load(struct nsock *s)
+{
+	return atomic_load_explicit(A32(&s->sh->state), memory_order_acquire);
+}
+
+static void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen)
+{
+	uint8_t *base = S.base + S.socks_off + (uint64_t)slot * S.stride;
+
+	s->slot = slot;
+	s->gen = gen;
+	s->sh = (struct nuse_sock *)base;
+	s->rx_data = base + NUSE_SOCK_HDR_SIZE;
+	s->tx_data = base + NUSE_SOCK_HDR_SIZE + S.ring_size;
+	s->kind = K_NUSE;
+	atomic_store(&g_sh->procs[slot], 1);
+}
+
+/* This process lets go of s: 1 if no other process holds it any more. */
+static int procs_release(struct nsock *s)
+{
+	unsigned v = atomic_load(&g_sh->procs[s->slot]);
+
+	while (v > 0 && !atomic_compare_exchange_weak(&g_sh->procs[s->slot], &v, v - 1))
+		;
+	return v <= 1;
+}
+
+/* The daemon would call this socket readable (PROTOCOL.md "Readiness"). */
+static int readable(struct nsock *s)
+{
+	uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
+
+	return head != s->sh->rx.tail ||
+	       (st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET | NUSE_SS_ERROR | NUSE_SS_ACCEPTQ));
+}
+
+/*
+ * Takes the readiness byte back when the socket is no longer readable.  The
+ * daemon writes exactly one byte per successful sig NONE->SET, so we read
+ * exactly one byte per SET->NONE: draining more could swallow the byte of a
+ * newer SET and lose a wake-up.  The byte may still be in flight (the daemon
+ * sets sig before it writes), so we wait for it briefly.
+ */
+static void unsignal(struct nsock *s, int fd)
+{
+	int e = errno, i;
+	char b;
+
+	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE)
+		return;
+	if (atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE) == NUSE_SIG_SET) {
+		for (i = 0; i < 200; i++) {
+			ssize_t n = R.recv(fd, &b, 1, MSG_DONTWAIT);
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+
+			if (n == 1)
+				break;
+			if (n == 0) {
+				s->dead = 1;
+				break;
+			}
+			if (errno != EAGAIN && errno != EINTR)
+				break;
+			if (poll(&p, 1, 10) > 0 && (p.revents & (POLLHUP | POLLERR)) && !(p.revents & POLLIN)) {
+				s->dead = 1;
+				break;
+			}
+		}
+	}
+	if (readable(s))
+		attention(s); /* became readable meanwhile: let the daemon signal again */
+	errno = e;
+}
+
+static int tx_has_space(struct nsock *s)
+{
+	uint64_t tail = atomic_load_explicit(A64(&s->sh->tx.tail), memory_order_acquire);
+
+	return nuse_ring_free(s->sh->tx.head, tail, S.ring_size) > 0;
+}
+
+/*
+ * Makes the app fd poll unwritable: the tx ring is full or a connect is
+ * under way.  The daemon empties its end ("unfills") when that is over, and
+ * its reads are what wake pollers for POLLOUT.
+ *
+ * This fills every time it is called, not only on a NONE -> DONE change:
+ * the daemon may drain concurrently (it stores NONE, then reads), and a fill
+ * skipped because the flag still said DONE would leave a writable fd with no
+ * wake-up to come -- an edge-triggered epoll user would wait forever.  So:
+ * write junk until EAGAIN, then publish DONE (seq_cst), then recheck.  Either
+ * the daemon drained after our EAGAIN (its reads woke pollers), or the junk
+ * is still there and DONE tells the daemon to drain it once there is room.
+ */
+static void fill(struct nsock *s, int fd)
+{
+	static const char junk[1024];
+	int e = errno, i;
+
+	if (!s->sndbuf_small) {
+		int one = 1;
+
+		R.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
+		s->sndbuf_small = 1;
+	}
+	for (i = 0; i < 1024; i++)
+		if (R.send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			break;
+	atomic_store(A32(&s->sh->fill), NUSE_FILL_DONE);
+	if ((tx_has_space(s) && !(st_load(s) & NUSE_SS_CONNECTING)) ||
+	    (st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)))
+		attention(s);
+	errno = e;
+}
+
+/*
+ * After EINTR: would Linux have restarted the call?  It does when the
+ * handler has SA_RESTART (and the socket has no timeout).  We can't tell
+ * which signal came, so we restart only if every installed handler has
+ * SA_RESTART; otherwise EINTR, as for a handler without it.
+ */
+static int restartable(void)
+{
+	struct sigaction sa;
+	int sig;
+
+	for (sig = 1; sig < NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
+			continue;
+		if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+			continue;
+		if (!(sa.sa_flags & SA_RESTART))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Sleeps on the app fd for ev (POLLIN or POLLOUT) after spinning up to
+ * spin_ns on ready(s).  Returns 0 to re-check, -ETIMEDOUT/-EINTR, or
+ * -EPIPE when the daemon's end is gone.
+ */
+static int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline);
+
+/* Returns -errno values itself: the caller's errno stays as it was. */
+static int wait_fd(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
+{
+	int e = errno, r = wait_fd_raw(s, fd, ev, ready, deadline);
+
+	errno = e;
+	return r;
+}
+
+static int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
+{
+	uint64_t until = now_ns() + S.spin_ns;
+	struct pollfd p = {.fd = fd, .events = ev};
+	int i, r, ms = 1000;
+
+	for (i = 0;; i++) {
+		if (ready(s))
+			return 0;
+		if ((i & 63) == 63) {
+			if (now_ns() >= until)
+				break;
+			spin_yield();
+		}
+		cpu_relax();
+	}
+	if (deadline) {
+		uint64_t n = now_ns();
+
+		if (n >= deadline)
+			return -ETIMEDOUT;
+		if ((deadline - n) / 1000000 + 1 < (uint64_t)ms)
+			ms = (int)((deadline - n) / 1000000 + 1);
+	}
+	r = poll(&p, 1, ms);
+	/*
+	 * A whole slice without news: remind the daemon of this socket, so
+	 * that an event it lost (a FIN behind a short read, rx space it waits
+	 * for) costs at most a slice, never a hang.  One wake-up per second
+	 * per thread blocked in the shim.
+	 */
+	if (r == 0)
+		attention(s);
+	if (r < 0) {
+		if (errno != EINTR)
+			return 0;
+		return !deadline && restartable() ? 0 : -EINTR;
+	}
+	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+		char b;
+
+		/* POLLHUP with queued bytes: EOF shows only after them */
+		if (!(p.revents & POLLIN) || R.recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+			s->dead = 1;
+			return -EPIPE;
+		}
+	}
+	if (atomic_load(&S.dead) || !ctl_alive()) {
+		s->dead = 1;
+		return -EPIPE;
+	}
+	return 0;
+}
+
+/*
+ * Before answering EAGAIN: has the daemon's end gone away?  Then the app
+ * fd polls POLLHUP forever, and EAGAIN would make a poll loop spin.
+ */
+static int hung_up(struct nsock *s, int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	int e = errno;
+
+	if (s->dead || atomic_load(&S.dead))
+		return 1;
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)))
+		s->dead = 1;
+	errno = e;
+	return s->dead;
+}
+
+static int rx_ready(struct nsock *s)
+{
+	return readable(s);
+}
+
+static int tx_ready(struct nsock *s)
+{
+	return tx_has_space(s) || (st_load(s) & (NUSE_SS_WR_DEAD | NUSE_SS_RESET | NUSE_SS_ERROR));
+}
+
+static int conn_ready(struct nsock *s)
+{
+	uint32_t st = st_load(s);
+
+	return (st & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)) ||
+	       (!(st & NUSE_SS_CONNECTING) && !s->connecting);
+}
+
+static int is_connected(struct nsock *s, uint32_t st)
+{
+	return (st & NUSE_SS_CONNECTED) || s->established;
+}
+
+static int is_connecting(struct nsock *s, uint32_t st)
+{
+	return !is_connected(s, st) && ((st & NUSE_SS_CONNECTING) || s->connecting);
+}
+
+static uint64_t deadline_of(int64_t ms)
+{
+	return ms > 0 ? now_ns() + (uint64_t)ms * 1000000ull : 0;
+}
+
+/* SO_ERROR from the daemon: returns and clears the pending error. */
+static int take_so_error(struct nsock *s)
+{
+	int v = 0;
+	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
+	int r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+
+	if (r < 0)
+		return -r;
+	return v;
+}
+
+/* ---- data ----------------------------------------------------------- */
+
+static size_t iov_total(const struct iovec *iov, int n)
+{
+	size_t t = 0;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (iov[i].iov_len > SSIZE_MAX - t)
+			return SSIZE_MAX;
+		t += iov[i].iov_len;
+	}
+	return t;
+}
+
+/* Copies up to n bytes of the iovec, starting at byte off, into the ring. */
+static void iov_to_ring(uint8_t *data, uint64_t size, uint64_t pos, const struct iovec *iov, int cnt, size_t off,
+			size_t n)
+{
+	int i;
+
+	for (i = 0; i < cnt && n; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		l -= off;
+		if (l > n)
+			l = n;
+		nuse_ring_copy_in(data, size, pos, (const uint8_t *)iov[i].iov_base + off, l);
+		pos += l;
+		n -= l;
+		off = 0;
+	}
+}
+
+static void ring_to_iov(const uint8_t *data, uint64_t size, uint64_t pos, const struct iovec *iov, int cnt,
+			size_t off, size_t n)
+{
+	int i;
+
+	for (i = 0; i < cnt && n; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		l -= off;
+		if (l > n)
+			l = n;
+		nuse_ring_copy_out(data, size, pos, (uint8_t *)iov[i].iov_base + off, l);
+		pos += l;
+		n -= l;
+		off = 0;
+	}
+}
+
+static ssize_t fail(int e)
+{
+	errno = e;
+	return -1;
+}
+
+static ssize_t send_error(int e, int flags)
+{
+	if (e == EPIPE && !(flags & MSG_NOSIGNAL))
+		raise_sigpipe();
+	return fail(e);
+}
+
+static ssize_t nuse_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
+{
+	size_t total = iov_total(iov, cnt), done = 0;
+	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
+	uint64_t deadline = nonblock ? 0 : deadline_of(s->sndtimeo_ms);
+	ssize_t ret;
+
+	if (flags & MSG_OOB)
+		return fail(EOPNOTSUPP);
+	pthread_mutex_lock(&s->tx_lock);
+	for (;;) {
+		uint32_t st = st_load(s);
+		uint64_t head, tail, room;
+		int r;
+
+		if (s->dead || atomic_load(&S.dead)) {
+			ret = done ? (ssize_t)done : send_error(EPIPE, flags);
+			break;
+		}
+		if (s->shut_wr) {
+			ret = done ? (ssize_t)done : send_error(EPIPE, flags);
+			break;
+		}
+		if (st & (NUSE_SS_WR_DEAD | NUSE_SS_RESET | NUSE_SS_ERROR)) {
+			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
+
+			if (done) {
+				ret = (ssize_t)done;
+				break;
+			}
+			ret = send_error(e ? e : EPIPE, flags);
+			break;
+		}
+		if (!is_connected(s, st)) {
+			if (!is_connecting(s, st)) {
+				ret = send_error(EPIPE, flags);
+				break;
+			}
+			if (nonblock) {
+				ret = hung_up(s, fd) ? send_error(EPIPE, flags) : fail(EAGAIN);
+				break;
+			}
+			r = wait_fd(s, fd, POLLOUT, conn_ready, deadline);
+			if (r < 0) {
+				ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
+				break;
+			}
+			continue;
+		}
+		head = s->sh->tx.head;
+		tail = atomic_load_explicit(A64(&s->sh->tx.tail), memory_order_acquire);
+		if (!nuse_ring_sane(head, tail, S.ring_size)) {
+			s->dead = 1;
+			continue;
+		}
+		room = nuse_ring_free(head, tail, S.ring_size);
+		if (room && done < total) {
+			size_t n = total - done < room ? total - done : (size_t)room;
+
+			iov_to_ring(s->tx_data, S.ring_size, head, iov, cnt, done, n);
+			atomic_store_explicit(A64(&s->sh->tx.head), head + n, memory_order_release);
+			attention(s);
+			done += n;
+		}
+		if (done == total) {
+			ret = (ssize_t)done;
+			break;
+		}
+		if (nonblock) {
+			if (done) {
+				ret = (ssize_t)done;
+				break;
+			}
+			fill(s, fd);
+			if (tx_has_space(s)) /* drained while we filled */
+				continue;
+			if (hung_up(s, fd))
+				continue; /* answered at the top: EPIPE */
+			ret = fail(EAGAIN);
+			break;
+		}
+		fill(s, fd);
+		r = wait_fd(s, fd, POLLOUT, tx_ready, deadline);
+		if (r < 0) {
+			if (done) {
+				ret = (ssize_t)done;
+				break;
+			}
+			ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->tx_lock);
+	return ret;
+}
+
+static ssize_t nuse_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
+{
+	size_t total = iov_total(iov, cnt), done = 0;
+	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
+	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
+	ssize_t ret;
+
+	if (flags & MSG_OOB)
+		return fail(EINVAL);
+	if (total == 0)
+		return 0;
+	pthread_mutex_lock(&s->rx_lock);
+	for (;;) {
+		uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
+		uint64_t tail = s->sh->rx.tail;
+		uint32_t st;
+		int r;
+
+		if (!nuse_ring_sane(head, tail, S.ring_size)) {
+			ret = done ? (ssize_t)done : fail(ECONNRESET);
+			break;
+		}
+		if (head != tail) {
+			uint64_t avail = head - tail;
+			size_t n = total - done < avail ? total - done : (size_t)avail;
+
+			ring_to_iov(s->rx_data, S.ring_size, tail, iov, cnt, done, n);
+			done += n;
+			if (flags & MSG_PEEK) {
+				ret = (ssize_t)done;
+				break;
+			}
+			atomic_store_explicit(A64(&s->sh->rx.tail), tail + n, memory_order_release);
+			/* Dekker with the daemon (it sets daemon_wait, then re-reads
+			 * tail): without the fence our tail store can pass this load
+			 * and both sides miss each other, leaving the ring drained and
+			 * the daemon waiting for space forever. */
+			atomic_thread_fence(memory_order_seq_cst);
+			if (atomic_load(A32(&s->sh->daemon_wait)) & NUSE_DWAIT_RX_SPACE)
+				attention(s);
+			if (done == total || !(flags & MSG_WAITALL)) {
+				ret = (ssize_t)done;
+				break;
+			}
+			continue;
+		}
+		st = st_load(s);
+		if (s->shut_rd || (st & NUSE_SS_RD_EOF)) {
+			ret = (ssize_t)done;
+			break;
+		}
+		if (st & (NUSE_SS_RESET | NUSE_SS_ERROR)) {
+			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
+
+			ret = done ? (ssize_t)done : fail(e ? e : ECONNRESET);
+			break;
+		}
+		if (s->dead || atomic_load(&S.dead)) {
+			ret = done ? (ssize_t)done : fail(ECONNRESET);
+			break;
+		}
+		if (!is_connected(s, st) && !is_connecting(s, st)) {
+			ret = done ? (ssize_t)done : fail(ENOTCONN);
+			break;
+		}
+		/* Nothing to read: take the readiness byte back before waiting. */
+		unsignal(s, fd);
+		if (readable(s))
+			continue;
+		if (nonblock) {
+			if (!done && hung_up(s, fd))
+				continue; /* answered above: ECONNRESET */
+			ret = done ? (ssize_t)done : fail(EAGAIN);
+			break;
+		}
+		r = wait_fd(s, fd, POLLIN, rx_ready, deadline);
+		if (r < 0) {
+			ret = done ? (ssize_t)done : fail(r == -EPIPE ? ECONNRESET : r == -ETIMEDOUT ? EAGAIN : -r);
+			break;
+		}
+	}
+	if (!(flags & MSG_PEEK) && !readable(s))
+		unsignal(s, fd);
+	pthread_mutex_unlock(&s->rx_lock);
+	return ret;
+}
+
+/* ---- the decision ---------------------------------------------------- */
+
+static int addr_key(const struct sockaddr *sa, socklen_t len, uint8_t a[16], uint16_t *port)
+{
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		memset(a, 0, 10);
+		a[10] = a[11] = 0xff;
+		memcpy(a + 12, &in->sin_addr, 4);
+		*port = ntohs(in->sin_port);
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		memcpy(a, &in6->sin6_addr, 16);
+		*port = ntohs(in6->sin6_port);
+		return 0;
+	}
+	return -1;
+}
+
+static int is_wildcard_port0(const struct sockaddr *sa, socklen_t len)
+{
+	uint8_t a[16], z[16] = {0};
+	uint16_t port;
+
+	if (addr_key(sa, len, a, &port))
+		return 0;
+	if (port)
+		return 0;
+	if (sa->sa_family == AF_INET)
+		return !memcmp(a + 12, z, 4);
+	return !memcmp(a, z, 16);
+}
+
+/* 1: NUSE, 0: kernel.  Logs the decision with NUSE_DEBUG=1. */
+static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, socklen_t len)
+{
+	const char *dn = dir == NUSE_DIR_LISTEN ? "listen" : "connect";
+	char ab[80];
+	uint8_t a[16];
+	uint16_t port;
+	int idx, nuse;
+
+	if (s->bindtodev) {
+		debug("nuse: fd %d %s %s -> nuse (SO_BINDTODEVICE %s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
+		      g_dev);
+		return 1;
+	}
+	if (!g_rules_ok || g_rules.n == 0 || addr_key(sa, len, a, &port))
+		return 0;
+	nuse = nuse_rules_decide(&g_rules, dir, a, port, program_invocation_short_name, &idx);
+	if (idx > 0)
+		debug("nuse: fd %d %s %s -> %s (rule %d: %s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
+		      nuse ? "nuse" : "kernel", idx, nuse_rules_why(&g_rules, idx));
+	else
+		debug("nuse: fd %d %s %s -> kernel (%s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
+		      nuse_rules_why(&g_rules, idx));
+	return nuse;
+}
+
+/* The socket stays in the kernel: forget it, on every fd that points at it. */
+static void to_kernel(struct nsock *s, int fd)
+{
+	int i;
+
+	pthread_mutex_lock(&g_tablock);
+	if (atomic_load(&s->refs) > 1) {
+		for (i = 0; i < g_tabhi; i++)
+			if (atomic_load_explicit(&g_tab[i], memory_order_relaxed) == s)
+				atomic_store(&g_tab[i], NULL);
+	} else if (fd_get(fd) == s) {
+		atomic_store(&g_tab[fd], NULL);
+	}
+	atomic_store(&s->refs, 0);
+	nsock_free_locked(s);
+	pthread_mutex_unlock(&g_tablock);
+}
+
+static int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len);
+
+/* Moves s into NUSE on fd.  0: done; 1: NUSE unavailable (stay in the
+ * kernel); < 0: -errno for the caller. */
+static int to_nuse(struct nsock *s, int fd)
+{
+	struct nuse_ctl_reply rep;
+	int sv[2], fl, fdfl, r, i;
+
+	if (!session_get())
+		return 1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	r = ctl_request(NUSE_CTL_SOCKET, s->family, 0, 0, sv[1], &rep);
+	R.close(sv[1]);
+	if (r < 0) {
+		static atomic_int told;
+
+		/* Out of slots, refused, daemon gone: the program must not break,
+		 * so this socket stays in the kernel, loudly (a few times). */
+		R.close(sv[0]);
+		if (!atomic_load(&S.dead) && atomic_fetch_add(&told, 1) < 5)
+			say("nuse: fd %d: the daemon did not take the socket (%s); it stays in the kernel", fd,
+			    strerror(-r));
+		return 1;
+	}
+	fl = R.fcntl(fd, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK))
+		R.fcntl(sv[0], F_SETFL, O_NONBLOCK | O_RDWR);
+	/* The app's fd number now names our end; the kernel socket closes. */
+	pthread_mutex_lock(&g_tablock);
+	fdfl = R.fcntl(fd, F_GETFD);
+	R.dup3(sv[0], fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	/* dup'd before the decision: every copy must name our end too */
+	for (i = 0; atomic_load(&s->refs) > 1 && i < g_tabhi; i++) {
+		if (i == fd || atomic_load_explicit(&g_tab[i], memory_order_relaxed) != s)
+			continue;
+		fdfl = R.fcntl(i, F_GETFD);
+		R.dup3(sv[0], i, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	}
+	attach_slot(s, rep.sock, rep.gen);
+	pthread_mutex_unlock(&g_tablock);
+	R.close(sv[0]);
+	for (i = 0; i < s->nopts; i++)
+		nuse_setopt(s, s->opts[i].level, s->opts[i].name, s->opts[i].val, s->opts[i].len);
+	s->nopts = 0;
+	return 0;
+}
+
+/* ---- control calls on NUSE sockets ----------------------------------- */
+
+static int ret_err(int r)
+{
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	return r;
+}
+
+static int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
+{
+	struct cmd_io io = {.addr = sa, .addrlen = len};
+
+	if (len > NUSE_ADDR_LEN)
+		return -EINVAL;
+	return cmd_call(s, NUSE_OP_BIND, &io);
+}
+
+static int nuse_listen(struct nsock *s, int backlog)
+{
+	struct cmd_io io = {.arg0 = (uint32_t)backlog};
+	int r = cmd_call(s, NUSE_OP_LISTEN, &io);
+
+	if (r == 0)
+		s->listening = 1;
+	return r;
+}
+
+static int nuse_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct cmd_io io = {.addr = sa, .addrlen = len};
+	uint32_t st = st_load(s);
+	uint64_t deadline;
+	int r;
+
+	if (len > NUSE_ADDR_LEN)
+		return -EINVAL;
+	if (s->dead || atomic_load(&S.dead))
+		return -ECONNREFUSED;
+	if (s->connecting) {
+		/* connect() again after EINPROGRESS: the kernel's answers */
+		if (st & NUSE_SS_CONNECTED) {
+			s->established = 1;
+			s->connecting = 0;
+			return 0;
+		}
+		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
+			s->connecting = 0;
+			r = take_so_error(s);
+			return -(r ? r : ECONNREFUSED);
+		}
+		if (s->nonblock)
+			return -EALREADY;
+	} else {
+		if (is_connected(s, st))
+			return -EISCONN;
+		r = cmd_call(s, NUSE_OP_CONNECT, &io);
+		if (r == 0)
+			s->established = 1;
+		if (r != -EINPROGRESS)
+			return r;
+		s->connecting = 1;
+		fill(s, fd);
+		if (s->nonblock)
+			return -EINPROGRESS;
+	}
+	deadline = deadline_of(s->sndtimeo_ms);
+	for (;;) {
+		st = st_load(s);
+		if (st & NUSE_SS_CONNECTED) {
+			s->connecting = 0;
+			s->established = 1;
+			return 0;
+		}
+		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
+			s->connecting = 0;
+			r = take_so_error(s);
+			return -(r ? r : ECONNREFUSED);
+		}
+		r = wait_fd(s, fd, POLLOUT, conn_ready, deadline);
+		if (r == -EPIPE) {
+			s->connecting = 0;
+			return -ECONNREFUSED;
+		}
+		if (r == -ETIMEDOUT)
+			return -EINPROGRESS;
+		if (r == -EINTR)
+			return -EINTR;
+		if (!conn_ready(s)) { /* POLLOUT without news: don't spin on it */
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+/* SO_* options the shim answers or keeps itself; 1 if handled. */
+static int local_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len, int *ret)
+{
+	if (level != SOL_SOCKET)
+		return 0;
+	if (name == SO_RCVTIMEO || name == SO_SNDTIMEO) {
+		const struct timeval *tv = val;
+		int64_t ms;
+
+		if (len < sizeof(struct timeval)) {
+			*ret = -EINVAL;
+			return 1;
+		}
+		ms = (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
+		if (name == SO_RCVTIMEO)
+			s->rcvtimeo_ms = ms;
+		else
+			s->sndtimeo_ms = ms;
+		*ret = 0;
+		return 1;
+	}
+	if (name == SO_BINDTODEVICE) {
+		*ret = 0;
+		return 1;
+	}
+	return 0;
+}
+
+static int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len)
+{
+	struct cmd_io io = {.arg0 = (uint32_t)level, .arg1 = (uint32_t)name, .opt = val, .optlen = len};
+	int r;
+
+	if (local_setopt(s, level, name, val, len, &r))
+		return r;
+	if (len > NUSE_OPT_LEN)
+		return -EINVAL;
+	r = cmd_call(s, NUSE_OP_SETSOCKOPT, &io);
+	if (r == -ENOPROTOOPT &&
+	    (level == SOL_SOCKET || level == IPPROTO_IP || level == IPPROTO_IPV6 || level == IPPROTO_TCP)) {
+		/* A real option the daemon does not carry (IP_TOS, SO_PRIORITY,
+		 * ...): Linux would take it, so the program must not fail. */
+		debug("nuse: setsockopt(%d, %d) not carried by the daemon; ignored", level, name);
+		r = 0;
+	}
+	return r;
+}
+
+/* ---- the interposers ------------------------------------------------ */
+
+static void resolve(void);
+
+#define REAL(f)                          \
+	do {                             \
+		if (unlikely(!R.f))      \
+			resolve();       \
+	} while (0)
+
+EXPORT int socket(int domain, int type, int protocol)
+{
+	int fd, base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct nsock *s, *old;
+
+	REAL(socket);
+	fd = R.socket(domain, type, protocol);
+	if (fd < 0 || (domain != AF_INET && domain != AF_INET6) || base != SOCK_STREAM ||
+	    (protocol != 0 && protocol != IPPROTO_TCP) || fd >= g_tabmax || in_vfork_child())
+		return fd;
+	s = nsock_new(domain);
+	if (!s)
+		return fd;
+	s->nonblock = !!(type & SOCK_NONBLOCK);
+	pthread_mutex_lock(&g_tablock);
+	old = tab_set_locked(fd, s);
+	if (old && atomic_fetch_sub(&old->refs, 1) == 1) /* a stale entry for a reused fd */
+		nsock_free_locked(old);
+	pthread_mutex_unlock(&g_tablock);
+	return fd;
+}
+
+EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct nsock *s;
+	int r;
+
+	REAL(bind);
+	s = fd_get(fd);
+	if (likely(!s) || !sa)
+		return R.bind(fd, sa, len);
+	pthread_mutex_lock(&s->lock);
+	if (s->kind == K_NUSE) {
+		r = ret_err(nuse_bind(s, sa, len));
+		goto out;
+	}
+	if (s->kind != K_UNDECIDED || sa->sa_family != s->family || len > sizeof(s->bind_addr) || s->bound) {
+		r = R.bind(fd, sa, len);
+		goto out;
+	}
+	if (is_wildcard_port0(sa, len) && !s->bindtodev) {
+		/* Nothing to decide yet: listen or connect will. */
+		memcpy(&s->bind_addr, sa, len);
+		s->bind_len = len;
+		s->bound = B_DEFERRED;
+		r = 0;
+		goto out;
+	}
+	if (decide(s, fd, NUSE_DIR_LISTEN, sa, len)) {
+		r = to_nuse(s, fd);
+		if (r == 0) {
+			r = ret_err(nuse_bind(s, sa, len));
+			goto out;
+		}
+		if (r < 0) {
+			r = ret_err(r);
+			goto out;
+		}
+	}
+	r = R.bind(fd, sa, len);
+	if (r == 0) {
+		memcpy(&s->bind_addr, sa, len);
+		s->bind_len = len;
+		s->bound = B_KERNEL;
+	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+EXPORT int listen(int fd, int backlog)
+{
+	struct nsock *s;
+	struct sockaddr_storage any;
+	socklen_t alen;
+	int r;
+
+	REAL(listen);
+	s = fd_get(fd);
+	if (likely(!s))
+		return R.listen(fd, backlog);
+	pthread_mutex_lock(&s->lock);
+	if (s->kind == K_NUSE) {
+		r = ret_err(nuse_listen(s, backlog));
+		pthread_mutex_unlock(&s->lock);
+		return r;
+	}
+	if (s->kind == K_UNDECIDED && s->bound != B_KERNEL) {
+		if (s->bound == B_DEFERRED) {
+			memcpy(&any, &s->bind_addr, s->bind_len);
+			alen = s->bind_len;
+		} else {
+			memset(&any, 0, sizeof(any));
+			any.ss_family = (sa_family_t)s->family;
+			alen = s->family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		}
+		if (decide(s, fd, NUSE_DIR_LISTEN, (struct sockaddr *)&any, alen)) {
+			r = to_nuse(s, fd);
+			if (r == 0) {
+				/* the daemon's stack may not autobind on listen */
+				r = nuse_bind(s, (struct sockaddr *)&any, alen);
+				if (r == 0)
+					r = nuse_listen(s, backlog);
+				pthread_mutex_unlock(&s->lock);
+				return ret_err(r);
+			}
+			if (r < 0) {
+				pthread_mutex_unlock(&s->lock);
+				return ret_err(r);
+			}
+		}
+		if (s->bound == B_DEFERRED && R.bind(fd, (struct sockaddr *)&any, alen) < 0) {
+			pthread_mutex_unlock(&s->lock);
+			return -1;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	to_kernel(s, fd);
+	return R.listen(fd, backlog);
+}
+
+EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct nsock *s;
+	int r;
+
+	REAL(connect);
+	s = fd_get(fd);
+	if (likely(!s) || !sa)
+		return R.connect(fd, sa, len);
+	pthread_mutex_lock(&s->lock);
+	if (s->kind == K_NUSE) {
+		r = ret_err(nuse_connect(s, fd, sa, len));
+		pthread_mutex_unlock(&s->lock);
+		return r;
+	}
+	if (s->kind == K_UNDECIDED && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
+	    decide(s, fd, NUSE_DIR_CONNECT, sa, len)) {
+		r = to_nuse(s, fd);
+		if (r == 0) {
+			if (s->bound)
+				r = nuse_bind(s, (struct sockaddr *)&s->bind_addr, s->bind_len);
+			if (r == 0)
+				r = nuse_connect(s, fd, sa, len);
+			pthread_mutex_unlock(&s->lock);
+			return ret_err(r);
+		}
+		if (r < 0) {
+			pthread_mutex_unlock(&s->lock);
+			return ret_err(r);
+		}
+	}
+	if (s->kind == K_UNDECIDED && s->bound == B_DEFERRED &&
+	    R.bind(fd, (struct sockaddr *)&s->bind_addr, s->bind_len) < 0) {
+		pthread_mutex_unlock(&s->lock);
+		return -1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	to_kernel(s, fd);
+	return R.connect(fd, sa, len);
+}
+
+/*
+ * A dead listener's fd (the app end of a socketpair whose daemon end is
+ * gone) polls readable forever, so an event loop would spin on accept()
+ * errors.  Put a never-ready socket (unconnected AF_UNIX) in its place: the
+ * fd number stays valid, epoll drops the old file, the program idles.
+ */
+static void quiet_listener(struct nsock *s, int fd)
+{
+	int q, fl, e = errno;
+
+	if (s->quiet)
+		return;
+	s->quiet = 1;
+	q = R.socket(AF_UNIX, SOCK_STREAM, 0);
+	if (q < 0)
+		return;
+	fl = R.fcntl(fd, F_GETFD);
+	if (q != fd)
+		R.dup3(q, fd, fl >= 0 && (fl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	R.close(q);
+	say("nuse: fd %d: listening socket lost with the daemon; it accepts nothing more", fd);
+	errno = e;
+}
+
+static int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+	int nonblock = s->nonblock;
+	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
+	struct nuse_ctl_reply rep;
+	struct nsock *c, *old;
+	int sv[2], r;
+
+	if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
+		return (int)fail(EINVAL);
+	for (;;) {
+		uint32_t st = st_load(s);
+
+		/* A reset listener is one the daemon let go of (it shut down or
+		 * ended the session): it will never accept again. */
+		if (st & (NUSE_SS_RESET | NUSE_SS_WR_DEAD))
+			s->dead = 1;
+		if (s->dead || atomic_load(&S.dead)) {
+			quiet_listener(s, fd);
+			return (int)fail(ECONNABORTED);
+		}
+		if (!(st & NUSE_SS_LISTENING) && !s->listening)
+			return (int)fail(EINVAL);
+		if (st & NUSE_SS_ACCEPTQ) {
+			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+				return -1;
+			r = ctl_request(NUSE_CTL_ACCEPT, s->family, s->slot, s->gen, sv[1], &rep);
+			R.close(sv[1]);
+			if (r >= 0)
+				break;
+			R.close(sv[0]);
+			if (r != -EAGAIN)
+				return (int)fail(r == -ECONNRESET ? ECONNABORTED : -r);
+			/* Someone else took it (another thread or a forked sibling)
+			 * and ACCEPTQ is not yet updated: don't hammer the daemon. */
+			if (nonblock)
+				return (int)fail(EAGAIN);
+			{
+				struct timespec ts = {0, 200000};
+				nanosleep(&ts, NULL);
+			}
+			continue;
+		}
+		unsignal(s, fd);
+		if (readable(s))
+			continue;
+		if (nonblock)
+			return (int)fail(hung_up(s, fd) ? ECONNABORTED : EAGAIN);
+		r = wait_fd(s, fd, POLLIN, rx_ready, deadline);
+		if (r < 0)
+			return (int)fail(r == -EPIPE ? ECONNABORTED : r == -ETIMEDOUT ? EAGAIN : -r);
+	}
+	if (!(flags & SOCK_CLOEXEC))
+		R.fcntl(sv[0], F_SETFD, 0);
+	if (flags & SOCK_NONBLOCK)
+		R.fcntl(sv[0], F_SETFL, O_RDWR | O_NONBLOCK);
+	if (!readable(s))
+		unsignal(s, fd);
+	c = nsock_new(s->family);
+	if (!c || sv[0] >= g_tabmax) {
+		R.close(sv[0]);
+		return (int)fail(ENOMEM);
+	}
+	c->nonblock = !!(flags & SOCK_NONBLOCK);
+	attach_slot(c, rep.sock, rep.gen);
+	c->established = 1;
+	pthread_mutex_lock(&g_tablock);
+	old = tab_set_locked(sv[0], c);
+	if (old && atomic_fetch_sub(&old->refs, 1) == 1)
+		nsock_free_locked(old);
+	pthread_mutex_unlock(&g_tablock);
+	if (sa && len) {
+		socklen_t l = rep.addrlen > NUSE_ADDR_LEN ? NUSE_ADDR_LEN : rep.addrlen;
+
+		memcpy(sa, rep.addr, l < *len ? l : *len);
+		*len = l;
+	}
+	if (g_debug) {
+		char ab[80];
+		debug("nuse: fd %d accept -> fd %d from %s (slot %u)", fd, sv[0],
+		      fmt_addr((struct sockaddr *)rep.addr, rep.addrlen, ab, sizeof(ab)), rep.sock);
+	}
+	return sv[0];
+}
+
+EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+	struct nsock *s;
+
+	REAL(accept4);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.accept4(fd, sa, len, flags);
+	return nuse_accept(s, fd, sa, len, flags);
+}
+
+EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
+{
+	struct nsock *s;
+
+	REAL(accept);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.accept(fd, sa, len);
+	return nuse_accept(s, fd, sa, len, 0);
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+	struct nsock *s;
+	struct iovec iov;
+
+	REAL(send);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.send(fd, buf, n, flags);
+	iov.iov_base = (void *)buf;
+	iov.iov_len = n;
+	return nuse_send(s, fd, &iov, 1, flags);
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *sa, socklen_t len)
+{
+	struct nsock *s;
+	struct iovec iov;
+
+	REAL(sendto);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.sendto(fd, buf, n, flags, sa, len);
+	iov.iov_base = (void *)buf;
+	iov.iov_len = n;
+	return nuse_send(s, fd, &iov, 1, flags); /* TCP ignores the address */
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+	struct nsock *s;
+
+	REAL(sendmsg);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.sendmsg(fd, m, flags);
+	if (!m || m->msg_iovlen > IOV_MAX)
+		return fail(m ? EMSGSIZE : EFAULT);
+	return nuse_send(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+	struct nsock *s;
+	struct iovec iov;
+
+	REAL(recv);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.recv(fd, buf, n, flags);
+	iov.iov_base = buf;
+	iov.iov_len = n;
+	return nuse_recv(s, fd, &iov, 1, flags);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *sa, socklen_t *len)
+{
+	struct nsock *s;
+	struct iovec iov;
+
+	REAL(recvfrom);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.recvfrom(fd, buf, n, flags, sa, len);
+	iov.iov_base = buf;
+	iov.iov_len = n;
+	if (len)
+		*len = 0; /* TCP gives no source address */
+	return nuse_recv(s, fd, &iov, 1, flags);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+	struct nsock *s;
+	ssize_t r;
+
+	REAL(recvmsg);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.recvmsg(fd, m, flags);
+	if (!m || m->msg_iovlen > IOV_MAX)
+		return fail(m ? EMSGSIZE : EFAULT);
+	r = nuse_recv(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	if (r >= 0) {
+		m->msg_namelen = 0;
+		m->msg_controllen = 0;
+		m->msg_flags = 0;
+	}
+	return r;
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+	struct nsock *s;
+	struct iovec iov;
+
+	REAL(read);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.read(fd, buf, n);
+	iov.iov_base = buf;
+	iov.iov_len = n;
+	return nuse_recv(s, fd, &iov, 1, 0);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+	struct nsock *s;
+	struct iovec iov;
+
+	REAL(write);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.write(fd, buf, n);
+	if (n == 0)
+		return 0;
+	iov.iov_base = (void *)buf;
+	iov.iov_len = n;
+	return nuse_send(s, fd, &iov, 1, 0);
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	struct nsock *s;
+
+	REAL(readv);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.readv(fd, iov, cnt);
+	if (cnt < 0 || cnt > IOV_MAX)
+		return fail(EINVAL);
+	return nuse_recv(s, fd, iov, cnt, 0);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	struct nsock *s;
+
+	REAL(writev);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.writev(fd, iov, cnt);
+	if (cnt < 0 || cnt > IOV_MAX)
+		return fail(EINVAL);
+	return nuse_send(s, fd, iov, cnt, 0);
+}
+
+/* FORTIFY_SOURCE builds call these instead of read/recv/recvfrom. */
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+	REAL(read_chk);
+	if (likely(!fd_nuse(fd)) || n > buflen)
+		return R.read_chk(fd, buf, n, buflen);
+	return read(fd, buf, n);
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+	REAL(recv_chk);
+	if (likely(!fd_nuse(fd)) || n > buflen)
+		return R.recv_chk(fd, buf, n, buflen, flags);
+	return recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *sa,
+			      socklen_t *len)
+{
+	REAL(recvfrom_chk);
+	if (likely(!fd_nuse(fd)) || n > buflen)
+		return R.recvfrom_chk(fd, buf, n, buflen, flags, sa, len);
+	return recvfrom(fd, buf, n, flags, sa, len);
+}
+
+/* sendfile() to a NUSE socket: copied through a buffer into the tx ring. */
+static ssize_t nuse_sendfile(struct nsock *s, int out, int in, off_t *off, size_t count)
+{
+	char buf[65536];
+	size_t done = 0;
+
+	while (done < count) {
+		size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
+		ssize_t n = off ? pread(in, buf, want, *off) : R.read(in, buf, want);
+		struct iovec iov = {buf, 0};
+		ssize_t w;
+
+		if (n <= 0) {
+			if (n < 0 && !done)
+				return -1;
+			break;
+		}
+		iov.iov_len = (size_t)n;
+		w = nuse_send(s, out, &iov, 1, 0);
+		if (w < 0) {
+			if (!off)
+				lseek(in, -n, SEEK_CUR);
+			if (!done)
+				return -1;
+			break;
+		}
+		if (off)
+			*off += w;
+		else if (w < n)
+			lseek(in, w - n, SEEK_CUR);
+		done += (size_t)w;
+		if (w < n)
+			break;
+	}
+	return (ssize_t)done;
+}
+
+EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t count)
+{
+	struct nsock *s;
+
+	REAL(sendfile);
+	s = fd_nuse(out);
+	if (likely(!s))
+		return R.sendfile(out, in, off, count);
+	return nuse_sendfile(s, out, in, off, count);
+}
+
+EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t count)
+{
+	struct nsock *s;
+
+	REAL(sendfile64);
+	s = fd_nuse(out);
+	if (likely(!s))
+		return R.sendfile64(out, in, off, count);
+	return nuse_sendfile(s, out, in, off, count);
+}
+
+/* Drops fd's reference; the last one closes the NUSE socket. */
+static void drop_fd(int fd)
+{
+	struct nsock *s;
+	int last;
+
+	pthread_mutex_lock(&g_tablock);
+	s = fd_get(fd);
+	if (!s) {
+		pthread_mutex_unlock(&g_tablock);
+		return;
+	}
+	atomic_store(&g_tab[fd], NULL);
+	last = atomic_fetch_sub(&s->refs, 1) == 1;
+	pthread_mutex_unlock(&g_tablock);
+	if (!last)
+		return;
+	if (s->kind == K_NUSE) {
+		int lastproc = procs_release(s);
+
+		debug("nuse: fd %d close (slot %u): %s", fd, s->slot,
+		      lastproc ? "last holder, CLOSE" : "still held by another process");
+		if (lastproc && !s->dead && !atomic_load(&S.dead))
+			cmd_call(s, NUSE_OP_CLOSE, NULL);
+	}
+	pthread_mutex_lock(&g_tablock);
+	nsock_free_locked(s);
+	pthread_mutex_unlock(&g_tablock);
+}
+
+EXPORT int close(int fd)
+{
+	REAL(close);
+	if (unlikely(fd_get(fd) != NULL) && !in_vfork_child())
+		drop_fd(fd);
+	else if (unlikely(fd == S.ctl && fd >= 0)) {
+		/* closefrom()-style sweeps must not take our session with them */
+		return 0;
+	}
+	return R.close(fd);
+}
+
+EXPORT int shutdown(int fd, int how)
+{
+	struct nsock *s;
+	struct cmd_io io = {.arg0 = (uint32_t)how};
+	int r;
+
+	REAL(shutdown);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.shutdown(fd, how);
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return (int)fail(EINVAL);
+	if (!(st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_CONNECTING | NUSE_SS_LISTENING)) && !s->established &&
+	    !s->connecting && !s->listening)
+		return (int)fail(ENOTCONN);
+	r = cmd_call(s, NUSE_OP_SHUTDOWN, &io);
+	if (r < 0)
+		return ret_err(r);
+	if (how != SHUT_RD)
+		s->shut_wr = 1;
+	if (how != SHUT_WR)
+		s->shut_rd = 1;
+	return 0;
+}
+
+static int nuse_name(struct nsock *s, uint16_t op, struct sockaddr *sa, socklen_t *len)
+{
+	uint8_t buf[NUSE_ADDR_LEN];
+	struct cmd_io io = {.addr_out = buf, .addr_out_len = sizeof(buf)};
+	int r;
+
+	if (!sa || !len)
+		return (int)fail(EFAULT);
+	r = cmd_call(s, op, &io);
+	if (r < 0)
+		return ret_err(r);
+	memcpy(sa, buf, io.addr_out_len < *len ? io.addr_out_len : *len);
+	*len = io.addr_out_len;
+	return 0;
+}
+
+EXPORT int getsockname(int fd, struct sockaddr *sa, socklen_t *len)
+{
+	struct nsock *s;
+
+	REAL(getsockname);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.getsockname(fd, sa, len);
+	return nuse_name(s, NUSE_OP_GETSOCKNAME, sa, len);
+}
+
+EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len)
+{
+	struct nsock *s;
+
+	REAL(getpeername);
+	s = fd_nuse(fd);
+	if (likely(!s))
+		return R.getpeername(fd, sa, len);
+	return nuse_name(s, NUSE_OP_GETPEERNAME, sa, len);
+}
+
+static int is_nuse_dev(const void *val, socklen_t len)
+{
+	size_t n = strnlen(val, len);
+
+	return n == strlen(g_dev) && !memcmp(val, g_dev, n);
+}
+
+EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	struct nsock *s;
+	int r, i;
+
+	REAL(setsockopt);
+	s = fd_get(fd);
+	if (likely(!s))
+		return R.setsockopt(fd, level, name, val, len);
+	if (s->kind == K_NUSE)
+		return ret_err(nuse_setopt(s, level, name, val, len));
+	pthread_mutex_lock(&s->lock);
+	if (s->kind != K_UNDECIDED) {
+		pthread_mutex_unlock(&s->lock);
+		return R.setsockopt(fd, level, name, val, len);
+	}
+	if (level == SOL_SOCKET && name == SO_BINDTODEVICE && val) {
+		if (is_nuse_dev(val, len)) {
+			/* the NUSE device need not exist in the kernel */
+			s->bindtodev = 1;
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		}
+		s->bindtodev = 0;
+	}
+	r = R.setsockopt(fd, level, name, val, len);
+	if (r == 0 && val && len <= NUSE_OPT_LEN && !(level == SOL_SOCKET && name == SO_BINDTODEVICE)) {
+		/* recorded for replay in NUSE; the latest value of an option wins */
+		for (i = 0; i < s->nopts; i++)
+			if (s->opts[i].level == level && s->opts[i].name == name)
+				break;
+		if (i < MAX_OPTS) {
+			s->opts[i].level = level;
+			s->opts[i].name = name;
+			s->opts[i].len = len;
+			memcpy(s->opts[i].val, val, len);
+			if (i == s->nopts)
+				s->nopts++;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static int put_int(void *val, socklen_t *len, int v)
+{
+	if (!val || !len)
+		return (int)fail(EFAULT);
+	if (*len >= sizeof(int)) {
+		memcpy(val, &v, sizeof(int));
+		*len = sizeof(int);
+	} else {
+		memcpy(val, &v, *len); /* Linux copies what fits */
+	}
+	return 0;
+}
+
+EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	struct nsock *s;
+	struct cmd_io io = {0};
+	int r;
+
+	REAL(getsockopt);
+	s = fd_get(fd);
+	if (likely(!s) || s->kind != K_NUSE) {
+		if (s && level == SOL_SOCKET && name == SO_BINDTODEVICE && s->bindtodev && val && len) {
+			size_t n = strlen(g_dev) + 1;
+
+			memcpy(val, g_dev, n < *len ? n : *len);
+			*len = (socklen_t)n;
+			return 0;
+		}
+		return R.getsockopt(fd, level, name, val, len);
+	}
+	if (!len || !val)
+		return (int)fail(EFAULT);
+	if (level == SOL_SOCKET) {
+		switch (name) {
+		case SO_TYPE:
+			return put_int(val, len, SOCK_STREAM);
+		case SO_DOMAIN:
+			return put_int(val, len, s->family);
+		case SO_PROTOCOL:
+			return put_int(val, len, IPPROTO_TCP);
+		case SO_ACCEPTCONN:
+			return put_int(val, len, !!(st_load(s) & NUSE_SS_LISTENING) || s->listening);
+		case SO_RCVTIMEO:
+		case SO_SNDTIMEO: {
+			int64_t ms = name == SO_RCVTIMEO ? s->rcvtimeo_ms : s->sndtimeo_ms;
+			struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+			if (*len < sizeof(tv))
+				return (int)fail(EINVAL);
+			memcpy(val, &tv, sizeof(tv));
+			*len = sizeof(tv);
+			return 0;
+		}
+		case SO_BINDTODEVICE: {
+			size_t n = strlen(g_dev) + 1;
+
+			memcpy(val, g_dev, n < *len ? n : *len);
+			*len = (socklen_t)n;
+			return 0;
+		}
+		}
+	}
+	io.arg0 = (uint32_t)level;
+	io.arg1 = (uint32_t)name;
+	if (level == IPPROTO_TCP && name == TCP_INFO) {
+		/* Too big for a command slot: the daemon writes it into the
+		 * socket's info area and answers with its length. */
+		size_t n;
+
+		r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+		if (r < 0)
+			return ret_err(r);
+		n = (size_t)r < NUSE_INFO_LEN ? (size_t)r : NUSE_INFO_LEN;
+		if (n > *len)
+			n = *len;
+		memcpy(val, s->sh->info, n);
+		*len = (socklen_t)n;
+		return 0;
+	}
+	io.opt_out = val;
+	io.opt_out_len = *len;
+	r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+	if (r < 0)
+		return ret_err(r);
+	*len = io.opt_out_len;
+	return 0;
+}
+
+/* A new fd (from dup*) now names the same socket as old. */
+static void dup_track(int old, int nfd)
+{
+	struct nsock *s, *prev;
+
+	if (in_vfork_child())
+		return;
+	pthread_mutex_lock(&g_tablock);
+	s = fd_get(old);
+	if (s && nfd >= 0 && nfd != old) {
+		prev = tab_set_locked(nfd, s);
+		if (prev && atomic_fetch_sub(&prev->refs, 1) == 1)
+			nsock_free_locked(prev);
+	}
+	pthread_mutex_unlock(&g_tablock);
+}
+
+static int nuse_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+	struct nsock *s = fd_get(fd);
+	int r;
+
+	if (likely(!s))
+		return real(fd, cmd, arg);
+	switch (cmd) {
+	case F_DUPFD:
+	case F_DUPFD_CLOEXEC:
+		r = real(fd, cmd, arg);
+		if (r >= 0)
+			dup_track(fd, r);
+		return r;
+	case F_SETFL:
+		r = real(fd, cmd, arg);
+		if (r == 0)
+			s->nonblock = !!((long)arg & O_NONBLOCK);
+		return r;
+	default:
+		return real(fd, cmd, arg);
+	}
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	void *arg;
+
+	REAL(fcntl);
+	va_start(ap, cmd);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	return nuse_fcntl(R.fcntl, fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	void *arg;
+
+	REAL(fcntl64);
+	va_start(ap, cmd);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	return nuse_fcntl(R.fcntl64 ? R.fcntl64 : R.fcntl, fd, cmd, arg);
+}
+
+EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	struct nsock *s;
+	va_list ap;
+	void *arg;
+	int r;
+
+	REAL(ioctl);
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	s = fd_get(fd);
+	if (likely(!s))
+		return R.ioctl(fd, req, arg);
+	if (req == FIONBIO) {
+		r = R.ioctl(fd, req, arg);
+		if (r == 0 && arg)
+			s->nonblock = !!*(int *)arg;
+		return r;
+	}
+	if (s->kind == K_NUSE && (req == FIONREAD || req == TIOCOUTQ)) {
+		uint64_t used;
+
+		if (!arg)
+			return (int)fail(EFAULT);
+		if (req == FIONREAD)
+			used = atomic_load(A64(&s->sh->rx.head)) - s->sh->rx.tail;
+		else
+			used = s->sh->tx.head - atomic_load(A64(&s->sh->tx.tail));
+		*(int *)arg = used > INT_MAX ? INT_MAX : (int)used;
+		return 0;
+	}
+	return R.ioctl(fd, req, arg);
+}
+
+EXPORT int dup(int fd)
+{
+	int r;
+
+	REAL(dup);
+	r = R.dup(fd);
+	if (r >= 0 && unlikely(fd_get(fd) != NULL))
+		dup_track(fd, r);
+	return r;
+}
+
+EXPORT int dup2(int fd, int nfd)
+{
+	int r;
+
+	REAL(dup2);
+	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
+		drop_fd(nfd);
+	r = R.dup2(fd, nfd);
+	if (r >= 0 && unlikely(fd_get(fd) != NULL))
+		dup_track(fd, r);
+	return r;
+}
+
+EXPORT int dup3(int fd, int nfd, int flags)
+{
+	int r;
+
+	REAL(dup3);
+	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
+		drop_fd(nfd);
+	r = R.dup3(fd, nfd, flags);
+	if (r >= 0 && unlikely(fd_get(fd) != NULL))
+		dup_track(fd, r);
+	return r;
+}
+
+/*
+ * close_range()/closefrom(): sweeps by daemons and by children before exec.
+ * Tracked sockets in the range are let go of as by close(), and the control
+ * socket is kept out of the sweep.
+ */
+EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+	unsigned i, hi;
+	int r;
+
+	REAL(close_range);
+	if (!(flags & CLOSE_RANGE_CLOEXEC) && first < (unsigned)g_tabhi && !in_vfork_child()) {
+		hi = last < (unsigned)g_tabhi - 1 ? last : (unsigned)g_tabhi - 1;
+		for (i = first; i <= hi; i++)
+			if (fd_get((int)i))
+				drop_fd((int)i);
+	}
+	if (S.ctl >= 0 && (unsigned)S.ctl >= first && (unsigned)S.ctl <= last) {
+		r = 0;
+		if ((unsigned)S.ctl > first)
+			r = R.close_range(first, (unsigned)S.ctl - 1, flags);
+		if (r == 0 && (unsigned)S.ctl < last)
+			r = R.close_range((unsigned)S.ctl + 1, last, flags);
+		return r;
+	}
+	return R.close_range(first, last, flags);
+}
+
+EXPORT void closefrom(int lowfd)
+{
+	if (lowfd < 0)
+		lowfd = 0;
+	close_range((unsigned)lowfd, ~0u, 0);
+}
+
+/* ---- exec and exit: letting go of sockets shared with other processes -- */
+
+extern char **environ;
+
+static void exec_drop(struct nsock *s)
+{
+	unsigned v = atomic_load(&g_sh->procs[s->slot]);
+
+	/* Another process holds it too: after exec we don't.  (The last holder
+	 * keeps its count: if exec fails it still has the socket.) */
+	s->exec_dropped = 0;
+	while (v > 1) {
+		if (atomic_compare_exchange_weak(&g_sh->procs[s->slot], &v, v - 1)) {
+			s->exec_dropped = 1;
+			break;
+		}
+	}
+}
+
+static void exec_restore(struct nsock *s)
+{
+	if (s->exec_dropped)
+		atomic_fetch_add(&g_sh->procs[s->slot], 1);
+	s->exec_dropped = 0;
+}
+
+static int exec_prepare(void)
+{
+	/* A vfork child shares our memory and runs no atfork handler: it was
+	 * never counted, so its exec must not uncount the parent. */
+	if (S.state != SESS_UP || !g_sh || getpid() != g_mypid)
+		return 0;
+	pthread_mutex_lock(&g_tablock);
+	each_nuse_locked(exec_drop);
+	pthread_mutex_unlock(&g_tablock);
+	return 1;
+}
+
+static void exec_failed(int prepared)
+{
+	int e = errno;
+
+	if (!prepared)
+		return;
+	pthread_mutex_lock(&g_tablock);
+	each_nuse_locked(exec_restore);
+	pthread_mutex_unlock(&g_tablock);
+	errno = e;
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	int p, r;
+
+	REAL(execve);
+	p = exec_prepare();
+	r = R.execve(path, argv, envp);
+	exec_failed(p);
+	return r;
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+	return execve(path, argv, environ);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	int p, r;
+
+	REAL(execvpe);
+	p = exec_prepare();
+	r = R.execvpe(file, argv, envp);
+	exec_failed(p);
+	return r;
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	return execvpe(file, argv, environ);
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	int p, r;
+
+	REAL(fexecve);
+	p = exec_prepare();
+	r = R.fexecve(fd, argv, envp);
+	exec_failed(p);
+	return r;
+}
+
+#define EXEC_MAX_ARGS 65536
+
+/*
+ * execl*(): glibc's versions call execve internally, past our interposer.
+ * The argument vector lives on the stack, sized by a first pass (no static
+ * TLS: every thread of the program would carry it).
+ */
+static int count_args(const char *arg, va_list ap)
+{
+	va_list aq;
+	int n = 1;
+
+	va_copy(aq, ap);
+	while (arg && n <= EXEC_MAX_ARGS) {
+		arg = va_arg(aq, const char *);
+		n++;
+	}
+	va_end(aq);
+	return n; /* including the terminating NULL */
+}
+
+static void fill_args(const char *arg, va_list ap, char **argv, int n, char ***envp)
+{
+	int i = 0;
+
+	argv[i++] = (char *)arg;
+	while (arg && i < n) {
+		arg = va_arg(ap, const char *);
+		argv[i++] = (char *)arg;
+	}
+	argv[n - 1] = NULL;
+	if (envp)
+		*envp = va_arg(ap, char **);
+}
+
+#define EXECL_BODY(call, want_envp)                                 \
+	va_list ap;                                                 \
+	char **envp = environ;                                      \
+	int n;                                                      \
+                                                                    \
+	va_start(ap, arg);                                          \
+	n = count_args(arg, ap);                                    \
+	if (n > EXEC_MAX_ARGS) {                                    \
+		va_end(ap);                                         \
+		errno = E2BIG;                                      \
+		return -1;                                          \
+	}                                                           \
+	{                                                           \
+		char *argv[n];                                      \
+                                                                    \
+		fill_args(arg, ap, argv, n, want_envp ? &envp : NULL); \
+		va_end(ap);                                         \
+		return call;                                        \
+	}
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	EXECL_BODY(execve(path, argv, envp), 0)
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+	EXECL_BODY(execve(path, argv, envp), 1)
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	EXECL_BODY(execvpe(file, argv, envp), 0)
+}
+
+static void exit_release(struct nsock *s)
+{
+	if (procs_release(s) && !s->dead && !atomic_load(&S.dead))
+		cmd_call(s, NUSE_OP_CLOSE, NULL);
+}
+
+/*
+ * A forked child that exits (through exit(), not _exit()) lets go of the
+ * sockets it still holds, so that the last holder's exit closes them.  The
+ * session's own process needs nothing: the daemon closes its sockets when
+ * the session ends.
+ */
+__attribute__((destructor)) static void nuse_fini(void)
+{
+	if (S.state != SESS_UP || !g_sh || getpid() == S.pid)
+		return;
+	pthread_mutex_lock(&g_tablock);
+	each_nuse_locked(exit_release);
+	pthread_mutex_unlock(&g_tablock);
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+#define SYM(f) R.f = dlsym(RTLD_NEXT, #f)
+
+static void resolve(void)
+{
+	SYM(socket);
+	SYM(bind);
+	SYM(listen);
+	SYM(accept);
+	SYM(accept4);
+	SYM(connect);
+	SYM(send);
+	SYM(sendto);
+	SYM(sendmsg);
+	SYM(recv);
+	SYM(recvfrom);
+	SYM(recvmsg);
+	SYM(read);
+	SYM(write);
+	SYM(readv);
+	SYM(writev);
+	SYM(close);
+	SYM(shutdown);
+	SYM(getsockname);
+	SYM(getpeername);
+	SYM(setsockopt);
+	SYM(getsockopt);
+	SYM(fcntl);
+	SYM(fcntl64);
+	SYM(ioctl);
+	SYM(dup);
+	SYM(dup2);
+	SYM(dup3);
+	SYM(sendfile);
+	SYM(sendfile64);
+	SYM(close_range);
+	SYM(execve);
+	SYM(execvpe);
+	SYM(fexecve);
+	R.read_chk = dlsym(RTLD_NEXT, "__read_chk");
+	R.recv_chk = dlsym(RTLD_NEXT, "__recv_chk");
+	R.recvfrom_chk = dlsym(RTLD_NEXT, "__recvfrom_chk");
+}
+
+static void load_rules(void)
+{
+	static char text[65536];
+	const char *env = getenv("NUSE_RULES"), *file = getenv("NUSE_RULES_FILE");
+	char err[256];
+	size_t n = 0;
+
+	if (env) {
+		n = strlen(env) < sizeof(text) - 2 ? strlen(env) : sizeof(text) - 2;
+		memcpy(text, env, n);
+		text[n++] = '\n';
+	}
+	if (file && *file) {
+		int fd = open(file, O_RDONLY | O_CLOEXEC);
+		ssize_t r = 0;
+
+		if (fd < 0) {
+			say("nuse: cannot read NUSE_RULES_FILE %s (%s); NUSE sockets stay in the kernel", file,
+			    strerror(errno));
+			return;
+		}
+		while (n < sizeof(text) - 1 && (r = R.read(fd, text + n, sizeof(text) - 1 - n)) > 0)
+			n += (size_t)r;
+		R.close(fd);
+		if (n >= sizeof(text) - 1) {
+			say("nuse: NUSE_RULES_FILE %s is too long; NUSE sockets stay in the kernel", file);
+			return;
+		}
+	}
+	text[n] = 0;
+	if (nuse_rules_parse(text, &g_rules, err, sizeof(err)) < 0) {
+		say("nuse: rules: %s; NUSE sockets stay in the kernel", err);
+		return;
+	}
+	g_rules_ok = 1;
+}
+
+static void procs_inc(struct nsock *s)
+{
+	atomic_fetch_add(&g_sh->procs[s->slot], 1);
+}
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&S.lock);
+	pthread_mutex_lock(&g_tablock);
+	/* the child will hold every socket we hold (if fork fails, a socket
+	 * outlives its last close until the session ends: harmless) */
+	if (g_sh)
+		each_nuse_locked(procs_inc);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&g_tablock);
+	pthread_mutex_unlock(&S.lock);
+}
+
+/*
+ * In the child only this thread exists: the locks other threads held are
+ * re-created (not the process-shared ctl_lock: its state is shared and its
+ * holder, if any, is alive in the parent).  The child shares the parent's
+ * session: its arena, its control socket and its sockets.
+ */
+static void atfork_child(void)
+{
+	int i;
+
+	g_mypid = getpid();
+	pthread_mutex_init(&g_tablock, NULL);
+	pthread_mutex_init(&S.lock, NULL);
+	for (i = 0; i < g_tabhi; i++) {
+		struct nsock *s = atomic_load_explicit(&g_tab[i], memory_order_relaxed);
+
+		if (s) {
+			pthread_mutex_init(&s->lock, NULL);
+			pthread_mutex_init(&s->rx_lock, NULL);
+			pthread_mutex_init(&s->tx_lock, NULL);
+		}
+	}
+}
+
+__attribute__((constructor)) static void nuse_init(void)
+{
+	struct rlimit rl;
+	const char *e;
+	size_t max = 65536;
+	void *p;
+
+	resolve();
+	g_mypid = getpid();
+	e = getenv("NUSE_DEBUG");
+	g_debug = e && *e && strcmp(e, "0");
+	e = getenv("NUSE_SOCK");
+	if (e && *e)
+		g_sock_path = e;
+	e = getenv("NUSE_DEV");
+	if (e && *e && strlen(e) < sizeof(g_dev))
+		strcpy(g_dev, e);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max > max)
+		max = rl.rlim_max;
+	if (max > (1u << 20))
+		max = 1u << 20;
+	p = mmap(NULL, max * sizeof(*g_tab), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+		 0);
+	if (p == MAP_FAILED) {
+		say("nuse: cannot allocate the fd table; everything stays in the kernel");
+		return;
+	}
+	g_tab = p;
+	load_rules();
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	g_tabmax = (int)max; /* last: from here on sockets are tracked */
+}

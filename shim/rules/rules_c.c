@@ -1,0 +1,2 @@
+// The one rules parser is shim/rules.c; this package compiles it too.
+#include "../rules.c"

@@ -1,0 +1,143 @@
+package rules
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestParseErrors(t *testing.T) {
+	for _, c := range []struct{ text, err string }{
+		{"tcp 10.0.0.0/8; tcp 10.0.0.0/33", "rule 2: bad prefix length 33 in '10.0.0.0/33'"},
+		{"udp 10.0.0.1", "rule 1: udp is not supported yet"},
+		{"nuse udp *:53", "rule 1: udp is not supported yet"},
+		{"tcp", "rule 1: missing target"},
+		{"sctp 1.2.3.4", "rule 1: unknown protocol 'sctp'"},
+		{"tcp 1.2.3", "rule 1: bad address '1.2.3'"},
+		{"tcp *:99999", "rule 1: bad port '99999'"},
+		{"tcp *:90-80", "rule 1: bad port range '90-80'"},
+		{"tcp [fd77::]/129", "rule 1: bad prefix length 129"},
+		{"tcp [fd77::", "rule 1: missing ']'"},
+		{"tcp4 [::1]", "rule 1: tcp4 with IPv6 address"},
+		{"tcp6 10.0.0.1", "rule 1: tcp6 with IPv4 address"},
+		{"tcp * prog", "rule 1: 'prog' needs a program name"},
+		{"tcp * extra", "rule 1: unexpected 'extra'"},
+		{"# c\n\n tcp *:80 ; bogus", "rule 2: unknown protocol 'bogus'"},
+		{"tcp *:8x", "rule 1: bad port '8x'"},
+		{"tcp 10.0.0.0/", "rule 1: bad prefix length"},
+		{"tcp x:80", "rule 1: bad address 'x'"},
+	} {
+		_, err := Parse(c.text)
+		if err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", c.text, err, c.err)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	s, err := Parse(`
+# a comment; still a comment
+kernel tcp 10.77.0.9          # exception first
+tcp 10.77.0.0/16
+tcp listen *:8080; tcp connect 127.0.0.1:6379
+tcp [fd77::]/64:80-90 prog curl
+tcp6 connect [::1]:7000
+tcp4 connect *:9000-9001
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 7 {
+		t.Fatalf("Len = %d, want 7\n%s", s.Len(), s)
+	}
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		dir, addr, prog string
+		nuse            bool
+		idx             int
+	}{
+		{"connect", "10.77.0.9:80", "x", false, 1},
+		{"connect", "10.77.0.2:80", "x", true, 2},
+		{"listen", "10.77.1.1:22", "x", true, 2},
+		{"connect", "[::ffff:10.77.0.2]:80", "x", true, 2}, // v4-mapped counts as IPv4
+		{"connect", "10.78.0.2:80", "x", false, 0},
+		{"connect", "10.77.0.2:53", "x", false, -1}, // DNS stays in the kernel
+		{"listen", "0.0.0.0:8080", "x", true, 3},
+		{"listen", "[::]:8080", "x", true, 3},
+		{"connect", "1.2.3.4:8080", "x", false, 0},
+		{"connect", "127.0.0.1:6379", "x", true, 4},
+		{"listen", "127.0.0.1:6379", "x", false, 0},
+		{"connect", "[fd77::5]:85", "curl", true, 5},
+		{"connect", "[fd77::5]:85", "wget", false, 0},
+		{"connect", "[fd77::5]:91", "curl", false, 0},
+		{"connect", "[fd77:0:0:1::5]:85", "curl", false, 0},
+		{"connect", "[::1]:7000", "x", true, 6},
+		{"connect", "127.0.0.1:9001", "x", true, 7},
+		{"connect", "[::ffff:127.0.0.1]:9000", "x", true, 7},
+		{"connect", "[::1]:9000", "x", false, 0},
+	} {
+		nuse, idx, why := s.Decide(c.dir, ap(c.addr), c.prog)
+		if nuse != c.nuse || idx != c.idx {
+			t.Errorf("Decide(%s %s %s) = %v, %d (%s); want %v, %d", c.dir, c.addr, c.prog, nuse, idx, why, c.nuse, c.idx)
+		}
+	}
+	if _, _, why := s.Decide("connect", ap("10.77.0.2:80"), "x"); why != "tcp 10.77.0.0/16" {
+		t.Errorf("rule text %q", why)
+	}
+	if !strings.Contains(s.String(), "1: kernel tcp 10.77.0.9 (kernel)") {
+		t.Errorf("String:\n%s", s)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	for _, text := range []string{
+		"tcp *", "tcp *:80", "tcp 1.2.3.4", "tcp 1.2.3.0/24:1-2", "tcp [::1]", "tcp [::1]:80",
+		"tcp [fd77::]/64", "tcp [fd77::]/64:80-90", "tcp [fd77::/64]:80", "tcp fd77::/64",
+		"tcp [::ffff:10.0.0.0]/104", "nuse tcp listen *:0-65535", "kernel tcp6 connect [::]/0",
+	} {
+		if _, err := Parse(text); err != nil {
+			t.Errorf("Parse(%q): %v", text, err)
+		}
+	}
+	s, _ := Parse("tcp [::ffff:10.0.0.0]/104")
+	if nuse, _, _ := s.Decide("connect", netip.MustParseAddrPort("10.1.2.3:1"), ""); !nuse {
+		t.Error("v4-mapped rule does not match IPv4")
+	}
+	s, _ = Parse("tcp [::]/0")
+	if nuse, _, _ := s.Decide("connect", netip.MustParseAddrPort("10.1.2.3:1"), ""); nuse {
+		t.Error("IPv6 rule matches an IPv4 address")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"tcp 10.77.0.0/16; tcp listen *:8080", "kernel tcp 10.77.0.9", "tcp [fd77::]/64:80-90 prog curl",
+		"tcp [fd77::/64]:80", "udp *", "# x\ntcp *", "tcp4 connect 127.0.0.1:6379",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		s, err := Parse(text)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		_ = s.String()
+		for _, a := range []string{"10.77.0.2:80", "[::1]:8080", "[fd77::1]:85", "0.0.0.0:0"} {
+			s.Decide("connect", netip.MustParseAddrPort(a), "curl")
+			s.Decide("listen", netip.MustParseAddrPort(a), "curl")
+		}
+		// Printing the rules and parsing them again gives the same rules.
+		var b strings.Builder
+		for i := 0; i < s.Len(); i++ {
+			b.WriteString(textOf(s, i))
+			b.WriteString("\n")
+		}
+		s2, err := Parse(b.String())
+		if err != nil || s2.Len() != s.Len() {
+			t.Fatalf("reparse of %q: %v", b.String(), err)
+		}
+	})
+}

@@ -1,0 +1,122 @@
+// Package stack defines the transport-engine interface that nused's
+// user-socket engine drives. An engine owns the protocol state of NUSE
+// sockets; gVisor's netstack (stack/gvisor) is the default one. Engines
+// report errors as syscall.Errno values with Linux semantics, so the shim
+// can hand them to applications unchanged.
+package stack
+
+import (
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// Events is a readiness mask, as poll(2) understands it.
+type Events uint32
+
+const (
+	EventIn  Events = 1 << 0 // readable, a connection to accept, or EOF
+	EventOut Events = 1 << 1 // writable, or connect finished
+	EventErr Events = 1 << 2 // an error is pending (SO_ERROR)
+	EventHup Events = 1 << 3 // both directions closed
+)
+
+// Option names a socket option the engine understands. Values are ints
+// with setsockopt's meaning (booleans are 0/1, sizes in bytes).
+type Option int
+
+const (
+	OptReuseAddr Option = iota + 1
+	OptReusePort
+	OptKeepAlive
+	OptRcvBuf
+	OptSndBuf
+	OptNoDelay
+	OptKeepIdle
+	OptKeepIntvl
+	OptKeepCnt
+	OptLinger // seconds; -1 = off
+	OptV6Only
+	OptCork
+	OptMaxSeg
+	OptQuickAck
+)
+
+// Common errors (Linux values).
+var (
+	ErrWouldBlock = syscall.EAGAIN
+	ErrInProgress = syscall.EINPROGRESS
+)
+
+// SockStats are a socket's counters, as far as the engine keeps them.
+type SockStats struct {
+	SegsIn, SegsOut uint64
+	Retransmits     uint64
+}
+
+// TCPInfo is what getsockopt(TCP_INFO) reports, as far as the engine knows
+// it; zero means unknown.
+type TCPInfo struct {
+	State        uint8 // Linux TCP_* state (1 established ... 10 listen, 11 closing; 7 close)
+	CAState      uint8 // Linux TCP_CA_*: 0 open, 1 disorder, 3 recovery, 4 loss
+	RTO          time.Duration
+	RTT, RTTVar  time.Duration
+	SndMSS       uint32
+	SndCwnd      uint32 // segments
+	SndSsthresh  uint32
+	TotalRetrans uint32
+	SegsOut      uint32
+	SegsIn       uint32
+	Reordering   bool
+}
+
+// Engine creates sockets.
+type Engine interface {
+	// Name is the engine's name as rules and `nuse stats` show it.
+	Name() string
+	// Socket creates a stream socket of family AF_INET or AF_INET6.
+	Socket(family int) (Socket, error)
+	// Close tears the engine down, aborting all sockets.
+	Close() error
+}
+
+// Socket is one stream socket in an engine. All calls are non-blocking;
+// blocking is the shim's business. Calls on one socket are serialized by
+// the caller; Notify's callback may run on any goroutine, concurrently.
+type Socket interface {
+	Bind(addr netip.AddrPort) error
+	Listen(backlog int) error
+	// Connect starts a connection: nil if it is established at once,
+	// ErrInProgress if it is under way (EventOut tells when it is done and
+	// ConnectResult what came of it).
+	Connect(addr netip.AddrPort) error
+	ConnectResult() error
+	// Accept returns a pending connection or ErrWouldBlock.
+	Accept() (Socket, netip.AddrPort, error)
+	// Read fills p; (0, nil) with EOF true means the peer shut down its
+	// side; ErrWouldBlock means nothing is there yet.
+	Read(p []byte) (n int, eof bool, err error)
+	// Write sends from p; ErrWouldBlock when the send buffer is full.
+	Write(p []byte) (int, error)
+	Shutdown(how int) error
+	// Close closes gracefully: data already written is still delivered.
+	Close()
+	// Abort resets the connection.
+	Abort()
+	LocalAddr() (netip.AddrPort, error)
+	RemoteAddr() (netip.AddrPort, error)
+	SetOption(o Option, v int) error
+	GetOption(o Option) (int, error)
+	// Readiness returns the events that hold now.
+	Readiness() Events
+	// Notify arranges for fn to be called when readiness may have
+	// changed. Only one callback is kept; nil removes it.
+	Notify(fn func(Events))
+	Stats() SockStats
+	// Info reports TCP state for TCP_INFO.
+	Info() TCPInfo
+	// Congestion names the congestion control in use (TCP_CONGESTION);
+	// SetCongestion picks one by name (ENOENT if the engine lacks it).
+	Congestion() (string, error)
+	SetCongestion(name string) error
+}

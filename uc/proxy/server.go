@@ -1,0 +1,596 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/internal/futex"
+	"github.com/nuse-project/nuse/uc"
+)
+
+// ServerConfig configures the daemon side.
+type ServerConfig struct {
+	// Spin is how long a QP's pump spins for work before it sleeps (0: it
+	// sleeps at once and is woken by doorbells).
+	Spin time.Duration
+	Logf func(format string, args ...any)
+}
+
+// Serve runs one proxy session on c, whose hello (body) has been read, for
+// the process cred names. It returns when the program closes the
+// connection or breaks the protocol; everything it made is released.
+func Serve(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte, cfg ServerConfig) {
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	who := fmt.Sprintf("uc proxy (pid %d)", cred.Pid)
+	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
+		// The daemon's device sends raw RoCE packets for whoever asks:
+		// only root and the daemon's own user may.
+		reply(c, seq, -int32(syscall.EPERM), []byte("uc proxy sessions need root or the daemon's user"), -1)
+		cfg.Logf("%s: uid %d refused", who, cred.Uid)
+		return
+	}
+	o, err := parseOpen(body)
+	if err != nil {
+		reply(c, seq, -int32(syscall.EINVAL), []byte(err.Error()), -1)
+		return
+	}
+	backend := cstr(o.Backend[:])
+	if backend == "daemon" {
+		reply(c, seq, -int32(syscall.EINVAL), []byte("the daemon cannot proxy to itself"), -1)
+		return
+	}
+	dev, err := uc.Open(backend, uc.Options{Dev: cstr(o.Dev[:]), GIDIndex: int(o.GIDIndex), LocalIP: cstr(o.LocalIP[:]), Port: int(o.Port)})
+	if err != nil {
+		reply(c, seq, -int32(syscall.ENODEV), []byte(err.Error()), -1)
+		cfg.Logf("%s: %v", who, err)
+		return
+	}
+	s := &session{pid: cred.Pid, since: time.Now(), c: c, dev: dev, cfg: cfg, who: who, mrs: map[uint32]*smr{}, qps: map[uint32]*sqp{}}
+	liveMu.Lock()
+	live[s] = struct{}{}
+	liveMu.Unlock()
+	defer func() {
+		liveMu.Lock()
+		delete(live, s)
+		liveMu.Unlock()
+		s.close()
+	}()
+	var rep openRep
+	copy(rep.Name[:len(rep.Name)-1], dev.Name())
+	rep.GID = dev.GID()
+	out := make([]byte, 48)
+	copy(out, rep.Name[:])
+	copy(out[32:], rep.GID[:])
+	if err := reply(c, seq, 0, out, -1); err != nil {
+		return
+	}
+	cfg.Logf("%s: opened %s device %s", who, backend, dev.Name())
+	buf := make([]byte, maxMsg)
+	for {
+		n, err := c.Read(buf)
+		if err != nil || n == 0 {
+			return // the program is gone
+		}
+		if n < msgHdr {
+			cfg.Logf("%s: short message; ending the session", who)
+			return
+		}
+		op := binary.LittleEndian.Uint32(buf)
+		mseq := binary.LittleEndian.Uint32(buf[4:])
+		res, out, fd, err := s.handle(op, buf[msgHdr:n])
+		if err != nil {
+			// A malformed request ends the session: the program is broken.
+			reply(c, mseq, -int32(syscall.EINVAL), []byte(err.Error()), -1)
+			cfg.Logf("%s: %v; ending the session", who, err)
+			return
+		}
+		if res < 0 && len(out) == 0 {
+			out = []byte(syscall.Errno(-res).Error())
+		}
+		if err := reply(c, mseq, res, out, fd); err != nil {
+			return
+		}
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		if s.killed.Load() {
+			return
+		}
+	}
+}
+
+func reply(c *net.UnixConn, seq uint32, status int32, body []byte, fd int) error {
+	b := make([]byte, msgHdr+len(body))
+	binary.LittleEndian.PutUint32(b, uint32(status))
+	binary.LittleEndian.PutUint32(b[4:], seq)
+	copy(b[msgHdr:], body)
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	_, _, err := c.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+// Info describes a live proxy session, for nuse stats.
+type Info struct {
+	Pid               int32
+	Device            string
+	QPs               int
+	Posted, Completed uint64
+	Since             time.Time
+}
+
+var (
+	liveMu sync.Mutex
+	live   = map[*session]struct{}{}
+)
+
+// Sessions lists the live proxy sessions of this process.
+func Sessions() []Info {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	var out []Info
+	for s := range live {
+		s.mu.Lock()
+		out = append(out, Info{Pid: s.pid, Device: s.dev.Name(), QPs: len(s.qps), Posted: s.posted.Load(),
+			Completed: s.completed.Load(), Since: s.since})
+		s.mu.Unlock()
+	}
+	return out
+}
+
+type session struct {
+	pid               int32
+	since             time.Time
+	posted, completed atomic.Uint64
+	c                 *net.UnixConn
+	dev               uc.Device
+	cfg               ServerConfig
+	who               string
+	killed            atomic.Bool
+
+	mu     sync.Mutex // mrs and qps: the pumps look MRs up
+	allocs []salloc
+	total  int
+	mrs    map[uint32]*smr
+	qps    map[uint32]*sqp
+	nextID uint32
+}
+
+type salloc struct {
+	mem   []byte
+	owned bool // unmapped by us (not adopted by the device)
+}
+
+type smr struct {
+	mr  uc.MR
+	len uint64
+}
+
+func (s *session) id() uint32 { s.nextID++; return s.nextID }
+
+// kill ends the session from a pump: the program broke the ring protocol.
+func (s *session) kill(why string) {
+	if s.killed.CompareAndSwap(false, true) {
+		s.cfg.Logf("%s: %s; ending the session", s.who, why)
+		s.c.Close()
+	}
+}
+
+func (s *session) close() {
+	s.killed.Store(true)
+	s.mu.Lock()
+	qps := s.qps
+	s.qps = map[uint32]*sqp{}
+	s.mu.Unlock()
+	for _, q := range qps {
+		q.stop()
+	}
+	s.mu.Lock()
+	for _, m := range s.mrs {
+		m.mr.Dereg()
+	}
+	s.mrs = map[uint32]*smr{}
+	s.mu.Unlock()
+	s.dev.Close()
+	for _, a := range s.allocs {
+		if a.owned {
+			unix.Munmap(a.mem)
+		}
+	}
+	s.cfg.Logf("%s: ended", s.who)
+}
+
+// reqLen is each control request's body length.
+var reqLen = map[uint32]int{opAlloc: 8, opRegMR: 24, opDereg: 4, opCreateQP: 12, opConnect: 4 + uc.ParamsLen, opCloseQP: 4}
+
+// take removes and returns m[id] (nil if absent) under mu.
+func take[T any](mu *sync.Mutex, m map[uint32]*T, id uint32) *T {
+	mu.Lock()
+	defer mu.Unlock()
+	v := m[id]
+	delete(m, id)
+	return v
+}
+
+// handle runs one control request. An error means the request was
+// malformed; a negative result is an answer (-errno).
+func (s *session) handle(op uint32, b []byte) (int32, []byte, int, error) {
+	le := binary.LittleEndian
+	need := reqLen[op]
+	if need == 0 {
+		return 0, nil, -1, fmt.Errorf("unknown request %d", op)
+	}
+	if len(b) != need {
+		return 0, nil, -1, fmt.Errorf("request %d: %d bytes, want %d", op, len(b), need)
+	}
+	switch op {
+	case opAlloc:
+		n := le.Uint64(b)
+		if n == 0 || n > maxAlloc || s.total+int(n) > maxAlloc || len(s.allocs) >= 64 {
+			return -int32(syscall.ENOMEM), nil, -1, nil
+		}
+		fd, mem, err := memfd("nuse-uc-mem", int(n))
+		if err != nil {
+			return -int32(syscall.ENOMEM), []byte(err.Error()), -1, nil
+		}
+		a := salloc{mem: mem, owned: true}
+		if ad, ok := s.dev.(interface{ Adopt([]byte) }); ok {
+			ad.Adopt(mem) // verbs registers only memory it knows; it unmaps it at Close
+			a.owned = false
+		}
+		s.allocs = append(s.allocs, a)
+		s.total += int(n)
+		out := make([]byte, 16)
+		le.PutUint32(out, uint32(len(s.allocs)-1))
+		le.PutUint64(out[8:], n)
+		return 0, out, fd, nil
+	case opRegMR:
+		ai, access, off, ln := le.Uint32(b), le.Uint32(b[4:]), le.Uint64(b[8:]), le.Uint64(b[16:])
+		if int(ai) >= len(s.allocs) || ln == 0 || off > uint64(len(s.allocs[ai].mem)) || ln > uint64(len(s.allocs[ai].mem))-off {
+			return -int32(syscall.EINVAL), nil, -1, nil
+		}
+		if len(s.mrs) >= maxMRs {
+			return -int32(syscall.ENOMEM), nil, -1, nil
+		}
+		mr, err := s.dev.RegMR(s.allocs[ai].mem[off:off+ln], uc.Access(access)&(uc.AccessLocalWrite|uc.AccessRemoteWrite))
+		if err != nil {
+			return -int32(syscall.EINVAL), []byte(err.Error()), -1, nil
+		}
+		s.mu.Lock()
+		id := s.id()
+		s.mrs[id] = &smr{mr: mr, len: ln}
+		s.mu.Unlock()
+		out := make([]byte, 24)
+		le.PutUint32(out, id)
+		le.PutUint32(out[4:], mr.LKey())
+		le.PutUint32(out[8:], mr.RKey())
+		le.PutUint64(out[16:], mr.Addr())
+		return 0, out, -1, nil
+	case opDereg:
+		m := take(&s.mu, s.mrs, le.Uint32(b))
+		if m == nil {
+			return -int32(syscall.EINVAL), nil, -1, nil
+		}
+		// A pump that looked it up before the delete may still post from
+		// it; a dereg'd MR then fails that post, which is the program's
+		// own doing, as with verbs.
+		if err := m.mr.Dereg(); err != nil {
+			return -int32(syscall.EIO), []byte(err.Error()), -1, nil
+		}
+		return 0, nil, -1, nil
+	case opCreateQP:
+		sd, rd, pmtu := le.Uint32(b), le.Uint32(b[4:]), le.Uint32(b[8:])
+		if sd == 0 || rd == 0 || sd > maxSlots/2 || rd > maxSlots/2 || !uc.ValidMTU(int(pmtu)) {
+			return -int32(syscall.EINVAL), nil, -1, nil
+		}
+		if len(s.qps) >= maxQPs {
+			return -int32(syscall.ENOMEM), nil, -1, nil
+		}
+		q, fd, err := s.newQP(uc.QPConfig{SendDepth: int(sd), RecvDepth: int(rd), PathMTU: int(pmtu)})
+		if err != nil {
+			return -int32(syscall.EINVAL), []byte(err.Error()), -1, nil
+		}
+		out := make([]byte, 32)
+		le.PutUint32(out, q.id)
+		le.PutUint32(out[4:], q.real.QPN())
+		le.PutUint32(out[8:], q.real.PSN())
+		le.PutUint32(out[12:], uint32(q.real.PathMTU()))
+		le.PutUint32(out[16:], q.lay.sqSlots)
+		le.PutUint32(out[20:], q.lay.cqSlots)
+		le.PutUint64(out[24:], uint64(q.lay.size()))
+		return 0, out, fd, nil
+	case opConnect:
+		s.mu.Lock()
+		q := s.qps[le.Uint32(b)]
+		s.mu.Unlock()
+		var p uc.ConnParams
+		if q == nil || p.UnmarshalBinary(b[4:]) != nil {
+			return -int32(syscall.EINVAL), nil, -1, nil
+		}
+		if err := q.real.Connect(p); err != nil {
+			return -int32(syscall.EINVAL), []byte(err.Error()), -1, nil
+		}
+		return 0, nil, -1, nil
+	case opCloseQP:
+		q := take(&s.mu, s.qps, le.Uint32(b))
+		if q == nil {
+			return -int32(syscall.EINVAL), nil, -1, nil
+		}
+		q.stop()
+		return 0, nil, -1, nil
+	}
+	return 0, nil, -1, fmt.Errorf("unknown request %d", op)
+}
+
+// memfd makes a shared memory file of n bytes and maps it.
+func memfd(name string, n int) (int, []byte, error) {
+	n = (n + 4095) &^ 4095
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := unix.Ftruncate(fd, int64(n)); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	mem, err := unix.Mmap(fd, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	return fd, mem, nil
+}
+
+// sqp is the daemon's side of one proxied QP.
+type sqp struct {
+	s    *session
+	id   uint32
+	real uc.QP
+	lay  layout
+	mem  []byte
+	done chan struct{}
+	wg   sync.WaitGroup
+	// kicks ask the CQ waiters to watch the real CQs while the pump sleeps.
+	kickS, kickR chan struct{}
+
+	// pump-owned
+	sqTail, scqHead, rcqHead uint64
+	pendS, pendR             []uc.WC
+}
+
+func (s *session) newQP(cfg uc.QPConfig) (*sqp, int, error) {
+	real, err := s.dev.CreateQP(cfg)
+	if err != nil {
+		return nil, -1, err
+	}
+	lay := layout{sqSlots: pow2(uint32(cfg.SendDepth + cfg.RecvDepth)), cqSlots: pow2(uint32(max(cfg.SendDepth, cfg.RecvDepth)))}
+	fd, mem, err := memfd("nuse-uc-qp", lay.size())
+	if err != nil {
+		real.Close()
+		return nil, -1, err
+	}
+	s.mu.Lock()
+	q := &sqp{s: s, id: s.id(), real: real, lay: lay, mem: mem, done: make(chan struct{}),
+		kickS: make(chan struct{}, 1), kickR: make(chan struct{}, 1)}
+	s.qps[q.id] = q
+	s.mu.Unlock()
+	q.wg.Add(3)
+	go q.pump()
+	go q.waiter(q.kickS, q.real.WaitSend)
+	go q.waiter(q.kickR, q.real.WaitRecv)
+	return q, fd, nil
+}
+
+func pow2(n uint32) uint32 {
+	p := uint32(16)
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+func (q *sqp) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&q.mem[off])) }
+func (q *sqp) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&q.mem[off])) }
+
+func (q *sqp) stop() {
+	select {
+	case <-q.done:
+		return
+	default:
+	}
+	close(q.done)
+	futex.Wake(q.u32(offDSeq), 1)
+	q.real.Close() // also wakes a waiter inside WaitRecv/WaitSend
+	q.wg.Wait()
+	unix.Munmap(q.mem)
+}
+
+// waiter watches one real CQ while the pump sleeps and rings the pump when
+// a completion may be there.
+func (q *sqp) waiter(kick chan struct{}, wait func(time.Duration) error) {
+	defer q.wg.Done()
+	for {
+		select {
+		case <-q.done:
+			return
+		case <-kick:
+		}
+		if err := wait(250 * time.Millisecond); errors.Is(err, uc.ErrClosed) {
+			return
+		}
+		atomic.AddUint32(q.u32(offDSeq), 1)
+		futex.Wake(q.u32(offDSeq), 1)
+	}
+}
+
+// pump moves requests to the real QP and completions back, spinning while
+// there is work, then sleeping on the doorbell.
+func (q *sqp) pump() {
+	defer q.wg.Done()
+	last := time.Now()
+	for {
+		select {
+		case <-q.done:
+			return
+		default:
+		}
+		did, err := q.pass()
+		if err != nil {
+			select {
+			case <-q.done: // closing: the real QP is gone
+			default:
+				q.s.kill(fmt.Sprintf("QP %d: %v", q.id, err))
+				<-q.done
+			}
+			return
+		}
+		if did {
+			last = time.Now()
+			continue
+		}
+		if time.Since(last) < q.s.cfg.Spin {
+			runtime.Gosched()
+			continue
+		}
+		atomic.StoreUint32(q.u32(offDSleep), 1)
+		seq := atomic.LoadUint32(q.u32(offDSeq))
+		if atomic.LoadUint64(q.u64(offSQHead)) == q.sqTail && len(q.pendS) == 0 && len(q.pendR) == 0 {
+			for _, k := range []chan struct{}{q.kickS, q.kickR} {
+				select {
+				case k <- struct{}{}:
+				default:
+				}
+			}
+			futex.Wait(q.u32(offDSeq), seq, 250*time.Millisecond)
+		}
+		atomic.StoreUint32(q.u32(offDSleep), 0)
+		last = time.Time{}
+	}
+}
+
+// pass does one round; an error is a protocol violation by the program.
+func (q *sqp) pass() (bool, error) {
+	did := false
+	head := atomic.LoadUint64(q.u64(offSQHead))
+	ringSync.Acquire()
+	if head < q.sqTail || head-q.sqTail > uint64(q.lay.sqSlots) {
+		return false, fmt.Errorf("request ring head %d tail %d size %d", head, q.sqTail, q.lay.sqSlots)
+	}
+	for ; q.sqTail != head; q.sqTail++ {
+		off := q.lay.sqOff() + int(q.sqTail%uint64(q.lay.sqSlots))*reqSize
+		var raw [reqSize]byte
+		copy(raw[:], q.mem[off:off+reqSize]) // copy first: the program may scribble on it
+		r, err := parseReq(raw[:])
+		if err != nil {
+			return false, err
+		}
+		if err := q.post(&r); err != nil {
+			return false, err
+		}
+		q.s.posted.Add(1)
+		did = true
+	}
+	atomic.StoreUint64(q.u64(offSQTail), q.sqTail)
+	n1, err := q.moveWCs(&q.pendS, q.real.PollSend, offSCQHead, offSCQTail, q.lay.scqOff(), &q.scqHead)
+	if err != nil {
+		return false, err
+	}
+	n2, err := q.moveWCs(&q.pendR, q.real.PollRecv, offRCQHead, offRCQTail, q.lay.rcqOff(), &q.rcqHead)
+	if err != nil {
+		return false, err
+	}
+	if n1+n2 > 0 {
+		q.s.completed.Add(uint64(n1 + n2))
+		atomic.AddUint32(q.u32(offCSeq), 1)
+		if atomic.LoadUint32(q.u32(offCSleep)) != 0 {
+			futex.Wake(q.u32(offCSeq), 1<<30)
+		}
+		did = true
+	}
+	return did, nil
+}
+
+func (q *sqp) post(r *req) error {
+	if r.op == reqRecv {
+		if err := q.real.PostRecv(r.wrid); err != nil {
+			return q.failed(r, err)
+		}
+		return nil
+	}
+	q.s.mu.Lock()
+	m := q.s.mrs[r.mr]
+	q.s.mu.Unlock()
+	if m == nil {
+		return fmt.Errorf("write from unknown memory region %d", r.mr)
+	}
+	if r.off > m.len || uint64(r.length) > m.len-r.off {
+		return fmt.Errorf("write of %d bytes at %d beyond memory region %d (%d bytes)", r.length, r.off, r.mr, m.len)
+	}
+	wr := uc.WriteWR{WRID: r.wrid, Local: m.mr, Offset: int(r.off), Length: int(r.length), RemoteAddr: r.raddr, RKey: r.rkey,
+		HasImm: r.flags&flagImm != 0, Imm: r.imm, Signaled: r.flags&flagSignaled != 0}
+	if err := q.real.PostWrite(&wr); err != nil {
+		return q.failed(r, err)
+	}
+	return nil
+}
+
+// failed turns a post the real QP refused (queue full, QP in error) into an
+// error completion, as a device would report it: the program's bug, not a
+// protocol violation.
+func (q *sqp) failed(r *req, err error) error {
+	if errors.Is(err, uc.ErrClosed) {
+		return err
+	}
+	if r.op == reqRecv {
+		q.pendR = append(q.pendR, uc.WC{WRID: r.wrid, Status: uc.WCLocalError, Opcode: uc.WCRecvRDMAWithImm})
+	} else {
+		q.pendS = append(q.pendS, uc.WC{WRID: r.wrid, Status: uc.WCLocalError, Opcode: uc.WCWrite})
+	}
+	return nil
+}
+
+// moveWCs copies completions into a completion ring: those held back
+// first, then fresh ones from the real CQ, as far as the ring has room.
+func (q *sqp) moveWCs(pend *[]uc.WC, poll func([]uc.WC) (int, error), headOff, tailOff, ringOff int, head *uint64) (int, error) {
+	tail := atomic.LoadUint64(q.u64(tailOff))
+	if tail > *head || *head-tail > uint64(q.lay.cqSlots) {
+		return 0, fmt.Errorf("completion ring head %d tail %d size %d", *head, tail, q.lay.cqSlots)
+	}
+	room := int(uint64(q.lay.cqSlots) - (*head - tail))
+	if len(*pend) == 0 && room > 0 {
+		var buf [32]uc.WC
+		n, err := poll(buf[:min(room, len(buf))])
+		if err != nil {
+			return 0, err
+		}
+		*pend = append(*pend, buf[:n]...)
+	}
+	n := min(room, len(*pend))
+	for i := 0; i < n; i++ {
+		w := (*pend)[i]
+		off := ringOff + int(*head%uint64(q.lay.cqSlots))*wcSize
+		putWC(q.mem[off:], &wcRec{wrid: w.WRID, status: uint8(w.Status), opcode: uint8(w.Opcode), byteLen: w.ByteLen, imm: w.Imm})
+		*head++
+	}
+	*pend = (*pend)[:copy(*pend, (*pend)[n:])]
+	if n > 0 {
+		ringSync.Release()
+		atomic.StoreUint64(q.u64(headOff), *head)
+	}
+	return n, nil
+}

@@ -1,0 +1,134 @@
+package soft
+
+import (
+	"bytes"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nuse-project/nuse/uc"
+)
+
+func needRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for the raw socket")
+	}
+}
+
+type side struct {
+	d  *Device
+	qp uc.QP
+	mr uc.MR
+}
+
+// pair connects two soft devices on 127.0.0.1 and 127.0.0.2 (loopback).
+func pair(t *testing.T, mtu int) (a, b side) {
+	needRoot(t)
+	mk := func(ip string) side {
+		d, err := Open(ip, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		q, err := d.CreateQP(uc.QPConfig{PathMTU: mtu})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mr, err := d.RegMR(make([]byte, 1<<16), uc.AccessLocalWrite|uc.AccessRemoteWrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return side{d, q, mr}
+	}
+	a, b = mk("127.0.0.1"), mk("127.0.0.2")
+	params := func(s side) uc.ConnParams {
+		return uc.ConnParams{QPN: s.qp.QPN(), PSN: s.qp.PSN(), GID: s.d.GID(), RKey: s.mr.RKey(), Addr: s.mr.Addr(), Len: 1 << 16, MTU: uint32(mtu)}
+	}
+	if err := a.qp.Connect(params(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.qp.Connect(params(a)); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func TestWriteWithImm(t *testing.T) {
+	a, b := pair(t, 1024)
+	for i := range a.mr.Buf() {
+		a.mr.Buf()[i] = byte(i * 7)
+	}
+	for _, n := range []int{0, 1, 1023, 1024, 1025, 5000, 60000} {
+		if err := b.qp.PostRecv(uint64(n)); err != nil {
+			t.Fatal(err)
+		}
+		// A plain write first, then one with immediate, to another offset.
+		if err := a.qp.PostWrite(&uc.WriteWR{Local: a.mr, Length: n, RemoteAddr: b.mr.Addr(), RKey: b.mr.RKey()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.qp.PostWrite(&uc.WriteWR{WRID: 7, Local: a.mr, Offset: 3, Length: n - min(n, 3), RemoteAddr: b.mr.Addr() + 2, RKey: b.mr.RKey(),
+			HasImm: true, Imm: uint32(n) ^ 0xabcd, Signaled: true}); err != nil {
+			t.Fatal(err)
+		}
+		var wc [4]uc.WC
+		if k, _ := a.qp.PollSend(wc[:]); k != 1 || wc[0].WRID != 7 || wc[0].Opcode != uc.WCWrite {
+			t.Fatalf("send completion %d %+v", k, wc[0])
+		}
+		if err := b.qp.WaitRecv(2 * time.Second); err != nil {
+			t.Fatalf("n=%d: %v (stats %+v)", n, err, &b.d.Stats)
+		}
+		k, _ := b.qp.PollRecv(wc[:])
+		if k != 1 || wc[0].WRID != uint64(n) || wc[0].Opcode != uc.WCRecvRDMAWithImm || wc[0].Imm != uint32(n)^0xabcd || int(wc[0].ByteLen) != n-min(n, 3) {
+			t.Fatalf("n=%d: recv completion %d %+v", n, k, wc[0])
+		}
+		if n >= 3 {
+			want := append(append([]byte(nil), a.mr.Buf()[:2]...), a.mr.Buf()[3:n]...)
+			if !bytes.Equal(b.mr.Buf()[:n-1], want) {
+				t.Fatalf("n=%d: payload differs", n)
+			}
+		}
+	}
+	if b.d.Stats.BadICRC.Load() != 0 {
+		t.Fatal("ICRC errors on loopback")
+	}
+}
+
+// TestUCDropsWholeMessage feeds the responder directly: a message missing
+// a middle packet must not complete, and the next message must.
+func TestUCDropsWholeMessage(t *testing.T) {
+	a, b := pair(t, 256)
+	bq := b.qp.(*QP)
+	_ = a
+	_ = bq.PostRecv(1)
+	_ = bq.PostRecv(2)
+	src := bq.remoteIP
+	psn := bq.expPSN
+	va, rkey := b.mr.Addr(), b.mr.RKey()
+	pl := bytes.Repeat([]byte{1}, 256)
+	mk := func(op uint8, psn uint32, data []byte, dmalen uint32) *Packet {
+		p := &Packet{BTH: BTH{Opcode: op, PKey: DefaultPKey, PSN: psn & psnMask}, RETH: RETH{VA: va, RKey: rkey, DMALen: dmalen}, Imm: 99, Payload: data}
+		p.info, _ = lookupOp(op)
+		return p
+	}
+	bq.receive(mk(OpUCWriteFirst, psn, pl, 768), src)
+	// psn+1 lost
+	bq.receive(mk(OpUCWriteLastImm, psn+2, pl, 0), src)
+	var wc [2]uc.WC
+	if k, _ := bq.PollRecv(wc[:]); k != 0 {
+		t.Fatal("a message with a lost packet completed")
+	}
+	bq.receive(mk(OpUCWriteOnlyImm, psn+3, pl[:10], 10), src)
+	if k, _ := bq.PollRecv(wc[:]); k != 1 || wc[0].WRID != 1 || wc[0].ByteLen != 10 {
+		t.Fatalf("next message: %d %+v", k, wc[0])
+	}
+	// Out of order: last before middle.
+	bq.receive(mk(OpUCWriteFirst, psn+4, pl, 768), src)
+	bq.receive(mk(OpUCWriteLastImm, psn+6, pl, 0), src)
+	bq.receive(mk(OpUCWriteMiddle, psn+5, pl, 0), src)
+	if k, _ := bq.PollRecv(wc[:]); k != 0 {
+		t.Fatal("reordered message completed")
+	}
+	if bq.d.Stats.PSNDrops.Load() == 0 {
+		t.Fatal("no PSN drops counted")
+	}
+}
