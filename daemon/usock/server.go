@@ -233,7 +233,13 @@ func (srv *Server) serveConn(c *net.UnixConn) {
 		s.wake()
 		return
 	}
+	// kill reads conn under mu (Close may end the session at any time).
+	s.mu.Lock()
 	s.conn = c
+	if s.dead {
+		c.Close() // killed before we got here: hang up now
+	}
+	s.mu.Unlock()
 	srv.assign(s)
 	srv.logf("session %d: pid %d uid %d %s", s.ID, s.Pid, s.Uid, s.Comm)
 	srv.sessionLoop(s, c)
