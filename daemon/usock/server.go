@@ -229,8 +229,12 @@ func (srv *Server) serveConn(c *net.UnixConn) {
 		srv.logf("pid %d: sending the arena: %v", cred.Pid, err)
 		s.mu.Lock()
 		s.kill("handshake failed")
+		s.end = time.Now()
 		s.mu.Unlock()
-		s.wake()
+		// A worker drops the dead session, which moves it to the history
+		// and frees its arena.
+		srv.assign(s)
+		<-s.done
 		return
 	}
 	// kill reads conn under mu (Close may end the session at any time).

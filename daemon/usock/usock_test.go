@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/nuse-project/nuse/shim/abi"
 )
@@ -231,6 +234,38 @@ func TestProcessExitEndsSession(t *testing.T) {
 	cl2.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7005))
 	if st := srv.Stats(); len(st.Ended) != 1 || st.Ended[0].Ended != "process ended" {
 		t.Fatalf("history: %+v", st.Ended)
+	}
+}
+
+// A process that says hello and leaves before the arena reaches it (the
+// daemon's handshake write fails, or its first read sees EOF) leaves no
+// live session behind.
+func TestHelloThenHangUpLeavesNoSession(t *testing.T) {
+	srv, path := startServer(t, 64<<10)
+	const n = 20 // under maxHistory
+	for i := 0; i < n; i++ {
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h abi.CtlHello
+		h.Hdr = hdr(abi.MsgHello, 1, int(unsafe.Sizeof(h)))
+		h.Pid = uint32(os.Getpid())
+		if _, err := c.Write(bytesOf(&h)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := srv.Stats()
+		if len(st.Sessions) == 0 && len(st.Ended) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions still live, %d ended, of %d", len(st.Sessions), len(st.Ended), n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
