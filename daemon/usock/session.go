@@ -31,13 +31,13 @@ type Session struct {
 
 	a      *arena.Arena
 	nwords int // attention words in use
-	conn   interface{ Close() error }
 
 	// amu keeps the arena mapped while someone rings its doorbell.
 	amu     sync.RWMutex
 	aclosed bool
 
 	mu    sync.Mutex // guards everything below and all engine calls
+	conn  interface{ Close() error }
 	socks []*sock
 	free  []uint32
 	dead  bool // the process is gone (or misbehaved): no new work
