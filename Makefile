@@ -62,7 +62,7 @@ test-fuzz:
 
 SHELL := /bin/bash
 test-e2e: build $(BIN)/libnuse-asan.so
-	$(GO) test -count=1 -v -timeout 20m ./tests/e2e/... 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|\s+.*_test.go)' ; exit $${PIPESTATUS[0]}
+	bash scripts/brief.sh $(BIN)/e2e.log $(GO) test -count=1 -v -timeout 20m ./tests/e2e/...
 
 demo: build
 	bash scripts/demo.sh

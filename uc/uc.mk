@@ -6,8 +6,7 @@ TESTS += test-uc
 .PHONY: test-uc test-uc-guest
 test-uc:
 	$(GO) test -race -count=1 ./uc/...
-	@mkdir -p $(CURDIR)/bin
-	cd tests/uc && $(GO) test -count=1 -v -timeout 10m . 2>&1 | tee $(CURDIR)/bin/uc.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+uc_test.go)'; exit $${PIPESTATUS[0]}
+	bash scripts/brief.sh $(CURDIR)/bin/uc.log $(GO) test -count=1 -v -timeout 10m ./tests/uc
 
 # The guest half (issue 4, items 3-5): verbs<->verbs on rdma_rxe, the link
 # endpoint over verbs, perftest vs nuse perf, soft(host)<->verbs(guest)

@@ -549,13 +549,25 @@ static void run_family(int fam, const char *addr, int port)
 		struct sink k = {.fd = s};
 		pthread_t t;
 		size_t total = 0;
-		int i, pr1, pr2;
+		int i, pr1, pr2, stalls = 0;
 
+		/*
+		 * Full means EAGAIN that lasts: one EAGAIN can be a moment when
+		 * the sender outran whoever drains its buffer (under NUSE, the
+		 * daemon moving the ring into the stack), and room comes back
+		 * without the peer reading, as it may when ACKs free a kernel
+		 * socket's buffer.
+		 */
 		fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
 		for (i = 0; i < 10000; i++) {
 			ssize_t w = send(c, chunk, sizeof(chunk), 0);
-			if (w < 0)
-				break;
+			if (w < 0) {
+				if (errno != EAGAIN || ++stalls == 3)
+					break;
+				msleep(50);
+				continue;
+			}
+			stalls = 0;
 			total += (size_t)w;
 		}
 		e = errno;
@@ -578,7 +590,7 @@ static void run_family(int fam, const char *addr, int port)
 	{
 		int i, got_epipe = 0;
 		sigpipes = 0;
-		for (i = 0; i < 200 && !got_epipe; i++) {
+		for (i = 0; i < 2000 && !got_epipe; i++) { /* up to 10 s */
 			r = (int)send(c, "ping", 4, MSG_NOSIGNAL);
 			if (r < 0 && errno == EPIPE)
 				got_epipe = 1;
