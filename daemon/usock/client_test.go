@@ -71,13 +71,7 @@ func dialClient(t testing.TB, path string) *testClient {
 		t.Fatal(err)
 	}
 	cl := &testClient{t: t, c: c}
-	var h abi.CtlHello
-	h.Hdr = hdr(abi.MsgHello, 1, int(unsafe.Sizeof(h)))
-	h.Pid = uint32(os.Getpid())
-	copy(h.Comm[:], "gotest")
-	if _, err := c.Write(bytesOf(&h)); err != nil {
-		t.Fatal(err)
-	}
+	writeHello(t, c)
 	var ok abi.CtlHelloOK
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := c.ReadMsgUnix(bytesOf(&ok), oob)
@@ -96,6 +90,17 @@ func dialClient(t testing.TB, path string) *testClient {
 	}
 	t.Cleanup(cl.close)
 	return cl
+}
+
+// writeHello sends the hello a shim sends first, as this process.
+func writeHello(t testing.TB, c *net.UnixConn) {
+	var h abi.CtlHello
+	h.Hdr = hdr(abi.MsgHello, 1, int(unsafe.Sizeof(h)))
+	h.Pid = uint32(os.Getpid())
+	copy(h.Comm[:], "gotest")
+	if _, err := c.Write(bytesOf(&h)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (cl *testClient) close() {

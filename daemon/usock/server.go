@@ -225,28 +225,24 @@ func (srv *Server) serveConn(c *net.UnixConn) {
 		return
 	}
 	ok := abi.CtlHelloOK{Hdr: hdr(abi.MsgHelloOK, msg.seq, int(unsafe.Sizeof(abi.CtlHelloOK{}))), ArenaSize: s.a.L.Size, SessionID: s.ID}
-	if _, _, err := c.WriteMsgUnix(bytesOf(&ok), unix.UnixRights(s.a.FD()), nil); err != nil {
-		srv.logf("pid %d: sending the arena: %v", cred.Pid, err)
-		s.mu.Lock()
-		s.kill("handshake failed")
-		s.end = time.Now()
-		s.mu.Unlock()
-		// A worker drops the dead session, which moves it to the history
-		// and frees its arena.
-		srv.assign(s)
-		<-s.done
-		return
-	}
+	_, _, werr := c.WriteMsgUnix(bytesOf(&ok), unix.UnixRights(s.a.FD()), nil)
 	// kill reads conn under mu (Close may end the session at any time).
 	s.mu.Lock()
 	s.conn = c
-	if s.dead {
+	if werr != nil {
+		srv.logf("pid %d: sending the arena: %v", cred.Pid, werr)
+		s.kill("handshake failed")
+	} else if s.dead {
 		c.Close() // killed before we got here: hang up now
 	}
 	s.mu.Unlock()
+	// Even a dead session goes to a worker: dropping it there moves it to
+	// the history and frees its arena.
 	srv.assign(s)
-	srv.logf("session %d: pid %d uid %d %s", s.ID, s.Pid, s.Uid, s.Comm)
-	srv.sessionLoop(s, c)
+	if werr == nil {
+		srv.logf("session %d: pid %d uid %d %s", s.ID, s.Pid, s.Uid, s.Comm)
+		srv.sessionLoop(s, c)
+	}
 	s.mu.Lock()
 	if !s.dead {
 		s.dead = true

@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/nuse-project/nuse/shim/abi"
 )
@@ -248,12 +246,7 @@ func TestHelloThenHangUpLeavesNoSession(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var h abi.CtlHello
-		h.Hdr = hdr(abi.MsgHello, 1, int(unsafe.Sizeof(h)))
-		h.Pid = uint32(os.Getpid())
-		if _, err := c.Write(bytesOf(&h)); err != nil {
-			t.Fatal(err)
-		}
+		writeHello(t, c)
 		c.Close()
 	}
 	deadline := time.Now().Add(10 * time.Second)
