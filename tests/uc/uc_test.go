@@ -5,6 +5,7 @@
 package uc_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -168,28 +169,61 @@ func TestWireIsRoCEv2(t *testing.T) {
 	pcap := filepath.Join(t.TempDir(), "uc.pcap")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// tshark stops by itself after 100 packets (a transfer makes over 200
+	// on the wire), so nothing it captured is lost to a signal.
 	ts := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "tshark", "-q", "-i", vethA, "-f", "udp port 4791",
-		"-c", "400", "-a", "duration:40", "-F", "pcap", "-w", pcap)
-	var tserr bytes.Buffer
-	ts.Stderr = &tserr
+		"-c", "100", "-a", "duration:40", "-F", "pcap", "-w", pcap)
+	tserr, err := ts.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := ts.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer ts.Process.Kill()
 	// tshark says "Capturing on" once the capture is live.
-	for i := 0; i < 100 && !strings.Contains(tserr.String(), "Capturing on"); i++ {
-		time.Sleep(100 * time.Millisecond)
+	live, done := make(chan struct{}), make(chan struct{})
+	var said strings.Builder
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(tserr)
+		started := false
+		for sc.Scan() {
+			said.WriteString(sc.Text() + "\n")
+			if !started && strings.Contains(sc.Text(), "Capturing on") {
+				close(live)
+				started = true
+			}
+		}
+	}()
+	select {
+	case <-live:
+	case <-done:
+		t.Fatalf("tshark ended before it captured:\n%s", said.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("tshark did not start capturing in 30 s")
 	}
-	c, s := transfer(t, bin, 1<<20)
-	check(t, "captured", 1<<20, c, s)
-	time.Sleep(500 * time.Millisecond)
-	ts.Process.Signal(os.Interrupt)
-	ts.Wait()
+	// tshark's "Capturing on" comes before packets reach the capture
+	// (a transfer right after it was missed whole, half the time): repeat
+	// the transfer until tshark has its packets.
+	for i := 0; i < 5; i++ {
+		c, s := transfer(t, bin, 1<<20)
+		check(t, "captured", 1<<20, c, s)
+		select {
+		case <-done:
+			i = 5
+		case <-time.After(2 * time.Second):
+		}
+	}
+	<-done // all of stderr read, as Wait requires
+	if err := ts.Wait(); err != nil {
+		t.Fatalf("tshark: %v\n%s", err, said.String())
+	}
 	out := stdout(t, "tshark", "-r", pcap, "-T", "fields", "-e", "frame.protocols", "-e", "infiniband.bth.opcode",
 		"-e", "infiniband.bth.p_key", "-e", "infiniband.invariant.crc")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) < 50 {
-		t.Fatalf("captured only %d packets", len(lines))
+		t.Fatalf("captured only %d packets; tshark said:\n%s", len(lines), said.String())
 	}
 	ops := map[string]int{}
 	for _, l := range lines {
