@@ -20,6 +20,7 @@ import (
 
 	"github.com/nuse-project/nuse/daemon/arena"
 	"github.com/nuse-project/nuse/internal/futex"
+	"github.com/nuse-project/nuse/internal/testlog"
 	"github.com/nuse-project/nuse/shim/abi"
 	"github.com/nuse-project/nuse/stack/gvisor"
 )
@@ -53,8 +54,10 @@ func startServerWith(t testing.TB, ring uint32, mod func(*Config)) (*Server, str
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Made before the server's cleanup is registered, so it shuts after it.
+	logf := testlog.Logf(t)
 	cfg := Config{Engine: eng, Layout: l, Spin: 20 * time.Microsecond, ShimSpin: 10 * time.Microsecond,
-		Linger: 30 * time.Second, Logf: func(f string, a ...any) { t.Logf(time.Now().Format("15:04:05.000 ")+f, a...) }}
+		Linger: 30 * time.Second, Logf: logf}
 	mod(&cfg)
 	srv := NewServer(cfg)
 	path := filepath.Join(t.TempDir(), "nused.sock")

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nuse-project/nuse/internal/futex"
+	"github.com/nuse-project/nuse/internal/testlog"
 	"github.com/nuse-project/nuse/shim/abi"
 	"github.com/nuse-project/nuse/uc"
 	_ "github.com/nuse-project/nuse/uc/soft"
@@ -31,6 +32,7 @@ func startDaemon(t testing.TB, uid int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	logf := testlog.Logf(t) // shuts after the cleanup below has joined the sessions
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []*net.UnixConn
@@ -67,7 +69,7 @@ func startDaemon(t testing.TB, uid int) string {
 				if uid >= 0 {
 					cred.Uid = uint32(uid)
 				}
-				Serve(c, cred, binary.LittleEndian.Uint32(buf[12:]), buf[16:n], ServerConfig{Logf: t.Logf, Spin: testSpin})
+				Serve(c, cred, binary.LittleEndian.Uint32(buf[12:]), buf[16:n], ServerConfig{Logf: logf, Spin: testSpin})
 			}()
 		}
 	}()

@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nuse-project/nuse/internal/testlog"
 	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/gvisor"
 	"github.com/nuse-project/nuse/stack/netdev"
@@ -85,7 +86,7 @@ func openTAPEngine(t *testing.T, name string) (*gvisor.Engine, *netdev.Device) {
 	dev, err := netdev.Open("tap:"+name, netdev.Config{
 		MTU:       DefaultMTU,
 		HostAddrs: HostPrefixes,
-		Logf:      t.Logf,
+		Logf:      testlog.Logf(t),
 	})
 	if err != nil {
 		t.Fatal(err)
