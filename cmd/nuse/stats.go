@@ -65,6 +65,9 @@ func printStats(st *usock.Stats) {
 		}
 	}
 	show("live sessions:", st.Sessions)
+	if st.Others > 0 {
+		fmt.Fprintf(w, "\n%d sessions of other users not shown\n", st.Others)
+	}
 	show("ended sessions (most recent):", st.Ended)
 	if len(st.Net) > 0 {
 		fmt.Fprintln(w, "\nengine interfaces (packets the engine moved, all sockets together):")

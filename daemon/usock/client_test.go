@@ -46,6 +46,12 @@ func startServer(t testing.TB, ring uint32) (*Server, string) {
 }
 
 func startServerWith(t testing.TB, ring uint32, mod func(*Config)) (*Server, string) {
+	path := filepath.Join(t.TempDir(), "nused.sock")
+	return startServerAt(t, ring, path, mod), path
+}
+
+// startServerAt serves a daemon on the control socket path.
+func startServerAt(t testing.TB, ring uint32, path string, mod func(*Config)) *Server {
 	eng, err := gvisor.New(gvisor.Config{Loopback: true})
 	if err != nil {
 		t.Fatal(err)
@@ -60,12 +66,11 @@ func startServerWith(t testing.TB, ring uint32, mod func(*Config)) (*Server, str
 		Linger: 30 * time.Second, Logf: logf}
 	mod(&cfg)
 	srv := NewServer(cfg)
-	path := filepath.Join(t.TempDir(), "nused.sock")
 	if err := srv.Listen(path); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close(); eng.Close() })
-	return srv, path
+	return srv
 }
 
 func dialClient(t testing.TB, path string) *testClient {
@@ -77,7 +82,9 @@ func dialClient(t testing.TB, path string) *testClient {
 	writeHello(t, c)
 	var ok abi.CtlHelloOK
 	oob := make([]byte, unix.CmsgSpace(4))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a test fails, never hangs
 	n, oobn, _, _, err := c.ReadMsgUnix(bytesOf(&ok), oob)
+	_ = c.SetReadDeadline(time.Time{})
 	if err != nil || n != int(unsafe.Sizeof(ok)) || ok.Hdr.Type != abi.MsgHelloOK {
 		t.Fatalf("hello: n=%d type=%d err=%v", n, ok.Hdr.Type, err)
 	}
@@ -120,22 +127,31 @@ func (cl *testClient) birth(typ uint16, req abi.CtlReq) (abi.CtlReply, int) {
 	if err != nil {
 		cl.t.Fatal(err)
 	}
-	cl.seq++
-	req.Hdr = hdr(typ, cl.seq, int(unsafe.Sizeof(req)))
-	if _, _, err := cl.c.WriteMsgUnix(bytesOf(&req), unix.UnixRights(pair[1]), nil); err != nil {
-		cl.t.Fatal(err)
-	}
+	rep := cl.birthFD(typ, req, pair[1])
 	unix.Close(pair[1])
 	_ = unix.SetNonblock(pair[0], true)
-	var rep abi.CtlReply
-	if _, err := cl.c.Read(bytesOf(&rep)); err != nil {
-		cl.t.Fatal(err)
-	}
 	if rep.Result < 0 {
 		unix.Close(pair[0])
 		return rep, -1
 	}
 	return rep, pair[0]
+}
+
+// birthFD sends SOCKET or ACCEPT passing fd as the daemon's end, which the
+// caller keeps (a hostile client can).
+func (cl *testClient) birthFD(typ uint16, req abi.CtlReq, fd int) abi.CtlReply {
+	cl.seq++
+	req.Hdr = hdr(typ, cl.seq, int(unsafe.Sizeof(req)))
+	if _, _, err := cl.c.WriteMsgUnix(bytesOf(&req), unix.UnixRights(fd), nil); err != nil {
+		cl.t.Fatal(err)
+	}
+	var rep abi.CtlReply
+	_ = cl.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := cl.c.Read(bytesOf(&rep)); err != nil {
+		cl.t.Fatal(err)
+	}
+	_ = cl.c.SetReadDeadline(time.Time{})
+	return rep
 }
 
 func (cl *testClient) socket(family int) *testSock {

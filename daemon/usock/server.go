@@ -47,6 +47,59 @@ type Config struct {
 	// Handlers serve control connections whose first message has another
 	// type (abi.MsgUC: uc/proxy). They own the connection until they return.
 	Handlers map[uint16]Handler
+	// Limits bound what any one user, or all of them, can hold of the
+	// daemon (zero fields take the defaults of DefaultLimits).
+	Limits Limits
+}
+
+// Limits are the daemon's defences against one local user starving the
+// others: every resource a client can make the daemon hold is capped,
+// per uid and in total. Root (uid 0) is held to the totals only.
+type Limits struct {
+	// Pending control connections that have not finished their first
+	// message, and how long one may take to send it.
+	MaxPending, MaxPendingPerUID int
+	Handshake                    time.Duration
+	// Live sessions (preloaded processes).
+	MaxSessions, MaxSessionsPerUID int
+	// NUSE sockets held by one uid's sessions together. (A session's own
+	// cap is the arena's MaxSocks.)
+	MaxSocketsPerUID int
+	// Stats queries answered at once, and how long a client may take to
+	// read one.
+	MaxStats     int
+	StatsTimeout time.Duration
+	// FDReserve is how many of the daemon's file descriptors (of its
+	// RLIMIT_NOFILE) no client can take: new sockets and sessions are
+	// refused before the daemon itself runs out.
+	FDReserve int
+}
+
+// DefaultLimits are the limits a daemon runs with unless told otherwise.
+var DefaultLimits = Limits{
+	MaxPending: 256, MaxPendingPerUID: 32, Handshake: 5 * time.Second,
+	MaxSessions: 4096, MaxSessionsPerUID: 512, MaxSocketsPerUID: 8192,
+	MaxStats: 8, StatsTimeout: 5 * time.Second, FDReserve: 256,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	for _, f := range []struct{ v, def *int }{
+		{&l.MaxPending, &d.MaxPending}, {&l.MaxPendingPerUID, &d.MaxPendingPerUID},
+		{&l.MaxSessions, &d.MaxSessions}, {&l.MaxSessionsPerUID, &d.MaxSessionsPerUID},
+		{&l.MaxSocketsPerUID, &d.MaxSocketsPerUID}, {&l.MaxStats, &d.MaxStats}, {&l.FDReserve, &d.FDReserve},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	if l.Handshake <= 0 {
+		l.Handshake = d.Handshake
+	}
+	if l.StatsTimeout <= 0 {
+		l.StatsTimeout = d.StatsTimeout
+	}
+	return l
 }
 
 // Handler serves a control connection that opened with a message of its
@@ -67,7 +120,31 @@ type Server struct {
 	workers  []*worker
 	perWork  int // sessions one worker may serve
 
+	// What each uid holds, for the limits (under mu).
+	pending, stats int
+	perUID         map[uint32]*uidUse
+	fdLimit        int // RLIMIT_NOFILE when the server started
+	baseFDs        int // fds open when the server started
+	// clientFDs counts the fds the daemon holds for clients: control
+	// connections, arenas, socketpair ends.
+	clientFDs atomic.Int64
+
+	// pmu guards ports; it is taken with a session's mu held, never the
+	// other way round.
+	pmu   sync.Mutex
+	ports map[uint16][]portUse // SO_REUSEPORT binds, by port
+	pairs map[uint64]struct{}  // inodes of the socketpair ends held
+	// unprivPort is net.ipv4.ip_unprivileged_port_start.
+	unprivPort uint16
+
 	totals totals
+}
+
+// uidUse counts what one uid holds. Sockets are counted with atomics: they
+// come and go under the session's lock, not the server's.
+type uidUse struct {
+	pending, sessions int
+	socks             atomic.Int64
 }
 
 type totals struct {
@@ -92,7 +169,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
 	}
-	srv := &Server{cfg: cfg, sessions: map[uint32]*Session{}, perWork: 1}
+	cfg.Limits = cfg.Limits.withDefaults()
+	srv := &Server{cfg: cfg, sessions: map[uint32]*Session{}, perWork: 1, perUID: map[uint32]*uidUse{},
+		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
 	if futex.HaveWaitv() {
 		srv.perWork = futex.WaitvMax - 1 // one word is the worker's own
 	}
@@ -127,19 +206,35 @@ func (srv *Server) Listen(path string) error {
 	srv.wg.Add(1)
 	go func() {
 		defer srv.wg.Done()
-		for {
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			srv.wg.Add(1)
-			go func() {
-				defer srv.wg.Done()
-				srv.serveConn(c)
-			}()
-		}
+		srv.acceptLoop(ln)
 	}()
 	return nil
+}
+
+// acceptLoop serves the control socket until it is closed. Running out of
+// file descriptors or memory is not the end: it backs off and tries again,
+// so that one user who exhausted something cannot lock everyone out of
+// NUSE for the daemon's lifetime.
+func (srv *Server) acceptLoop(ln *net.UnixListener) {
+	var backoff time.Duration
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			srv.logf("control socket: accept: %v; retrying in %v", err, backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		srv.wg.Add(1)
+		go func() {
+			defer srv.wg.Done()
+			srv.serveConn(c)
+		}()
+	}
 }
 
 func dirOf(p string) string {
@@ -184,10 +279,27 @@ func (srv *Server) serveConn(c *net.UnixConn) {
 		srv.logf("control connection: %v", err)
 		return
 	}
+	if why := srv.takePending(cred.Uid); why != "" {
+		srv.logf("pid %d uid %d: refused: %s", cred.Pid, cred.Uid, why)
+		// Take the hello first (briefly): hanging up on unread data
+		// would reset the connection and lose the reason.
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, fds, _ := readCtl(c)
+		closeFDs(fds)
+		sendError(c, 0, why)
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(srv.cfg.Limits.Handshake))
 	msg, fds, err := readCtl(c)
+	srv.dropPending(cred.Uid)
+	_ = c.SetReadDeadline(time.Time{})
 	closeFDs(fds)
 	if errors.Is(err, errEOF) {
 		return // a liveness probe: connected and went away
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		srv.logf("pid %d: no hello within %v; hung up", cred.Pid, srv.cfg.Limits.Handshake)
+		return
 	}
 	if err != nil {
 		var ev errVersion
@@ -206,17 +318,19 @@ func (srv *Server) serveConn(c *net.UnixConn) {
 	}
 	switch msg.typ {
 	case abi.MsgStats:
-		srv.sendStats(c, msg.seq)
+		srv.sendStats(c, cred, msg.seq)
 		return
 	case abi.MsgHello:
 	default:
 		sendError(c, msg.seq, "expected a hello")
 		return
 	}
+	// The session is the kernel's word on who connected (SO_PEERCRED, in
+	// the daemon's pid namespace). The hello's pid is the process's own
+	// getpid(), which differs inside a pid namespace (a container), so it
+	// is only logged.
 	if int32(msg.hello.Pid) != cred.Pid {
-		srv.logf("pid %d claims to be pid %d; refused", cred.Pid, msg.hello.Pid)
-		sendError(c, msg.seq, "the pid in the hello is not the caller's")
-		return
+		srv.logf("pid %d calls itself pid %d (another pid namespace)", cred.Pid, msg.hello.Pid)
 	}
 	s, err := srv.newSession(cred, commString(msg.hello.Comm))
 	if err != nil {
@@ -245,8 +359,7 @@ func (srv *Server) serveConn(c *net.UnixConn) {
 	}
 	s.mu.Lock()
 	if !s.dead {
-		s.dead = true
-		s.why = "process ended"
+		s.die("process ended")
 		// Sockets the process never closed are closed as the kernel would
 		// at exit: gracefully, after their tx rings drain.
 		for _, so := range s.socks {
@@ -269,18 +382,37 @@ func (srv *Server) newSession(cred *unix.Ucred, comm string) (*Session, error) {
 		srv.mu.Unlock()
 		return nil, errors.New("daemon shutting down")
 	}
+	lim := srv.cfg.Limits
+	u := srv.use(cred.Uid)
+	switch {
+	case len(srv.sessions) >= lim.MaxSessions:
+		srv.mu.Unlock()
+		return nil, fmt.Errorf("the daemon serves %d sessions, its limit", lim.MaxSessions)
+	case cred.Uid != 0 && u.sessions >= lim.MaxSessionsPerUID:
+		srv.mu.Unlock()
+		return nil, fmt.Errorf("uid %d has %d sessions, the limit per user", cred.Uid, lim.MaxSessionsPerUID)
+	case !srv.fdsLeft(2):
+		srv.mu.Unlock()
+		return nil, errors.New("the daemon is short of file descriptors")
+	}
+	u.sessions++
+	srv.clientFDs.Add(2) // the control connection and the arena
 	srv.nextID++
 	id := srv.nextID
 	srv.mu.Unlock()
 	a, err := arena.Create(srv.cfg.Layout, fmt.Sprintf("nuse-session-%d", id), uint64(srv.cfg.ShimSpin.Nanoseconds()))
 	if err != nil {
+		srv.mu.Lock()
+		srv.clientFDs.Add(-2)
+		srv.unuse(cred.Uid, func(u *uidUse) { u.sessions-- })
+		srv.mu.Unlock()
 		return nil, fmt.Errorf("creating the arena: %w", err)
 	}
 	n := int(srv.cfg.Layout.MaxSocks)
 	s := &Session{
 		srv: srv, ID: id, Pid: cred.Pid, Uid: cred.Uid, Comm: comm, Start: time.Now(),
-		a: a, nwords: (n + 63) / 64, socks: make([]*sock, n),
-		events: make([]atomic.Uint64, (n+63)/64), done: make(chan struct{}),
+		a: a, nwords: (n + 63) / 64, socks: make([]*sock, n), gens: make([]uint32, n),
+		events: make([]atomic.Uint64, (n+63)/64), done: make(chan struct{}), use: u,
 	}
 	for i := n - 1; i >= 0; i-- {
 		s.free = append(s.free, uint32(i))
@@ -296,6 +428,8 @@ func (srv *Server) ended(s *Session) {
 	st := s.stats()
 	srv.mu.Lock()
 	delete(srv.sessions, s.ID)
+	srv.clientFDs.Add(-2)
+	srv.unuse(s.Uid, func(u *uidUse) { u.sessions-- })
 	srv.history = append(srv.history, st)
 	if len(srv.history) > maxHistory {
 		srv.history = srv.history[len(srv.history)-maxHistory:]
@@ -359,10 +493,12 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.EPROTONOSUPPORT)
 		return
 	}
-	if err := unix.SetNonblock(pair, true); err != nil {
-		fail(syscall.EBADF)
+	ino, e := s.takePair(pair)
+	if e != 0 {
+		fail(e)
 		return
 	}
+	fail = func(e syscall.Errno) { s.dropPair(pair, ino); rep.Result = -int32(e) }
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead {
@@ -380,17 +516,54 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.Errno(-errno(err)))
 		return
 	}
-	so := s.attach(slot, es, family, pair)
+	so := s.attach(slot, es, family, pair, ino)
 	rep.Sock, rep.Gen = so.slot, so.gen
+}
+
+// takePair checks and counts the daemon's end of a new socket's
+// socketpair, passed by the client: its kind, that it is not one the
+// daemon holds already, and the user's and the daemon's fd budgets. The
+// caller closes pair if it fails.
+func (s *Session) takePair(pair int) (uint64, syscall.Errno) {
+	srv := s.srv
+	if s.Uid != 0 && s.use.socks.Load() >= int64(srv.cfg.Limits.MaxSocketsPerUID) {
+		s.logf("uid %d holds %d NUSE sockets, the limit per user", s.Uid, srv.cfg.Limits.MaxSocketsPerUID)
+		return 0, syscall.EMFILE
+	}
+	if !srv.fdsLeft(0) {
+		s.logf("the daemon is short of file descriptors; socket refused")
+		return 0, syscall.ENFILE
+	}
+	ino, e := srv.checkPair(pair)
+	if e != 0 {
+		s.logf("socket refused: the fd passed as its channel is unusable (%v)", e)
+		return 0, e
+	}
+	// Every call on it is MSG_DONTWAIT: the client shares this open file
+	// description and can clear O_NONBLOCK under us.
+	_ = unix.SetNonblock(pair, true)
+	s.use.socks.Add(1)
+	srv.clientFDs.Add(1)
+	return ino, 0
+}
+
+// dropPair undoes takePair.
+func (s *Session) dropPair(pair int, ino uint64) {
+	unix.Close(pair)
+	s.srv.forgetPair(ino)
+	s.use.socks.Add(-1)
+	s.srv.clientFDs.Add(-1)
 }
 
 // accept takes a pending connection for NUSE_CTL_ACCEPT.
 func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
-	if err := unix.SetNonblock(pair, true); err != nil {
-		fail(syscall.EBADF)
+	ino, e := s.takePair(pair)
+	if e != 0 {
+		fail(e)
 		return
 	}
+	fail = func(e syscall.Errno) { s.dropPair(pair, ino); rep.Result = -int32(e) }
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead {
@@ -417,7 +590,7 @@ func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		return
 	}
 	slot, _ := s.alloc()
-	so := s.attach(slot, es, ls.family, pair)
+	so := s.attach(slot, es, ls.family, pair, ino)
 	so.state |= abi.SSConnected
 	so.remote = peer
 	so.local, _ = es.LocalAddr()
@@ -543,8 +716,11 @@ type Stats struct {
 	Ended    []SessionStats `json:"ended"`
 	TxBytes  uint64         `json:"tx_bytes"`
 	RxBytes  uint64         `json:"rx_bytes"`
-	Net      []NICStats     `json:"net,omitempty"`
-	UC       []UCStats      `json:"uc,omitempty"`
+	// Others counts live sessions of other users that the asker may not
+	// see (StatsFor); the totals then cover only the asker's own.
+	Others int        `json:"others,omitempty"`
+	Net    []NICStats `json:"net,omitempty"`
+	UC     []UCStats  `json:"uc,omitempty"`
 }
 
 // UCStats describe one uc proxy session (a program posting RDMA verbs
@@ -634,12 +810,30 @@ func sortSessions(ss []SessionStats) {
 
 // sendStats answers a stats query with JSON: a message holding its length
 // (8 bytes, little-endian), then the text in messages of up to 32 KiB.
-func (srv *Server) sendStats(c *net.UnixConn, seq uint32) {
-	b, err := json.Marshal(srv.Stats())
+// Queries are capped in number and each must be read within the limit's
+// time, so clients that never read cannot pin the daemon's memory.
+func (srv *Server) sendStats(c *net.UnixConn, cred *unix.Ucred, seq uint32) {
+	srv.mu.Lock()
+	busy := srv.stats >= srv.cfg.Limits.MaxStats
+	if !busy {
+		srv.stats++
+	}
+	srv.mu.Unlock()
+	if busy {
+		sendError(c, seq, fmt.Sprintf("%d stats queries are being answered, the limit; try again", srv.cfg.Limits.MaxStats))
+		return
+	}
+	defer func() {
+		srv.mu.Lock()
+		srv.stats--
+		srv.mu.Unlock()
+	}()
+	b, err := json.Marshal(srv.StatsFor(cred.Uid))
 	if err != nil {
 		sendError(c, seq, err.Error())
 		return
 	}
+	_ = c.SetWriteDeadline(time.Now().Add(srv.cfg.Limits.StatsTimeout))
 	var n [8]byte
 	binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
 	if _, err := c.Write(n[:]); err != nil {
@@ -652,6 +846,40 @@ func (srv *Server) sendStats(c *net.UnixConn, seq uint32) {
 		}
 		b = b[k:]
 	}
+}
+
+// StatsFor is what user uid may see: root and the daemon's own user see
+// everything; any other user sees their own sessions in full, and of other
+// users' only how many there are (Stats.Others), as ps shows processes but
+// not what other users' sockets carry. Interface counters are shown to all
+// (as /proc/net/dev is).
+func (srv *Server) StatsFor(uid uint32) Stats {
+	st := srv.Stats()
+	if uid == 0 || int(uid) == os.Getuid() {
+		return st
+	}
+	mine := func(ss []SessionStats) []SessionStats {
+		var out []SessionStats
+		for _, s := range ss {
+			if s.Uid == uid {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	st.Others = len(st.Sessions)
+	st.Sessions = mine(st.Sessions)
+	st.Others -= len(st.Sessions)
+	st.Ended = mine(st.Ended)
+	st.UC = nil // only root and the daemon's user may use the uc proxy
+	st.TxBytes, st.RxBytes = 0, 0
+	for _, ss := range [][]SessionStats{st.Sessions, st.Ended} {
+		for _, s := range ss {
+			st.TxBytes += s.TxBytes
+			st.RxBytes += s.RxBytes
+		}
+	}
+	return st
 }
 
 // StatsChunk is the largest message of a stats answer.

@@ -36,11 +36,15 @@ type Session struct {
 	amu     sync.RWMutex
 	aclosed bool
 
+	use *uidUse // the uid's counters in the server
+
 	mu    sync.Mutex // guards everything below and all engine calls
 	conn  interface{ Close() error }
 	socks []*sock
+	gens  []uint32 // each slot's last generation: the daemon's, not the arena's
 	free  []uint32
-	dead  bool // the process is gone (or misbehaved): no new work
+	dead  bool        // the process is gone (or misbehaved): no new work
+	gone  atomic.Bool // dead, for readers without mu (the worker's sleep)
 	why   string
 	end   time.Time
 	// closed keeps the last sockets that went away, for stats.
@@ -61,7 +65,9 @@ type sock struct {
 	slot, gen uint32
 	family    int
 	es        stack.Socket
-	pair      int // the daemon's end of the socketpair
+	pair      int    // the daemon's end of the socketpair
+	pairIno   uint64 // its inode, for the server's table of held pairs
+	reusePort uint16 // bound with SO_REUSEPORT to this port (srv.ports)
 	created   time.Time
 
 	state   uint32 // abi.SS* bits, published to shared memory
@@ -96,8 +102,7 @@ func (s *Session) wake() {
 func (s *Session) kill(why string) {
 	if !s.dead {
 		s.logf("%s; ending the session", why)
-		s.dead = true
-		s.why = why
+		s.die(why)
 	}
 	if s.conn != nil {
 		s.conn.Close() // the shim sees the hang-up at once
@@ -108,6 +113,13 @@ func (s *Session) kill(why string) {
 			s.release(so)
 		}
 	}
+}
+
+// die marks the session dead. Called with mu held.
+func (s *Session) die(why string) {
+	s.dead = true
+	s.gone.Store(true)
+	s.why = why
 }
 
 // alloc takes a free slot, or returns false.
@@ -121,15 +133,16 @@ func (s *Session) alloc() (uint32, bool) {
 }
 
 // attach installs an engine socket in a slot. Called with mu held.
-func (s *Session) attach(slot uint32, es stack.Socket, family, pair int) *sock {
+func (s *Session) attach(slot uint32, es stack.Socket, family, pair int, ino uint64) *sock {
 	sh := s.a.Sock(slot)
-	gen := atomic.LoadUint32(&sh.Gen) + 1
+	gen := s.gens[slot] + 1
 	if gen == 0 {
 		gen = 1
 	}
+	s.gens[slot] = gen
 	s.a.Reset(slot)
 	atomic.StoreUint32(&sh.Gen, gen)
-	so := &sock{slot: slot, gen: gen, family: family, es: es, pair: pair, created: time.Now(), state: abi.SSOpen}
+	so := &sock{slot: slot, gen: gen, family: family, es: es, pair: pair, pairIno: ino, created: time.Now(), state: abi.SSOpen}
 	atomic.StoreUint32(&sh.State, so.state)
 	s.socks[slot] = so
 	es.Notify(func(stack.Events) {
@@ -142,7 +155,8 @@ func (s *Session) attach(slot uint32, es stack.Socket, family, pair int) *sock {
 // release frees a slot whose engine socket was closed or aborted.
 func (s *Session) release(so *sock) {
 	so.es.Notify(nil)
-	unix.Close(so.pair)
+	s.srv.unbind(so)
+	s.dropPair(so.pair, so.pairIno)
 	sh := s.a.Sock(so.slot)
 	atomic.StoreUint32(&sh.State, abi.SSWrDead|abi.SSReset)
 	s.socks[so.slot] = nil
@@ -167,13 +181,16 @@ func (s *Session) lookup(slot, gen uint32) *sock {
 }
 
 // pending reports whether anything waits for the worker.
+// Only engine events count for a dead session: what its arena says is no
+// longer anyone's request (and a hostile process could keep saying it).
 func (s *Session) pending() bool {
 	h := s.a.Hdr()
-	if atomic.LoadUint64(&h.CmdPending) != 0 {
+	dead := s.gone.Load()
+	if !dead && atomic.LoadUint64(&h.CmdPending) != 0 {
 		return true
 	}
 	for w := 0; w < s.nwords; w++ {
-		if atomic.LoadUint64(&h.Attention[w]) != 0 || s.events[w].Load() != 0 {
+		if s.events[w].Load() != 0 || (!dead && atomic.LoadUint64(&h.Attention[w]) != 0) {
 			return true
 		}
 	}
@@ -192,7 +209,7 @@ func (s *Session) pass() bool {
 	}
 	for w := 0; w < s.nwords; w++ {
 		var x uint64
-		if atomic.LoadUint64(&h.Attention[w]) != 0 {
+		if !s.dead && atomic.LoadUint64(&h.Attention[w]) != 0 {
 			x = atomic.SwapUint64(&h.Attention[w], 0)
 		}
 		if s.events[w].Load() != 0 {
@@ -309,7 +326,8 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		if err != nil {
 			return errno(err)
 		}
-		return errno(so.es.Bind(ap))
+		reuse, _ := so.es.GetOption(stack.OptReusePort)
+		return errno(s.bindAllowed(so, ap, reuse != 0, func() error { return so.es.Bind(ap) }))
 	case abi.OpListen:
 		backlog := int(int32(r.arg0))
 		if backlog <= 0 || backlog > 4096 {
@@ -503,7 +521,9 @@ func (s *Session) service(so *sock) {
 		_ = so.es.Shutdown(unix.SHUT_WR)
 	}
 	if so.closing {
-		if s.txEmpty(so) || so.state&(abi.SSWrDead|abi.SSReset) != 0 {
+		// Only a connected socket has anywhere to send its tx ring; what
+		// an unconnected one holds (or claims to) is dropped at once.
+		if s.txEmpty(so) || so.state&(abi.SSWrDead|abi.SSReset) != 0 || so.state&abi.SSConnected == 0 {
 			if s.rxUnread(so) {
 				so.es.Abort() // unread data at close: reset, as Linux does
 			} else {
@@ -518,7 +538,10 @@ func (s *Session) service(so *sock) {
 	atomic.StoreUint64(&sh.TxBytes, so.txBytes.Load())
 	atomic.StoreUint64(&sh.RxBytes, so.rxBytes.Load())
 	if s.readable(so) && atomic.CompareAndSwapUint32(&sh.Sig, abi.SigNone, abi.SigSet) {
-		unix.Write(so.pair, []byte{1})
+		// MSG_DONTWAIT, never a plain write: the client shares this open
+		// file description and may have made it blocking. A full pair
+		// (the client never reads) is readable anyway.
+		_ = unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil)
 	}
 	// Unfill: NONE first, then read. The shim fills again on every EAGAIN,
 	// so whatever it writes after our reads is covered by its next DONE.
@@ -528,10 +551,12 @@ func (s *Session) service(so *sock) {
 	}
 }
 
+// drain empties the daemon's end of a socketpair (what the shim wrote to
+// make it unwritable), without ever blocking: see service.
 func drain(fd int) {
 	var buf [4096]byte
 	for i := 0; i < 64; i++ {
-		if n, err := unix.Read(fd, buf[:]); n <= 0 || err != nil {
+		if n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT); n <= 0 || err != nil {
 			return
 		}
 	}
