@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nuse-project/nuse/daemon/arena"
 	"github.com/nuse-project/nuse/internal/futex"
 	"github.com/nuse-project/nuse/uc"
 )
@@ -337,15 +338,14 @@ func (s *session) handle(op uint32, b []byte) (int32, []byte, int, error) {
 	return 0, nil, -1, fmt.Errorf("unknown request %d", op)
 }
 
-// memfd makes a shared memory file of n bytes and maps it.
+// memfd makes a shared memory file of n bytes (rounded up to pages) and
+// maps it. Its size is sealed: the program, which gets the fd, could
+// otherwise truncate it under the pump's or the device's accesses and kill
+// the daemon with SIGBUS.
 func memfd(name string, n int) (int, []byte, error) {
 	n = (n + 4095) &^ 4095
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	fd, err := arena.SealedMemfd(name, int64(n))
 	if err != nil {
-		return -1, nil, err
-	}
-	if err := unix.Ftruncate(fd, int64(n)); err != nil {
-		unix.Close(fd)
 		return -1, nil, err
 	}
 	mem, err := unix.Mmap(fd, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
