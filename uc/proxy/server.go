@@ -101,11 +101,15 @@ func Serve(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte, cfg Serve
 		if res < 0 && len(out) == 0 {
 			out = []byte(syscall.Errno(-res).Error())
 		}
-		if err := reply(c, mseq, res, out, fd); err != nil {
-			return
-		}
+		err = reply(c, mseq, res, out, fd)
 		if fd >= 0 {
+			// The program has its own copy now, or never will (it hung
+			// up): either way the daemon's is done; the daemon keeps only
+			// the mapping.
 			unix.Close(fd)
+		}
+		if err != nil {
+			return
 		}
 		if s.killed.Load() {
 			return

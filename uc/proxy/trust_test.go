@@ -315,3 +315,40 @@ func TestProxyHostileResizeOfMemfds(t *testing.T) {
 		t.Fatalf("honest session at the end: %v", err)
 	}
 }
+
+// Sessions that send a request whose answer carries a memfd (alloc,
+// create QP) and hang up without reading it leave no fd and no goroutine
+// in the daemon. Some also pass an fd of their own with the request, which
+// the daemon must not keep either.
+func TestProxyFailedAnswerLeaksNothing(t *testing.T) {
+	needRoot(t)
+	path := startDaemon(t, -1)
+	fds0, gs0 := len(procFDs(t)), runtime.NumGoroutine()
+	const sessions = 10
+	for i := 0; i < sessions; i++ {
+		h := dialRaw(t, path, 24820+i)
+		// Hang up the reading side first, so that the answer surely fails
+		// (EPIPE) however fast the daemon is.
+		if err := h.c.CloseRead(); err != nil {
+			t.Fatal(err)
+		}
+		passed := -1
+		if i%3 == 2 {
+			fd, err := unix.MemfdCreate("hostile-extra", unix.MFD_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			passed = fd
+		}
+		if i%2 == 0 {
+			h.send(opAlloc, le64(8192), passed)
+		} else {
+			h.send(opCreateQP, le32s(16, 16, 1024), passed)
+		}
+		if passed >= 0 {
+			unix.Close(passed)
+		}
+		h.c.Close()
+	}
+	waitBaseline(t, fmt.Sprintf("after %d sessions sent a request and hung up", sessions), fds0, gs0, 10*time.Second)
+}
