@@ -348,6 +348,12 @@ func (q *qp) poll(mu *sync.Mutex, tail *uint64, headOff, tailOff, ringOff int, w
 	}
 	if n > 0 {
 		atomic.StoreUint64(q.u64(tailOff), *tail)
+		// A pump that sleeps may be holding completions for want of
+		// room in this ring: there is some now.
+		if atomic.LoadUint32(q.u32(offDSleep)) != 0 {
+			atomic.AddUint32(q.u32(offDSeq), 1)
+			futex.Wake(q.u32(offDSeq), 1)
+		}
 	}
 	return n, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nuse-project/nuse/internal/futex"
 	"github.com/nuse-project/nuse/uc"
 )
 
@@ -351,4 +352,94 @@ func TestProxyFailedAnswerLeaksNothing(t *testing.T) {
 		h.c.Close()
 	}
 	waitBaseline(t, fmt.Sprintf("after %d sessions sent a request and hung up", sessions), fds0, gs0, 10*time.Second)
+}
+
+// cpuTime is the CPU this process has used.
+func cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// A program that posts receives without end and never reads its
+// completions must not make the daemon hold ever more completions for it
+// (memory), nor spin the daemon's CPU while its completion ring is full:
+// the daemon stops taking its requests, as a device whose queues are full,
+// and sleeps. Once the program reads its completions it is served again.
+func TestProxyUnreadCompletionsAreBounded(t *testing.T) {
+	needRoot(t)
+	path := startDaemon(t, -1)
+	p := mkEnd(t, "daemon", uc.Options{Daemon: path, Via: "soft", LocalIP: "127.0.0.1", Port: 24835})
+	n := mkEnd(t, "soft", uc.Options{LocalIP: "127.0.0.2", Port: 24835})
+	connectPair(t, p, n)
+
+	h := dialRaw(t, path, 24836)
+	st, out, fd := h.call(opCreateQP, le32s(16, 16, 1024))
+	if st != 0 || fd < 0 || len(out) < 32 {
+		t.Fatalf("create QP: status %d fd %d", st, fd)
+	}
+	q := &qp{lay: layout{sqSlots: binary.LittleEndian.Uint32(out[16:]), cqSlots: binary.LittleEndian.Uint32(out[20:])}}
+	mem, err := unix.Mmap(fd, 0, int(binary.LittleEndian.Uint64(out[24:])), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.mem = mem
+	ring := func() {
+		atomic.AddUint32(q.u32(offDSeq), 1)
+		futex.Wake(q.u32(offDSeq), 1)
+	}
+	// Post receives as fast as the ring takes them, reading nothing.
+	const flood = 200000
+	taken := func() uint64 { return atomic.LoadUint64(q.u64(offSQTail)) }
+	var head uint64
+	lastMove, lastTaken := time.Now(), uint64(0)
+	for deadline := time.Now().Add(10 * time.Second); head < flood && time.Since(lastMove) < 500*time.Millisecond; {
+		if time.Now().After(deadline) {
+			break
+		}
+		for head-taken() < uint64(q.lay.sqSlots) && head < flood {
+			(&req{op: reqRecv, wrid: head}).put(mem[q.lay.sqOff()+int(head%uint64(q.lay.sqSlots))*reqSize:])
+			head++
+		}
+		ringSync.Release()
+		atomic.StoreUint64(q.u64(offSQHead), head)
+		ring()
+		if tk := taken(); tk != lastTaken {
+			lastMove, lastTaken = time.Now(), tk
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	// The daemon may hold what fits in the ring, the real receive queue and
+	// a bounded backlog; a daemon that took everything holds ~200000.
+	if tk := taken(); tk > 4096 {
+		t.Errorf("the daemon took %d of %d receive posts from a program that reads no completions: it holds their error completions", tk, head)
+	}
+	t.Logf("the daemon took %d of %d posts", taken(), head)
+	// While the program does nothing, neither does the daemon.
+	cpu0, wall0 := cpuTime(t), time.Now()
+	time.Sleep(time.Second)
+	if cpu, wall := cpuTime(t)-cpu0, time.Since(wall0); cpu > wall/4 {
+		t.Errorf("the daemon used %v of CPU in %v for a program that reads no completions", cpu, wall)
+	}
+	// The program reads its completions: the daemon serves it again.
+	tail, before := uint64(0), taken()
+	for deadline := time.Now().Add(5 * time.Second); taken() < min(before+64, head); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon took %d more requests in 5 s after the program read its completions", taken()-before)
+		}
+		if h := atomic.LoadUint64(q.u64(offRCQHead)); h != tail {
+			tail = h
+			atomic.StoreUint64(q.u64(offRCQTail), tail)
+			ring()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := exchange(p, n, rand.New(rand.NewSource(3))); err != nil {
+		t.Fatalf("honest session: %v", err)
+	}
+	h.c.Close()
+	unix.Munmap(mem)
 }
