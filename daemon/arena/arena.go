@@ -62,18 +62,9 @@ type Arena struct {
 // Create makes a memfd of the layout's size, maps it and fills the header.
 // Pages are allocated only when touched.
 func Create(l Layout, name string, shimSpinNs uint64) (*Arena, error) {
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	fd, err := SealedMemfd(name, int64(l.Size))
 	if err != nil {
-		return nil, fmt.Errorf("memfd_create: %w", err)
-	}
-	if err := unix.Ftruncate(fd, int64(l.Size)); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("sizing the arena to %d bytes: %w", l.Size, err)
-	}
-	// The size must never change under the process that maps it.
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("sealing the arena: %w", err)
+		return nil, fmt.Errorf("creating the arena: %w", err)
 	}
 	mem, err := unix.Mmap(fd, 0, int(l.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -92,6 +83,28 @@ func Create(l Layout, name string, shimSpinNs uint64) (*Arena, error) {
 	h.SockStride = l.SockStride
 	h.SpinNs = shimSpinNs
 	return a, nil
+}
+
+// SealedMemfd makes a memfd of size bytes (close-on-exec) whose size is
+// sealed before anyone else can see it: F_SEAL_SHRINK, F_SEAL_GROW, and
+// F_SEAL_SEAL so that no seal can be added either. Shared memory another
+// process holds must never shrink under the daemon's mapping: the daemon's
+// next touch of a page past the end would be a SIGBUS, which no recover()
+// catches, and every session would end with the daemon.
+func SealedMemfd(name string, size int64) (int, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return -1, fmt.Errorf("memfd_create %s: %w", name, err)
+	}
+	if err := unix.Ftruncate(fd, size); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("sizing memfd %s to %d bytes: %w", name, size, err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("sealing memfd %s: %w", name, err)
+	}
+	return fd, nil
 }
 
 // FD is the memfd, to pass to the application.

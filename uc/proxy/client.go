@@ -61,17 +61,8 @@ func open(o uc.Options) (uc.Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("uc daemon: no NUSE daemon at %s: %w", path, err)
 	}
-	body := req.marshal()
-	hello := make([]byte, 16+len(body))
-	le := binary.LittleEndian
-	le.PutUint32(hello, abi.Magic)
-	le.PutUint16(hello[4:], abi.Version)
-	le.PutUint16(hello[6:], abi.MsgUC)
-	le.PutUint32(hello[8:], uint32(len(hello)))
-	le.PutUint32(hello[12:], 1)
-	copy(hello[16:], body)
 	d := &device{c: c, seq: 1}
-	if _, err := c.Write(hello); err != nil {
+	if _, err := c.Write(helloMsg(&req)); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("uc daemon: %w", err)
 	}
@@ -87,6 +78,21 @@ func open(o uc.Options) (uc.Device, error) {
 	d.name = "daemon:" + cstr(out[:32])
 	copy(d.gid[:], out[32:48])
 	return d, nil
+}
+
+// helloMsg is the first message of a session: a NUSE control header of
+// type MsgUC (request 1) and the hello body.
+func helloMsg(o *openReq) []byte {
+	body := o.marshal()
+	hello := make([]byte, 16+len(body))
+	le := binary.LittleEndian
+	le.PutUint32(hello, abi.Magic)
+	le.PutUint16(hello[4:], abi.Version)
+	le.PutUint16(hello[6:], abi.MsgUC)
+	le.PutUint32(hello[8:], uint32(len(hello)))
+	le.PutUint32(hello[12:], 1)
+	copy(hello[16:], body)
+	return hello
 }
 
 // answer reads the answer to request seq: its body and a passed fd (or -1).
@@ -342,6 +348,12 @@ func (q *qp) poll(mu *sync.Mutex, tail *uint64, headOff, tailOff, ringOff int, w
 	}
 	if n > 0 {
 		atomic.StoreUint64(q.u64(tailOff), *tail)
+		// A pump that sleeps may be holding completions for want of
+		// room in this ring: there is some now.
+		if atomic.LoadUint32(q.u32(offDSleep)) != 0 {
+			atomic.AddUint32(q.u32(offDSeq), 1)
+			futex.Wake(q.u32(offDSeq), 1)
+		}
 	}
 	return n, nil
 }

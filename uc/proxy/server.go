@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nuse-project/nuse/daemon/arena"
 	"github.com/nuse-project/nuse/internal/futex"
 	"github.com/nuse-project/nuse/uc"
 )
@@ -100,11 +101,15 @@ func Serve(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte, cfg Serve
 		if res < 0 && len(out) == 0 {
 			out = []byte(syscall.Errno(-res).Error())
 		}
-		if err := reply(c, mseq, res, out, fd); err != nil {
-			return
-		}
+		err = reply(c, mseq, res, out, fd)
 		if fd >= 0 {
+			// The program has its own copy now, or never will (it hung
+			// up): either way the daemon's is done; the daemon keeps only
+			// the mapping.
 			unix.Close(fd)
+		}
+		if err != nil {
+			return
 		}
 		if s.killed.Load() {
 			return
@@ -337,15 +342,14 @@ func (s *session) handle(op uint32, b []byte) (int32, []byte, int, error) {
 	return 0, nil, -1, fmt.Errorf("unknown request %d", op)
 }
 
-// memfd makes a shared memory file of n bytes and maps it.
+// memfd makes a shared memory file of n bytes (rounded up to pages) and
+// maps it. Its size is sealed: the program, which gets the fd, could
+// otherwise truncate it under the pump's or the device's accesses and kill
+// the daemon with SIGBUS.
 func memfd(name string, n int) (int, []byte, error) {
 	n = (n + 4095) &^ 4095
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	fd, err := arena.SealedMemfd(name, int64(n))
 	if err != nil {
-		return -1, nil, err
-	}
-	if err := unix.Ftruncate(fd, int64(n)); err != nil {
-		unix.Close(fd)
 		return -1, nil, err
 	}
 	mem, err := unix.Mmap(fd, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -467,20 +471,65 @@ func (q *sqp) pump() {
 			runtime.Gosched()
 			continue
 		}
+		// Sleep while nothing can move, even if the program holds the pump
+		// up (requests it may not take yet, completions it has no room
+		// for): it rings when it posts or reads.
 		atomic.StoreUint32(q.u32(offDSleep), 1)
 		seq := atomic.LoadUint32(q.u32(offDSeq))
-		if atomic.LoadUint64(q.u64(offSQHead)) == q.sqTail && len(q.pendS) == 0 && len(q.pendR) == 0 {
-			for _, k := range []chan struct{}{q.kickS, q.kickR} {
-				select {
-				case k <- struct{}{}:
-				default:
-				}
+		if q.idle() {
+			// The waiters watch a real CQ only where the pump would poll
+			// it: one with completions it cannot take would wake it at
+			// once, again and again.
+			if q.wouldPoll(q.pendS, offSCQTail, q.scqHead) {
+				kick(q.kickS)
+			}
+			if q.wouldPoll(q.pendR, offRCQTail, q.rcqHead) {
+				kick(q.kickR)
 			}
 			futex.Wait(q.u32(offDSeq), seq, 250*time.Millisecond)
 		}
 		atomic.StoreUint32(q.u32(offDSleep), 0)
 		last = time.Time{}
 	}
+}
+
+func kick(k chan struct{}) {
+	select {
+	case k <- struct{}{}:
+	default:
+	}
+}
+
+// backlogged says whether the pump holds as many completions as the
+// program's ring has slots, for want of room in the ring: it then takes no
+// more requests (the program's request ring fills and its posts fail with
+// ErrQueueFull, as with a device whose queues are full) rather than hold
+// ever more for a program that reads none.
+func (q *sqp) backlogged() bool {
+	return len(q.pendS)+len(q.pendR) >= int(q.lay.cqSlots)
+}
+
+// idle says whether a pass would find nothing to do but poll the real CQs,
+// which the waiters watch: no request it may take, no held completion the
+// program has made room for. The pump calls it with DSleep set, so a
+// program that posts or reads after this look rings the bell.
+func (q *sqp) idle() bool {
+	if atomic.LoadUint64(q.u64(offSQHead)) != q.sqTail && !q.backlogged() {
+		return false
+	}
+	return (len(q.pendS) == 0 || q.ringFull(offSCQTail, q.scqHead)) && (len(q.pendR) == 0 || q.ringFull(offRCQTail, q.rcqHead))
+}
+
+// ringFull says whether a completion ring has no free slot. A tail no
+// program could have written counts as room: the next pass reports it.
+func (q *sqp) ringFull(tailOff int, head uint64) bool {
+	return head-atomic.LoadUint64(q.u64(tailOff)) == uint64(q.lay.cqSlots)
+}
+
+// wouldPoll says whether a pass would poll the real CQ that feeds a ring:
+// only with nothing held for it and room in the ring.
+func (q *sqp) wouldPoll(pend []uc.WC, tailOff int, head uint64) bool {
+	return len(pend) == 0 && !q.ringFull(tailOff, head)
 }
 
 // pass does one round; an error is a protocol violation by the program.
@@ -491,7 +540,7 @@ func (q *sqp) pass() (bool, error) {
 	if head < q.sqTail || head-q.sqTail > uint64(q.lay.sqSlots) {
 		return false, fmt.Errorf("request ring head %d tail %d size %d", head, q.sqTail, q.lay.sqSlots)
 	}
-	for ; q.sqTail != head; q.sqTail++ {
+	for ; q.sqTail != head && !q.backlogged(); q.sqTail++ {
 		off := q.lay.sqOff() + int(q.sqTail%uint64(q.lay.sqSlots))*reqSize
 		var raw [reqSize]byte
 		copy(raw[:], q.mem[off:off+reqSize]) // copy first: the program may scribble on it
