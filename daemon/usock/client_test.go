@@ -30,6 +30,7 @@ type testClient struct {
 	c   *net.UnixConn
 	a   *arena.Arena
 	seq uint32
+	fds map[int]bool // the application ends of sockets not closed yet
 }
 
 type testSock struct {
@@ -78,7 +79,7 @@ func dialClient(t testing.TB, path string) *testClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &testClient{t: t, c: c}
+	cl := &testClient{t: t, c: c, fds: map[int]bool{}}
 	writeHello(t, c)
 	var ok abi.CtlHelloOK
 	oob := make([]byte, unix.CmsgSpace(4))
@@ -114,6 +115,10 @@ func writeHello(t testing.TB, c *net.UnixConn) {
 }
 
 func (cl *testClient) close() {
+	for fd := range cl.fds {
+		unix.Close(fd)
+	}
+	clear(cl.fds)
 	cl.c.Close()
 	if cl.a != nil {
 		cl.a.Close()
@@ -134,6 +139,7 @@ func (cl *testClient) birth(typ uint16, req abi.CtlReq) (abi.CtlReply, int) {
 		unix.Close(pair[0])
 		return rep, -1
 	}
+	cl.fds[pair[0]] = true
 	return rep, pair[0]
 }
 
@@ -362,7 +368,15 @@ func (cl *testClient) recvAll(s *testSock) ([]byte, error) {
 
 func (cl *testClient) closeSock(s *testSock) {
 	cl.cmd(s, abi.OpClose, 0, 0, nil, nil)
-	unix.Close(s.fd)
+	cl.closeFD(s.fd)
+}
+
+// closeFD closes a socket's application end without a CLOSE command.
+func (cl *testClient) closeFD(fd int) {
+	if cl.fds[fd] {
+		delete(cl.fds, fd)
+		unix.Close(fd)
+	}
 }
 
 func (s *testSock) String() string { return fmt.Sprintf("sock %d/%d", s.slot, s.gen) }

@@ -452,7 +452,7 @@ func TestFDReserveIsKept(t *testing.T) {
 			}
 			break
 		}
-		defer unix.Close(fd)
+		_ = fd // closed with the client
 	}
 	// 16 fds: the session's two, the rest for sockets.
 	if n < 10 || n > 16 {
@@ -491,8 +491,11 @@ func TestHostileDeadSessionDoesNotSpin(t *testing.T) {
 	bad := dialClient(t, path)
 	// Unsent data that lingers: the honest server accepts but never reads.
 	bs := bad.socket(syscall.AF_INET)
-	go func() { _ = bad.connect(bs, netip.AddrPortFrom(lo4, h.port)) }()
+	connected := goErr(func() error { return bad.connect(bs, netip.AddrPortFrom(lo4, h.port)) })
 	as, _ := h.srv.accept(h.ls)
+	if err := <-connected; err != nil {
+		t.Fatal(err)
+	}
 	junk := make([]byte, 2<<20)
 	sh := bad.a.Sock(bs.slot)
 	for i := 0; ; i++ { // fill the ring until the engine stops taking it

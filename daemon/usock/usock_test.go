@@ -290,7 +290,7 @@ func TestAppFdGoneClosesSocket(t *testing.T) {
 	_, path := startServer(t, 64<<10)
 	cl := dialClient(t, path)
 	ls := cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7006))
-	syscall.Close(ls.fd) // no CLOSE command: as if its holder died
+	cl.closeFD(ls.fd) // no CLOSE command: as if its holder died
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s := cl.socket(syscall.AF_INET)
