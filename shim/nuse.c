@@ -52,254 +52,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdtab.h"
 #include "ring.h"
 #include "rules.h"
 
-static struct nuse_real R;
-
-/* ---- small helpers -------------------------------------------------- */
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
-
-/*
- * Called every 64 spins: the thread we wait for (the peer the daemon woke,
- * or the daemon itself) may be runnable on this very CPU, and a spin that
- * keeps the CPU only delays it (on 2 vCPUs it is, half the time).
- */
-static inline void spin_yield(void)
-{
-	sched_yield();
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int g_debug;
-static char g_dev[IF_NAMESIZE + 1] = "nuse0";
-static const char *g_sock_path = NUSE_DEFAULT_SOCK_PATH;
 static struct nuse_rules g_rules;
 static int g_rules_ok; /* rules parsed without error */
-
-/* One line to stderr, written with the real write() so it never recurses. */
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	int n, e = errno;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		errno = e;
-		return;
-	}
-	if (n > (int)sizeof(buf) - 2)
-		n = (int)sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (R.write)
-		(void)!R.write(2, buf, (size_t)n);
-	errno = e;
-}
-
-#define debug(...)                        \
-	do {                              \
-		if (unlikely(g_debug))    \
-			say(__VA_ARGS__); \
-	} while (0)
-
-static const char *fmt_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t n)
-{
-	char a[INET6_ADDRSTRLEN];
-
-	if (sa && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
-		const struct sockaddr_in *in = (const void *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, a, sizeof(a));
-		snprintf(buf, n, "%s:%u", a, ntohs(in->sin_port));
-	} else if (sa && sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
-		const struct sockaddr_in6 *in6 = (const void *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof(a));
-		snprintf(buf, n, "[%s]:%u", a, ntohs(in6->sin6_port));
-	} else {
-		snprintf(buf, n, "(family %d)", sa ? sa->sa_family : -1);
-	}
-	return buf;
-}
-
-static int futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
-{
-	return (int)syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
-}
-
-/* The kernel raises SIGPIPE on the sending thread; so do we. */
-static void raise_sigpipe(void)
-{
-	int e = errno;
-
-	syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), SIGPIPE);
-	errno = e;
-}
-
-/* ---- sockets and the fd table -------------------------------------- */
-
-enum { K_UNDECIDED = 1, K_NUSE = 2 };
-enum { B_NONE = 0, B_DEFERRED = 1, B_KERNEL = 2 };
-
-#define MAX_OPTS 16
-
-struct optrec {
-	int level, name;
-	socklen_t len;
-	uint8_t val[NUSE_OPT_LEN];
-};
-
-struct nsock {
-	int kind;
-	int family;
-	int nonblock;
-	atomic_int refs; /* fds in the table that point here */
-	pthread_mutex_t lock; /* control calls: decision, connect, ... */
-	pthread_mutex_t rx_lock, tx_lock; /* one reader, one writer of a ring */
-
-	/* undecided: what to replay in NUSE */
-	int bound;
-	struct sockaddr_storage bind_addr;
-	socklen_t bind_len;
-	int bindtodev;
-	int nopts;
-	struct optrec opts[MAX_OPTS];
-
-	/* NUSE */
-	uint32_t slot, gen;
-	struct nuse_sock *sh;
-	uint8_t *rx_data, *tx_data;
-	int shut_rd, shut_wr;
-	int connecting;   /* a connect was started and not yet reported */
-	/* What our own commands established: the daemon publishes state in the
-	 * arena after it answers, so a call right after listen()/connect() may
-	 * not see it there yet. */
-	int listening, established;
-	int dead;         /* the daemon's end is gone */
-	int quiet;        /* dead listener: its fd number names a never-ready socket */
-	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
-	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
-	unsigned mark; /* counted in the current fork/exec sweep */
-	int exec_dropped; /* its process count was lowered for an exec */
-	struct nsock *next_free;
-};
-
-static _Atomic(struct nsock *) *g_tab;
-static int g_tabmax;
-static int g_tabhi; /* 1 + the highest fd ever tracked: bounds table scans */
-static pid_t g_mypid; /* set at load and in fork children, not by vfork */
-
-/*
- * A vfork child shares our memory but has its own fd table and runs no
- * atfork handler: what it does to fds (dup2 before exec, close) must not
- * touch the table, which is the parent's.
- */
-static int in_vfork_child(void)
-{
-	return getpid() != g_mypid;
-}
-static pthread_mutex_t g_tablock = PTHREAD_MUTEX_INITIALIZER;
-static struct nsock *g_free;
-
-static inline struct nsock *fd_get(int fd)
-{
-	if ((unsigned)fd < (unsigned)g_tabmax)
-		return atomic_load_explicit(&g_tab[fd], memory_order_acquire);
-	return NULL;
-}
-
-static inline struct nsock *fd_nuse(int fd)
-{
-	struct nsock *s = fd_get(fd);
-
-	return s && s->kind == K_NUSE ? s : NULL;
-}
-
-static struct nsock *nsock_new(int family)
-{
-	struct nsock *s;
-
-	pthread_mutex_lock(&g_tablock);
-	s = g_free;
-	if (s)
-		g_free = s->next_free;
-	pthread_mutex_unlock(&g_tablock);
-	if (!s) {
-		s = malloc(sizeof(*s));
-		if (!s)
-			return NULL;
-	}
-	memset(s, 0, sizeof(*s));
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_mutex_init(&s->rx_lock, NULL);
-	pthread_mutex_init(&s->tx_lock, NULL);
-	s->kind = K_UNDECIDED;
-	s->family = family;
-	return s;
-}
-
-/*
- * Freed sockets go to a free list and are never unmapped: a thread racing a
- * close() on another thread reads stale but valid memory, and the slot
- * generation keeps it from touching a newer socket's slot.
- */
-static void nsock_free_locked(struct nsock *s)
-{
-	s->kind = 0;
-	s->next_free = g_free;
-	g_free = s;
-}
-
-/* Points fd at s (one more reference); returns the old entry, if any. */
-static struct nsock *tab_set_locked(int fd, struct nsock *s)
-{
-	struct nsock *old;
-
-	if ((unsigned)fd >= (unsigned)g_tabmax)
-		return NULL;
-	old = atomic_load_explicit(&g_tab[fd], memory_order_relaxed);
-	if (s)
-		atomic_fetch_add(&s->refs, 1);
-	if (fd >= g_tabhi)
-		g_tabhi = fd + 1;
-	atomic_store_explicit(&g_tab[fd], s, memory_order_release);
-	return old;
-}
-
-static unsigned g_mark;
-
-/* Calls f once for every NUSE socket this process holds (g_tablock held). */
-static void each_nuse_locked(void (*f)(struct nsock *))
-{
-	int i;
-
-	g_mark++;
-	for (i = 0; i < g_tabhi; i++) {
-		struct nsock *s = atomic_load_explicit(&g_tab[i], memory_order_relaxed);
-
-		if (s && s->kind == K_NUSE && s->mark != g_mark) {
-			s->mark = g_mark;
-			f(s);
-		}
-	}
-}
 
 /* ---- the session ---------------------------------------------------- */
 
@@ -331,6 +89,7 @@ struct nuse_shared {
 	atomic_uint seq;
 	atomic_uint procs[]; /* per slot: processes holding the socket */
 };
+
 static struct nuse_shared *g_sh;
 
 static void ctl_lock(void)
@@ -699,6 +458,7 @@ static inline void attention(struct nsock *s)
 }
 
 #define A32(p) ((_Atomic uint32_t *)(p))
+
 #define A64(p) ((_Atomic uint64_t *)(p))
 
 struct cmd_io {
@@ -1156,12 +916,6 @@ static void ring_to_iov(const uint8_t *data, uint64_t size, uint64_t pos, const 
 	}
 }
 
-static ssize_t fail(int e)
-{
-	errno = e;
-	return -1;
-}
-
 static ssize_t send_error(int e, int flags)
 {
 	if (e == EPIPE && !(flags & MSG_NOSIGNAL))
@@ -1415,24 +1169,6 @@ static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, s
 	return nuse;
 }
 
-/* The socket stays in the kernel: forget it, on every fd that points at it. */
-static void to_kernel(struct nsock *s, int fd)
-{
-	int i;
-
-	pthread_mutex_lock(&g_tablock);
-	if (atomic_load(&s->refs) > 1) {
-		for (i = 0; i < g_tabhi; i++)
-			if (atomic_load_explicit(&g_tab[i], memory_order_relaxed) == s)
-				atomic_store(&g_tab[i], NULL);
-	} else if (fd_get(fd) == s) {
-		atomic_store(&g_tab[fd], NULL);
-	}
-	atomic_store(&s->refs, 0);
-	nsock_free_locked(s);
-	pthread_mutex_unlock(&g_tablock);
-}
-
 static int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len);
 
 /* Moves s into NUSE on fd.  0: done; 1: NUSE unavailable (stay in the
@@ -1483,15 +1219,6 @@ static int to_nuse(struct nsock *s, int fd)
 }
 
 /* ---- control calls on NUSE sockets ----------------------------------- */
-
-static int ret_err(int r)
-{
-	if (r < 0) {
-		errno = -r;
-		return -1;
-	}
-	return r;
-}
 
 static int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
 {
@@ -1629,18 +1356,10 @@ static int nuse_setopt(struct nsock *s, int level, int name, const void *val, so
 
 /* ---- the interposers ------------------------------------------------ */
 
-static void resolve(void);
-
-#define REAL(f)                          \
-	do {                             \
-		if (unlikely(!R.f))      \
-			resolve();       \
-	} while (0)
-
 EXPORT int socket(int domain, int type, int protocol)
 {
 	int fd, base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-	struct nsock *s, *old;
+	struct nsock *s;
 
 	REAL(socket);
 	fd = R.socket(domain, type, protocol);
@@ -1652,9 +1371,7 @@ EXPORT int socket(int domain, int type, int protocol)
 		return fd;
 	s->nonblock = !!(type & SOCK_NONBLOCK);
 	pthread_mutex_lock(&g_tablock);
-	old = tab_set_locked(fd, s);
-	if (old && atomic_fetch_sub(&old->refs, 1) == 1) /* a stale entry for a reused fd */
-		nsock_free_locked(old);
+	tab_put_locked(fd, s);
 	pthread_mutex_unlock(&g_tablock);
 	return fd;
 }
@@ -1828,7 +1545,7 @@ static int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *
 	int nonblock = s->nonblock;
 	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
 	struct nuse_ctl_reply rep;
-	struct nsock *c, *old;
+	struct nsock *c;
 	int sv[2], r;
 
 	if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
@@ -1890,9 +1607,7 @@ static int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *
 	attach_slot(c, rep.sock, rep.gen);
 	c->established = 1;
 	pthread_mutex_lock(&g_tablock);
-	old = tab_set_locked(sv[0], c);
-	if (old && atomic_fetch_sub(&old->refs, 1) == 1)
-		nsock_free_locked(old);
+	tab_put_locked(sv[0], c);
 	pthread_mutex_unlock(&g_tablock);
 	if (sa && len) {
 		socklen_t l = rep.addrlen > NUSE_ADDR_LEN ? NUSE_ADDR_LEN : rep.addrlen;
@@ -2407,23 +2122,6 @@ EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 	return 0;
 }
 
-/* A new fd (from dup*) now names the same socket as old. */
-static void dup_track(int old, int nfd)
-{
-	struct nsock *s, *prev;
-
-	if (in_vfork_child())
-		return;
-	pthread_mutex_lock(&g_tablock);
-	s = fd_get(old);
-	if (s && nfd >= 0 && nfd != old) {
-		prev = tab_set_locked(nfd, s);
-		if (prev && atomic_fetch_sub(&prev->refs, 1) == 1)
-			nsock_free_locked(prev);
-	}
-	pthread_mutex_unlock(&g_tablock);
-}
-
 static int nuse_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 {
 	struct nsock *s = fd_get(fd);
@@ -2764,49 +2462,6 @@ __attribute__((destructor)) static void nuse_fini(void)
 }
 
 /* ---- setup ------------------------------------------------------------ */
-
-#define SYM(f) R.f = dlsym(RTLD_NEXT, #f)
-
-static void resolve(void)
-{
-	SYM(socket);
-	SYM(bind);
-	SYM(listen);
-	SYM(accept);
-	SYM(accept4);
-	SYM(connect);
-	SYM(send);
-	SYM(sendto);
-	SYM(sendmsg);
-	SYM(recv);
-	SYM(recvfrom);
-	SYM(recvmsg);
-	SYM(read);
-	SYM(write);
-	SYM(readv);
-	SYM(writev);
-	SYM(close);
-	SYM(shutdown);
-	SYM(getsockname);
-	SYM(getpeername);
-	SYM(setsockopt);
-	SYM(getsockopt);
-	SYM(fcntl);
-	SYM(fcntl64);
-	SYM(ioctl);
-	SYM(dup);
-	SYM(dup2);
-	SYM(dup3);
-	SYM(sendfile);
-	SYM(sendfile64);
-	SYM(close_range);
-	SYM(execve);
-	SYM(execvpe);
-	SYM(fexecve);
-	R.read_chk = dlsym(RTLD_NEXT, "__read_chk");
-	R.recv_chk = dlsym(RTLD_NEXT, "__recv_chk");
-	R.recvfrom_chk = dlsym(RTLD_NEXT, "__recvfrom_chk");
-}
 
 static void load_rules(void)
 {
