@@ -35,6 +35,10 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
+/* Words of the shared arena, accessed atomically. */
+#define A32(p) ((_Atomic uint32_t *)(p))
+#define A64(p) ((_Atomic uint64_t *)(p))
+
 /* The real libc functions, resolved once with dlsym(RTLD_NEXT). */
 struct nuse_real {
 	int (*socket)(int, int, int);
