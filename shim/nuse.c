@@ -76,7 +76,10 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "data.h"
+
 #include "fdtab.h"
+
 #include "session.h"
 
 #include "ring.h"
@@ -87,26 +90,6 @@ static struct nuse_rules g_rules;
 
 static int g_rules_ok; /* rules parsed without error */
 
-/* ---- per-socket shared state ---------------------------------------- */
-
-static inline uint32_t st_load(struct nsock *s)
-{
-	return atomic_load_explicit(A32(&s->sh->state), memory_order_acquire);
-}
-
-static void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen)
-{
-	uint8_t *base = S.base + S.socks_off + (uint64_t)slot * S.stride;
-
-	s->slot = slot;
-	s->gen = gen;
-	s->sh = (struct nuse_sock *)base;
-	s->rx_data = base + NUSE_SOCK_HDR_SIZE;
-	s->tx_data = base + NUSE_SOCK_HDR_SIZE + S.ring_size;
-	s->kind = K_NUSE;
-	atomic_store(&g_sh->procs[slot], 1);
-}
-
 /* This process lets go of s: 1 if no other process holds it any more. */
 static int procs_release(struct nsock *s)
 {
@@ -115,498 +98,6 @@ static int procs_release(struct nsock *s)
 	while (v > 0 && !atomic_compare_exchange_weak(&g_sh->procs[s->slot], &v, v - 1))
 		;
 	return v <= 1;
-}
-
-/* The daemon would call this socket readable (PROTOCOL.md "Readiness"). */
-static int readable(struct nsock *s)
-{
-	uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
-
-	return head != s->sh->rx.tail ||
-	       (st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET | NUSE_SS_ERROR | NUSE_SS_ACCEPTQ));
-}
-
-/*
- * Takes the readiness byte back when the socket is no longer readable.  The
- * daemon writes exactly one byte per successful sig NONE->SET, so we read
- * exactly one byte per SET->NONE: draining more could swallow the byte of a
- * newer SET and lose a wake-up.  The byte may still be in flight (the daemon
- * sets sig before it writes), so we wait for it briefly.
- */
-static void unsignal(struct nsock *s, int fd)
-{
-	int e = errno, i;
-	char b;
-
-	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE)
-		return;
-	if (atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE) == NUSE_SIG_SET) {
-		for (i = 0; i < 200; i++) {
-			ssize_t n = R.recv(fd, &b, 1, MSG_DONTWAIT);
-			struct pollfd p = {.fd = fd, .events = POLLIN};
-
-			if (n == 1)
-				break;
-			if (n == 0) {
-				s->dead = 1;
-				break;
-			}
-			if (errno != EAGAIN && errno != EINTR)
-				break;
-			if (poll(&p, 1, 10) > 0 && (p.revents & (POLLHUP | POLLERR)) && !(p.revents & POLLIN)) {
-				s->dead = 1;
-				break;
-			}
-		}
-	}
-	if (readable(s))
-		attention(s); /* became readable meanwhile: let the daemon signal again */
-	errno = e;
-}
-
-static int tx_has_space(struct nsock *s)
-{
-	uint64_t tail = atomic_load_explicit(A64(&s->sh->tx.tail), memory_order_acquire);
-
-	return nuse_ring_free(s->sh->tx.head, tail, S.ring_size) > 0;
-}
-
-/*
- * Makes the app fd poll unwritable: the tx ring is full or a connect is
- * under way.  The daemon empties its end ("unfills") when that is over, and
- * its reads are what wake pollers for POLLOUT.
- *
- * This fills every time it is called, not only on a NONE -> DONE change:
- * the daemon may drain concurrently (it stores NONE, then reads), and a fill
- * skipped because the flag still said DONE would leave a writable fd with no
- * wake-up to come -- an edge-triggered epoll user would wait forever.  So:
- * write junk until EAGAIN, then publish DONE (seq_cst), then recheck.  Either
- * the daemon drained after our EAGAIN (its reads woke pollers), or the junk
- * is still there and DONE tells the daemon to drain it once there is room.
- */
-static void fill(struct nsock *s, int fd)
-{
-	static const char junk[1024];
-	int e = errno, i;
-
-	if (!s->sndbuf_small) {
-		int one = 1;
-
-		R.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
-		s->sndbuf_small = 1;
-	}
-	for (i = 0; i < 1024; i++)
-		if (R.send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-			break;
-	atomic_store(A32(&s->sh->fill), NUSE_FILL_DONE);
-	if ((tx_has_space(s) && !(st_load(s) & NUSE_SS_CONNECTING)) ||
-	    (st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)))
-		attention(s);
-	errno = e;
-}
-
-/*
- * After EINTR: would Linux have restarted the call?  It does when the
- * handler has SA_RESTART (and the socket has no timeout).  We can't tell
- * which signal came, so we restart only if every installed handler has
- * SA_RESTART; otherwise EINTR, as for a handler without it.
- */
-static int restartable(void)
-{
-	struct sigaction sa;
-	int sig;
-
-	for (sig = 1; sig < NSIG; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
-			continue;
-		if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
-			continue;
-		if (!(sa.sa_flags & SA_RESTART))
-			return 0;
-	}
-	return 1;
-}
-
-/*
- * Sleeps on the app fd for ev (POLLIN or POLLOUT) after spinning up to
- * spin_ns on ready(s).  Returns 0 to re-check, -ETIMEDOUT/-EINTR, or
- * -EPIPE when the daemon's end is gone.
- */
-static int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline);
-
-/* Returns -errno values itself: the caller's errno stays as it was. */
-static int wait_fd(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
-{
-	int e = errno, r = wait_fd_raw(s, fd, ev, ready, deadline);
-
-	errno = e;
-	return r;
-}
-
-static int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
-{
-	uint64_t until = now_ns() + S.spin_ns;
-	struct pollfd p = {.fd = fd, .events = ev};
-	int i, r, ms = 1000;
-
-	for (i = 0;; i++) {
-		if (ready(s))
-			return 0;
-		if ((i & 63) == 63) {
-			if (now_ns() >= until)
-				break;
-			spin_yield();
-		}
-		cpu_relax();
-	}
-	if (deadline) {
-		uint64_t n = now_ns();
-
-		if (n >= deadline)
-			return -ETIMEDOUT;
-		if ((deadline - n) / 1000000 + 1 < (uint64_t)ms)
-			ms = (int)((deadline - n) / 1000000 + 1);
-	}
-	r = poll(&p, 1, ms);
-	/*
-	 * A whole slice without news: remind the daemon of this socket, so
-	 * that an event it lost (a FIN behind a short read, rx space it waits
-	 * for) costs at most a slice, never a hang.  One wake-up per second
-	 * per thread blocked in the shim.
-	 */
-	if (r == 0)
-		attention(s);
-	if (r < 0) {
-		if (errno != EINTR)
-			return 0;
-		return !deadline && restartable() ? 0 : -EINTR;
-	}
-	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
-		char b;
-
-		/* POLLHUP with queued bytes: EOF shows only after them */
-		if (!(p.revents & POLLIN) || R.recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
-			s->dead = 1;
-			return -EPIPE;
-		}
-	}
-	if (atomic_load(&S.dead) || !ctl_alive()) {
-		s->dead = 1;
-		return -EPIPE;
-	}
-	return 0;
-}
-
-/*
- * Before answering EAGAIN: has the daemon's end gone away?  Then the app
- * fd polls POLLHUP forever, and EAGAIN would make a poll loop spin.
- */
-static int hung_up(struct nsock *s, int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	int e = errno;
-
-	if (s->dead || atomic_load(&S.dead))
-		return 1;
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)))
-		s->dead = 1;
-	errno = e;
-	return s->dead;
-}
-
-static int rx_ready(struct nsock *s)
-{
-	return readable(s);
-}
-
-static int tx_ready(struct nsock *s)
-{
-	return tx_has_space(s) || (st_load(s) & (NUSE_SS_WR_DEAD | NUSE_SS_RESET | NUSE_SS_ERROR));
-}
-
-static int conn_ready(struct nsock *s)
-{
-	uint32_t st = st_load(s);
-
-	return (st & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)) ||
-	       (!(st & NUSE_SS_CONNECTING) && !s->connecting);
-}
-
-static int is_connected(struct nsock *s, uint32_t st)
-{
-	return (st & NUSE_SS_CONNECTED) || s->established;
-}
-
-static int is_connecting(struct nsock *s, uint32_t st)
-{
-	return !is_connected(s, st) && ((st & NUSE_SS_CONNECTING) || s->connecting);
-}
-
-static uint64_t deadline_of(int64_t ms)
-{
-	return ms > 0 ? now_ns() + (uint64_t)ms * 1000000ull : 0;
-}
-
-/* SO_ERROR from the daemon: returns and clears the pending error. */
-static int take_so_error(struct nsock *s)
-{
-	int v = 0;
-	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
-	int r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
-
-	if (r < 0)
-		return -r;
-	return v;
-}
-
-/* ---- data ----------------------------------------------------------- */
-
-static size_t iov_total(const struct iovec *iov, int n)
-{
-	size_t t = 0;
-	int i;
-
-	for (i = 0; i < n; i++) {
-		if (iov[i].iov_len > SSIZE_MAX - t)
-			return SSIZE_MAX;
-		t += iov[i].iov_len;
-	}
-	return t;
-}
-
-/* Copies up to n bytes of the iovec, starting at byte off, into the ring. */
-static void iov_to_ring(uint8_t *data, uint64_t size, uint64_t pos, const struct iovec *iov, int cnt, size_t off,
-			size_t n)
-{
-	int i;
-
-	for (i = 0; i < cnt && n; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		l -= off;
-		if (l > n)
-			l = n;
-		nuse_ring_copy_in(data, size, pos, (const uint8_t *)iov[i].iov_base + off, l);
-		pos += l;
-		n -= l;
-		off = 0;
-	}
-}
-
-static void ring_to_iov(const uint8_t *data, uint64_t size, uint64_t pos, const struct iovec *iov, int cnt,
-			size_t off, size_t n)
-{
-	int i;
-
-	for (i = 0; i < cnt && n; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		l -= off;
-		if (l > n)
-			l = n;
-		nuse_ring_copy_out(data, size, pos, (uint8_t *)iov[i].iov_base + off, l);
-		pos += l;
-		n -= l;
-		off = 0;
-	}
-}
-
-static ssize_t send_error(int e, int flags)
-{
-	if (e == EPIPE && !(flags & MSG_NOSIGNAL))
-		raise_sigpipe();
-	return fail(e);
-}
-
-static ssize_t nuse_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
-{
-	size_t total = iov_total(iov, cnt), done = 0;
-	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
-	uint64_t deadline = nonblock ? 0 : deadline_of(s->sndtimeo_ms);
-	ssize_t ret;
-
-	if (flags & MSG_OOB)
-		return fail(EOPNOTSUPP);
-	pthread_mutex_lock(&s->tx_lock);
-	for (;;) {
-		uint32_t st = st_load(s);
-		uint64_t head, tail, room;
-		int r;
-
-		if (s->dead || atomic_load(&S.dead)) {
-			ret = done ? (ssize_t)done : send_error(EPIPE, flags);
-			break;
-		}
-		if (s->shut_wr) {
-			ret = done ? (ssize_t)done : send_error(EPIPE, flags);
-			break;
-		}
-		if (st & (NUSE_SS_WR_DEAD | NUSE_SS_RESET | NUSE_SS_ERROR)) {
-			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
-
-			if (done) {
-				ret = (ssize_t)done;
-				break;
-			}
-			ret = send_error(e ? e : EPIPE, flags);
-			break;
-		}
-		if (!is_connected(s, st)) {
-			if (!is_connecting(s, st)) {
-				ret = send_error(EPIPE, flags);
-				break;
-			}
-			if (nonblock) {
-				ret = hung_up(s, fd) ? send_error(EPIPE, flags) : fail(EAGAIN);
-				break;
-			}
-			r = wait_fd(s, fd, POLLOUT, conn_ready, deadline);
-			if (r < 0) {
-				ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
-				break;
-			}
-			continue;
-		}
-		head = s->sh->tx.head;
-		tail = atomic_load_explicit(A64(&s->sh->tx.tail), memory_order_acquire);
-		if (!nuse_ring_sane(head, tail, S.ring_size)) {
-			s->dead = 1;
-			continue;
-		}
-		room = nuse_ring_free(head, tail, S.ring_size);
-		if (room && done < total) {
-			size_t n = total - done < room ? total - done : (size_t)room;
-
-			iov_to_ring(s->tx_data, S.ring_size, head, iov, cnt, done, n);
-			atomic_store_explicit(A64(&s->sh->tx.head), head + n, memory_order_release);
-			attention(s);
-			done += n;
-		}
-		if (done == total) {
-			ret = (ssize_t)done;
-			break;
-		}
-		if (nonblock) {
-			if (done) {
-				ret = (ssize_t)done;
-				break;
-			}
-			fill(s, fd);
-			if (tx_has_space(s)) /* drained while we filled */
-				continue;
-			if (hung_up(s, fd))
-				continue; /* answered at the top: EPIPE */
-			ret = fail(EAGAIN);
-			break;
-		}
-		fill(s, fd);
-		r = wait_fd(s, fd, POLLOUT, tx_ready, deadline);
-		if (r < 0) {
-			if (done) {
-				ret = (ssize_t)done;
-				break;
-			}
-			ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&s->tx_lock);
-	return ret;
-}
-
-static ssize_t nuse_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
-{
-	size_t total = iov_total(iov, cnt), done = 0;
-	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
-	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
-	ssize_t ret;
-
-	if (flags & MSG_OOB)
-		return fail(EINVAL);
-	if (total == 0)
-		return 0;
-	pthread_mutex_lock(&s->rx_lock);
-	for (;;) {
-		uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
-		uint64_t tail = s->sh->rx.tail;
-		uint32_t st;
-		int r;
-
-		if (!nuse_ring_sane(head, tail, S.ring_size)) {
-			ret = done ? (ssize_t)done : fail(ECONNRESET);
-			break;
-		}
-		if (head != tail) {
-			uint64_t avail = head - tail;
-			size_t n = total - done < avail ? total - done : (size_t)avail;
-
-			ring_to_iov(s->rx_data, S.ring_size, tail, iov, cnt, done, n);
-			done += n;
-			if (flags & MSG_PEEK) {
-				ret = (ssize_t)done;
-				break;
-			}
-			atomic_store_explicit(A64(&s->sh->rx.tail), tail + n, memory_order_release);
-			/* Dekker with the daemon (it sets daemon_wait, then re-reads
-			 * tail): without the fence our tail store can pass this load
-			 * and both sides miss each other, leaving the ring drained and
-			 * the daemon waiting for space forever. */
-			atomic_thread_fence(memory_order_seq_cst);
-			if (atomic_load(A32(&s->sh->daemon_wait)) & NUSE_DWAIT_RX_SPACE)
-				attention(s);
-			if (done == total || !(flags & MSG_WAITALL)) {
-				ret = (ssize_t)done;
-				break;
-			}
-			continue;
-		}
-		st = st_load(s);
-		if (s->shut_rd || (st & NUSE_SS_RD_EOF)) {
-			ret = (ssize_t)done;
-			break;
-		}
-		if (st & (NUSE_SS_RESET | NUSE_SS_ERROR)) {
-			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
-
-			ret = done ? (ssize_t)done : fail(e ? e : ECONNRESET);
-			break;
-		}
-		if (s->dead || atomic_load(&S.dead)) {
-			ret = done ? (ssize_t)done : fail(ECONNRESET);
-			break;
-		}
-		if (!is_connected(s, st) && !is_connecting(s, st)) {
-			ret = done ? (ssize_t)done : fail(ENOTCONN);
-			break;
-		}
-		/* Nothing to read: take the readiness byte back before waiting. */
-		unsignal(s, fd);
-		if (readable(s))
-			continue;
-		if (nonblock) {
-			if (!done && hung_up(s, fd))
-				continue; /* answered above: ECONNRESET */
-			ret = done ? (ssize_t)done : fail(EAGAIN);
-			break;
-		}
-		r = wait_fd(s, fd, POLLIN, rx_ready, deadline);
-		if (r < 0) {
-			ret = done ? (ssize_t)done : fail(r == -EPIPE ? ECONNRESET : r == -ETIMEDOUT ? EAGAIN : -r);
-			break;
-		}
-	}
-	if (!(flags & MSG_PEEK) && !readable(s))
-		unsignal(s, fd);
-	pthread_mutex_unlock(&s->rx_lock);
-	return ret;
 }
 
 /* ---- the decision ---------------------------------------------------- */
@@ -1159,7 +650,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 		return R.send(fd, buf, n, flags);
 	iov.iov_base = (void *)buf;
 	iov.iov_len = n;
-	return nuse_send(s, fd, &iov, 1, flags);
+	return data_send(s, fd, &iov, 1, flags);
 }
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *sa, socklen_t len)
@@ -1173,7 +664,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 		return R.sendto(fd, buf, n, flags, sa, len);
 	iov.iov_base = (void *)buf;
 	iov.iov_len = n;
-	return nuse_send(s, fd, &iov, 1, flags); /* TCP ignores the address */
+	return data_send(s, fd, &iov, 1, flags); /* TCP ignores the address */
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
@@ -1186,7 +677,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 		return R.sendmsg(fd, m, flags);
 	if (!m || m->msg_iovlen > IOV_MAX)
 		return fail(m ? EMSGSIZE : EFAULT);
-	return nuse_send(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	return data_send(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
@@ -1200,7 +691,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 		return R.recv(fd, buf, n, flags);
 	iov.iov_base = buf;
 	iov.iov_len = n;
-	return nuse_recv(s, fd, &iov, 1, flags);
+	return data_recv(s, fd, &iov, 1, flags);
 }
 
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *sa, socklen_t *len)
@@ -1216,7 +707,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 	iov.iov_len = n;
 	if (len)
 		*len = 0; /* TCP gives no source address */
-	return nuse_recv(s, fd, &iov, 1, flags);
+	return data_recv(s, fd, &iov, 1, flags);
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
@@ -1230,7 +721,7 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 		return R.recvmsg(fd, m, flags);
 	if (!m || m->msg_iovlen > IOV_MAX)
 		return fail(m ? EMSGSIZE : EFAULT);
-	r = nuse_recv(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);
+	r = data_recv(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);
 	if (r >= 0) {
 		m->msg_namelen = 0;
 		m->msg_controllen = 0;
@@ -1250,7 +741,7 @@ EXPORT ssize_t read(int fd, void *buf, size_t n)
 		return R.read(fd, buf, n);
 	iov.iov_base = buf;
 	iov.iov_len = n;
-	return nuse_recv(s, fd, &iov, 1, 0);
+	return data_recv(s, fd, &iov, 1, 0);
 }
 
 EXPORT ssize_t write(int fd, const void *buf, size_t n)
@@ -1266,7 +757,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 		return 0;
 	iov.iov_base = (void *)buf;
 	iov.iov_len = n;
-	return nuse_send(s, fd, &iov, 1, 0);
+	return data_send(s, fd, &iov, 1, 0);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
@@ -1279,7 +770,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 		return R.readv(fd, iov, cnt);
 	if (cnt < 0 || cnt > IOV_MAX)
 		return fail(EINVAL);
-	return nuse_recv(s, fd, iov, cnt, 0);
+	return data_recv(s, fd, iov, cnt, 0);
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -1292,7 +783,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 		return R.writev(fd, iov, cnt);
 	if (cnt < 0 || cnt > IOV_MAX)
 		return fail(EINVAL);
-	return nuse_send(s, fd, iov, cnt, 0);
+	return data_send(s, fd, iov, cnt, 0);
 }
 
 /* FORTIFY_SOURCE builds call these instead of read/recv/recvfrom. */
@@ -1321,43 +812,6 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int fl
 	return recvfrom(fd, buf, n, flags, sa, len);
 }
 
-/* sendfile() to a NUSE socket: copied through a buffer into the tx ring. */
-static ssize_t nuse_sendfile(struct nsock *s, int out, int in, off_t *off, size_t count)
-{
-	char buf[65536];
-	size_t done = 0;
-
-	while (done < count) {
-		size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
-		ssize_t n = off ? pread(in, buf, want, *off) : R.read(in, buf, want);
-		struct iovec iov = {buf, 0};
-		ssize_t w;
-
-		if (n <= 0) {
-			if (n < 0 && !done)
-				return -1;
-			break;
-		}
-		iov.iov_len = (size_t)n;
-		w = nuse_send(s, out, &iov, 1, 0);
-		if (w < 0) {
-			if (!off)
-				lseek(in, -n, SEEK_CUR);
-			if (!done)
-				return -1;
-			break;
-		}
-		if (off)
-			*off += w;
-		else if (w < n)
-			lseek(in, w - n, SEEK_CUR);
-		done += (size_t)w;
-		if (w < n)
-			break;
-	}
-	return (ssize_t)done;
-}
-
 EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t count)
 {
 	struct nsock *s;
@@ -1366,7 +820,7 @@ EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t count)
 	s = fd_nuse(out);
 	if (likely(!s))
 		return R.sendfile(out, in, off, count);
-	return nuse_sendfile(s, out, in, off, count);
+	return data_sendfile(s, out, in, off, count);
 }
 
 EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t count)
@@ -1377,7 +831,7 @@ EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t count)
 	s = fd_nuse(out);
 	if (likely(!s))
 		return R.sendfile64(out, in, off, count);
-	return nuse_sendfile(s, out, in, off, count);
+	return data_sendfile(s, out, in, off, count);
 }
 
 /* Drops fd's reference; the last one closes the NUSE socket. */
@@ -1698,10 +1152,7 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 
 		if (!arg)
 			return (int)fail(EFAULT);
-		if (req == FIONREAD)
-			used = atomic_load(A64(&s->sh->rx.head)) - s->sh->rx.tail;
-		else
-			used = s->sh->tx.head - atomic_load(A64(&s->sh->tx.tail));
+		used = data_queued(s, req == FIONREAD);
 		*(int *)arg = used > INT_MAX ? INT_MAX : (int)used;
 		return 0;
 	}
