@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * procs.h - sockets shared with other processes: fork() children share the
- * session and its sockets (see the choices in README.md).  Implemented by
+ * session and its sockets (see the choices in nuse.c).  Implemented by
  * procs.c, which also holds the exit destructor.
  */
 #ifndef NUSE_PROCS_H
