@@ -3,9 +3,9 @@
  * control.c - the control calls of a NUSE socket (control.h): bind,
  * listen, connect, accept, shutdown, close, names and options, as commands
  * in the arena's slots (cmd.h) or, for accept, a NUSE_CTL_ACCEPT on the
- * control socket (session.h).  It calls the socket's shared state
- * (sockstate.h: waits, fill, unsignal), the fd table, the process counts
- * (procs.h, at close) and the base.
+ * control socket (session.h).  It calls the command slots, the session,
+ * the socket's shared state (sockstate.h: waits, fill, unsignal), the fd
+ * table, the process counts (procs.h, at close) and the base.
  */
 #include "control.h"
 
