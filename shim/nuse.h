@@ -1,21 +1,43 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* nuse.h - internals of libnuse.so shared between its C files. */
+/*
+ * nuse.h - the base every C file of libnuse.so includes: the real libc
+ * functions (R, REAL), the settings read at load, logging (say, debug) and
+ * the small helpers of the per-call path (spinning, clocks, futex, errno).
+ * Implemented by base.c.  It may call nothing else of the shim.
+ *
+ * Each part of the shim has its own header (fdtab.h, session.h, cmd.h,
+ * sockstate.h, data.h, decide.h, control.h, procs.h); README.md shows how
+ * they depend on each other.  Everything here is hidden from the program:
+ * only the interposers (EXPORT) are visible outside the library.
+ */
 #ifndef NUSE_SHIM_H
 #define NUSE_SHIM_H
 
 #define _GNU_SOURCE
+#include <errno.h>
+#include <net/if.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "abi/nuse_abi.h"
+
+#pragma GCC visibility push(hidden)
 
 #define EXPORT __attribute__((visibility("default")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Words of the shared arena, accessed atomically. */
+#define A32(p) ((_Atomic uint32_t *)(p))
+#define A64(p) ((_Atomic uint64_t *)(p))
 
 /* The real libc functions, resolved once with dlsym(RTLD_NEXT). */
 struct nuse_real {
@@ -57,5 +79,86 @@ struct nuse_real {
 	int (*execvpe)(const char *, char *const[], char *const[]);
 	int (*fexecve)(int, char *const[], char *const[]);
 };
+
+extern struct nuse_real R;
+
+/* Fills R (the constructor does; an interposer called before it, too). */
+void resolve(void);
+
+#define REAL(f)                          \
+	do {                             \
+		if (unlikely(!R.f))      \
+			resolve();       \
+	} while (0)
+
+/* Settings from the environment, read once at load. */
+extern int g_debug;                   /* NUSE_DEBUG */
+extern char g_dev[IF_NAMESIZE + 1];   /* NUSE_DEV: the device SO_BINDTODEVICE names */
+extern const char *g_sock_path;       /* NUSE_SOCK: the daemon's control socket */
+
+/* One line to stderr, written with the real write() so it never recurses. */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define debug(...)                        \
+	do {                              \
+		if (unlikely(g_debug))    \
+			say(__VA_ARGS__); \
+	} while (0)
+
+/* "a.b.c.d:port" or "[v6]:port" for the debug lines. */
+const char *fmt_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t n);
+
+/* The kernel raises SIGPIPE on the sending thread; so do we. */
+void raise_sigpipe(void);
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/*
+ * Called every 64 spins: the thread we wait for (the peer the daemon woke,
+ * or the daemon itself) may be runnable on this very CPU, and a spin that
+ * keeps the CPU only delays it (on 2 vCPUs it is, half the time).
+ */
+static inline void spin_yield(void)
+{
+	sched_yield();
+}
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline int futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+{
+	return (int)syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+static inline ssize_t fail(int e)
+{
+	errno = e;
+	return -1;
+}
+
+/* A -errno result to the libc convention: -1 with errno set. */
+static inline int ret_err(int r)
+{
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	return r;
+}
+
+#pragma GCC visibility pop
 
 #endif /* NUSE_SHIM_H */

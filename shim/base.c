@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * base.c - the base of libnuse.so (nuse.h): the table of real libc
+ * functions and its resolution, the settings read at load, and logging.
+ * It calls only libc.
+ */
+#include "nuse.h"
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+struct nuse_real R;
+
+int g_debug;
+
+char g_dev[IF_NAMESIZE + 1] = "nuse0";
+
+const char *g_sock_path = NUSE_DEFAULT_SOCK_PATH;
+
+void say(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n, e = errno;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		errno = e;
+		return;
+	}
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	if (R.write)
+		(void)!R.write(2, buf, (size_t)n);
+	errno = e;
+}
+
+const char *fmt_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t n)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (sa && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, a, sizeof(a));
+		snprintf(buf, n, "%s:%u", a, ntohs(in->sin_port));
+	} else if (sa && sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof(a));
+		snprintf(buf, n, "[%s]:%u", a, ntohs(in6->sin6_port));
+	} else {
+		snprintf(buf, n, "(family %d)", sa ? sa->sa_family : -1);
+	}
+	return buf;
+}
+
+void raise_sigpipe(void)
+{
+	int e = errno;
+
+	syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), SIGPIPE);
+	errno = e;
+}
+
+#define SYM(f) R.f = dlsym(RTLD_NEXT, #f)
+
+void resolve(void)
+{
+	SYM(socket);
+	SYM(bind);
+	SYM(listen);
+	SYM(accept);
+	SYM(accept4);
+	SYM(connect);
+	SYM(send);
+	SYM(sendto);
+	SYM(sendmsg);
+	SYM(recv);
+	SYM(recvfrom);
+	SYM(recvmsg);
+	SYM(read);
+	SYM(write);
+	SYM(readv);
+	SYM(writev);
+	SYM(close);
+	SYM(shutdown);
+	SYM(getsockname);
+	SYM(getpeername);
+	SYM(setsockopt);
+	SYM(getsockopt);
+	SYM(fcntl);
+	SYM(fcntl64);
+	SYM(ioctl);
+	SYM(dup);
+	SYM(dup2);
+	SYM(dup3);
+	SYM(sendfile);
+	SYM(sendfile64);
+	SYM(close_range);
+	SYM(execve);
+	SYM(execvpe);
+	SYM(fexecve);
+	R.read_chk = dlsym(RTLD_NEXT, "__read_chk");
+	R.recv_chk = dlsym(RTLD_NEXT, "__recv_chk");
+	R.recvfrom_chk = dlsym(RTLD_NEXT, "__recvfrom_chk");
+}

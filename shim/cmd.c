@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cmd.c - posting a command in an arena slot and waiting for its answer
+ * (cmd.h).  It calls the session (ctl_alive) and the base.
+ */
+#include "cmd.h"
+
+#include <string.h>
+
+int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io)
+{
+	static atomic_uint hint;
+	struct nuse_cmd *c = NULL;
+	uint64_t deadline;
+	int i, tries, r;
+
+	if (atomic_load(&S.dead))
+		return -ECONNRESET;
+	for (tries = 0; !c; tries++) {
+		unsigned start = atomic_fetch_add(&hint, 1);
+
+		for (i = 0; i < NUSE_CMD_SLOTS; i++) {
+			struct nuse_cmd *t = &S.cmds[(start + (unsigned)i) % NUSE_CMD_SLOTS];
+			uint32_t exp = NUSE_CMD_FREE;
+
+			if (atomic_compare_exchange_strong(A32(&t->state), &exp, NUSE_CMD_CLAIMED)) {
+				c = t;
+				break;
+			}
+		}
+		if (!c) { /* all 64 busy: other threads' commands finish soon */
+			struct timespec ts = {0, 100000};
+
+			if (!ctl_alive())
+				return -ECONNRESET;
+			nanosleep(&ts, NULL);
+		}
+	}
+	c->op = op;
+	c->flags = 0;
+	c->sock = s->slot;
+	c->gen = s->gen;
+	c->result = 0;
+	c->waiting = 0;
+	c->arg0 = io ? io->arg0 : 0;
+	c->arg1 = io ? io->arg1 : 0;
+	c->addrlen = 0;
+	c->optlen = 0;
+	if (io && io->addr && io->addrlen <= NUSE_ADDR_LEN) {
+		memcpy(c->addr, io->addr, io->addrlen);
+		c->addrlen = io->addrlen;
+	}
+	if (io && io->opt && io->optlen <= NUSE_OPT_LEN) {
+		memcpy(c->opt, io->opt, io->optlen);
+		c->optlen = io->optlen;
+	}
+	if (io && io->opt_out)
+		c->optlen = io->opt_out_len > NUSE_OPT_LEN ? NUSE_OPT_LEN : io->opt_out_len;
+	atomic_store_explicit(A32(&c->state), NUSE_CMD_SUBMITTED, memory_order_release);
+	atomic_fetch_or(A64(&S.hdr->cmd_pending), 1ull << (c - S.cmds));
+	doorbell();
+
+	deadline = now_ns() + S.spin_ns;
+	for (i = 0; atomic_load_explicit(A32(&c->state), memory_order_acquire) != NUSE_CMD_DONE; i++) {
+		if ((i & 63) == 63) {
+			if (now_ns() >= deadline)
+				break;
+			spin_yield();
+		}
+		cpu_relax();
+	}
+	if (atomic_load_explicit(A32(&c->state), memory_order_acquire) != NUSE_CMD_DONE) {
+		atomic_store(A32(&c->waiting), 1);
+		while (atomic_load_explicit(A32(&c->state), memory_order_acquire) != NUSE_CMD_DONE) {
+			struct timespec ts = {0, 50000000};
+
+			futex(&c->state, FUTEX_WAIT, NUSE_CMD_SUBMITTED, &ts);
+			if (atomic_load_explicit(A32(&c->state), memory_order_acquire) == NUSE_CMD_DONE)
+				break;
+			if (!ctl_alive())
+				return -ECONNRESET; /* the slot is abandoned with the session */
+		}
+	}
+	r = c->result;
+	if (io && io->addr_out) {
+		uint32_t l = c->addrlen;
+
+		if (l > NUSE_ADDR_LEN)
+			l = NUSE_ADDR_LEN;
+		memcpy(io->addr_out, c->addr, l < io->addr_out_len ? l : io->addr_out_len);
+		io->addr_out_len = l;
+	}
+	if (io && io->opt_out) {
+		uint32_t l = c->optlen;
+
+		if (l > NUSE_OPT_LEN)
+			l = NUSE_OPT_LEN;
+		memcpy(io->opt_out, c->opt, l < io->opt_out_len ? l : io->opt_out_len);
+		io->opt_out_len = l;
+	}
+	atomic_store_explicit(A32(&c->state), NUSE_CMD_FREE, memory_order_release);
+	return r;
+}

@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * control.c - the control calls of a NUSE socket (control.h): bind,
+ * listen, connect, accept, shutdown, close, names and options, as commands
+ * in the arena's slots (cmd.h) or, for accept, a NUSE_CTL_ACCEPT on the
+ * control socket (session.h).  It calls the command slots, the session,
+ * the socket's shared state (sockstate.h: waits, fill, unsignal), the fd
+ * table, the process counts (procs.h, at close) and the base.
+ */
+#include "control.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+
+#include "procs.h"
+#include "sockstate.h"
+
+int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
+{
+	struct cmd_io io = {.addr = sa, .addrlen = len};
+
+	if (len > NUSE_ADDR_LEN)
+		return -EINVAL;
+	return cmd_call(s, NUSE_OP_BIND, &io);
+}
+
+int nuse_listen(struct nsock *s, int backlog)
+{
+	struct cmd_io io = {.arg0 = (uint32_t)backlog};
+	int r = cmd_call(s, NUSE_OP_LISTEN, &io);
+
+	if (r == 0)
+		s->listening = 1;
+	return r;
+}
+
+int nuse_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct cmd_io io = {.addr = sa, .addrlen = len};
+	uint32_t st = st_load(s);
+	uint64_t deadline;
+	int r;
+
+	if (len > NUSE_ADDR_LEN)
+		return -EINVAL;
+	if (s->dead || atomic_load(&S.dead))
+		return -ECONNREFUSED;
+	if (s->connecting) {
+		/* connect() again after EINPROGRESS: the kernel's answers */
+		if (st & NUSE_SS_CONNECTED) {
+			s->established = 1;
+			s->connecting = 0;
+			return 0;
+		}
+		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
+			s->connecting = 0;
+			r = take_so_error(s);
+			return -(r ? r : ECONNREFUSED);
+		}
+		if (s->nonblock)
+			return -EALREADY;
+	} else {
+		if (is_connected(s, st))
+			return -EISCONN;
+		r = cmd_call(s, NUSE_OP_CONNECT, &io);
+		if (r == 0)
+			s->established = 1;
+		if (r != -EINPROGRESS)
+			return r;
+		s->connecting = 1;
+		fill(s, fd);
+		if (s->nonblock)
+			return -EINPROGRESS;
+	}
+	deadline = deadline_of(s->sndtimeo_ms);
+	for (;;) {
+		st = st_load(s);
+		if (st & NUSE_SS_CONNECTED) {
+			s->connecting = 0;
+			s->established = 1;
+			return 0;
+		}
+		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
+			s->connecting = 0;
+			r = take_so_error(s);
+			return -(r ? r : ECONNREFUSED);
+		}
+		r = wait_fd(s, fd, POLLOUT, conn_ready, deadline);
+		if (r == -EPIPE) {
+			s->connecting = 0;
+			return -ECONNREFUSED;
+		}
+		if (r == -ETIMEDOUT)
+			return -EINPROGRESS;
+		if (r == -EINTR)
+			return -EINTR;
+		if (!conn_ready(s)) { /* POLLOUT without news: don't spin on it */
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+/* SO_* options the shim answers or keeps itself; 1 if handled. */
+static int local_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len, int *ret)
+{
+	if (level != SOL_SOCKET)
+		return 0;
+	if (name == SO_RCVTIMEO || name == SO_SNDTIMEO) {
+		const struct timeval *tv = val;
+		int64_t ms;
+
+		if (len < sizeof(struct timeval)) {
+			*ret = -EINVAL;
+			return 1;
+		}
+		ms = (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
+		if (name == SO_RCVTIMEO)
+			s->rcvtimeo_ms = ms;
+		else
+			s->sndtimeo_ms = ms;
+		*ret = 0;
+		return 1;
+	}
+	if (name == SO_BINDTODEVICE) {
+		*ret = 0;
+		return 1;
+	}
+	return 0;
+}
+
+int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len)
+{
+	struct cmd_io io = {.arg0 = (uint32_t)level, .arg1 = (uint32_t)name, .opt = val, .optlen = len};
+	int r;
+
+	if (local_setopt(s, level, name, val, len, &r))
+		return r;
+	if (len > NUSE_OPT_LEN)
+		return -EINVAL;
+	r = cmd_call(s, NUSE_OP_SETSOCKOPT, &io);
+	if (r == -ENOPROTOOPT &&
+	    (level == SOL_SOCKET || level == IPPROTO_IP || level == IPPROTO_IPV6 || level == IPPROTO_TCP)) {
+		/* A real option the daemon does not carry (IP_TOS, SO_PRIORITY,
+		 * ...): Linux would take it, so the program must not fail. */
+		debug("nuse: setsockopt(%d, %d) not carried by the daemon; ignored", level, name);
+		r = 0;
+	}
+	return r;
+}
+
+/*
+ * A dead listener's fd (the app end of a socketpair whose daemon end is
+ * gone) polls readable forever, so an event loop would spin on accept()
+ * errors.  Put a never-ready socket (unconnected AF_UNIX) in its place: the
+ * fd number stays valid, epoll drops the old file, the program idles.
+ */
+static void quiet_listener(struct nsock *s, int fd)
+{
+	int q, fl, e = errno;
+
+	if (s->quiet)
+		return;
+	s->quiet = 1;
+	q = R.socket(AF_UNIX, SOCK_STREAM, 0);
+	if (q < 0)
+		return;
+	fl = R.fcntl(fd, F_GETFD);
+	if (q != fd)
+		R.dup3(q, fd, fl >= 0 && (fl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	R.close(q);
+	say("nuse: fd %d: listening socket lost with the daemon; it accepts nothing more", fd);
+	errno = e;
+}
+
+int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+	int nonblock = s->nonblock;
+	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
+	struct nuse_ctl_reply rep;
+	struct nsock *c;
+	int sv[2], r;
+
+	if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
+		return (int)fail(EINVAL);
+	for (;;) {
+		uint32_t st = st_load(s);
+
+		/* A reset listener is one the daemon let go of (it shut down or
+		 * ended the session): it will never accept again. */
+		if (st & (NUSE_SS_RESET | NUSE_SS_WR_DEAD))
+			s->dead = 1;
+		if (s->dead || atomic_load(&S.dead)) {
+			quiet_listener(s, fd);
+			return (int)fail(ECONNABORTED);
+		}
+		if (!(st & NUSE_SS_LISTENING) && !s->listening)
+			return (int)fail(EINVAL);
+		if (st & NUSE_SS_ACCEPTQ) {
+			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+				return -1;
+			r = ctl_request(NUSE_CTL_ACCEPT, s->family, s->slot, s->gen, sv[1], &rep);
+			R.close(sv[1]);
+			if (r >= 0)
+				break;
+			R.close(sv[0]);
+			if (r != -EAGAIN)
+				return (int)fail(r == -ECONNRESET ? ECONNABORTED : -r);
+			/* Someone else took it (another thread or a forked sibling)
+			 * and ACCEPTQ is not yet updated: don't hammer the daemon. */
+			if (nonblock)
+				return (int)fail(EAGAIN);
+			{
+				struct timespec ts = {0, 200000};
+				nanosleep(&ts, NULL);
+			}
+			continue;
+		}
+		unsignal(s, fd);
+		if (readable(s))
+			continue;
+		if (nonblock)
+			return (int)fail(hung_up(s, fd) ? ECONNABORTED : EAGAIN);
+		r = wait_fd(s, fd, POLLIN, rx_ready, deadline);
+		if (r < 0)
+			return (int)fail(r == -EPIPE ? ECONNABORTED : r == -ETIMEDOUT ? EAGAIN : -r);
+	}
+	if (!(flags & SOCK_CLOEXEC))
+		R.fcntl(sv[0], F_SETFD, 0);
+	if (flags & SOCK_NONBLOCK)
+		R.fcntl(sv[0], F_SETFL, O_RDWR | O_NONBLOCK);
+	if (!readable(s))
+		unsignal(s, fd);
+	c = nsock_new(s->family);
+	if (!c || sv[0] >= g_tabmax) {
+		R.close(sv[0]);
+		return (int)fail(ENOMEM);
+	}
+	c->nonblock = !!(flags & SOCK_NONBLOCK);
+	attach_slot(c, rep.sock, rep.gen);
+	c->established = 1;
+	pthread_mutex_lock(&g_tablock);
+	tab_put_locked(sv[0], c);
+	pthread_mutex_unlock(&g_tablock);
+	if (sa && len) {
+		socklen_t l = rep.addrlen > NUSE_ADDR_LEN ? NUSE_ADDR_LEN : rep.addrlen;
+
+		memcpy(sa, rep.addr, l < *len ? l : *len);
+		*len = l;
+	}
+	if (g_debug) {
+		char ab[80];
+		debug("nuse: fd %d accept -> fd %d from %s (slot %u)", fd, sv[0],
+		      fmt_addr((struct sockaddr *)rep.addr, rep.addrlen, ab, sizeof(ab)), rep.sock);
+	}
+	return sv[0];
+}
+
+void drop_fd(int fd)
+{
+	struct nsock *s;
+	int last;
+
+	pthread_mutex_lock(&g_tablock);
+	s = fd_get(fd);
+	if (!s) {
+		pthread_mutex_unlock(&g_tablock);
+		return;
+	}
+	atomic_store(&g_tab[fd], NULL);
+	last = atomic_fetch_sub(&s->refs, 1) == 1;
+	pthread_mutex_unlock(&g_tablock);
+	if (!last)
+		return;
+	if (s->kind == K_NUSE) {
+		int lastproc = procs_release(s);
+
+		debug("nuse: fd %d close (slot %u): %s", fd, s->slot,
+		      lastproc ? "last holder, CLOSE" : "still held by another process");
+		if (lastproc && !s->dead && !atomic_load(&S.dead))
+			cmd_call(s, NUSE_OP_CLOSE, NULL);
+	}
+	pthread_mutex_lock(&g_tablock);
+	nsock_free_locked(s);
+	pthread_mutex_unlock(&g_tablock);
+}
+
+int nuse_shutdown(struct nsock *s, int how)
+{
+	struct cmd_io io = {.arg0 = (uint32_t)how};
+	int r;
+
+	if (!(st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_CONNECTING | NUSE_SS_LISTENING)) && !s->established &&
+	    !s->connecting && !s->listening)
+		return (int)fail(ENOTCONN);
+	r = cmd_call(s, NUSE_OP_SHUTDOWN, &io);
+	if (r < 0)
+		return ret_err(r);
+	if (how != SHUT_RD)
+		s->shut_wr = 1;
+	if (how != SHUT_WR)
+		s->shut_rd = 1;
+	return 0;
+}
+
+int nuse_name(struct nsock *s, uint16_t op, struct sockaddr *sa, socklen_t *len)
+{
+	uint8_t buf[NUSE_ADDR_LEN];
+	struct cmd_io io = {.addr_out = buf, .addr_out_len = sizeof(buf)};
+	int r;
+
+	if (!sa || !len)
+		return (int)fail(EFAULT);
+	r = cmd_call(s, op, &io);
+	if (r < 0)
+		return ret_err(r);
+	memcpy(sa, buf, io.addr_out_len < *len ? io.addr_out_len : *len);
+	*len = io.addr_out_len;
+	return 0;
+}
+
+int put_dev(void *val, socklen_t *len)
+{
+	size_t n = strlen(g_dev) + 1;
+
+	memcpy(val, g_dev, n < *len ? n : *len);
+	*len = (socklen_t)n;
+	return 0;
+}
+
+static int put_int(void *val, socklen_t *len, int v)
+{
+	if (!val || !len)
+		return (int)fail(EFAULT);
+	if (*len >= sizeof(int)) {
+		memcpy(val, &v, sizeof(int));
+		*len = sizeof(int);
+	} else {
+		memcpy(val, &v, *len); /* Linux copies what fits */
+	}
+	return 0;
+}
+
+int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *len)
+{
+	struct cmd_io io = {0};
+	int r;
+
+	if (!len || !val)
+		return (int)fail(EFAULT);
+	if (level == SOL_SOCKET) {
+		switch (name) {
+		case SO_TYPE:
+			return put_int(val, len, SOCK_STREAM);
+		case SO_DOMAIN:
+			return put_int(val, len, s->family);
+		case SO_PROTOCOL:
+			return put_int(val, len, IPPROTO_TCP);
+		case SO_ACCEPTCONN:
+			return put_int(val, len, !!(st_load(s) & NUSE_SS_LISTENING) || s->listening);
+		case SO_RCVTIMEO:
+		case SO_SNDTIMEO: {
+			int64_t ms = name == SO_RCVTIMEO ? s->rcvtimeo_ms : s->sndtimeo_ms;
+			struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+			if (*len < sizeof(tv))
+				return (int)fail(EINVAL);
+			memcpy(val, &tv, sizeof(tv));
+			*len = sizeof(tv);
+			return 0;
+		}
+		case SO_BINDTODEVICE:
+			return put_dev(val, len);
+		}
+	}
+	io.arg0 = (uint32_t)level;
+	io.arg1 = (uint32_t)name;
+	if (level == IPPROTO_TCP && name == TCP_INFO) {
+		/* Too big for a command slot: the daemon writes it into the
+		 * socket's info area and answers with its length. */
+		size_t n;
+
+		r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+		if (r < 0)
+			return ret_err(r);
+		n = (size_t)r < NUSE_INFO_LEN ? (size_t)r : NUSE_INFO_LEN;
+		if (n > *len)
+			n = *len;
+		memcpy(val, s->sh->info, n);
+		*len = (socklen_t)n;
+		return 0;
+	}
+	io.opt_out = val;
+	io.opt_out_len = *len;
+	r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+	if (r < 0)
+		return ret_err(r);
+	*len = io.opt_out_len;
+	return 0;
+}

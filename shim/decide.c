@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * decide.c - the decision (decide.h): the rules, read at load, decide at
+ * bind/listen/connect whether an undecided socket goes to the kernel (it
+ * is forgotten) or to NUSE (a socketpair end replaces the fd and what was
+ * done before the decision -- bind, options -- is replayed in the daemon).
+ * It calls the control calls (control.h), the session (NUSE_CTL_SOCKET),
+ * the socket's shared state (attach_slot), the fd table and the rules
+ * parser (rules.h).
+ */
+#include "decide.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control.h"
+#include "rules.h"
+#include "sockstate.h"
+
+static struct nuse_rules g_rules;
+static int g_rules_ok; /* rules parsed without error */
+
+static int addr_key(const struct sockaddr *sa, socklen_t len, uint8_t a[16], uint16_t *port)
+{
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		memset(a, 0, 10);
+		a[10] = a[11] = 0xff;
+		memcpy(a + 12, &in->sin_addr, 4);
+		*port = ntohs(in->sin_port);
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		memcpy(a, &in6->sin6_addr, 16);
+		*port = ntohs(in6->sin6_port);
+		return 0;
+	}
+	return -1;
+}
+
+static int is_wildcard_port0(const struct sockaddr *sa, socklen_t len)
+{
+	uint8_t a[16], z[16] = {0};
+	uint16_t port;
+
+	if (addr_key(sa, len, a, &port))
+		return 0;
+	if (port)
+		return 0;
+	if (sa->sa_family == AF_INET)
+		return !memcmp(a + 12, z, 4);
+	return !memcmp(a, z, 16);
+}
+
+/* 1: NUSE, 0: kernel.  Logs the decision with NUSE_DEBUG=1. */
+static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, socklen_t len)
+{
+	const char *dn = dir == NUSE_DIR_LISTEN ? "listen" : "connect";
+	char ab[80];
+	uint8_t a[16];
+	uint16_t port;
+	int idx, nuse;
+
+	if (s->bindtodev) {
+		debug("nuse: fd %d %s %s -> nuse (SO_BINDTODEVICE %s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
+		      g_dev);
+		return 1;
+	}
+	if (!g_rules_ok || g_rules.n == 0 || addr_key(sa, len, a, &port))
+		return 0;
+	nuse = nuse_rules_decide(&g_rules, dir, a, port, program_invocation_short_name, &idx);
+	if (idx > 0)
+		debug("nuse: fd %d %s %s -> %s (rule %d: %s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
+		      nuse ? "nuse" : "kernel", idx, nuse_rules_why(&g_rules, idx));
+	else
+		debug("nuse: fd %d %s %s -> kernel (%s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
+		      nuse_rules_why(&g_rules, idx));
+	return nuse;
+}
+
+/* Moves s into NUSE on fd.  0: done; 1: NUSE unavailable (stay in the
+ * kernel); < 0: -errno for the caller. */
+static int to_nuse(struct nsock *s, int fd)
+{
+	struct nuse_ctl_reply rep;
+	int sv[2], fl, fdfl, r, i;
+
+	if (!session_get())
+		return 1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	r = ctl_request(NUSE_CTL_SOCKET, s->family, 0, 0, sv[1], &rep);
+	R.close(sv[1]);
+	if (r < 0) {
+		static atomic_int told;
+
+		/* Out of slots, refused, daemon gone: the program must not break,
+		 * so this socket stays in the kernel, loudly (a few times). */
+		R.close(sv[0]);
+		if (!atomic_load(&S.dead) && atomic_fetch_add(&told, 1) < 5)
+			say("nuse: fd %d: the daemon did not take the socket (%s); it stays in the kernel", fd,
+			    strerror(-r));
+		return 1;
+	}
+	fl = R.fcntl(fd, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK))
+		R.fcntl(sv[0], F_SETFL, O_NONBLOCK | O_RDWR);
+	/* The app's fd number now names our end; the kernel socket closes. */
+	pthread_mutex_lock(&g_tablock);
+	fdfl = R.fcntl(fd, F_GETFD);
+	R.dup3(sv[0], fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	/* dup'd before the decision: every copy must name our end too */
+	for (i = 0; atomic_load(&s->refs) > 1 && i < g_tabhi; i++) {
+		if (i == fd || atomic_load_explicit(&g_tab[i], memory_order_relaxed) != s)
+			continue;
+		fdfl = R.fcntl(i, F_GETFD);
+		R.dup3(sv[0], i, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	}
+	attach_slot(s, rep.sock, rep.gen);
+	pthread_mutex_unlock(&g_tablock);
+	R.close(sv[0]);
+	for (i = 0; i < s->nopts; i++)
+		nuse_setopt(s, s->opts[i].level, s->opts[i].name, s->opts[i].val, s->opts[i].len);
+	s->nopts = 0;
+	return 0;
+}
+
+int sock_bind(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->kind == K_NUSE) {
+		r = ret_err(nuse_bind(s, sa, len));
+		goto out;
+	}
+	if (s->kind != K_UNDECIDED || sa->sa_family != s->family || len > sizeof(s->bind_addr) || s->bound) {
+		r = R.bind(fd, sa, len);
+		goto out;
+	}
+	if (is_wildcard_port0(sa, len) && !s->bindtodev) {
+		/* Nothing to decide yet: listen or connect will. */
+		memcpy(&s->bind_addr, sa, len);
+		s->bind_len = len;
+		s->bound = B_DEFERRED;
+		r = 0;
+		goto out;
+	}
+	if (decide(s, fd, NUSE_DIR_LISTEN, sa, len)) {
+		r = to_nuse(s, fd);
+		if (r == 0) {
+			r = ret_err(nuse_bind(s, sa, len));
+			goto out;
+		}
+		if (r < 0) {
+			r = ret_err(r);
+			goto out;
+		}
+	}
+	r = R.bind(fd, sa, len);
+	if (r == 0) {
+		memcpy(&s->bind_addr, sa, len);
+		s->bind_len = len;
+		s->bound = B_KERNEL;
+	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int sock_listen(struct nsock *s, int fd, int backlog)
+{
+	struct sockaddr_storage any;
+	socklen_t alen;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->kind == K_NUSE) {
+		r = ret_err(nuse_listen(s, backlog));
+		pthread_mutex_unlock(&s->lock);
+		return r;
+	}
+	if (s->kind == K_UNDECIDED && s->bound != B_KERNEL) {
+		if (s->bound == B_DEFERRED) {
+			memcpy(&any, &s->bind_addr, s->bind_len);
+			alen = s->bind_len;
+		} else {
+			memset(&any, 0, sizeof(any));
+			any.ss_family = (sa_family_t)s->family;
+			alen = s->family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		}
+		if (decide(s, fd, NUSE_DIR_LISTEN, (struct sockaddr *)&any, alen)) {
+			r = to_nuse(s, fd);
+			if (r == 0) {
+				/* the daemon's stack may not autobind on listen */
+				r = nuse_bind(s, (struct sockaddr *)&any, alen);
+				if (r == 0)
+					r = nuse_listen(s, backlog);
+				pthread_mutex_unlock(&s->lock);
+				return ret_err(r);
+			}
+			if (r < 0) {
+				pthread_mutex_unlock(&s->lock);
+				return ret_err(r);
+			}
+		}
+		if (s->bound == B_DEFERRED && R.bind(fd, (struct sockaddr *)&any, alen) < 0) {
+			pthread_mutex_unlock(&s->lock);
+			return -1;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	to_kernel(s, fd);
+	return R.listen(fd, backlog);
+}
+
+int sock_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->kind == K_NUSE) {
+		r = ret_err(nuse_connect(s, fd, sa, len));
+		pthread_mutex_unlock(&s->lock);
+		return r;
+	}
+	if (s->kind == K_UNDECIDED && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
+	    decide(s, fd, NUSE_DIR_CONNECT, sa, len)) {
+		r = to_nuse(s, fd);
+		if (r == 0) {
+			if (s->bound)
+				r = nuse_bind(s, (struct sockaddr *)&s->bind_addr, s->bind_len);
+			if (r == 0)
+				r = nuse_connect(s, fd, sa, len);
+			pthread_mutex_unlock(&s->lock);
+			return ret_err(r);
+		}
+		if (r < 0) {
+			pthread_mutex_unlock(&s->lock);
+			return ret_err(r);
+		}
+	}
+	if (s->kind == K_UNDECIDED && s->bound == B_DEFERRED &&
+	    R.bind(fd, (struct sockaddr *)&s->bind_addr, s->bind_len) < 0) {
+		pthread_mutex_unlock(&s->lock);
+		return -1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	to_kernel(s, fd);
+	return R.connect(fd, sa, len);
+}
+
+static int is_nuse_dev(const void *val, socklen_t len)
+{
+	size_t n = strnlen(val, len);
+
+	return n == strlen(g_dev) && !memcmp(val, g_dev, n);
+}
+
+int undecided_setsockopt(struct nsock *s, int fd, int level, int name, const void *val, socklen_t len)
+{
+	int r, i;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->kind != K_UNDECIDED) {
+		pthread_mutex_unlock(&s->lock);
+		return R.setsockopt(fd, level, name, val, len);
+	}
+	if (level == SOL_SOCKET && name == SO_BINDTODEVICE && val) {
+		if (is_nuse_dev(val, len)) {
+			/* the NUSE device need not exist in the kernel */
+			s->bindtodev = 1;
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		}
+		s->bindtodev = 0;
+	}
+	r = R.setsockopt(fd, level, name, val, len);
+	if (r == 0 && val && len <= NUSE_OPT_LEN && !(level == SOL_SOCKET && name == SO_BINDTODEVICE)) {
+		/* recorded for replay in NUSE; the latest value of an option wins */
+		for (i = 0; i < s->nopts; i++)
+			if (s->opts[i].level == level && s->opts[i].name == name)
+				break;
+		if (i < MAX_OPTS) {
+			s->opts[i].level = level;
+			s->opts[i].name = name;
+			s->opts[i].len = len;
+			memcpy(s->opts[i].val, val, len);
+			if (i == s->nopts)
+				s->nopts++;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void load_rules(void)
+{
+	static char text[65536];
+	const char *env = getenv("NUSE_RULES"), *file = getenv("NUSE_RULES_FILE");
+	char err[256];
+	size_t n = 0;
+
+	if (env) {
+		n = strlen(env) < sizeof(text) - 2 ? strlen(env) : sizeof(text) - 2;
+		memcpy(text, env, n);
+		text[n++] = '\n';
+	}
+	if (file && *file) {
+		int fd = open(file, O_RDONLY | O_CLOEXEC);
+		ssize_t r = 0;
+
+		if (fd < 0) {
+			say("nuse: cannot read NUSE_RULES_FILE %s (%s); NUSE sockets stay in the kernel", file,
+			    strerror(errno));
+			return;
+		}
+		while (n < sizeof(text) - 1 && (r = R.read(fd, text + n, sizeof(text) - 1 - n)) > 0)
+			n += (size_t)r;
+		R.close(fd);
+		if (n >= sizeof(text) - 1) {
+			say("nuse: NUSE_RULES_FILE %s is too long; NUSE sockets stay in the kernel", file);
+			return;
+		}
+	}
+	text[n] = 0;
+	if (nuse_rules_parse(text, &g_rules, err, sizeof(err)) < 0) {
+		say("nuse: rules: %s; NUSE sockets stay in the kernel", err);
+		return;
+	}
+	g_rules_ok = 1;
+}

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fdtab.h - the shim's sockets (struct nsock) and the fd table that maps a
+ * program's fd numbers to them.  Implemented by fdtab.c; it calls only the
+ * base (nuse.h).  fd_get()/fd_nuse() run on every interposed call, for
+ * every fd, so they stay inline here: one bounds check and one load.
+ *
+ * An entry exists only for TCP sockets that are undecided (the rules have
+ * not spoken yet) or NUSE's; a socket the kernel keeps is dropped from the
+ * table and never looked at again.  Several fds (dup) may point at one
+ * nsock; refs counts them.  g_tablock guards the table's writers.
+ */
+#ifndef NUSE_FDTAB_H
+#define NUSE_FDTAB_H
+
+#include "nuse.h"
+
+#pragma GCC visibility push(hidden)
+
+enum { K_UNDECIDED = 1, K_NUSE = 2 };
+enum { B_NONE = 0, B_DEFERRED = 1, B_KERNEL = 2 };
+
+#define MAX_OPTS 16
+
+struct optrec {
+	int level, name;
+	socklen_t len;
+	uint8_t val[NUSE_OPT_LEN];
+};
+
+struct nsock {
+	int kind;
+	int family;
+	int nonblock;
+	atomic_int refs; /* fds in the table that point here */
+	pthread_mutex_t lock; /* control calls: decision, connect, ... */
+	pthread_mutex_t rx_lock, tx_lock; /* one reader, one writer of a ring */
+
+	/* undecided: what to replay in NUSE (decide.c) */
+	int bound;
+	struct sockaddr_storage bind_addr;
+	socklen_t bind_len;
+	int bindtodev;
+	int nopts;
+	struct optrec opts[MAX_OPTS];
+
+	/* NUSE: the arena slot (sockstate.c) and the stream path (stream.c).
+	 * A datagram or direct shared-memory path adds its own fields here. */
+	uint32_t slot, gen;
+	struct nuse_sock *sh;
+	uint8_t *rx_data, *tx_data;
+	int shut_rd, shut_wr;
+	int connecting;   /* a connect was started and not yet reported */
+	/* What our own commands established: the daemon publishes state in the
+	 * arena after it answers, so a call right after listen()/connect() may
+	 * not see it there yet. */
+	int listening, established;
+	int dead;         /* the daemon's end is gone */
+	int quiet;        /* dead listener: its fd number names a never-ready socket */
+	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
+	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
+	unsigned mark; /* counted in the current fork/exec sweep */
+	int exec_dropped; /* its process count was lowered for an exec */
+	struct nsock *next_free;
+};
+
+extern _Atomic(struct nsock *) *g_tab;
+extern int g_tabmax; /* set last at load: until then nothing is tracked */
+extern int g_tabhi; /* 1 + the highest fd ever tracked: bounds table scans */
+extern pid_t g_mypid; /* set at load and in fork children, not by vfork */
+extern pthread_mutex_t g_tablock;
+
+/*
+ * A vfork child shares our memory but has its own fd table and runs no
+ * atfork handler: what it does to fds (dup2 before exec, close) must not
+ * touch the table, which is the parent's.
+ */
+static inline int in_vfork_child(void)
+{
+	return getpid() != g_mypid;
+}
+
+static inline struct nsock *fd_get(int fd)
+{
+	if ((unsigned)fd < (unsigned)g_tabmax)
+		return atomic_load_explicit(&g_tab[fd], memory_order_acquire);
+	return NULL;
+}
+
+static inline struct nsock *fd_nuse(int fd)
+{
+	struct nsock *s = fd_get(fd);
+
+	return s && s->kind == K_NUSE ? s : NULL;
+}
+
+/* A new undecided socket, or NULL without memory. */
+struct nsock *nsock_new(int family);
+/* Back to the free list (g_tablock held); never unmapped. */
+void nsock_free_locked(struct nsock *s);
+/* Points fd at s (one more reference); returns the old entry, if any. */
+struct nsock *tab_set_locked(int fd, struct nsock *s);
+/* Points fd at s and frees the entry it replaces if that was its last fd. */
+void tab_put_locked(int fd, struct nsock *s);
+/* Calls f once for every NUSE socket this process holds (g_tablock held). */
+void each_nuse_locked(void (*f)(struct nsock *));
+/* The socket stays in the kernel: forget it, on every fd that points at it. */
+void to_kernel(struct nsock *s, int fd);
+/* A new fd (from dup*) now names the same socket as old. */
+void dup_track(int old, int nfd);
+
+#pragma GCC visibility pop
+
+#endif /* NUSE_FDTAB_H */

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ix_fd.c - the fd interposers: close, dup, dup2, dup3, close_range and
+ * closefrom.  They keep the fd table in step with the program's fds
+ * (fdtab.h), let go of a NUSE socket at its last close (drop_fd,
+ * control.h), and keep the session's control socket out of close sweeps.
+ */
+#include "nuse.h"
+
+#include <fcntl.h>
+
+#include "control.h"
+#include "fdtab.h"
+#include "session.h"
+
+EXPORT int close(int fd)
+{
+	REAL(close);
+	if (unlikely(fd_get(fd) != NULL) && !in_vfork_child())
+		drop_fd(fd);
+	else if (unlikely(fd == S.ctl && fd >= 0)) {
+		/* closefrom()-style sweeps must not take our session with them */
+		return 0;
+	}
+	return R.close(fd);
+}
+
+EXPORT int dup(int fd)
+{
+	int r;
+
+	REAL(dup);
+	r = R.dup(fd);
+	if (r >= 0 && unlikely(fd_get(fd) != NULL))
+		dup_track(fd, r);
+	return r;
+}
+
+EXPORT int dup2(int fd, int nfd)
+{
+	int r;
+
+	REAL(dup2);
+	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
+		drop_fd(nfd);
+	r = R.dup2(fd, nfd);
+	if (r >= 0 && unlikely(fd_get(fd) != NULL))
+		dup_track(fd, r);
+	return r;
+}
+
+EXPORT int dup3(int fd, int nfd, int flags)
+{
+	int r;
+
+	REAL(dup3);
+	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
+		drop_fd(nfd);
+	r = R.dup3(fd, nfd, flags);
+	if (r >= 0 && unlikely(fd_get(fd) != NULL))
+		dup_track(fd, r);
+	return r;
+}
+
+/*
+ * close_range()/closefrom(): sweeps by daemons and by children before exec.
+ * Tracked sockets in the range are let go of as by close(), and the control
+ * socket is kept out of the sweep.
+ */
+EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+	unsigned i, hi;
+	int r;
+
+	REAL(close_range);
+	if (!(flags & CLOSE_RANGE_CLOEXEC) && first < (unsigned)g_tabhi && !in_vfork_child()) {
+		hi = last < (unsigned)g_tabhi - 1 ? last : (unsigned)g_tabhi - 1;
+		for (i = first; i <= hi; i++)
+			if (fd_get((int)i))
+				drop_fd((int)i);
+	}
+	if (S.ctl >= 0 && (unsigned)S.ctl >= first && (unsigned)S.ctl <= last) {
+		r = 0;
+		if ((unsigned)S.ctl > first)
+			r = R.close_range(first, (unsigned)S.ctl - 1, flags);
+		if (r == 0 && (unsigned)S.ctl < last)
+			r = R.close_range((unsigned)S.ctl + 1, last, flags);
+		return r;
+	}
+	return R.close_range(first, last, flags);
+}
+
+EXPORT void closefrom(int lowfd)
+{
+	if (lowfd < 0)
+		lowfd = 0;
+	close_range((unsigned)lowfd, ~0u, 0);
+}

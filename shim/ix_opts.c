@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ix_opts.c - the option interposers: setsockopt, getsockopt, fcntl,
+ * fcntl64 and ioctl.  Options of a NUSE socket go to its control calls
+ * (control.h), those of an undecided one to the decision (decide.h);
+ * fcntl/ioctl track O_NONBLOCK and dup'd fds in the fd table and answer
+ * FIONREAD/TIOCOUTQ from the data path (data.h).
+ */
+#include "nuse.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+
+#include "control.h"
+#include "data.h"
+#include "decide.h"
+#include "fdtab.h"
+
+EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	struct nsock *s;
+
+	REAL(setsockopt);
+	s = fd_get(fd);
+	if (likely(!s))
+		return R.setsockopt(fd, level, name, val, len);
+	if (s->kind == K_NUSE)
+		return ret_err(nuse_setopt(s, level, name, val, len));
+	return undecided_setsockopt(s, fd, level, name, val, len);
+}
+
+EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	struct nsock *s;
+
+	REAL(getsockopt);
+	s = fd_get(fd);
+	if (likely(!s) || s->kind != K_NUSE) {
+		if (s && level == SOL_SOCKET && name == SO_BINDTODEVICE && s->bindtodev && val && len)
+			return put_dev(val, len);
+		return R.getsockopt(fd, level, name, val, len);
+	}
+	return nuse_getsockopt(s, level, name, val, len);
+}
+
+static int nuse_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+	struct nsock *s = fd_get(fd);
+	int r;
+
+	if (likely(!s))
+		return real(fd, cmd, arg);
+	switch (cmd) {
+	case F_DUPFD:
+	case F_DUPFD_CLOEXEC:
+		r = real(fd, cmd, arg);
+		if (r >= 0)
+			dup_track(fd, r);
+		return r;
+	case F_SETFL:
+		r = real(fd, cmd, arg);
+		if (r == 0)
+			s->nonblock = !!((long)arg & O_NONBLOCK);
+		return r;
+	default:
+		return real(fd, cmd, arg);
+	}
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	void *arg;
+
+	REAL(fcntl);
+	va_start(ap, cmd);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	return nuse_fcntl(R.fcntl, fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	void *arg;
+
+	REAL(fcntl64);
+	va_start(ap, cmd);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	return nuse_fcntl(R.fcntl64 ? R.fcntl64 : R.fcntl, fd, cmd, arg);
+}
+
+EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	struct nsock *s;
+	va_list ap;
+	void *arg;
+	int r;
+
+	REAL(ioctl);
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	s = fd_get(fd);
+	if (likely(!s))
+		return R.ioctl(fd, req, arg);
+	if (req == FIONBIO) {
+		r = R.ioctl(fd, req, arg);
+		if (r == 0 && arg)
+			s->nonblock = !!*(int *)arg;
+		return r;
+	}
+	if (s->kind == K_NUSE && (req == FIONREAD || req == TIOCOUTQ)) {
+		uint64_t used;
+
+		if (!arg)
+			return (int)fail(EFAULT);
+		used = data_queued(s, req == FIONREAD);
+		*(int *)arg = used > INT_MAX ? INT_MAX : (int)used;
+		return 0;
+	}
+	return R.ioctl(fd, req, arg);
+}

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sockstate.c - a NUSE socket's shared state (sockstate.h): its slot, the
+ * readiness byte, filling, and the spin-then-sleep wait.  It calls the
+ * command slots (cmd.h), the session (ctl_alive) and the base.
+ */
+#include "sockstate.h"
+
+#include <poll.h>
+#include <signal.h>
+
+void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen)
+{
+	uint8_t *base = S.base + S.socks_off + (uint64_t)slot * S.stride;
+
+	s->slot = slot;
+	s->gen = gen;
+	s->sh = (struct nuse_sock *)base;
+	s->rx_data = base + NUSE_SOCK_HDR_SIZE;
+	s->tx_data = base + NUSE_SOCK_HDR_SIZE + S.ring_size;
+	s->kind = K_NUSE;
+	atomic_store(&g_sh->procs[slot], 1);
+}
+
+/*
+ * Takes the readiness byte back when the socket is no longer readable.  The
+ * daemon writes exactly one byte per successful sig NONE->SET, so we read
+ * exactly one byte per SET->NONE: draining more could swallow the byte of a
+ * newer SET and lose a wake-up.  The byte may still be in flight (the daemon
+ * sets sig before it writes), so we wait for it briefly.
+ */
+void unsignal(struct nsock *s, int fd)
+{
+	int e = errno, i;
+	char b;
+
+	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE)
+		return;
+	if (atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE) == NUSE_SIG_SET) {
+		for (i = 0; i < 200; i++) {
+			ssize_t n = R.recv(fd, &b, 1, MSG_DONTWAIT);
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+
+			if (n == 1)
+				break;
+			if (n == 0) {
+				s->dead = 1;
+				break;
+			}
+			if (errno != EAGAIN && errno != EINTR)
+				break;
+			if (poll(&p, 1, 10) > 0 && (p.revents & (POLLHUP | POLLERR)) && !(p.revents & POLLIN)) {
+				s->dead = 1;
+				break;
+			}
+		}
+	}
+	if (readable(s))
+		attention(s); /* became readable meanwhile: let the daemon signal again */
+	errno = e;
+}
+
+/*
+ * Makes the app fd poll unwritable: the tx ring is full or a connect is
+ * under way.  The daemon empties its end ("unfills") when that is over, and
+ * its reads are what wake pollers for POLLOUT.
+ *
+ * This fills every time it is called, not only on a NONE -> DONE change:
+ * the daemon may drain concurrently (it stores NONE, then reads), and a fill
+ * skipped because the flag still said DONE would leave a writable fd with no
+ * wake-up to come -- an edge-triggered epoll user would wait forever.  So:
+ * write junk until EAGAIN, then publish DONE (seq_cst), then recheck.  Either
+ * the daemon drained after our EAGAIN (its reads woke pollers), or the junk
+ * is still there and DONE tells the daemon to drain it once there is room.
+ */
+void fill(struct nsock *s, int fd)
+{
+	static const char junk[1024];
+	int e = errno, i;
+
+	if (!s->sndbuf_small) {
+		int one = 1;
+
+		R.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
+		s->sndbuf_small = 1;
+	}
+	for (i = 0; i < 1024; i++)
+		if (R.send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			break;
+	atomic_store(A32(&s->sh->fill), NUSE_FILL_DONE);
+	if ((tx_has_space(s) && !(st_load(s) & NUSE_SS_CONNECTING)) ||
+	    (st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)))
+		attention(s);
+	errno = e;
+}
+
+/*
+ * After EINTR: would Linux have restarted the call?  It does when the
+ * handler has SA_RESTART (and the socket has no timeout).  We can't tell
+ * which signal came, so we restart only if every installed handler has
+ * SA_RESTART; otherwise EINTR, as for a handler without it.
+ */
+static int restartable(void)
+{
+	struct sigaction sa;
+	int sig;
+
+	for (sig = 1; sig < NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
+			continue;
+		if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+			continue;
+		if (!(sa.sa_flags & SA_RESTART))
+			return 0;
+	}
+	return 1;
+}
+
+int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
+{
+	uint64_t until = now_ns() + S.spin_ns;
+	struct pollfd p = {.fd = fd, .events = ev};
+	int i, r, ms = 1000;
+
+	for (i = 0;; i++) {
+		if (ready(s))
+			return 0;
+		if ((i & 63) == 63) {
+			if (now_ns() >= until)
+				break;
+			spin_yield();
+		}
+		cpu_relax();
+	}
+	if (deadline) {
+		uint64_t n = now_ns();
+
+		if (n >= deadline)
+			return -ETIMEDOUT;
+		if ((deadline - n) / 1000000 + 1 < (uint64_t)ms)
+			ms = (int)((deadline - n) / 1000000 + 1);
+	}
+	r = poll(&p, 1, ms);
+	/*
+	 * A whole slice without news: remind the daemon of this socket, so
+	 * that an event it lost (a FIN behind a short read, rx space it waits
+	 * for) costs at most a slice, never a hang.  One wake-up per second
+	 * per thread blocked in the shim.
+	 */
+	if (r == 0)
+		attention(s);
+	if (r < 0) {
+		if (errno != EINTR)
+			return 0;
+		return !deadline && restartable() ? 0 : -EINTR;
+	}
+	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+		char b;
+
+		/* POLLHUP with queued bytes: EOF shows only after them */
+		if (!(p.revents & POLLIN) || R.recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+			s->dead = 1;
+			return -EPIPE;
+		}
+	}
+	if (atomic_load(&S.dead) || !ctl_alive()) {
+		s->dead = 1;
+		return -EPIPE;
+	}
+	return 0;
+}
+
+/*
+ * Before answering EAGAIN: has the daemon's end gone away?  Then the app
+ * fd polls POLLHUP forever, and EAGAIN would make a poll loop spin.
+ */
+int hung_up(struct nsock *s, int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	int e = errno;
+
+	if (s->dead || atomic_load(&S.dead))
+		return 1;
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)))
+		s->dead = 1;
+	errno = e;
+	return s->dead;
+}
+
+int rx_ready(struct nsock *s)
+{
+	return readable(s);
+}
+
+int tx_ready(struct nsock *s)
+{
+	return tx_has_space(s) || (st_load(s) & (NUSE_SS_WR_DEAD | NUSE_SS_RESET | NUSE_SS_ERROR));
+}
+
+int conn_ready(struct nsock *s)
+{
+	uint32_t st = st_load(s);
+
+	return (st & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)) ||
+	       (!(st & NUSE_SS_CONNECTING) && !s->connecting);
+}
+
+/* SO_ERROR from the daemon: returns and clears the pending error. */
+int take_so_error(struct nsock *s)
+{
+	int v = 0;
+	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
+	int r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+
+	if (r < 0)
+		return -r;
+	return v;
+}

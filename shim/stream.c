@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * stream.c - the stream data path (stream.h): send and recv of a TCP
+ * socket through its tx and rx byte rings in the arena (PROTOCOL.md
+ * "Data"), blocking and non-blocking, with the readiness rules of
+ * "Readiness".  It calls the socket's shared state (sockstate.h: waits,
+ * fill, unsignal, SO_ERROR), the command slots (attention) and the base.
+ */
+#include "stream.h"
+
+#include <limits.h>
+#include <poll.h>
+
+static size_t iov_total(const struct iovec *iov, int n)
+{
+	size_t t = 0;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (iov[i].iov_len > SSIZE_MAX - t)
+			return SSIZE_MAX;
+		t += iov[i].iov_len;
+	}
+	return t;
+}
+
+/* Copies up to n bytes of the iovec, starting at byte off, into the ring. */
+static void iov_to_ring(uint8_t *data, uint64_t size, uint64_t pos, const struct iovec *iov, int cnt, size_t off,
+			size_t n)
+{
+	int i;
+
+	for (i = 0; i < cnt && n; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		l -= off;
+		if (l > n)
+			l = n;
+		nuse_ring_copy_in(data, size, pos, (const uint8_t *)iov[i].iov_base + off, l);
+		pos += l;
+		n -= l;
+		off = 0;
+	}
+}
+
+static void ring_to_iov(const uint8_t *data, uint64_t size, uint64_t pos, const struct iovec *iov, int cnt,
+			size_t off, size_t n)
+{
+	int i;
+
+	for (i = 0; i < cnt && n; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		l -= off;
+		if (l > n)
+			l = n;
+		nuse_ring_copy_out(data, size, pos, (uint8_t *)iov[i].iov_base + off, l);
+		pos += l;
+		n -= l;
+		off = 0;
+	}
+}
+
+static ssize_t send_error(int e, int flags)
+{
+	if (e == EPIPE && !(flags & MSG_NOSIGNAL))
+		raise_sigpipe();
+	return fail(e);
+}
+
+ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
+{
+	size_t total = iov_total(iov, cnt), done = 0;
+	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
+	uint64_t deadline = nonblock ? 0 : deadline_of(s->sndtimeo_ms);
+	ssize_t ret;
+
+	if (flags & MSG_OOB)
+		return fail(EOPNOTSUPP);
+	pthread_mutex_lock(&s->tx_lock);
+	for (;;) {
+		uint32_t st = st_load(s);
+		uint64_t head, tail, room;
+		int r;
+
+		if (s->dead || atomic_load(&S.dead)) {
+			ret = done ? (ssize_t)done : send_error(EPIPE, flags);
+			break;
+		}
+		if (s->shut_wr) {
+			ret = done ? (ssize_t)done : send_error(EPIPE, flags);
+			break;
+		}
+		if (st & (NUSE_SS_WR_DEAD | NUSE_SS_RESET | NUSE_SS_ERROR)) {
+			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
+
+			if (done) {
+				ret = (ssize_t)done;
+				break;
+			}
+			ret = send_error(e ? e : EPIPE, flags);
+			break;
+		}
+		if (!is_connected(s, st)) {
+			if (!is_connecting(s, st)) {
+				ret = send_error(EPIPE, flags);
+				break;
+			}
+			if (nonblock) {
+				ret = hung_up(s, fd) ? send_error(EPIPE, flags) : fail(EAGAIN);
+				break;
+			}
+			r = wait_fd(s, fd, POLLOUT, conn_ready, deadline);
+			if (r < 0) {
+				ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
+				break;
+			}
+			continue;
+		}
+		head = s->sh->tx.head;
+		tail = atomic_load_explicit(A64(&s->sh->tx.tail), memory_order_acquire);
+		if (!nuse_ring_sane(head, tail, S.ring_size)) {
+			s->dead = 1;
+			continue;
+		}
+		room = nuse_ring_free(head, tail, S.ring_size);
+		if (room && done < total) {
+			size_t n = total - done < room ? total - done : (size_t)room;
+
+			iov_to_ring(s->tx_data, S.ring_size, head, iov, cnt, done, n);
+			atomic_store_explicit(A64(&s->sh->tx.head), head + n, memory_order_release);
+			attention(s);
+			done += n;
+		}
+		if (done == total) {
+			ret = (ssize_t)done;
+			break;
+		}
+		if (nonblock) {
+			if (done) {
+				ret = (ssize_t)done;
+				break;
+			}
+			fill(s, fd);
+			if (tx_has_space(s)) /* drained while we filled */
+				continue;
+			if (hung_up(s, fd))
+				continue; /* answered at the top: EPIPE */
+			ret = fail(EAGAIN);
+			break;
+		}
+		fill(s, fd);
+		r = wait_fd(s, fd, POLLOUT, tx_ready, deadline);
+		if (r < 0) {
+			if (done) {
+				ret = (ssize_t)done;
+				break;
+			}
+			ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->tx_lock);
+	return ret;
+}
+
+ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
+{
+	size_t total = iov_total(iov, cnt), done = 0;
+	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
+	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
+	ssize_t ret;
+
+	if (flags & MSG_OOB)
+		return fail(EINVAL);
+	if (total == 0)
+		return 0;
+	pthread_mutex_lock(&s->rx_lock);
+	for (;;) {
+		uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
+		uint64_t tail = s->sh->rx.tail;
+		uint32_t st;
+		int r;
+
+		if (!nuse_ring_sane(head, tail, S.ring_size)) {
+			ret = done ? (ssize_t)done : fail(ECONNRESET);
+			break;
+		}
+		if (head != tail) {
+			uint64_t avail = head - tail;
+			size_t n = total - done < avail ? total - done : (size_t)avail;
+
+			ring_to_iov(s->rx_data, S.ring_size, tail, iov, cnt, done, n);
+			done += n;
+			if (flags & MSG_PEEK) {
+				ret = (ssize_t)done;
+				break;
+			}
+			atomic_store_explicit(A64(&s->sh->rx.tail), tail + n, memory_order_release);
+			/* Dekker with the daemon (it sets daemon_wait, then re-reads
+			 * tail): without the fence our tail store can pass this load
+			 * and both sides miss each other, leaving the ring drained and
+			 * the daemon waiting for space forever. */
+			atomic_thread_fence(memory_order_seq_cst);
+			if (atomic_load(A32(&s->sh->daemon_wait)) & NUSE_DWAIT_RX_SPACE)
+				attention(s);
+			if (done == total || !(flags & MSG_WAITALL)) {
+				ret = (ssize_t)done;
+				break;
+			}
+			continue;
+		}
+		st = st_load(s);
+		if (s->shut_rd || (st & NUSE_SS_RD_EOF)) {
+			ret = (ssize_t)done;
+			break;
+		}
+		if (st & (NUSE_SS_RESET | NUSE_SS_ERROR)) {
+			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
+
+			ret = done ? (ssize_t)done : fail(e ? e : ECONNRESET);
+			break;
+		}
+		if (s->dead || atomic_load(&S.dead)) {
+			ret = done ? (ssize_t)done : fail(ECONNRESET);
+			break;
+		}
+		if (!is_connected(s, st) && !is_connecting(s, st)) {
+			ret = done ? (ssize_t)done : fail(ENOTCONN);
+			break;
+		}
+		/* Nothing to read: take the readiness byte back before waiting. */
+		unsignal(s, fd);
+		if (readable(s))
+			continue;
+		if (nonblock) {
+			if (!done && hung_up(s, fd))
+				continue; /* answered above: ECONNRESET */
+			ret = done ? (ssize_t)done : fail(EAGAIN);
+			break;
+		}
+		r = wait_fd(s, fd, POLLIN, rx_ready, deadline);
+		if (r < 0) {
+			ret = done ? (ssize_t)done : fail(r == -EPIPE ? ECONNRESET : r == -ETIMEDOUT ? EAGAIN : -r);
+			break;
+		}
+	}
+	if (!(flags & MSG_PEEK) && !readable(s))
+		unsignal(s, fd);
+	pthread_mutex_unlock(&s->rx_lock);
+	return ret;
+}
+
+ssize_t stream_sendfile(struct nsock *s, int out, int in, off_t *off, size_t count)
+{
+	char buf[65536];
+	size_t done = 0;
+
+	while (done < count) {
+		size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
+		ssize_t n = off ? pread(in, buf, want, *off) : R.read(in, buf, want);
+		struct iovec iov = {buf, 0};
+		ssize_t w;
+
+		if (n <= 0) {
+			if (n < 0 && !done)
+				return -1;
+			break;
+		}
+		iov.iov_len = (size_t)n;
+		w = stream_send(s, out, &iov, 1, 0);
+		if (w < 0) {
+			if (!off)
+				lseek(in, -n, SEEK_CUR);
+			if (!done)
+				return -1;
+			break;
+		}
+		if (off)
+			*off += w;
+		else if (w < n)
+			lseek(in, w - n, SEEK_CUR);
+		done += (size_t)w;
+		if (w < n)
+			break;
+	}
+	return (ssize_t)done;
+}

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * stream.h - the stream data path: TCP bytes through the socket's rx and
+ * tx rings in the arena, the daemon's engine on the other side.
+ * Implemented by stream.c.  The interposers reach it through data.h.
+ */
+#ifndef NUSE_STREAM_H
+#define NUSE_STREAM_H
+
+#include "sockstate.h"
+
+#pragma GCC visibility push(hidden)
+
+/* send/sendmsg/write/writev: the libc result (count, or -1 with errno). */
+ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags);
+/* recv/recvmsg/read/readv: the libc result (count, 0 at EOF, or -1 with errno). */
+ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags);
+/* sendfile() to a NUSE socket: copied through a buffer into the tx ring. */
+ssize_t stream_sendfile(struct nsock *s, int out, int in, off_t *off, size_t count);
+
+/* Bytes queued: in the rx ring (rx, FIONREAD) or in the tx ring (TIOCOUTQ). */
+static inline uint64_t stream_queued(struct nsock *s, int rx)
+{
+	if (rx)
+		return atomic_load(A64(&s->sh->rx.head)) - s->sh->rx.tail;
+	return s->sh->tx.head - atomic_load(A64(&s->sh->tx.tail));
+}
+
+#pragma GCC visibility pop
+
+#endif /* NUSE_STREAM_H */
