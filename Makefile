@@ -34,8 +34,13 @@ $(BIN)/nuse: $(GO_SRCS)
 
 -include $(wildcard */*.mk */*/*.mk)
 
+# Each target's output is kept in bin/test-TARGET.log; when one fails, the
+# last lines printed name the target, the failing tests and their checks
+# (CI keeps only what was printed).
 test: build
-	@set -e; for t in $(TESTS); do echo "==> $$t"; $(MAKE) --no-print-directory $$t; done
+	@set -o pipefail; for t in $(TESTS); do echo "==> $$t"; \
+		if ! $(MAKE) --no-print-directory $$t 2>&1 | tee $(BIN)/test-$$t.log; then \
+			bash scripts/failsum.sh $$t $(BIN)/test-$$t.log; exit 1; fi; done
 
 test-lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
