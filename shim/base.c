@@ -103,6 +103,7 @@ void resolve(void)
 	SYM(sendfile);
 	SYM(sendfile64);
 	SYM(close_range);
+	SYM(epoll_ctl);
 	SYM(execve);
 	SYM(execvpe);
 	SYM(fexecve);

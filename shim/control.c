@@ -14,6 +14,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "procs.h"
 #include "sockstate.h"
@@ -37,7 +38,20 @@ int nuse_listen(struct nsock *s, int backlog)
 	return r;
 }
 
+
+static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len, int *held);
+
 int nuse_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	int held = 0, r = connect_held(s, fd, sa, len, &held);
+
+	if (held)
+		sock_unhold(s);
+	return r;
+}
+
+/* connect(), holding s (*held) once it has to wait. */
+static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len, int *held)
 {
 	struct cmd_io io = {.addr = sa, .addrlen = len};
 	uint32_t st = st_load(s);
@@ -48,6 +62,22 @@ int nuse_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t l
 		return -EINVAL;
 	if (s->dead || atomic_load(&S.dead))
 		return -ECONNREFUSED;
+	if (len >= sizeof(sa_family_t) && sa->sa_family == AF_UNSPEC) {
+		/* Linux: dissolve the association; the socket may connect anew. */
+		r = cmd_call(s, NUSE_OP_CONNECT, &io);
+		if (r == 0) {
+			s->connecting = s->established = s->listening = 0;
+			s->shut_rd = s->shut_wr = 0;
+		}
+		return r;
+	}
+	if (s->conn_aborted) {
+		/* Linux's socket is still "connecting" after an asynchronous
+		 * failure seen through SO_ERROR: the next connect() gets
+		 * ECONNABORTED, and only the one after it starts anew. */
+		s->conn_aborted = 0;
+		return -ECONNABORTED;
+	}
 	if (s->connecting) {
 		/* connect() again after EINPROGRESS: the kernel's answers */
 		if (st & NUSE_SS_CONNECTED) {
@@ -88,6 +118,8 @@ int nuse_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t l
 			r = take_so_error(s);
 			return -(r ? r : ECONNREFUSED);
 		}
+		if (!*held && !(*held = sock_hold(s, fd)))
+			return -EBADF;
 		r = wait_fd(s, fd, POLLOUT, conn_ready, deadline);
 		if (r == -EPIPE) {
 			s->connecting = 0;
@@ -176,7 +208,19 @@ static void quiet_listener(struct nsock *s, int fd)
 	errno = e;
 }
 
+static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags, int *held);
+
 int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+	int held = 0, r = accept_held(s, fd, sa, len, flags, &held);
+
+	if (held)
+		sock_unhold(s);
+	return r;
+}
+
+/* accept(), holding s (*held) once it has to wait. */
+static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags, int *held)
 {
 	int nonblock = s->nonblock;
 	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
@@ -194,7 +238,8 @@ int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, in
 		if (st & (NUSE_SS_RESET | NUSE_SS_WR_DEAD))
 			s->dead = 1;
 		if (s->dead || atomic_load(&S.dead)) {
-			quiet_listener(s, fd);
+			if (sock_fd(s, fd) == fd) /* the fd number is still the program's socket */
+				quiet_listener(s, fd);
 			return (int)fail(ECONNABORTED);
 		}
 		if (!(st & NUSE_SS_LISTENING) && !s->listening)
@@ -224,6 +269,8 @@ int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, in
 			continue;
 		if (nonblock)
 			return (int)fail(hung_up(s, fd) ? ECONNABORTED : EAGAIN);
+		if (!*held && !(*held = sock_hold(s, fd)))
+			return (int)fail(EBADF);
 		r = wait_fd(s, fd, POLLIN, rx_ready, deadline);
 		if (r < 0)
 			return (int)fail(r == -EPIPE ? ECONNABORTED : r == -ETIMEDOUT ? EAGAIN : -r);
@@ -259,6 +306,34 @@ int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, in
 	return sv[0];
 }
 
+/* The socket's last fd is gone and nobody is blocked on it: let it go. */
+static void release_sock(struct nsock *s, int fd)
+{
+	if (s->kind == K_NUSE) {
+		int lastproc = procs_release(s);
+
+		debug("nuse: fd %d close (slot %u): %s", fd, s->slot,
+		      lastproc ? "last holder, CLOSE" : "still held by another process");
+		if (lastproc && !s->dead && !atomic_load(&S.dead))
+			cmd_call(s, NUSE_OP_CLOSE, NULL);
+	}
+	pthread_mutex_lock(&g_tablock);
+	nsock_free_locked(s);
+	pthread_mutex_unlock(&g_tablock);
+}
+
+/* A number for the shim's copy of a closed fd, out of the program's way:
+ * from the top of the fd limit, since programs expect the lowest free
+ * numbers for themselves. */
+static int orphan_min(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 && rl.rlim_cur != RLIM_INFINITY)
+		return (int)(rl.rlim_cur - 128);
+	return 3;
+}
+
 void drop_fd(int fd)
 {
 	struct nsock *s;
@@ -272,19 +347,51 @@ void drop_fd(int fd)
 	}
 	atomic_store(&g_tab[fd], NULL);
 	last = atomic_fetch_sub(&s->refs, 1) == 1;
-	pthread_mutex_unlock(&g_tablock);
-	if (!last)
-		return;
-	if (s->kind == K_NUSE) {
-		int lastproc = procs_release(s);
+	if (last && atomic_load(&s->busy) > 0) {
+		/* A thread blocks on it: it keeps the socket (our copy of the fd
+		 * for its waits), and its sock_unhold closes it. */
+		int o = R.fcntl(fd, F_DUPFD_CLOEXEC, orphan_min());
 
-		debug("nuse: fd %d close (slot %u): %s", fd, s->slot,
-		      lastproc ? "last holder, CLOSE" : "still held by another process");
-		if (lastproc && !s->dead && !atomic_load(&S.dead))
-			cmd_call(s, NUSE_OP_CLOSE, NULL);
+		if (o < 0)
+			o = R.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (o >= 0) {
+			atomic_store(&s->orphan_fd, o);
+			debug("nuse: fd %d closed while a thread blocks on it (slot %u); it closes when that call returns",
+			      fd, s->slot);
+			pthread_mutex_unlock(&g_tablock);
+			return;
+		}
 	}
+	pthread_mutex_unlock(&g_tablock);
+	if (last)
+		release_sock(s, fd);
+}
+
+int sock_hold(struct nsock *s, int fd)
+{
+	atomic_fetch_add(&s->busy, 1);
+	/* Dekker with drop_fd: it clears the entry, then reads busy. */
+	if (atomic_load(&g_tab[fd]) == s || atomic_load(&s->orphan_fd) >= 0)
+		return 1;
+	sock_unhold(s);
+	return 0;
+}
+
+void sock_unhold(struct nsock *s)
+{
+	int o;
+
+	if (atomic_fetch_sub(&s->busy, 1) != 1)
+		return;
 	pthread_mutex_lock(&g_tablock);
-	nsock_free_locked(s);
+	o = atomic_load(&s->orphan_fd);
+	if (o >= 0 && atomic_load(&s->busy) == 0) {
+		atomic_store(&s->orphan_fd, -1);
+		pthread_mutex_unlock(&g_tablock);
+		release_sock(s, o);
+		R.close(o);
+		return;
+	}
 	pthread_mutex_unlock(&g_tablock);
 }
 
@@ -299,6 +406,14 @@ int nuse_shutdown(struct nsock *s, int how)
 	r = cmd_call(s, NUSE_OP_SHUTDOWN, &io);
 	if (r < 0)
 		return ret_err(r);
+	if (s->listening || (st_load(s) & NUSE_SS_LISTENING)) {
+		/* A listener stops listening (SHUT_RD): accept() then fails
+		 * with EINVAL, as Linux's does, in the threads blocked in it
+		 * too (the daemon makes the fd readable to wake them). */
+		if (how != SHUT_WR)
+			s->listening = 0;
+		return 0;
+	}
 	if (how != SHUT_RD)
 		s->shut_wr = 1;
 	if (how != SHUT_WR)
@@ -393,11 +508,25 @@ int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *
 		*len = (socklen_t)n;
 		return 0;
 	}
-	io.opt_out = val;
-	io.opt_out_len = *len;
-	r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
-	if (r < 0)
-		return ret_err(r);
-	*len = io.opt_out_len;
+	{
+		uint8_t out[NUSE_OPT_LEN]; /* a failed call leaves the caller's value alone */
+
+		io.opt_out = out;
+		io.opt_out_len = *len < sizeof(out) ? *len : (socklen_t)sizeof(out);
+		r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+		if (r < 0)
+			return ret_err(r);
+		memcpy(val, out, io.opt_out_len);
+		*len = io.opt_out_len;
+	}
+	/* A failed connect's error, read from SO_ERROR, ends it: the next
+	 * connect() is not EALREADY (Linux: ECONNABORTED, and the one after
+	 * starts anew).  A connect that succeeded stays for connect() to
+	 * report (0, then EISCONN), as Linux's does. */
+	if (level == SOL_SOCKET && name == SO_ERROR && s->connecting &&
+	    !(st_load(s) & (NUSE_SS_CONNECTING | NUSE_SS_CONNECTED))) {
+		s->connecting = 0;
+		s->conn_aborted = 1;
+	}
 	return 0;
 }

@@ -32,8 +32,19 @@ int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *
 int put_dev(void *val, socklen_t *len);
 
 /* close() of a tracked fd: drops its reference; the last one closes the
- * socket (CLOSE, if no other process holds it). */
+ * socket (CLOSE, if no other process holds it) -- or, if a thread is
+ * blocked on the socket, leaves that to the thread's sock_unhold. */
 void drop_fd(int fd);
+
+/*
+ * A call that may block on s (reached through fd) holds it for its whole
+ * length: a close() of fd meanwhile then only takes the fd number away, as
+ * in Linux, where the blocked call keeps the file and the connection lives
+ * on (no FIN) until it returns.  sock_hold returns 0 if fd no longer names
+ * s (closed before the hold); the last sock_unhold finishes such a close.
+ */
+int sock_hold(struct nsock *s, int fd);
+void sock_unhold(struct nsock *s);
 
 #pragma GCC visibility pop
 

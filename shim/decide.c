@@ -84,11 +84,90 @@ static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, s
 	return nuse;
 }
 
+void undecided_epoll(struct nsock *s, int epfd, int op, int fd, const struct epoll_event *ev)
+{
+	int i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->neps && (s->eps[i].epfd != epfd || s->eps[i].fd != fd); i++)
+		;
+	if (op == EPOLL_CTL_DEL) {
+		if (i < s->neps)
+			s->eps[i] = s->eps[--s->neps];
+	} else if (ev && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD)) {
+		if (i == s->neps && s->neps < MAX_EPS)
+			s->neps++;
+		if (i < s->neps) {
+			s->eps[i].epfd = epfd;
+			s->eps[i].fd = fd;
+			s->eps[i].ev = *ev;
+		} else {
+			say("nuse: fd in more than %d epoll sets before bind/connect: only %d follow it into NUSE", MAX_EPS,
+			    MAX_EPS);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * What the kernel keeps with an open file, not with the fd number, and so
+ * loses when to_nuse() puts another file under the number: epoll
+ * registrations, O_ASYNC, the SIGIO owner and signal.  Saved from the
+ * kernel socket before the swap (only the registrations that are still
+ * there: the program may have closed an epoll fd without telling us), and
+ * put on the new file after it.
+ */
+struct carry {
+	int fl, sig, neps;
+	struct f_owner_ex owner;
+	struct epreg eps[MAX_EPS];
+};
+
+static void carry_save(struct nsock *s, int fd, struct carry *c)
+{
+	int i;
+
+	c->fl = R.fcntl(fd, F_GETFL);
+	c->sig = R.fcntl(fd, F_GETSIG);
+	if (R.fcntl(fd, F_GETOWN_EX, &c->owner) < 0)
+		c->owner.pid = 0;
+	c->neps = 0;
+	for (i = 0; i < s->neps; i++) {
+		struct epoll_event ev = s->eps[i].ev;
+
+		/* MOD succeeds only where fd is registered now (re-arming a
+		 * one-shot or an edge is allowed: epoll may report spuriously) */
+		if (R.epoll_ctl(s->eps[i].epfd, EPOLL_CTL_MOD, s->eps[i].fd, &ev) == 0)
+			c->eps[c->neps++] = s->eps[i];
+	}
+	s->neps = 0;
+}
+
+static void carry_restore(int fd, const struct carry *c)
+{
+	int i;
+
+	if (c->fl >= 0 && (c->fl & (O_NONBLOCK | O_ASYNC)))
+		R.fcntl(fd, F_SETFL, c->fl & (O_NONBLOCK | O_ASYNC));
+	if (c->owner.pid)
+		R.fcntl(fd, F_SETOWN_EX, &c->owner);
+	if (c->sig > 0)
+		R.fcntl(fd, F_SETSIG, c->sig);
+	for (i = 0; i < c->neps; i++) {
+		struct epoll_event ev = c->eps[i].ev;
+
+		if (R.epoll_ctl(c->eps[i].epfd, EPOLL_CTL_ADD, c->eps[i].fd, &ev) < 0)
+			debug("nuse: fd %d: re-adding it to epoll fd %d: %s", c->eps[i].fd, c->eps[i].epfd,
+			      strerror(errno));
+	}
+}
+
 /* Moves s into NUSE on fd.  0: done; 1: NUSE unavailable (stay in the
  * kernel); < 0: -errno for the caller. */
 static int to_nuse(struct nsock *s, int fd)
 {
 	struct nuse_ctl_reply rep;
+	struct carry c;
 	int sv[2], fl, fdfl, r, i;
 
 	if (!session_get())
@@ -111,6 +190,7 @@ static int to_nuse(struct nsock *s, int fd)
 	fl = R.fcntl(fd, F_GETFL);
 	if (fl >= 0 && (fl & O_NONBLOCK))
 		R.fcntl(sv[0], F_SETFL, O_NONBLOCK | O_RDWR);
+	carry_save(s, fd, &c);
 	/* The app's fd number now names our end; the kernel socket closes. */
 	pthread_mutex_lock(&g_tablock);
 	fdfl = R.fcntl(fd, F_GETFD);
@@ -125,6 +205,7 @@ static int to_nuse(struct nsock *s, int fd)
 	attach_slot(s, rep.sock, rep.gen);
 	pthread_mutex_unlock(&g_tablock);
 	R.close(sv[0]);
+	carry_restore(fd, &c);
 	for (i = 0; i < s->nopts; i++)
 		nuse_setopt(s, s->opts[i].level, s->opts[i].name, s->opts[i].val, s->opts[i].len);
 	s->nopts = 0;
@@ -145,11 +226,17 @@ int sock_bind(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
 		goto out;
 	}
 	if (is_wildcard_port0(sa, len) && !s->bindtodev) {
-		/* Nothing to decide yet: listen or connect will. */
-		memcpy(&s->bind_addr, sa, len);
-		s->bind_len = len;
-		s->bound = B_DEFERRED;
-		r = 0;
+		/* Nothing to decide yet: listen or connect will.  The kernel
+		 * picks the port now, as Linux does at bind (getsockname tells
+		 * it, a second bind fails), and if the socket goes to NUSE it
+		 * takes the same port there. */
+		socklen_t l = sizeof(s->bind_addr);
+
+		r = R.bind(fd, sa, len);
+		if (r == 0 && R.getsockname(fd, (struct sockaddr *)&s->bind_addr, &l) == 0) {
+			s->bind_len = l;
+			s->bound = B_EPHEMERAL;
+		}
 		goto out;
 	}
 	if (decide(s, fd, NUSE_DIR_LISTEN, sa, len)) {
@@ -187,7 +274,7 @@ int sock_listen(struct nsock *s, int fd, int backlog)
 		return r;
 	}
 	if (s->kind == K_UNDECIDED && s->bound != B_KERNEL) {
-		if (s->bound == B_DEFERRED) {
+		if (s->bound == B_EPHEMERAL) {
 			memcpy(&any, &s->bind_addr, s->bind_len);
 			alen = s->bind_len;
 		} else {
@@ -209,10 +296,6 @@ int sock_listen(struct nsock *s, int fd, int backlog)
 				pthread_mutex_unlock(&s->lock);
 				return ret_err(r);
 			}
-		}
-		if (s->bound == B_DEFERRED && R.bind(fd, (struct sockaddr *)&any, alen) < 0) {
-			pthread_mutex_unlock(&s->lock);
-			return -1;
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -245,11 +328,6 @@ int sock_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t l
 			pthread_mutex_unlock(&s->lock);
 			return ret_err(r);
 		}
-	}
-	if (s->kind == K_UNDECIDED && s->bound == B_DEFERRED &&
-	    R.bind(fd, (struct sockaddr *)&s->bind_addr, s->bind_len) < 0) {
-		pthread_mutex_unlock(&s->lock);
-		return -1;
 	}
 	pthread_mutex_unlock(&s->lock);
 	to_kernel(s, fd);

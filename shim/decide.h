@@ -19,6 +19,10 @@ int sock_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t l
 /* setsockopt before the decision: done in the kernel, recorded for replay. */
 int undecided_setsockopt(struct nsock *s, int fd, int level, int name, const void *val, socklen_t len);
 
+/* epoll_ctl() on an undecided socket went through: remembered, so that
+ * the registration survives the move to NUSE. */
+void undecided_epoll(struct nsock *s, int epfd, int op, int fd, const struct epoll_event *ev);
+
 /* Reads NUSE_RULES / NUSE_RULES_FILE (at load). */
 void load_rules(void);
 

@@ -5,6 +5,7 @@
  */
 #include "fdtab.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,8 +30,10 @@ struct nsock *nsock_new(int family)
 		s = malloc(sizeof(*s));
 		if (!s)
 			return NULL;
+		atomic_init(&s->busy, 0);
+		atomic_init(&s->orphan_fd, -1);
 	}
-	memset(s, 0, sizeof(*s));
+	memset(&s->kind, 0, sizeof(*s) - offsetof(struct nsock, kind));
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->rx_lock, NULL);
 	pthread_mutex_init(&s->tx_lock, NULL);
@@ -47,6 +50,7 @@ struct nsock *nsock_new(int family)
 void nsock_free_locked(struct nsock *s)
 {
 	s->kind = 0;
+	atomic_store(&s->orphan_fd, -1);
 	s->next_free = g_free;
 	g_free = s;
 }

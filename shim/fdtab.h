@@ -18,9 +18,13 @@
 #pragma GCC visibility push(hidden)
 
 enum { K_UNDECIDED = 1, K_NUSE = 2 };
-enum { B_NONE = 0, B_DEFERRED = 1, B_KERNEL = 2 };
+/* How an undecided socket is bound: not, to a wildcard address and the
+ * port the kernel picked (the decision still open), or to an address the
+ * rules gave to the kernel. */
+enum { B_NONE = 0, B_EPHEMERAL = 1, B_KERNEL = 2 };
 
 #define MAX_OPTS 16
+#define MAX_EPS 4
 
 struct optrec {
 	int level, name;
@@ -29,6 +33,11 @@ struct optrec {
 };
 
 struct nsock {
+	/* Kept when a freed nsock is reused (nsock_new clears from `kind` on):
+	 * a thread that raced a close() may still touch these two. */
+	atomic_int busy;      /* threads in a blocking call on it (sock_hold) */
+	atomic_int orphan_fd; /* closed by the program while busy: our copy of its fd, else -1 */
+
 	int kind;
 	int family;
 	int nonblock;
@@ -43,6 +52,13 @@ struct nsock {
 	int bindtodev;
 	int nopts;
 	struct optrec opts[MAX_OPTS];
+	/* epoll sets the program put it in: the kernel drops those
+	 * registrations when the fd is replaced, so they are made again */
+	int neps;
+	struct epreg {
+		int epfd, fd; /* registered as fd (it may be a dup) in epfd */
+		struct epoll_event ev;
+	} eps[MAX_EPS];
 
 	/* NUSE: the arena slot (sockstate.c) and the stream path (stream.c).
 	 * A datagram or direct shared-memory path adds its own fields here. */
@@ -51,6 +67,7 @@ struct nsock {
 	uint8_t *rx_data, *tx_data;
 	int shut_rd, shut_wr;
 	int connecting;   /* a connect was started and not yet reported */
+	int conn_aborted; /* a failed connect was reported by SO_ERROR only */
 	/* What our own commands established: the daemon publishes state in the
 	 * arena after it answers, so a call right after listen()/connect() may
 	 * not see it there yet. */
@@ -85,6 +102,18 @@ static inline struct nsock *fd_get(int fd)
 	if ((unsigned)fd < (unsigned)g_tabmax)
 		return atomic_load_explicit(&g_tab[fd], memory_order_acquire);
 	return NULL;
+}
+
+/*
+ * The fd a call on s polls and reads its readiness byte from: the program's
+ * fd, or, once the program closed it while a thread was blocked on s, the
+ * shim's own copy (the blocked call goes on, as it would in Linux).
+ */
+static inline int sock_fd(struct nsock *s, int fd)
+{
+	int o = atomic_load_explicit(&s->orphan_fd, memory_order_acquire);
+
+	return o >= 0 ? o : fd;
 }
 
 static inline struct nsock *fd_nuse(int fd)

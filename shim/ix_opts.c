@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ix_opts.c - the option interposers: setsockopt, getsockopt, fcntl,
- * fcntl64 and ioctl.  Options of a NUSE socket go to its control calls
+ * fcntl64, ioctl and epoll_ctl.  Options of a NUSE socket go to its control calls
  * (control.h), those of an undecided one to the decision (decide.h);
  * fcntl/ioctl track O_NONBLOCK and dup'd fds in the fd table and answer
- * FIONREAD/TIOCOUTQ from the data path (data.h).
+ * FIONREAD/TIOCOUTQ from the data path (data.h); epoll_ctl records an
+ * undecided socket's registrations for the decision.
  */
 #include "nuse.h"
 
@@ -123,4 +124,20 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 		return 0;
 	}
 	return R.ioctl(fd, req, arg);
+}
+
+/*
+ * epoll_ctl(): an undecided socket's registrations are remembered, so that
+ * they follow it into NUSE (decide.c); every other fd costs one lookup.
+ */
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	struct nsock *s;
+	int r;
+
+	REAL(epoll_ctl);
+	r = R.epoll_ctl(epfd, op, fd, ev);
+	if (r == 0 && unlikely((s = fd_get(fd)) != NULL) && s->kind == K_UNDECIDED && !in_vfork_child())
+		undecided_epoll(s, epfd, op, fd, ev);
+	return r;
 }

@@ -127,6 +127,8 @@ void atfork_child(void)
 			pthread_mutex_init(&s->lock, NULL);
 			pthread_mutex_init(&s->rx_lock, NULL);
 			pthread_mutex_init(&s->tx_lock, NULL);
+			/* the threads that blocked on it stayed in the parent */
+			atomic_store(&s->busy, 0);
 		}
 	}
 }

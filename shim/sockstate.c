@@ -34,6 +34,7 @@ void unsignal(struct nsock *s, int fd)
 	int e = errno, i;
 	char b;
 
+	fd = sock_fd(s, fd);
 	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE)
 		return;
 	if (atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE) == NUSE_SIG_SET) {
@@ -78,6 +79,7 @@ void fill(struct nsock *s, int fd)
 	static const char junk[1024];
 	int e = errno, i;
 
+	fd = sock_fd(s, fd);
 	if (!s->sndbuf_small) {
 		int one = 1;
 
@@ -119,7 +121,7 @@ static int restartable(void)
 int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
 {
 	uint64_t until = now_ns() + S.spin_ns;
-	struct pollfd p = {.fd = fd, .events = ev};
+	struct pollfd p = {.fd = sock_fd(s, fd), .events = ev};
 	int i, r, ms = 1000;
 
 	for (i = 0;; i++) {
@@ -141,6 +143,10 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 			ms = (int)((deadline - n) / 1000000 + 1);
 	}
 	r = poll(&p, 1, ms);
+	/* The program closed the fd meanwhile (we hold it as orphan_fd): what
+	 * poll said is about that number, maybe another file by now. */
+	if (sock_fd(s, fd) != p.fd)
+		return 0;
 	/*
 	 * A whole slice without news: remind the daemon of this socket, so
 	 * that an event it lost (a FIN behind a short read, rx space it waits
@@ -158,7 +164,7 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 		char b;
 
 		/* POLLHUP with queued bytes: EOF shows only after them */
-		if (!(p.revents & POLLIN) || R.recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+		if (!(p.revents & POLLIN) || R.recv(p.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
 			s->dead = 1;
 			return -EPIPE;
 		}
@@ -176,7 +182,7 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
  */
 int hung_up(struct nsock *s, int fd)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct pollfd p = {.fd = sock_fd(s, fd), .events = POLLIN};
 	int e = errno;
 
 	if (s->dead || atomic_load(&S.dead))

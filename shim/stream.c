@@ -8,6 +8,8 @@
  */
 #include "stream.h"
 
+#include "control.h"
+
 #include <limits.h>
 #include <poll.h>
 
@@ -69,6 +71,22 @@ static void ring_to_iov(const uint8_t *data, uint64_t size, uint64_t pos, const 
 	}
 }
 
+/*
+ * A blocking call's wait, with lock let go meanwhile: a reader asleep for
+ * data must not stop another thread's MSG_DONTWAIT recv (which gets EAGAIN
+ * at once, as in Linux), nor leave the lock held if it is cancelled.
+ */
+static int wait_unlocked(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline,
+			 pthread_mutex_t *lock)
+{
+	int r;
+
+	pthread_mutex_unlock(lock);
+	r = wait_fd(s, fd, ev, ready, deadline);
+	pthread_mutex_lock(lock);
+	return r;
+}
+
 static ssize_t send_error(int e, int flags)
 {
 	if (e == EPIPE && !(flags & MSG_NOSIGNAL))
@@ -79,7 +97,7 @@ static ssize_t send_error(int e, int flags)
 ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
 {
 	size_t total = iov_total(iov, cnt), done = 0;
-	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
+	int nonblock = s->nonblock || (flags & MSG_DONTWAIT), held = 0;
 	uint64_t deadline = nonblock ? 0 : deadline_of(s->sndtimeo_ms);
 	ssize_t ret;
 
@@ -118,7 +136,11 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 				ret = hung_up(s, fd) ? send_error(EPIPE, flags) : fail(EAGAIN);
 				break;
 			}
-			r = wait_fd(s, fd, POLLOUT, conn_ready, deadline);
+			if (!held && !(held = sock_hold(s, fd))) {
+				ret = fail(EBADF);
+				break;
+			}
+			r = wait_unlocked(s, fd, POLLOUT, conn_ready, deadline, &s->tx_lock);
 			if (r < 0) {
 				ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
 				break;
@@ -158,7 +180,13 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			break;
 		}
 		fill(s, fd);
-		r = wait_fd(s, fd, POLLOUT, tx_ready, deadline);
+		if (!held && !(held = sock_hold(s, fd))) {
+			ret = done ? (ssize_t)done : fail(EBADF);
+			break;
+		}
+		/* As in Linux, another thread may send while this one sleeps
+		 * for room (its bytes then come between this call's). */
+		r = wait_unlocked(s, fd, POLLOUT, tx_ready, deadline, &s->tx_lock);
 		if (r < 0) {
 			if (done) {
 				ret = (ssize_t)done;
@@ -169,18 +197,22 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		}
 	}
 	pthread_mutex_unlock(&s->tx_lock);
+	if (held)
+		sock_unhold(s);
 	return ret;
 }
 
 ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
 {
 	size_t total = iov_total(iov, cnt), done = 0;
-	int nonblock = s->nonblock || (flags & MSG_DONTWAIT);
+	int nonblock = s->nonblock || (flags & MSG_DONTWAIT), held = 0;
 	uint64_t deadline = nonblock ? 0 : deadline_of(s->rcvtimeo_ms);
 	ssize_t ret;
 
 	if (flags & MSG_OOB)
 		return fail(EINVAL);
+	if (flags & MSG_ERRQUEUE) /* no error queue (no timestamps, no zerocopy) */
+		return fail(EAGAIN);
 	if (total == 0)
 		return 0;
 	pthread_mutex_lock(&s->rx_lock);
@@ -198,7 +230,8 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			uint64_t avail = head - tail;
 			size_t n = total - done < avail ? total - done : (size_t)avail;
 
-			ring_to_iov(s->rx_data, S.ring_size, tail, iov, cnt, done, n);
+			if (!(flags & MSG_TRUNC)) /* TCP's MSG_TRUNC: discard, copy nothing */
+				ring_to_iov(s->rx_data, S.ring_size, tail, iov, cnt, done, n);
 			done += n;
 			if (flags & MSG_PEEK) {
 				ret = (ssize_t)done;
@@ -247,7 +280,11 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			ret = done ? (ssize_t)done : fail(EAGAIN);
 			break;
 		}
-		r = wait_fd(s, fd, POLLIN, rx_ready, deadline);
+		if (!held && !(held = sock_hold(s, fd))) {
+			ret = done ? (ssize_t)done : fail(EBADF);
+			break;
+		}
+		r = wait_unlocked(s, fd, POLLIN, rx_ready, deadline, &s->rx_lock);
 		if (r < 0) {
 			ret = done ? (ssize_t)done : fail(r == -EPIPE ? ECONNRESET : r == -ETIMEDOUT ? EAGAIN : -r);
 			break;
@@ -256,6 +293,8 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 	if (!(flags & MSG_PEEK) && !readable(s))
 		unsignal(s, fd);
 	pthread_mutex_unlock(&s->rx_lock);
+	if (held)
+		sock_unhold(s);
 	return ret;
 }
 

@@ -2,6 +2,7 @@ package usock
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -77,6 +78,13 @@ type sock struct {
 	txBytes atomic.Uint64
 	rxBytes atomic.Uint64
 
+	// What a fresh engine socket must be given again (renew): the
+	// options set, in order, and an explicit bind.
+	opts       []optSet
+	congestion string
+	bound      netip.AddrPort
+
+	errTaken              bool // SO_ERROR has reported the engine socket's error
 	connecting, listening bool
 	shutWr                bool // SHUT_WR requested: after tx drains
 	closing               bool // the application closed it
@@ -145,11 +153,65 @@ func (s *Session) attach(slot uint32, es stack.Socket, family, pair int, ino uin
 	so := &sock{slot: slot, gen: gen, family: family, es: es, pair: pair, pairIno: ino, created: time.Now(), state: abi.SSOpen}
 	atomic.StoreUint32(&sh.State, so.state)
 	s.socks[slot] = so
-	es.Notify(func(stack.Events) {
+	s.watch(so)
+	return so
+}
+
+// watch has the engine report so's readiness to the worker.
+func (s *Session) watch(so *sock) {
+	slot := so.slot
+	so.es.Notify(func(stack.Events) {
 		s.events[slot/64].Or(1 << (slot % 64))
 		s.wake()
 	})
-	return so
+}
+
+type optSet struct {
+	o stack.Option
+	v int
+}
+
+func (so *sock) setOpt(o stack.Option, v int) {
+	for i := range so.opts {
+		if so.opts[i].o == o {
+			so.opts[i].v = v
+			return
+		}
+	}
+	so.opts = append(so.opts, optSet{o, v})
+}
+
+// renew puts a fresh engine socket in so's place, with so's options and
+// explicit bind, after a failed connect or connect(AF_UNSPEC). Called with
+// mu held.
+func (s *Session) renew(so *sock) error {
+	es, err := s.srv.cfg.Engine.Socket(so.family)
+	if err != nil {
+		return err
+	}
+	so.es.Notify(nil)
+	so.es.Abort()
+	s.srv.unbind(so)
+	for _, o := range so.opts {
+		_ = es.SetOption(o.o, o.v)
+	}
+	if so.congestion != "" {
+		_ = es.SetCongestion(so.congestion)
+	}
+	so.es = es
+	if so.bound.IsValid() {
+		reuse, _ := es.GetOption(stack.OptReusePort)
+		if err := s.bindAllowed(so, so.bound, reuse != 0, func() error { return es.Bind(so.bound) }); err != nil {
+			s.logf("socket %d: its bind to %v could not be made again on a fresh socket: %v", so.slot, so.bound, err)
+			so.bound = netip.AddrPort{}
+		}
+	}
+	so.state = abi.SSOpen
+	so.soErr, so.errTaken = 0, false
+	so.connecting, so.listening, so.shutWr = false, false, false
+	so.local, so.remote = netip.AddrPort{}, netip.AddrPort{}
+	s.watch(so)
+	return nil
 }
 
 // release frees a slot whose engine socket was closed or aborted.
@@ -327,7 +389,11 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 			return errno(err)
 		}
 		reuse, _ := so.es.GetOption(stack.OptReusePort)
-		return errno(s.bindAllowed(so, ap, reuse != 0, func() error { return so.es.Bind(ap) }))
+		err = s.bindAllowed(so, ap, reuse != 0, func() error { return so.es.Bind(ap) })
+		if err == nil {
+			so.bound = ap
+		}
+		return errno(err)
 	case abi.OpListen:
 		backlog := int(int32(r.arg0))
 		if backlog <= 0 || backlog > 4096 {
@@ -343,6 +409,11 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		so.state |= abi.SSListening
 		return 0
 	case abi.OpConnect:
+		if len(r.addr) >= 2 && binary.LittleEndian.Uint16(r.addr) == unix.AF_UNSPEC {
+			// connect(AF_UNSPEC) dissolves the association: the socket
+			// is as new (its options and explicit bind kept), as in Linux.
+			return errno(s.renew(so))
+		}
 		if so.listening {
 			return -int32(syscall.EISCONN)
 		}
@@ -351,6 +422,14 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		}
 		if so.state&abi.SSConnected != 0 {
 			return -int32(syscall.EISCONN)
+		}
+		if so.state&(abi.SSError|abi.SSWrDead|abi.SSReset) != 0 {
+			// A connect that failed leaves Linux's socket closed and
+			// ready to connect again; an engine socket is spent, so a
+			// fresh one takes its place.
+			if err := s.renew(so); err != nil {
+				return errno(err)
+			}
 		}
 		ap, err := parseSockaddr(r.addr, so.family)
 		if err != nil {
@@ -372,12 +451,24 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		if how < unix.SHUT_RD || how > unix.SHUT_RDWR {
 			return -int32(syscall.EINVAL)
 		}
+		if so.listening {
+			// As Linux: SHUT_RD stops a listener (pending connections
+			// are reset) and accept() fails with EINVAL; the fd turns
+			// readable to wake the threads blocked in accept.
+			if how != unix.SHUT_WR {
+				_ = so.es.Shutdown(unix.SHUT_RD)
+				so.listening = false
+				so.state &^= abi.SSListening | abi.SSAcceptQ
+				so.state |= abi.SSRdEOF
+			}
+			return 0
+		}
 		if so.state&abi.SSConnected == 0 {
 			return -int32(syscall.ENOTCONN)
 		}
-		if how != unix.SHUT_WR {
-			_ = so.es.Shutdown(unix.SHUT_RD)
-		}
+		// SHUT_RD is the shim's business (reads answer 0 once the ring
+		// is empty): Linux still takes in what the peer sends, and a
+		// read returns it, so the engine's read side stays open.
 		if how != unix.SHUT_RD {
 			so.shutWr = true // after the tx ring drains (service)
 		}
@@ -409,7 +500,11 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 			if i := bytes.IndexByte(name, 0); i >= 0 {
 				name = name[:i]
 			}
-			return errno(so.es.SetCongestion(string(name)))
+			err := so.es.SetCongestion(string(name))
+			if err == nil {
+				so.congestion = string(name)
+			}
+			return errno(err)
 		}
 		o, ok := sockOption(r.arg0, r.arg1)
 		if !ok {
@@ -419,7 +514,11 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		if err != nil {
 			return errno(err)
 		}
-		return errno(so.es.SetOption(o, v))
+		err = so.es.SetOption(o, v)
+		if err == nil {
+			so.setOpt(o, v)
+		}
+		return errno(err)
 	case abi.OpGetsockopt:
 		switch {
 		case r.arg0 == ipprotoTCP && r.arg1 == tcpInfo:
@@ -444,11 +543,14 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		}
 		if r.arg0 == solSocket && r.arg1 == soError {
 			v := so.soErr
-			if v == 0 && so.state&abi.SSConnecting == 0 {
+			if v == 0 && so.state&abi.SSConnecting == 0 && !so.errTaken {
 				if err := so.es.ConnectResult(); err != nil {
 					v = -errno(err)
 				}
 			}
+			// Read once, the error is gone (the engine would say it
+			// again: its socket stays failed until renew).
+			so.errTaken = so.errTaken || v != 0
 			so.soErr = 0
 			so.state &^= abi.SSError
 			out.optLen = putOptValue(out.opt[:], 0, int(v))
