@@ -179,10 +179,14 @@ func NewServer(cfg Config) *Server {
 		cfg.Workers = 1
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
-	if cfg.Engines == nil && cfg.Engine != nil {
-		cfg.Engines = map[string]stack.Engine{cfg.Engine.Name(): cfg.Engine}
+	if cfg.Engine != nil && cfg.Engines[cfg.Engine.Name()] == nil {
+		all := map[string]stack.Engine{cfg.Engine.Name(): cfg.Engine}
+		for n, e := range cfg.Engines {
+			all[n] = e
+		}
+		cfg.Engines = all
 	}
-	srv := &Server{engTotals: map[string]*totals{},cfg: cfg, sessions: map[uint32]*Session{}, perWork: 1, perUID: map[uint32]*uidUse{},
+	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, perWork: 1, perUID: map[uint32]*uidUse{},
 		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
 	for name := range cfg.Engines {
 		srv.engTotals[name] = &totals{}

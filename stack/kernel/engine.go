@@ -110,6 +110,17 @@ var _ stack.Engine = (*Engine)(nil)
 // New starts an engine: an epoll instance and the goroutine that waits on
 // it.
 func New(cfg Config) (*Engine, error) {
+	// Try the per-socket settings on a probe, so that a bad one (an
+	// unknown congestion control) fails here, not on every socket.
+	probe, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("kernel engine: socket: %w", err)
+	}
+	err = (&Engine{cfg: cfg}).configure(probe)
+	unix.Close(probe)
+	if err != nil {
+		return nil, fmt.Errorf("kernel engine: applying the settings: %w", err)
+	}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("kernel engine: epoll_create1: %w", err)
