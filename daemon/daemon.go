@@ -193,7 +193,12 @@ func nicStats(engines map[string]stack.Engine) []usock.NICStats {
 		if !ok {
 			continue
 		}
-		out = append(out, nicsOf(g)...)
+		for _, n := range nicsOf(g) {
+			if len(engines) > 1 {
+				n.Name = name + ":" + n.Name // gvisor:lo is not the kernel's lo
+			}
+			out = append(out, n)
+		}
 	}
 	return out
 }

@@ -198,3 +198,24 @@ func TestSettings(t *testing.T) {
 		t.Fatal("an unknown setting was accepted")
 	}
 }
+
+// A closed socket still reports the counters it had (nuse stats shows
+// closed sockets).
+func TestStatsSurviveClose(t *testing.T) {
+	e := mustNew(t, Config{})
+	defer e.Close()
+	l, ap := listener(t, e)
+	defer l.Close()
+	c, _ := e.Socket(unix.AF_INET)
+	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
+		t.Fatal(err)
+	}
+	waitFor(t, c, stack.EventOut)
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if st := c.Stats(); st.SegsOut < 2 {
+		t.Fatalf("stats after close: %+v", st)
+	}
+}

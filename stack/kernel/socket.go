@@ -33,6 +33,10 @@ type socket struct {
 	// ConnectResult's contract asks.
 	connStarted bool
 	connErr     error
+
+	// final are the counters as they were at Close, for stats of a
+	// closed socket (set under life's write lock).
+	final *stack.SockStats
 }
 
 var _ stack.Socket = (*socket)(nil)
@@ -281,6 +285,9 @@ func (so *socket) Close() {
 		return
 	}
 	so.e.remove(so)
+	if ti, err := unix.GetsockoptTCPInfo(so.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+		so.final = statsOf(ti)
+	}
 	unix.Close(so.fd)
 	so.fd = -1
 }
@@ -384,13 +391,26 @@ func (so *socket) GetOption(o stack.Option) (int, error) {
 	return v, errnoOf(err)
 }
 
-// Stats implements stack.Socket from TCP_INFO.
+// Stats implements stack.Socket from TCP_INFO (of a closed socket: as it
+// was at Close).
 func (so *socket) Stats() stack.SockStats {
-	ti, err := so.tcpInfo()
+	so.life.RLock()
+	defer so.life.RUnlock()
+	if so.fd < 0 {
+		if so.final != nil {
+			return *so.final
+		}
+		return stack.SockStats{}
+	}
+	ti, err := unix.GetsockoptTCPInfo(so.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
 		return stack.SockStats{}
 	}
-	return stack.SockStats{SegsIn: uint64(ti.Segs_in), SegsOut: uint64(ti.Segs_out), Retransmits: uint64(ti.Total_retrans)}
+	return *statsOf(ti)
+}
+
+func statsOf(ti *unix.TCPInfo) *stack.SockStats {
+	return &stack.SockStats{SegsIn: uint64(ti.Segs_in), SegsOut: uint64(ti.Segs_out), Retransmits: uint64(ti.Total_retrans)}
 }
 
 func (so *socket) tcpInfo() (*unix.TCPInfo, error) {
