@@ -4,8 +4,9 @@
 // _test.go with one line:
 //
 //	func TestConformance(t *testing.T) {
-//		enginetest.Run(t, func(t *testing.T) stack.Engine { return myengine.New(...) })
+//		enginetest.Run(t, func(t testing.TB) stack.Engine { return myengine.New(...) })
 //	}
+//	func BenchmarkEngine(b *testing.B) { enginetest.Bench(b, newEngine) }
 //
 // Each check gets a fresh engine (closed after it) and waits for readiness
 // only through Notify: an engine whose callbacks do not fire fails by
@@ -59,11 +60,15 @@ var Checks = []Check{
 // H is what a check gets: the engine, the family and loopback address
 // under test, and helpers that fail the test rather than return errors.
 type H struct {
-	*testing.T
+	testing.TB
 	E      stack.Engine
 	Family int
 	Lo     netip.Addr // 127.0.0.1 or ::1
 }
+
+// NewEngine makes a fresh engine for one check or benchmark; it fails tb
+// if it cannot.
+type NewEngine func(tb testing.TB) stack.Engine
 
 // Option changes how Run runs.
 type Option func(*options)
@@ -81,7 +86,7 @@ func Deviation(check, why string) Option {
 // Run runs every check against engines newEngine makes (one per check;
 // the suite closes it). An engine that lacks something fails, visibly,
 // unless it declares the Deviation.
-func Run(t *testing.T, newEngine func(t *testing.T) stack.Engine, opts ...Option) {
+func Run(t *testing.T, newEngine NewEngine, opts ...Option) {
 	o := options{deviations: map[string]string{}}
 	for _, f := range opts {
 		f(&o)
@@ -111,7 +116,7 @@ func Run(t *testing.T, newEngine func(t *testing.T) stack.Engine, opts ...Option
 					}
 					e := newEngine(t)
 					defer e.Close()
-					c.Run(&H{T: t, E: e, Family: fam.family, Lo: fam.lo})
+					c.Run(&H{TB: t, E: e, Family: fam.family, Lo: fam.lo})
 				})
 			}
 		})

@@ -10,8 +10,10 @@ import (
 // The conformance suite, over the kernel's loopback (127.0.0.1, ::1) of the
 // namespace the test runs in.
 func TestConformance(t *testing.T) {
-	enginetest.Run(t, func(t *testing.T) stack.Engine { return mustNew(t, Config{}) })
+	enginetest.Run(t, newConformanceEngine)
 }
+
+func newConformanceEngine(t testing.TB) stack.Engine { return mustNew(t, Config{}) }
 
 func mustNew(t testing.TB, cfg Config) *Engine {
 	t.Helper()
@@ -21,3 +23,6 @@ func mustNew(t testing.TB, cfg Config) *Engine {
 	}
 	return e
 }
+
+// The engine benchmarks of the suite: go test -bench Engine ./stack/ENGINE/
+func BenchmarkEngine(b *testing.B) { enginetest.Bench(b, newConformanceEngine) }
