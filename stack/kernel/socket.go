@@ -173,6 +173,7 @@ func (so *socket) Connect(ap netip.AddrPort) error {
 	if err != nil && err != unix.EINPROGRESS && err != unix.EALREADY && err != unix.EISCONN {
 		so.connErr = errnoOf(err)
 	}
+	so.e.pollNow() // over loopback the handshake is often done already
 	return errnoOf(err)
 }
 
@@ -266,13 +267,16 @@ func (so *socket) Write(p []byte) (int, error) {
 		if err != nil {
 			return 0, errnoOf(err)
 		}
+		so.e.pollNow()
 		return n, nil
 	}
 }
 
 // Shutdown implements stack.Socket.
 func (so *socket) Shutdown(how int) error {
-	return errnoOf(unix.Shutdown(so.fd, how))
+	err := unix.Shutdown(so.fd, how)
+	so.e.pollNow() // the peer's EOF, over loopback
+	return errnoOf(err)
 }
 
 // Close implements stack.Socket: close(2); the kernel still delivers what
@@ -280,8 +284,8 @@ func (so *socket) Shutdown(how int) error {
 func (so *socket) Close() {
 	so.fn.Store(nil)
 	so.life.Lock()
-	defer so.life.Unlock()
 	if so.fd < 0 {
+		so.life.Unlock()
 		return
 	}
 	so.e.remove(so)
@@ -290,6 +294,8 @@ func (so *socket) Close() {
 	}
 	unix.Close(so.fd)
 	so.fd = -1
+	so.life.Unlock()
+	so.e.pollNow() // the peer's EOF or reset, over loopback
 }
 
 // Abort implements stack.Socket: SO_LINGER 0 and close, which sends RST.
