@@ -1,14 +1,17 @@
 // Package daemon is nused: it opens the netdev, starts the transport
-// engine, and serves preloaded processes through the user-socket engine.
+// engines (from stack's registry), and serves preloaded processes through
+// the user-socket engine.
 package daemon
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/nuse-project/nuse/daemon/arena"
 	"github.com/nuse-project/nuse/daemon/usock"
 	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/gvisor"
 	"github.com/nuse-project/nuse/stack/netdev"
 	"github.com/nuse-project/nuse/uc/proxy"
@@ -24,8 +28,16 @@ import (
 
 // Config is the daemon's configuration.
 type Config struct {
-	Sock       string         // control socket path
-	Engine     string         // transport engine: "gvisor" (the default and, so far, the only one)
+	Sock string // control socket path
+	// Engine is the default transport engine (DefaultEngine if empty):
+	// the one every NUSE socket uses until rules can name another.
+	Engine string
+	// Engines are further engines to run beside the default (the daemon
+	// runs them all at once; `nuse stats` shows each).
+	Engines []string
+	// Settings are each engine's key=value settings, by engine name
+	// (`--set ENGINE.KEY=VALUE`; `--tcp KEY=VALUE` is gvisor's).
+	Settings   map[string]map[string]string
 	Netdev     string         // "tap", "tap:NAME", "kmod", "uc:...", "none"
 	DevName    string         // device name (nuse0)
 	MTU        uint32         // link MTU
@@ -33,7 +45,6 @@ type Config struct {
 	HostAddrs  []netip.Prefix // the kernel side's addresses (TAP, kmod)
 	Gateways   []netip.Addr   // default routes of the stack
 	Loopback   bool           // the stack owns 127.0.0.1/8 and ::1 too
-	TCP        gvisor.TCPConfig
 	MaxSocks   uint32
 	RingSize   uint32
 	Spin       time.Duration
@@ -44,8 +55,23 @@ type Config struct {
 	Logf       func(format string, args ...any)
 }
 
-// Engines are the transport engines the daemon can run (--engine).
-var Engines = []string{"gvisor"}
+// DefaultEngine is the engine a daemon runs when none is named.
+const DefaultEngine = "gvisor"
+
+// engineNames is the default engine first, then the others, each once.
+func (cfg Config) engineNames() []string {
+	def := cfg.Engine
+	if def == "" {
+		def = DefaultEngine
+	}
+	names := []string{def}
+	for _, n := range cfg.Engines {
+		if n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
 
 // Run serves until ctx is done.
 func Run(ctx context.Context, cfg Config) error {
@@ -53,31 +79,54 @@ func Run(ctx context.Context, cfg Config) error {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	if cfg.Engine != "" && cfg.Engine != "gvisor" {
-		return fmt.Errorf("unknown engine %q (available: %s)", cfg.Engine, strings.Join(Engines, ", "))
+	names := cfg.engineNames()
+	for _, n := range names {
+		if _, err := stack.Lookup(n); err != nil {
+			return err
+		}
+	}
+	for n := range cfg.Settings {
+		if !slices.Contains(names, n) {
+			return fmt.Errorf("settings for engine %q, which this daemon does not run (it runs %s)", n, strings.Join(names, ", "))
+		}
 	}
 	layout, err := arena.NewLayout(cfg.MaxSocks, cfg.RingSize)
 	if err != nil {
 		return err
 	}
-	dev, err := openNetdev(cfg, logf)
-	if err != nil {
-		return err
-	}
-	eng, err := gvisor.New(gvisor.Config{
-		Netdev: dev, StackAddrs: cfg.StackAddrs, Gateways: cfg.Gateways,
-		Loopback: cfg.Loopback, TCP: cfg.TCP,
-	})
-	if err != nil {
-		if dev != nil && dev.Close != nil {
-			_ = dev.Close()
+	// The netdev goes to the first engine that asks for it.
+	var dev *netdev.Device
+	var devOwner string
+	engines := map[string]stack.Engine{}
+	defer func() {
+		for _, e := range engines {
+			e.Close()
 		}
-		return fmt.Errorf("starting the gVisor engine: %w", err)
+	}()
+	for _, n := range names {
+		env := stack.Env{
+			Settings: cfg.Settings[n], StackAddrs: cfg.StackAddrs, Gateways: cfg.Gateways, Loopback: cfg.Loopback,
+			Logf: func(f string, a ...any) { logf("engine "+n+": "+f, a...) },
+		}
+		env.Netdev = func() (*netdev.Device, error) {
+			if devOwner != "" {
+				return nil, fmt.Errorf("the netdev is taken by engine %s", devOwner)
+			}
+			devOwner = n
+			d, err := openNetdev(cfg, logf)
+			dev = d
+			return d, err
+		}
+		e, err := stack.Start(n, env)
+		if err != nil {
+			return err
+		}
+		engines[n] = e
 	}
-	defer eng.Close()
+	def := engines[names[0]]
 	srv := usock.NewServer(usock.Config{
-		Engine: eng, Layout: layout, Spin: cfg.Spin, Workers: cfg.Workers, ShimSpin: cfg.ShimSpin, Linger: cfg.Linger,
-		Logf: logf, NetStats: func() []usock.NICStats { return nicStats(eng) },
+		Engine: def, Engines: engines, Layout: layout, Spin: cfg.Spin, Workers: cfg.Workers, ShimSpin: cfg.ShimSpin, Linger: cfg.Linger,
+		Logf: logf, NetStats: func() []usock.NICStats { return nicStats(engines) },
 		UCStats: ucStats,
 		Handlers: map[uint16]usock.Handler{abi.MsgUC: func(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte) {
 			proxy.Serve(c, cred, seq, body, proxy.ServerConfig{Spin: cfg.UCSpin, Logf: logf})
@@ -86,11 +135,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := srv.Listen(cfg.Sock); err != nil {
 		return err
 	}
-	where := "no netdev: traffic stays inside the stack"
+	where := "no netdev"
 	if dev != nil {
-		where = fmt.Sprintf("netdev %s (%s)", dev.Name, dev.Kind)
+		where = fmt.Sprintf("netdev %s (%s, engine %s)", dev.Name, dev.Kind, devOwner)
 	}
-	logf("nused ready on %s: engine gvisor, %s, stack addresses %v, loopback %v", cfg.Sock, where, addrsOr(cfg.StackAddrs), cfg.Loopback)
+	also := ""
+	if len(names) > 1 {
+		also = " (also running " + strings.Join(names[1:], ", ") + ")"
+	}
+	logf("nused ready on %s: engine %s%s, %s, stack addresses %v, loopback %v", cfg.Sock, names[0], also, where, addrsOr(cfg.StackAddrs), cfg.Loopback)
 	<-ctx.Done()
 	logf("shutting down")
 	srv.Close()
@@ -132,7 +185,25 @@ func openNetdev(cfg Config, logf func(string, ...any)) (*netdev.Device, error) {
 	return nil, err
 }
 
-func nicStats(eng *gvisor.Engine) []usock.NICStats {
+// nicStats gathers the interface counters of the engines that have NICs.
+func nicStats(engines map[string]stack.Engine) []usock.NICStats {
+	var out []usock.NICStats
+	for _, name := range slices.Sorted(maps.Keys(engines)) {
+		g, ok := engines[name].(*gvisor.Engine)
+		if !ok {
+			continue
+		}
+		for _, n := range nicsOf(g) {
+			if len(engines) > 1 {
+				n.Name = name + ":" + n.Name // gvisor:lo is not the kernel's lo
+			}
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func nicsOf(eng *gvisor.Engine) []usock.NICStats {
 	var out []usock.NICStats
 	for _, n := range eng.Stats() {
 		out = append(out, usock.NICStats{Name: n.Name, RxPackets: n.RxPackets, RxBytes: n.RxBytes,

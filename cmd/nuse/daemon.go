@@ -16,6 +16,7 @@ import (
 
 	"github.com/nuse-project/nuse/daemon"
 	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/netdev"
 )
 
@@ -68,14 +69,26 @@ func defaultUCSpin() time.Duration {
 	return 100 * time.Microsecond
 }
 
+// engineList is the --engine help: every built-in engine with its summary.
+func engineList() string {
+	var b strings.Builder
+	for _, r := range stack.Registered() {
+		fmt.Fprintf(&b, "\n    %-8s %s", r.Name, r.Summary)
+	}
+	return b.String()
+}
+
 func runDaemon(args []string) int {
 	fs := flag.NewFlagSet("nuse daemon", flag.ContinueOnError)
 	var cfg daemon.Config
 	var stackAddrs, hostAddrs prefixList
 	var gws addrList
-	var tcp kvList
+	var tcp, sets kvList
+	var also string
 	fs.StringVar(&cfg.Sock, "sock", defaultSock(), "control socket path")
-	fs.StringVar(&cfg.Engine, "engine", "gvisor", "transport engine ("+strings.Join(daemon.Engines, ", ")+")")
+	fs.StringVar(&cfg.Engine, "engine", daemon.DefaultEngine, "the default transport engine, which NUSE sockets use: "+engineList())
+	fs.StringVar(&also, "engines", "", "further engines to run beside --engine, comma-separated (each shows in nuse stats)")
+	fs.Var(&sets, "set", "an engine's setting ENGINE.KEY=VALUE, repeatable (nuse engines lists each engine's keys)")
 	fs.StringVar(&cfg.Netdev, "netdev", "tap", "netdev: tap[:NAME], kmod, uc:ARGS or none ("+strings.Join(netdev.Kinds(), ", ")+" available)")
 	fs.StringVar(&cfg.DevName, "dev", "nuse0", "name of the device (TAP, kmod)")
 	mtu := fs.Uint("mtu", 65000, "link MTU (a virtual link: large is fast)")
@@ -83,7 +96,7 @@ func runDaemon(args []string) int {
 	fs.Var(&hostAddrs, "host-addr", "addresses of the kernel's side of the device (default 10.77.0.1/16,fd77::1/64)")
 	fs.Var(&gws, "gateway", "default gateways of the stack (default 10.77.0.1,fd77::1)")
 	fs.BoolVar(&cfg.Loopback, "loopback", true, "the stack also owns 127.0.0.1/8 and ::1, for rules that claim loopback")
-	fs.Var(&tcp, "tcp", "TCP setting key=value, repeatable (sack, rack, cc, moderate-rcvbuf, sndbuf, rcvbuf, nodelay, ...)")
+	fs.Var(&tcp, "tcp", "gvisor engine's TCP setting key=value, repeatable, same as --set gvisor.key=value (sack, rack, cc, moderate-rcvbuf, sndbuf, rcvbuf, nodelay, ...)")
 	maxSocks := fs.Uint("max-sockets", abi.DefaultSocks, "NUSE sockets per process")
 	ring := fs.Uint("ring", abi.DefaultRing, "bytes per direction of each socket's ring (power of two)")
 	fs.DurationVar(&cfg.Spin, "spin", 50*time.Microsecond, "how long the daemon spins for work before it sleeps")
@@ -107,10 +120,41 @@ func runDaemon(args []string) int {
 	if len(cfg.HostAddrs) == 0 {
 		cfg.HostAddrs = []netip.Prefix{netip.MustParsePrefix("10.77.0.1/16"), netip.MustParsePrefix("fd77::1/64")}
 	}
+	for _, n := range strings.Split(also, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.Engines = append(cfg.Engines, n)
+		}
+	}
+	for _, n := range append([]string{cfg.Engine}, cfg.Engines...) {
+		if _, err := stack.Lookup(n); err != nil {
+			fmt.Fprintf(os.Stderr, "nuse daemon: --engine: %v\n", err)
+			return 2
+		}
+	}
+	cfg.Settings = map[string]map[string]string{}
+	set := func(engine, kv, flag string) bool {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			fmt.Fprintf(os.Stderr, "nuse daemon: %s %s: want KEY=VALUE\n", flag, kv)
+			return false
+		}
+		if cfg.Settings[engine] == nil {
+			cfg.Settings[engine] = map[string]string{}
+		}
+		cfg.Settings[engine][k] = v
+		return true
+	}
 	for _, kv := range tcp {
-		k, v, _ := strings.Cut(kv, "=")
-		if err := cfg.TCP.Set(k, v); err != nil {
-			fmt.Fprintf(os.Stderr, "nuse daemon: --tcp %s: %v\n", kv, err)
+		if !set("gvisor", kv, "--tcp") {
+			return 2
+		}
+	}
+	for _, s := range sets {
+		eng, kv, ok := strings.Cut(s, ".")
+		if !ok || !set(eng, kv, "--set") {
+			if !ok {
+				fmt.Fprintf(os.Stderr, "nuse daemon: --set %s: want ENGINE.KEY=VALUE\n", s)
+			}
 			return 2
 		}
 	}

@@ -4,6 +4,7 @@
 //	nuse run      run a program with its sockets through NUSE
 //	nuse stats    show what went through NUSE
 //	nuse rules    check rules and print decisions
+//	nuse engines  list the transport engines built in
 //	nuse perf     perftest-style benchmarks
 package main
 

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 
@@ -35,13 +36,25 @@ func runStats(args []string) int {
 		fmt.Fprintln(os.Stderr, "nuse stats:", err)
 		return 1
 	}
-	printStats(st)
+	printStats(os.Stdout, st)
 	return 0
 }
 
-func printStats(st *usock.Stats) {
-	fmt.Printf("engine %s: %s sent, %s received through NUSE sockets\n", st.Engine, size(st.TxBytes), size(st.RxBytes))
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+func printStats(out io.Writer, st *usock.Stats) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	if len(st.Engines) <= 1 {
+		fmt.Fprintf(w, "engine %s: %s sent, %s received through NUSE sockets\n", st.Engine, size(st.TxBytes), size(st.RxBytes))
+	} else {
+		fmt.Fprintf(w, "%s sent, %s received through NUSE sockets; by engine:\n", size(st.TxBytes), size(st.RxBytes))
+		fmt.Fprintln(w, "ENGINE\tSOCKETS\tSENT\tRECEIVED\t")
+		for _, e := range st.Engines {
+			name := e.Name
+			if e.Default {
+				name += " (default)"
+			}
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\n", name, e.Sockets, size(e.TxBytes), size(e.RxBytes))
+		}
+	}
 	show := func(title string, ss []usock.SessionStats) {
 		if len(ss) == 0 {
 			return
@@ -57,9 +70,13 @@ func printStats(st *usock.Stats) {
 			if len(s.Sockets) == 0 {
 				continue
 			}
-			fmt.Fprintln(w, "  SLOT\tPROTO\tSTATE\tLOCAL\tREMOTE\tSENT\tRECEIVED\tRING TX/RX\tSEGS OUT/IN\tRETRANS\t")
+			fmt.Fprintln(w, "  SLOT\tPROTO\tENGINE\tSTATE\tLOCAL\tREMOTE\tSENT\tRECEIVED\tRING TX/RX\tSEGS OUT/IN\tRETRANS\t")
 			for _, so := range s.Sockets {
-				fmt.Fprintf(w, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%d/%d\t%d\t\n", so.Slot, so.Family, so.State, so.Local, so.Remote,
+				eng := so.Engine
+				if eng == "" {
+					eng = st.Engine // a daemon from before engines were named per socket
+				}
+				fmt.Fprintf(w, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%d/%d\t%d\t\n", so.Slot, so.Family, eng, so.State, so.Local, so.Remote,
 					size(so.TxBytes), size(so.RxBytes), size(so.TxQueued), size(so.RxQueued), so.SegsOut, so.SegsIn, so.Retransmits)
 			}
 		}

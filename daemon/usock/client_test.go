@@ -22,7 +22,9 @@ import (
 	"github.com/nuse-project/nuse/internal/futex"
 	"github.com/nuse-project/nuse/internal/testlog"
 	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/gvisor"
+	"github.com/nuse-project/nuse/stack/kernel"
 )
 
 type testClient struct {
@@ -53,7 +55,16 @@ func startServerWith(t testing.TB, ring uint32, mod func(*Config)) (*Server, str
 
 // startServerAt serves a daemon on the control socket path.
 func startServerAt(t testing.TB, ring uint32, path string, mod func(*Config)) *Server {
-	eng, err := gvisor.New(gvisor.Config{Loopback: true})
+	// NUSE_TEST_ENGINE=kernel runs these tests on the kernel engine, whose
+	// sockets are real: do it in a namespace of its own
+	// (unshare -n sh -c 'ip link set lo up; NUSE_TEST_ENGINE=kernel go test ./daemon/usock/').
+	var eng stack.Engine
+	var err error
+	if os.Getenv("NUSE_TEST_ENGINE") == "kernel" {
+		eng, err = kernel.New(kernel.Config{})
+	} else {
+		eng, err = gvisor.New(gvisor.Config{Loopback: true})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +27,12 @@ import (
 
 // Config configures the user-socket engine.
 type Config struct {
-	Engine   stack.Engine
+	// Engine is the default transport engine: new sockets use it.
+	Engine stack.Engine
+	// Engines are all the engines the daemon runs, by name (Engine among
+	// them; nil means just Engine). A socket's engine is looked up here
+	// by name (engine), so a socket could be born on any of them.
+	Engines  map[string]stack.Engine
 	Layout   arena.Layout
 	Spin     time.Duration // how long a worker spins before it sleeps
 	ShimSpin time.Duration // how long shim threads spin before they sleep
@@ -138,6 +144,9 @@ type Server struct {
 	unprivPort uint16
 
 	totals totals
+	// engTotals are the totals of closed sockets by engine; the map is
+	// fixed at NewServer (one entry per configured engine).
+	engTotals map[string]*totals
 }
 
 // uidUse counts what one uid holds. Sockets are counted with atomics: they
@@ -170,8 +179,18 @@ func NewServer(cfg Config) *Server {
 		cfg.Workers = 1
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
-	srv := &Server{cfg: cfg, sessions: map[uint32]*Session{}, perWork: 1, perUID: map[uint32]*uidUse{},
+	if cfg.Engine != nil && cfg.Engines[cfg.Engine.Name()] == nil {
+		all := map[string]stack.Engine{cfg.Engine.Name(): cfg.Engine}
+		for n, e := range cfg.Engines {
+			all[n] = e
+		}
+		cfg.Engines = all
+	}
+	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, perWork: 1, perUID: map[uint32]*uidUse{},
 		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
+	for name := range cfg.Engines {
+		srv.engTotals[name] = &totals{}
+	}
 	if futex.HaveWaitv() {
 		srv.perWork = futex.WaitvMax - 1 // one word is the worker's own
 	}
@@ -510,14 +529,32 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.EMFILE)
 		return
 	}
-	es, err := s.srv.cfg.Engine.Socket(family)
+	// The shim does not name an engine yet: the default serves.
+	eng, err := s.srv.engine("")
+	if err != nil {
+		s.free = append(s.free, slot)
+		fail(syscall.EPROTONOSUPPORT)
+		return
+	}
+	es, err := eng.Socket(family)
 	if err != nil {
 		s.free = append(s.free, slot)
 		fail(syscall.Errno(-errno(err)))
 		return
 	}
-	so := s.attach(slot, es, family, pair, ino)
+	so := s.attach(slot, es, eng.Name(), family, pair, ino)
 	rep.Sock, rep.Gen = so.slot, so.gen
+}
+
+// engine finds an engine by name; "" is the default.
+func (srv *Server) engine(name string) (stack.Engine, error) {
+	if name == "" || name == srv.cfg.Engine.Name() {
+		return srv.cfg.Engine, nil
+	}
+	if e := srv.cfg.Engines[name]; e != nil {
+		return e, nil
+	}
+	return nil, fmt.Errorf("engine %q is not running", name)
 }
 
 // takePair checks and counts the daemon's end of a new socket's
@@ -590,7 +627,7 @@ func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		return
 	}
 	slot, _ := s.alloc()
-	so := s.attach(slot, es, ls.family, pair, ino)
+	so := s.attach(slot, es, ls.engine, ls.family, pair, ino)
 	so.state |= abi.SSConnected
 	so.remote = peer
 	so.local, _ = es.LocalAddr()
@@ -675,6 +712,7 @@ func bytesOf[T any](v *T) []byte {
 // SockStats describes one socket.
 type SockStats struct {
 	Slot        uint32 `json:"slot"`
+	Engine      string `json:"engine"` // the transport engine carrying it
 	Family      string `json:"family"`
 	State       string `json:"state"`
 	Local       string `json:"local"`
@@ -711,7 +749,10 @@ type SessionStats struct {
 
 // Stats is what `nuse stats` shows.
 type Stats struct {
+	// Engine is the default engine; Engines has every engine the daemon
+	// runs, with its totals.
 	Engine   string         `json:"engine"`
+	Engines  []EngineStats  `json:"engines"`
 	Sessions []SessionStats `json:"sessions"`
 	Ended    []SessionStats `json:"ended"`
 	TxBytes  uint64         `json:"tx_bytes"`
@@ -721,6 +762,15 @@ type Stats struct {
 	Others int        `json:"others,omitempty"`
 	Net    []NICStats `json:"net,omitempty"`
 	UC     []UCStats  `json:"uc,omitempty"`
+}
+
+// EngineStats are one engine's totals over the sessions shown.
+type EngineStats struct {
+	Name    string `json:"name"`
+	Default bool   `json:"default,omitempty"`
+	Sockets int    `json:"sockets"` // live sockets on it now
+	TxBytes uint64 `json:"tx_bytes"`
+	RxBytes uint64 `json:"rx_bytes"`
 }
 
 // UCStats describe one uc proxy session (a program posting RDMA verbs
@@ -791,6 +841,12 @@ func (srv *Server) Stats() Stats {
 			}
 		}
 	}
+	st.Engines = srv.engineStats(st.Sessions, func(name string) (uint64, uint64) {
+		if t := srv.engTotals[name]; t != nil {
+			return t.tx.Load(), t.rx.Load()
+		}
+		return 0, 0
+	})
 	if srv.cfg.NetStats != nil {
 		st.Net = srv.cfg.NetStats()
 	}
@@ -879,7 +935,54 @@ func (srv *Server) StatsFor(uid uint32) Stats {
 			st.RxBytes += s.RxBytes
 		}
 	}
+	// Per engine, from what this user may see: the sockets of their live
+	// sessions (closed ones included, as far as kept) and ended ones.
+	byEngine := map[string][2]uint64{}
+	for _, ss := range [][]SessionStats{st.Sessions, st.Ended} {
+		for _, s := range ss {
+			for _, so := range s.Sockets {
+				t := byEngine[so.Engine]
+				byEngine[so.Engine] = [2]uint64{t[0] + so.TxBytes, t[1] + so.RxBytes}
+			}
+		}
+	}
+	st.Engines = srv.engineStats(st.Sessions, func(string) (uint64, uint64) { return 0, 0 })
+	for i := range st.Engines {
+		// The byte counts are the sums above (engineStats's count only
+		// the live sockets).
+		t := byEngine[st.Engines[i].Name]
+		st.Engines[i].TxBytes, st.Engines[i].RxBytes = t[0], t[1]
+	}
 	return st
+}
+
+// engineStats sums the live sockets of sessions by engine, on top of base
+// (what closed sockets carried), for every engine the server runs.
+func (srv *Server) engineStats(sessions []SessionStats, base func(name string) (tx, rx uint64)) []EngineStats {
+	var names []string
+	for n := range srv.cfg.Engines {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	idx := map[string]int{}
+	out := make([]EngineStats, len(names))
+	for i, n := range names {
+		idx[n] = i
+		out[i] = EngineStats{Name: n, Default: srv.cfg.Engine != nil && n == srv.cfg.Engine.Name()}
+		out[i].TxBytes, out[i].RxBytes = base(n)
+	}
+	for _, s := range sessions {
+		for _, so := range s.Sockets {
+			i, ok := idx[so.Engine]
+			if !ok || so.State == "closed" {
+				continue
+			}
+			out[i].Sockets++
+			out[i].TxBytes += so.TxBytes
+			out[i].RxBytes += so.RxBytes
+		}
+	}
+	return out
 }
 
 // StatsChunk is the largest message of a stats answer.

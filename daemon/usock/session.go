@@ -66,6 +66,7 @@ type sock struct {
 	slot, gen uint32
 	family    int
 	es        stack.Socket
+	engine    string // the name of es's engine
 	pair      int    // the daemon's end of the socketpair
 	pairIno   uint64 // its inode, for the server's table of held pairs
 	reusePort uint16 // bound with SO_REUSEPORT to this port (srv.ports)
@@ -141,7 +142,7 @@ func (s *Session) alloc() (uint32, bool) {
 }
 
 // attach installs an engine socket in a slot. Called with mu held.
-func (s *Session) attach(slot uint32, es stack.Socket, family, pair int, ino uint64) *sock {
+func (s *Session) attach(slot uint32, es stack.Socket, engine string, family, pair int, ino uint64) *sock {
 	sh := s.a.Sock(slot)
 	gen := s.gens[slot] + 1
 	if gen == 0 {
@@ -150,7 +151,7 @@ func (s *Session) attach(slot uint32, es stack.Socket, family, pair int, ino uin
 	s.gens[slot] = gen
 	s.a.Reset(slot)
 	atomic.StoreUint32(&sh.Gen, gen)
-	so := &sock{slot: slot, gen: gen, family: family, es: es, pair: pair, pairIno: ino, created: time.Now(), state: abi.SSOpen}
+	so := &sock{slot: slot, gen: gen, family: family, es: es, engine: engine, pair: pair, pairIno: ino, created: time.Now(), state: abi.SSOpen}
 	atomic.StoreUint32(&sh.State, so.state)
 	s.socks[slot] = so
 	s.watch(so)
@@ -228,6 +229,9 @@ func (s *Session) release(so *sock) {
 		s.closed = s.closed[len(s.closed)-maxClosedSocks:]
 	}
 	s.srv.totals.add(so.txBytes.Load(), so.rxBytes.Load())
+	if t := s.srv.engTotals[so.engine]; t != nil {
+		t.add(so.txBytes.Load(), so.rxBytes.Load())
+	}
 }
 
 // lookup finds the live socket a command names.
@@ -810,7 +814,7 @@ func (s *Session) sockStats(so *sock, state string) SockStats {
 	rxq, _ := checkedUsed(so.rxHead, atomic.LoadUint64(&sh.Rx.Tail), s.a.L.RingSize)
 	return SockStats{
 		TxQueued: txq, RxQueued: rxq, Signals: signals(so, sh),
-		Slot: so.slot, Family: familyName(so.family), State: state,
+		Slot: so.slot, Engine: so.engine, Family: familyName(so.family), State: state,
 		Local: addrString(local), Remote: addrString(remote),
 		TxBytes: so.txBytes.Load(), RxBytes: so.rxBytes.Load(),
 		SegsOut: st.SegsOut, SegsIn: st.SegsIn, Retransmits: st.Retransmits,

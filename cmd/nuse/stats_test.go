@@ -1,0 +1,40 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/nuse-project/nuse/daemon/usock"
+)
+
+func TestPrintStatsShowsEngines(t *testing.T) {
+	st := &usock.Stats{Engine: "kernel", TxBytes: 2048, RxBytes: 10,
+		Engines: []usock.EngineStats{{Name: "gvisor"}, {Name: "kernel", Default: true, Sockets: 1, TxBytes: 2048, RxBytes: 10}},
+		Sessions: []usock.SessionStats{{ID: 1, Pid: 42, Comm: "redis", Sockets: []usock.SockStats{
+			{Slot: 0, Engine: "kernel", Family: "tcp4", State: "established", Local: "127.0.0.1:1", Remote: "127.0.0.1:2", TxBytes: 2048, RxBytes: 10},
+		}}}}
+	var b bytes.Buffer
+	printStats(&b, st)
+	out := b.String()
+	for _, want := range []string{"2.0 KiB sent, 10 B received through NUSE sockets; by engine:", "kernel (default)  1", "gvisor            0", "ENGINE", "kernel   established"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// One engine: the one-line summary as before.
+	b.Reset()
+	printStats(&b, &usock.Stats{Engine: "gvisor", Engines: []usock.EngineStats{{Name: "gvisor", Default: true}}})
+	if !strings.HasPrefix(b.String(), "engine gvisor: 0 B sent, 0 B received through NUSE sockets") {
+		t.Errorf("single engine:\n%s", b.String())
+	}
+}
+
+func TestEngineListNamesEveryEngine(t *testing.T) {
+	l := engineList()
+	for _, n := range []string{"gvisor", "kernel"} {
+		if !strings.Contains(l, "\n    "+n+" ") {
+			t.Errorf("--engine help lacks %s:\n%s", n, l)
+		}
+	}
+}

@@ -1,0 +1,87 @@
+package usock
+
+import (
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack"
+	"github.com/nuse-project/nuse/stack/kernel"
+)
+
+// A daemon running two engines: sockets go to the default one (kernel
+// here, over the test's loopback), and stats say which engine carries each
+// socket and what each engine carried.
+func TestStatsNameEachSocketsEngine(t *testing.T) {
+	keng, err := kernel.New(kernel.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, path := startServerWith(t, 64<<10, func(cfg *Config) {
+		cfg.Engines = map[string]stack.Engine{"gvisor": cfg.Engine, "kernel": keng}
+		cfg.Engine = keng
+	})
+	t.Cleanup(func() { keng.Close() }) // after the server's cleanup (LIFO)
+	cl := dialClient(t, path)
+	ls := cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 0))
+	res, out := cl.cmd(ls, abi.OpGetsockname, 0, 0, nil, nil)
+	if res != 0 {
+		t.Fatalf("getsockname: %v", syscall.Errno(-res))
+	}
+	ap, err := parseSockaddr(out.Addr[:out.AddrLen], syscall.AF_INET)
+	if err != nil || ap.Port() == 0 {
+		t.Fatalf("listener address %v, %v", ap, err)
+	}
+	cs := cl.socket(syscall.AF_INET)
+	if err := cl.connect(cs, ap); err != nil {
+		t.Fatal(err)
+	}
+	as, _ := cl.accept(ls)
+	if err := cl.send(cs, []byte("through the kernel")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := cl.recv(as, buf); err != nil || string(buf[:n]) != "through the kernel" {
+		t.Fatalf("recv %q, %v", buf[:n], err)
+	}
+	st := srv.Stats()
+	if st.Engine != "kernel" || len(st.Sessions) != 1 {
+		t.Fatalf("stats: engine %q, %d sessions", st.Engine, len(st.Sessions))
+	}
+	for _, so := range st.Sessions[0].Sockets {
+		if so.Engine != "kernel" {
+			t.Errorf("socket %d on engine %q, want kernel", so.Slot, so.Engine)
+		}
+	}
+	byName := map[string]EngineStats{}
+	for _, e := range st.Engines {
+		byName[e.Name] = e
+	}
+	if k := byName["kernel"]; !k.Default || k.Sockets != 3 || k.TxBytes != 18 || k.RxBytes != 18 {
+		t.Errorf("kernel engine totals %+v: want default, 3 sockets, 18 bytes each way", k)
+	}
+	if g, ok := byName["gvisor"]; !ok || g.Default || g.Sockets != 0 || g.TxBytes != 0 {
+		t.Errorf("gvisor engine totals %+v, present %v: want an idle engine", g, ok)
+	}
+	// Closed sockets stay counted for their engine.
+	cl.closeSock(cs)
+	cl.closeSock(as)
+	cl.closeSock(ls)
+	cl.close()
+	for i := 0; i < 500; i++ {
+		if st = srv.Stats(); len(st.Sessions) == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, e := range st.Engines {
+		if e.Name == "kernel" && (e.Sockets != 0 || e.TxBytes != 18) {
+			t.Errorf("kernel totals after the session ended: %+v", e)
+		}
+	}
+	if got := srv.StatsFor(12345); len(got.Engines) != 2 || got.Engines[1].TxBytes != 0 {
+		t.Errorf("another user sees engine totals %+v: want zeros", got.Engines)
+	}
+}

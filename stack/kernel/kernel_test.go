@@ -1,0 +1,221 @@
+package kernel
+
+import (
+	"errors"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/stack"
+)
+
+const timeout = 10 * time.Second
+
+// waitFor waits, through Notify only, until so's readiness has any of want.
+func waitFor(t *testing.T, so stack.Socket, want stack.Events) {
+	t.Helper()
+	ch := make(chan struct{}, 1)
+	so.Notify(func(stack.Events) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	})
+	defer so.Notify(nil)
+	deadline := time.After(timeout)
+	for so.Readiness()&want == 0 {
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %b", want)
+		}
+	}
+}
+
+func listener(t *testing.T, e *Engine) (stack.Socket, netip.AddrPort) {
+	t.Helper()
+	l, err := e.Socket(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Bind(netip.MustParseAddrPort("127.0.0.1:0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Listen(8); err != nil {
+		t.Fatal(err)
+	}
+	ap, _ := l.LocalAddr()
+	return l, ap
+}
+
+// Adopt wraps a kernel socket connected outside the engine (as an
+// eBPF-redirected connection would be): it carries data both ways and
+// reports readiness.
+func TestAdopt(t *testing.T) {
+	e := mustNew(t, Config{})
+	defer e.Close()
+	l, ap := listener(t, e)
+	defer l.Close()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		t.Fatal(err) // blocking connect over loopback: done at once
+	}
+	c, err := e.Adopt(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.ConnectResult(); err != nil {
+		t.Fatalf("ConnectResult of an adopted connected socket: %v", err)
+	}
+	if r, _ := c.RemoteAddr(); r != ap {
+		t.Fatalf("RemoteAddr %s, want %s", r, ap)
+	}
+	waitFor(t, l, stack.EventIn)
+	s, _, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, stack.EventIn)
+	var b [8]byte
+	if n, _, err := c.Read(b[:]); err != nil || string(b[:n]) != "hi" {
+		t.Fatalf("read %q, %v", b[:n], err)
+	}
+	if _, _, err := c.Read(b[:]); !errors.Is(err, stack.ErrWouldBlock) {
+		t.Fatalf("the adopted socket is not non-blocking: %v", err)
+	}
+	// Adopting something that is not a TCP socket fails and closes it.
+	p, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Adopt(p); !errors.Is(err, syscall.EPROTONOSUPPORT) {
+		t.Fatalf("Adopt(unix socket) = %v", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(p), unix.F_GETFD, 0); !errors.Is(err, unix.EBADF) {
+		t.Fatalf("a refused fd was left open")
+	}
+}
+
+// An idle engine sleeps: connected sockets with nothing to do cost no CPU.
+func TestIdleEngineUsesNoCPU(t *testing.T) {
+	e := mustNew(t, Config{})
+	defer e.Close()
+	l, ap := listener(t, e)
+	defer l.Close()
+	for i := 0; i < 20; i++ {
+		c, err := e.Socket(unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Notify(func(stack.Events) {})
+		if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // handshakes done
+	var before, after unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &before)
+	time.Sleep(500 * time.Millisecond)
+	unix.Getrusage(unix.RUSAGE_SELF, &after)
+	used := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	if used > 50*time.Millisecond {
+		t.Fatalf("an idle engine used %v of CPU in 500 ms", used)
+	}
+}
+
+// Close resets what is left, stops the poller and refuses new sockets.
+func TestEngineClose(t *testing.T) {
+	e := mustNew(t, Config{NoDelay: true})
+	l, ap := listener(t, e)
+	c, _ := e.Socket(unix.AF_INET)
+	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
+		t.Fatal(err)
+	}
+	if v, _ := c.GetOption(stack.OptNoDelay); v != 1 {
+		t.Fatalf("the nodelay setting was not applied: %d", v)
+	}
+	_ = l
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-e.done:
+	default:
+		t.Fatal("the poller is still running")
+	}
+	if _, err := e.Socket(unix.AF_INET); !errors.Is(err, syscall.ESHUTDOWN) {
+		t.Fatalf("Socket after Close = %v", err)
+	}
+	c.Close() // already reset: harmless
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	var c Config
+	for _, kv := range [][2]string{{"nodelay", "on"}, {"cc", "reno"}, {"sndbuf", "65536"}, {"rcvbuf", "131072"}} {
+		if err := c.Set(kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.NoDelay || c.Congestion != "reno" || c.SndBuf != 65536 || c.RcvBuf != 131072 {
+		t.Fatalf("%+v", c)
+	}
+	if c.Set("nodelay", "maybe") == nil || c.Set("sndbuf", "-1") == nil || c.Set("bogus", "1") == nil {
+		t.Fatal("bad settings accepted")
+	}
+	if _, err := stack.Start("kernel", stack.Env{Settings: map[string]string{"cc": "no-such-cc"}}); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("Start with cc=no-such-cc = %v, want ENOENT", err)
+	}
+	e, err := stack.Start("kernel", stack.Env{Settings: map[string]string{"cc": "reno"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	so, err := e.Socket(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer so.Close()
+	if cc, _ := so.Congestion(); cc != "reno" {
+		t.Fatalf("cc setting not applied: %q", cc)
+	}
+	if _, err := stack.Start("kernel", stack.Env{Settings: map[string]string{"sack": "on"}}); err == nil {
+		t.Fatal("an unknown setting was accepted")
+	}
+}
+
+// A closed socket still reports the counters it had (nuse stats shows
+// closed sockets).
+func TestStatsSurviveClose(t *testing.T) {
+	e := mustNew(t, Config{})
+	defer e.Close()
+	l, ap := listener(t, e)
+	defer l.Close()
+	c, _ := e.Socket(unix.AF_INET)
+	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
+		t.Fatal(err)
+	}
+	waitFor(t, c, stack.EventOut)
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if st := c.Stats(); st.SegsOut < 2 {
+		t.Fatalf("stats after close: %+v", st)
+	}
+}
