@@ -186,7 +186,11 @@ func (so *sock) setOpt(o stack.Option, v int) {
 // explicit bind, after a failed connect or connect(AF_UNSPEC). Called with
 // mu held.
 func (s *Session) renew(so *sock) error {
-	es, err := s.srv.cfg.Engine.Socket(so.family)
+	eng, err := s.srv.engine(so.engine)
+	if err != nil {
+		return err
+	}
+	es, err := eng.Socket(so.family)
 	if err != nil {
 		return err
 	}
