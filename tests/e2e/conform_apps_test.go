@@ -171,20 +171,20 @@ func TestConformBashDevTCP(t *testing.T) {
 	requireTool(t, "bash")
 	realProgram(t, 18140, "issue 11 case 3: what bash writes to its /dev/tcp fd never reaches the server, so read -t times out",
 		[]string{"bash", "python3"}, func(t *testing.T, ns *netns, rules string, port int) error {
-		if _, err := ns.startServer(rules, "python3", "-u", testdata("echoserver.py"), "127.0.0.1", fmt.Sprint(port)); err != nil {
-			return err
-		}
-		script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d || exit 1
+			if _, err := ns.startServer(rules, "python3", "-u", testdata("echoserver.py"), "127.0.0.1", fmt.Sprint(port)); err != nil {
+				return err
+			}
+			script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d || exit 1
 echo hello >&3
 read -t 5 line <&3 || { echo "read failed: $?"; exit 1; }
 echo "got: $line"`, port)
-		out, err := ns.run(time.Minute, ns.under(rules, "bash", "-c", script)...)
-		t.Logf("bash: %s", strings.TrimSpace(out))
-		if err != nil || !strings.Contains(out, "got: echo: hello") {
-			return fmt.Errorf("bash /dev/tcp: %v\n%s", err, out)
-		}
-		return nil
-	})
+			out, err := ns.run(time.Minute, ns.under(rules, "bash", "-c", script)...)
+			t.Logf("bash: %s", strings.TrimSpace(out))
+			if err != nil || !strings.Contains(out, "got: echo: hello") {
+				return fmt.Errorf("bash /dev/tcp: %v\n%s", err, out)
+			}
+			return nil
+		})
 }
 
 // Issue 11 case 3: a stdio client (fdopen, fprintf, fgets).
@@ -192,16 +192,16 @@ func TestConformStdioClient(t *testing.T) {
 	requireTool(t, "python3")
 	realProgram(t, 18150, "issue 11 case 3: stdio (fdopen + fprintf) on a NUSE socket is lost and fgets blocks",
 		[]string{"conform", "python3"}, func(t *testing.T, ns *netns, rules string, port int) error {
-		if _, err := ns.startServer(rules, "python3", "-u", testdata("echoserver.py"), "127.0.0.1", fmt.Sprint(port)); err != nil {
-			return err
-		}
-		out, err := ns.run(time.Minute, ns.under(rules, bin("conform"), "--stdio-client", "127.0.0.1", fmt.Sprint(port))...)
-		t.Logf("stdio client: %s", strings.TrimSpace(out))
-		if err != nil || !strings.Contains(out, "stdio-client got: echo: hello from stdio") {
-			return fmt.Errorf("stdio client: %v\n%s", err, out)
-		}
-		return nil
-	})
+			if _, err := ns.startServer(rules, "python3", "-u", testdata("echoserver.py"), "127.0.0.1", fmt.Sprint(port)); err != nil {
+				return err
+			}
+			out, err := ns.run(time.Minute, ns.under(rules, bin("conform"), "--stdio-client", "127.0.0.1", fmt.Sprint(port))...)
+			t.Logf("stdio client: %s", strings.TrimSpace(out))
+			if err != nil || !strings.Contains(out, "stdio-client got: echo: hello from stdio") {
+				return fmt.Errorf("stdio client: %v\n%s", err, out)
+			}
+			return nil
+		})
 }
 
 // Issue 11 case 11: an edge-triggered epoll server that accepts one
@@ -210,15 +210,15 @@ func TestConformEdgeTriggeredBurst(t *testing.T) {
 	requireTool(t, "python3")
 	realProgram(t, 18160, "issue 11 case 11: with EPOLLET a new connection arriving while an earlier one is unaccepted makes no new edge: the server stalls after its first accept",
 		[]string{"python3"}, func(t *testing.T, ns *netns, rules string, port int) error {
-		srv, err := ns.startServer(rules, "python3", "-u", testdata("etaccept.py"), "127.0.0.1", fmt.Sprint(port))
-		if err != nil {
-			return err
-		}
-		out, err := ns.run(time.Minute, ns.under(rules, "python3", "-u", testdata("etburst.py"), "127.0.0.1", fmt.Sprint(port), "200")...)
-		t.Logf("burst: %s", strings.TrimSpace(out))
-		if err != nil {
-			return fmt.Errorf("burst: %v\n%s\nserver:\n%s", err, out, srv.output())
-		}
-		return nil
-	})
+			srv, err := ns.startServer(rules, "python3", "-u", testdata("etaccept.py"), "127.0.0.1", fmt.Sprint(port))
+			if err != nil {
+				return err
+			}
+			out, err := ns.run(time.Minute, ns.under(rules, "python3", "-u", testdata("etburst.py"), "127.0.0.1", fmt.Sprint(port), "200")...)
+			t.Logf("burst: %s", strings.TrimSpace(out))
+			if err != nil {
+				return fmt.Errorf("burst: %v\n%s\nserver:\n%s", err, out, srv.output())
+			}
+			return nil
+		})
 }
