@@ -397,7 +397,7 @@ static void sendall(int fd, const char *s) { rv("send", send(fd, s, strlen(s), M
 /* A thread blocked in one call; done says it returned. */
 struct blocked {
 	pthread_t th;
-	int fd, flags, op; /* op 0: recv, 1: accept */
+	int fd, flags, op; /* op 0: recv, 1: accept, 2: send 64 KiB */
 	long r;
 	int e;
 	char b[64];
@@ -407,8 +407,11 @@ struct blocked {
 static void *blocked_main(void *p)
 {
 	struct blocked *t = p;
+	static char big[65536];
 	if (t->op == 1)
 		t->r = accept(t->fd, NULL, NULL);
+	else if (t->op == 2)
+		t->r = send(t->fd, big, sizeof(big), MSG_NOSIGNAL);
 	else
 		t->r = recv(t->fd, t->b, sizeof(t->b), t->flags);
 	t->e = errno;
@@ -434,7 +437,7 @@ static void blocked_result(const char *what, struct blocked *t, int ms)
 		emit("%s=blocked", what);
 	else if (t->r < 0)
 		emit("%s=-1:%s", what, en(t->e));
-	else if (t->op == 1)
+	else if (t->op != 0)
 		emit("%s=ok", what);
 	else
 		emit("%s=%ld:%s", what, t->r, esc(t->b, t->r));
@@ -1226,6 +1229,53 @@ static void i10_dontwait_while_blocked(void)
 	blocked_result("blocked_recv", &t, WAIT_MS);
 }
 
+/* Reads and drops everything after ms, until 300 ms pass without data. */
+static void *drain_later(void *p)
+{
+	struct later *l = p;
+	static char b[65536];
+	long end;
+
+	msleep(l->ms);
+	end = now_ms() + 5000;
+	while (now_ms() < end && waitev(l->fd, POLLIN, 300))
+		if (recv(l->fd, b, sizeof(b), MSG_DONTWAIT) <= 0)
+			break;
+	return NULL;
+}
+
+static void i10_dontwait_send_while_blocked_send(void)
+{
+	int c, a, i;
+	static char b[65536];
+	struct blocked t;
+	pthread_t th;
+	struct later lt;
+	long t0;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	fcntl(c, F_SETFL, O_NONBLOCK);
+	for (i = 0; i < 10000 && send(c, b, sizeof(b), MSG_NOSIGNAL) > 0; i++)
+		;
+	emit("filled=%s", en(errno));
+	fcntl(c, F_SETFL, 0);
+	blocked_start(&t, c, 2);
+	msleep(200);
+	/* if the call below blocks, the peer starts reading after 1.5 s */
+	lt = (struct later){a, 1500, NULL};
+	pthread_create(&th, NULL, drain_later, &lt);
+	t0 = now_ms();
+	ssize_t r = send(c, "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (r >= 0 || errno == EAGAIN) /* Linux: either, as the tail segment has room or not */
+		emit("dontwait=1-or-EAGAIN");
+	else
+		rv("dontwait", r);
+	emit("fast=%s", now_ms() - t0 < 500 ? "yes" : "no");
+	pthread_join(th, NULL);
+	blocked_result("blocked_send", &t, WAIT_MS);
+}
+
 static void i10_cancel_blocked_recv(void)
 {
 	int c, a;
@@ -1556,6 +1606,32 @@ static void i13_options_before_connect(void)
 		get_opt(&opts[i], s);
 }
 
+/* More options before the decision than the shim may keep for replay:
+ * 16 sets of IP_TOS first, then the ones read back. */
+static void i13_options_replay_beyond_16(void)
+{
+	int l = lsn(PORT), s = socket(AF_INET, SOCK_STREAM, 0), i, v;
+	socklen_t len;
+
+	if (l < 0)
+		return;
+	for (i = 0; i < 16; i++)
+		set_int(s, IPPROTO_IP, IP_TOS, (i % 4) * 8);
+	rv("nodelay", setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int)));
+	rv("keepalive", setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &(int){1}, sizeof(int)));
+	rv("keepidle", setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &(int){45}, sizeof(int)));
+	rv("connect", connect_to(s, A4, PORT));
+	len = sizeof(v), v = -7;
+	getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &len);
+	emit("TCP_NODELAY=%d", v);
+	len = sizeof(v), v = -7;
+	getsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &v, &len);
+	emit("SO_KEEPALIVE=%d", v);
+	len = sizeof(v), v = -7;
+	getsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &v, &len);
+	emit("TCP_KEEPIDLE=%d", v);
+}
+
 static void i13_rcvlowat_poll(void)
 {
 	int c, a;
@@ -1868,6 +1944,7 @@ static const struct kase {
 	C(i09_shut_rd_then_data),
 	C(i09_shut_wr_then_poll),
 	C(i10_dontwait_while_blocked),
+	C(i10_dontwait_send_while_blocked_send),
 	C(i10_cancel_blocked_recv),
 	C(i11_poll_after_fin),
 	C(i11_poll_after_rst),
@@ -1884,6 +1961,7 @@ static const struct kase {
 	C(i13_oob),
 	C(i13_options_after_connect),
 	C(i13_options_before_connect),
+	C(i13_options_replay_beyond_16),
 	C(i13_rcvlowat_poll),
 	C(i13_ioctls),
 	C(i13_fionread_listener),

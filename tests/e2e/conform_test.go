@@ -122,9 +122,16 @@ func (ns *netns) runConform(t *testing.T, rules string, asan bool, base int, ext
 	return out
 }
 
+// reporter is what compareConform needs of a *testing.T.
+type reporter interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
 // compareConform diffs a NUSE run against the kernel run. strict: a listed
 // case that matches fails (the list must be trimmed as fixes land).
-func compareConform(t *testing.T, kernel, nuse *conformOut, known map[string]knownDiff, strict bool) {
+func compareConform(t reporter, kernel, nuse *conformOut, known map[string]knownDiff, strict bool) {
 	t.Helper()
 	var same, accepted, unexpected, nowMatch int
 	for _, name := range kernel.order {
@@ -254,4 +261,47 @@ func semanticsVerdicts(out string) semOut {
 type semOut struct {
 	order []string
 	line  map[string]string
+}
+
+// recorder is a reporter that keeps what it was told.
+type recorder struct{ errors, logs []string }
+
+func (r *recorder) Helper()                   {}
+func (r *recorder) Errorf(f string, a ...any) { r.errors = append(r.errors, fmt.Sprintf(f, a...)) }
+func (r *recorder) Logf(f string, a ...any)   { r.logs = append(r.logs, fmt.Sprintf(f, a...)) }
+func (r *recorder) has(list []string, s string) bool {
+	for _, l := range list {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// The comparison itself (no root needed): an unlisted difference fails, a
+// listed one is accepted loudly, a listed case that matches fails when
+// strict, and the list file parses and names only cases with iNN_/keep_
+// names.
+func TestConformCompare(t *testing.T) {
+	kernel, _ := parseConform("a_same: x=1\ni04_listed: recv=1:x\ni13_unlisted: v=5\ni11_fixed: poll=IN|RDHUP\n")
+	nuse, _ := parseConform("a_same: x=1\ni04_listed: close=0 | crashed SEGV\ni13_unlisted: v=0\ni11_fixed: poll=IN|RDHUP\n")
+	known := map[string]knownDiff{"i04_listed": {"i04_listed", "crashes"}, "i11_fixed": {"i11_fixed", "no RDHUP"}}
+	r := &recorder{}
+	compareConform(r, kernel, nuse, known, true)
+	if len(r.errors) != 2 || !r.has(r.errors, "DIFFERENCE (issue 11 case 13): i13_unlisted") || !r.has(r.errors, "NOW MATCHES: i11_fixed") {
+		t.Fatalf("strict: want an unlisted difference and a now-matching case, got %q", r.errors)
+	}
+	if !r.has(r.logs, "KNOWN DIFFERENCE (issue 11 case 4): i04_listed: crashes") {
+		t.Fatalf("the known difference was not reported: %q", r.logs)
+	}
+	r = &recorder{}
+	compareConform(r, kernel, nuse, known, false)
+	if len(r.errors) != 1 {
+		t.Fatalf("lenient: want only the unlisted difference, got %q", r.errors)
+	}
+	for name := range loadKnown(t) {
+		if !regexp.MustCompile(`^(i[0-9]{2}|keep)_[a-z0-9_]+$`).MatchString(name) {
+			t.Errorf("known-differences.txt: %q is not a case name", name)
+		}
+	}
 }
