@@ -17,7 +17,8 @@
  *
  * Each case runs in a process of its own (fork + exec of this binary with
  * -c), in a process group of its own, under a time limit: a crash prints
- * "| crashed SIGNAME", a hang "| hung", and the next case runs.  A line is
+ * "| crashed SIGNAME", a hang "| hung", a sanitizer report on its stderr
+ * "| ubsan: ..." or "| asan: ...", and the next case runs.  A line is
  *
  *   NAME: TOKEN TOKEN ...
  *
@@ -2032,10 +2033,14 @@ static void run_case(int i, const char *a4, const char *a6, int base)
 		perror("pipe");
 		exit(2);
 	}
+	/* the case's stderr, scanned for sanitizer reports, then passed on */
+	int ef = memfd_create("conform-stderr", MFD_CLOEXEC);
 	pid = fork();
 	if (pid == 0) {
 		setpgid(0, 0);
 		dup2(p[1], 1);
+		if (ef >= 0)
+			dup2(ef, 2);
 		execl("/proc/self/exe", self_argv0, "-4", a4, "-6", a6, "-p", port, "-c", cases[i].name, (char *)NULL);
 		_exit(127);
 	}
@@ -2066,6 +2071,19 @@ static void run_case(int i, const char *a4, const char *a6, int base)
 	while (len && buf[len - 1] == '\n')
 		buf[--len] = 0;
 	printf("%s:%s", cases[i].name, buf);
+	if (ef >= 0) {
+		static char eb[65536];
+		ssize_t n = pread(ef, eb, sizeof(eb) - 1, 0);
+		if (n > 0) {
+			eb[n] = 0;
+			fwrite(eb, 1, (size_t)n, stderr);
+			if (strstr(eb, "runtime error:"))
+				printf(" | ubsan: runtime error");
+			if (strstr(eb, "ERROR: AddressSanitizer"))
+				printf(" | asan: error");
+		}
+		close(ef);
+	}
 	if (hung)
 		printf(" | hung");
 	else if (WIFSIGNALED(st))
