@@ -14,9 +14,15 @@ bin/libnuse-asan.so: $(BIN)/libnuse-asan.so
 
 $(BIN)/libnuse.so $(BIN)/libnuse-asan.so: $(wildcard shim/*.c shim/*.h)
 
-testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et
+testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et $(BIN)/conform
 
 $(BIN)/tcp_semantics: tests/c/tcp_semantics.c
+	@mkdir -p $(BIN)
+	$(CC) $(TESTC_CFLAGS) -o $@ $<
+
+# The issue 11 conformance program (tests/e2e/conform_test.go runs it over
+# the kernel and under the preload and diffs the two).
+$(BIN)/conform: tests/c/conform.c
 	@mkdir -p $(BIN)
 	$(CC) $(TESTC_CFLAGS) -o $@ $<
 
