@@ -2,10 +2,10 @@
 /*
  * control.h - the control calls of a NUSE socket (PROTOCOL.md "Command
  * slots", "Connect and accept"): what bind, listen, connect, accept,
- * shutdown, close, getsockname/getpeername and the options do once a
- * socket lives in the daemon.  Implemented by control.c.
+ * shutdown, close and getsockname/getpeername do once a socket lives in
+ * the daemon (its options: options.h).  Implemented by control.c.
  *
- * The nuse_bind/listen/connect/setopt family returns 0 or -errno (the
+ * The nuse_bind/listen/connect family returns 0 or -errno (the
  * decision in decide.c chains them); the others return the libc result
  * (-1 with errno), as the interposer that calls them does.
  */
@@ -17,9 +17,8 @@
 #pragma GCC visibility push(hidden)
 
 int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len);
-int nuse_listen(struct nsock *s, int backlog);
+int nuse_listen(struct nsock *s, int fd, int backlog);
 int nuse_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len);
-int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len);
 
 /* accept4(): a new fd for the next connection of listener s. */
 int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags);
@@ -27,9 +26,6 @@ int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, in
 int nuse_shutdown(struct nsock *s, int how);
 /* getsockname() (NUSE_OP_GETSOCKNAME) or getpeername(). */
 int nuse_name(struct nsock *s, uint16_t op, struct sockaddr *sa, socklen_t *len);
-int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *len);
-/* SO_BINDTODEVICE's answer: the NUSE device's name (val, len not NULL). */
-int put_dev(void *val, socklen_t *len);
 
 /* close() of a tracked fd: drops its reference; the last one closes the
  * socket (CLOSE, if no other process holds it) -- or, if a thread is

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "options.h"
 #include "rules.h"
 #include "sockstate.h"
 
@@ -269,7 +270,7 @@ int sock_listen(struct nsock *s, int fd, int backlog)
 
 	pthread_mutex_lock(&s->lock);
 	if (s->kind == K_NUSE) {
-		r = ret_err(nuse_listen(s, backlog));
+		r = ret_err(nuse_listen(s, fd, backlog));
 		pthread_mutex_unlock(&s->lock);
 		return r;
 	}
@@ -288,7 +289,7 @@ int sock_listen(struct nsock *s, int fd, int backlog)
 				/* the daemon's stack may not autobind on listen */
 				r = nuse_bind(s, (struct sockaddr *)&any, alen);
 				if (r == 0)
-					r = nuse_listen(s, backlog);
+					r = nuse_listen(s, fd, backlog);
 				pthread_mutex_unlock(&s->lock);
 				return ret_err(r);
 			}

@@ -25,6 +25,7 @@ enum { B_NONE = 0, B_EPHEMERAL = 1, B_KERNEL = 2 };
 
 #define MAX_OPTS 16
 #define MAX_EPS 4
+#define MAX_KEPT 8
 
 struct optrec {
 	int level, name;
@@ -59,6 +60,11 @@ struct nsock {
 		int epfd, fd; /* registered as fd (it may be a dup) in epfd */
 		struct epoll_event ev;
 	} eps[MAX_EPS];
+
+	/* NUSE: options the daemon's engine does not carry, kept so that
+	 * getsockopt gives back what was set (control.c) */
+	int nkept;
+	struct optrec kept[MAX_KEPT];
 
 	/* NUSE: the arena slot (sockstate.c) and the stream path (stream.c).
 	 * A datagram or direct shared-memory path adds its own fields here. */

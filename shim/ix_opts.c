@@ -15,6 +15,7 @@
 #include <sys/ioctl.h>
 
 #include "control.h"
+#include "options.h"
 #include "data.h"
 #include "decide.h"
 #include "fdtab.h"

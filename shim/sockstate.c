@@ -23,41 +23,64 @@ void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen)
 }
 
 /*
- * Takes the readiness byte back when the socket is no longer readable.  The
- * daemon writes exactly one byte per successful sig NONE->SET, so we read
- * exactly one byte per SET->NONE: draining more could swallow the byte of a
- * newer SET and lose a wake-up.  The byte may still be in flight (the daemon
- * sets sig before it writes), so we wait for it briefly.
+ * Takes the readiness bytes back when the socket is no longer readable.
+ * sig counts the bytes the daemon queued in our end (it writes a byte, then
+ * counts it), so we read exactly as many as we take from sig: draining more
+ * could swallow a newer edge's byte and lose a wake-up, and one still in
+ * flight is not counted yet, so nothing here ever waits.  Our end reading
+ * EOF is the daemon mirroring the peer's FIN or a reset (the state says so)
+ * -- or the daemon gone.
  */
 void unsignal(struct nsock *s, int fd)
 {
-	int e = errno, i;
-	char b;
+	char b[64];
+	uint32_t n;
+	int e = errno;
 
 	fd = sock_fd(s, fd);
 	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE)
 		return;
-	if (atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE) == NUSE_SIG_SET) {
-		for (i = 0; i < 200; i++) {
-			ssize_t n = R.recv(fd, &b, 1, MSG_DONTWAIT);
-			struct pollfd p = {.fd = fd, .events = POLLIN};
+	n = atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE);
+	while (n > 0) {
+		ssize_t r = R.recv(fd, b, n < sizeof(b) ? n : sizeof(b), MSG_DONTWAIT);
 
-			if (n == 1)
-				break;
-			if (n == 0) {
+		if (r <= 0) {
+			if (r == 0 && !(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET)))
 				s->dead = 1;
-				break;
-			}
-			if (errno != EAGAIN && errno != EINTR)
-				break;
-			if (poll(&p, 1, 10) > 0 && (p.revents & (POLLHUP | POLLERR)) && !(p.revents & POLLIN)) {
-				s->dead = 1;
-				break;
-			}
+			break;
 		}
+		n -= (uint32_t)r;
 	}
 	if (readable(s))
 		attention(s); /* became readable meanwhile: let the daemon signal again */
+	errno = e;
+}
+
+/*
+ * A read or accept left the socket readable: take back all but one of the
+ * readiness bytes, so that the fd stays readable and the daemon's byte for
+ * the next arrival is a new edge (an EPOLLET program that takes one
+ * connection or one chunk per event waits for exactly that).
+ */
+void unsignal_extra(struct nsock *s, int fd)
+{
+	uint32_t v = atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed);
+	char b[64];
+	int e = errno;
+
+	while (v > 1 && !atomic_compare_exchange_weak(A32(&s->sh->sig), &v, 1))
+		;
+	if (v <= 1)
+		return;
+	v--;
+	fd = sock_fd(s, fd);
+	while (v > 0) {
+		ssize_t r = R.recv(fd, b, v < sizeof(b) ? v : sizeof(b), MSG_DONTWAIT);
+
+		if (r <= 0)
+			break;
+		v -= (uint32_t)r;
+	}
 	errno = e;
 }
 

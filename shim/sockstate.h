@@ -72,8 +72,10 @@ static inline int wait_fd(struct nsock *s, int fd, short ev, int (*ready)(struct
 
 /* Points s at arena slot `slot` (generation gen): s becomes a NUSE socket. */
 void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen);
-/* Takes the readiness byte back when the socket is no longer readable. */
+/* Takes the readiness bytes back when the socket is no longer readable. */
 void unsignal(struct nsock *s, int fd);
+/* ... and all but one when it still is (after a read or an accept). */
+void unsignal_extra(struct nsock *s, int fd);
 /* Makes the app fd poll unwritable (tx ring full, connect under way). */
 void fill(struct nsock *s, int fd);
 /* Before answering EAGAIN: has the daemon's end gone away? */

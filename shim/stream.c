@@ -290,8 +290,12 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			break;
 		}
 	}
-	if (!(flags & MSG_PEEK) && !readable(s))
-		unsignal(s, fd);
+	if (!(flags & MSG_PEEK)) {
+		if (!readable(s))
+			unsignal(s, fd);
+		else if (ret > 0)
+			unsignal_extra(s, fd);
+	}
 	pthread_mutex_unlock(&s->rx_lock);
 	if (held)
 		sock_unhold(s);

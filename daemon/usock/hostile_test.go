@@ -555,7 +555,7 @@ func TestHostileDeadSessionDoesNotSpin(t *testing.T) {
 // answer is dropped after the limit's time (it used to pin a goroutine and
 // the whole answer forever).
 func TestHostileStatsReadersAreBounded(t *testing.T) {
-	_, path := startServerWith(t, 16<<10, func(c *Config) {
+	srv, path := startServerWith(t, 16<<10, func(c *Config) {
 		c.Layout, _ = arena.NewLayout(1024, 16<<10)
 		c.Limits.MaxStats = 2
 		c.Limits.StatsTimeout = 300 * time.Millisecond
@@ -580,7 +580,18 @@ func TestHostileStatsReadersAreBounded(t *testing.T) {
 		sendStatsReq(t, c)
 		stuck = append(stuck, c)
 	}
-	time.Sleep(100 * time.Millisecond) // both answers are being written
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		srv.mu.Lock()
+		n := srv.stats
+		srv.mu.Unlock()
+		if n == 2 {
+			break // both answers are being written
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d stats answers under way, want the 2 stuck ones", n)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // and stuck, on a full socket buffer
 	c := dialRaw(t, path)
 	sendStatsReq(t, c)
 	if msg := readError(t, c); !strings.Contains(msg, "stats queries are being answered") {

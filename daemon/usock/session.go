@@ -85,7 +85,13 @@ type sock struct {
 	congestion string
 	bound      netip.AddrPort
 
-	errTaken              bool // SO_ERROR has reported the engine socket's error
+	errTaken bool // SO_ERROR has reported the engine socket's error
+	// Readiness edges (signal): what the reader had been told of at the
+	// last byte, and whether the engine reported a connection since.
+	edgeHead              uint64
+	edgeState             uint32
+	edgeConn              bool
+	pairShut              bool // the pair is shut for writing (FIN or reset mirrored)
 	connecting, listening bool
 	shutWr                bool // SHUT_WR requested: after tx drains
 	closing               bool // the application closed it
@@ -214,6 +220,7 @@ func (s *Session) renew(so *sock) error {
 	so.state = abi.SSOpen
 	so.soErr, so.errTaken = 0, false
 	so.connecting, so.listening, so.shutWr = false, false, false
+	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, 0, false
 	so.local, so.remote = netip.AddrPort{}, netip.AddrPort{}
 	s.watch(so)
 	return nil
@@ -282,12 +289,17 @@ func (s *Session) pass() bool {
 		if !s.dead && atomic.LoadUint64(&h.Attention[w]) != 0 {
 			x = atomic.SwapUint64(&h.Attention[w], 0)
 		}
+		var ev uint64 // the slots whose engine socket reported
 		if s.events[w].Load() != 0 {
-			x |= s.events[w].Swap(0)
+			ev = s.events[w].Swap(0)
+			x |= ev
 		}
 		for ; x != 0; x &= x - 1 {
 			slot := uint32(w*64 + bits.TrailingZeros64(x))
 			if slot < uint32(len(s.socks)) && s.socks[slot] != nil {
+				if so := s.socks[slot]; so.listening && ev>>(slot%64)&1 != 0 {
+					so.edgeConn = true // the engine had news: a connection
+				}
 				s.service(s.socks[slot])
 				did = true
 			}
@@ -647,12 +659,7 @@ func (s *Session) service(so *sock) {
 	atomic.StoreUint32(&sh.State, so.state)
 	atomic.StoreUint64(&sh.TxBytes, so.txBytes.Load())
 	atomic.StoreUint64(&sh.RxBytes, so.rxBytes.Load())
-	if s.readable(so) && atomic.CompareAndSwapUint32(&sh.Sig, abi.SigNone, abi.SigSet) {
-		// MSG_DONTWAIT, never a plain write: the client shares this open
-		// file description and may have made it blocking. A full pair
-		// (the client never reads) is readable anyway.
-		_ = unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil)
-	}
+	s.signal(so, sh)
 	// Unfill: NONE first, then read. The shim fills again on every EAGAIN,
 	// so whatever it writes after our reads is covered by its next DONE.
 	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) &&
@@ -660,6 +667,43 @@ func (s *Session) service(so *sock) {
 		drain(so.pair)
 	}
 }
+
+// maxEdges bounds the readiness bytes queued in one app fd (the shim takes
+// all but one back at each read or accept that leaves the socket readable,
+// so this is reached only by a program that never reads).
+const maxEdges = 64
+
+// signal mirrors readability on the app fd (PROTOCOL.md "Readiness").
+// sig counts the bytes queued there: the first makes the fd readable; one
+// more whenever something new arrives while it is (data, a connection, EOF,
+// a reset) gives an EPOLLET waiter the edge Linux would. The peer's FIN
+// (and a reset) shut the pair for writing: the fd then polls IN|RDHUP for
+// good, as the socket does. Called with mu held.
+func (s *Session) signal(so *sock, sh *abi.Sock) {
+	if !s.readable(so) {
+		so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
+		return
+	}
+	n := atomic.LoadUint32(&sh.Sig)
+	news := so.rxHead != so.edgeHead || so.state&edgeStates&^so.edgeState != 0 || so.edgeConn
+	if !so.pairShut && (n == 0 || (news && n < maxEdges)) {
+		// MSG_DONTWAIT, never a plain write: the client shares this open
+		// file description and may have made it blocking. Written first,
+		// counted after: the shim never waits for a byte it was told of.
+		if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err == nil {
+			atomic.AddUint32(&sh.Sig, 1)
+		}
+	}
+	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
+	if !so.pairShut && so.state&abi.SSConnected != 0 && so.state&(abi.SSRdEOF|abi.SSReset) != 0 {
+		// Linux polls IN|RDHUP from the peer's FIN on (and a reset).
+		_ = unix.Shutdown(so.pair, unix.SHUT_WR)
+		so.pairShut = true
+	}
+}
+
+// edgeStates are the state bits whose arrival is news to a reader.
+const edgeStates = abi.SSRdEOF | abi.SSReset | abi.SSError | abi.SSAcceptQ
 
 // drain empties the daemon's end of a socketpair (what the shim wrote to
 // make it unwritable), without ever blocking: see service.
@@ -681,8 +725,8 @@ func (s *Session) readable(so *sock) bool {
 }
 
 func (s *Session) writable(so *sock) bool {
-	if so.connecting {
-		return false
+	if so.connecting || so.listening {
+		return false // a listener never polls writable (the shim filled it)
 	}
 	if so.state&(abi.SSWrDead|abi.SSReset|abi.SSError) != 0 {
 		return true
@@ -853,8 +897,8 @@ func signals(so *sock, sh *abi.Sock) string {
 	case abi.FillDone:
 		w = append(w, "fd-unwritable")
 	}
-	if atomic.LoadUint32(&sh.Sig) == abi.SigSet {
-		w = append(w, "fd-readable")
+	if n := atomic.LoadUint32(&sh.Sig); n != abi.SigNone {
+		w = append(w, fmt.Sprintf("fd-readable(%d)", n))
 	}
 	if atomic.LoadUint32(&sh.DaemonWait)&abi.DWaitRxSpace != 0 {
 		w = append(w, "wait-rx-space")

@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 2
+	Version = 3
 
 	CacheLine = 64
 

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 2u
+#define NUSE_ABI_VERSION 3u
 
 #define NUSE_CACHELINE 64
 
@@ -188,7 +188,8 @@ enum nuse_sock_state {
 	NUSE_SS_TX_STALL = 1u << 9, /* daemon waits for the engine to drain */
 };
 
-/* nuse_sock.sig: is the readiness byte in the application's end?
+/* nuse_sock.sig: how many readiness bytes are queued in the application's
+ * end (0: none; the daemon adds one per edge, the shim takes them all);
  * nuse_sock.fill: has the shim filled its end so it polls unwritable? */
 enum nuse_sig { NUSE_SIG_NONE = 0, NUSE_SIG_SET = 1 };
 /* FILL_BUSY is no longer written (the shim fills on every EAGAIN); reserved. */

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * options.c - a NUSE socket's options (options.h): setsockopt and
+ * getsockopt as SETSOCKOPT/GETSOCKOPT commands (cmd.h), the options the
+ * shim answers itself (timeouts, SO_BINDTODEVICE, the socket's kind), and
+ * the ones the daemon's engine does not carry, kept so that getsockopt
+ * gives back what was set.  It calls the command slots, the socket's
+ * shared state and the base.
+ */
+#include "options.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "sockstate.h"
+
+/* SO_* options the shim answers or keeps itself; 1 if handled. */
+static int local_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len, int *ret)
+{
+	if (level != SOL_SOCKET)
+		return 0;
+	if (name == SO_RCVTIMEO || name == SO_SNDTIMEO) {
+		const struct timeval *tv = val;
+		int64_t ms;
+
+		if (len < sizeof(struct timeval)) {
+			*ret = -EINVAL;
+			return 1;
+		}
+		ms = (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
+		if (name == SO_RCVTIMEO)
+			s->rcvtimeo_ms = ms;
+		else
+			s->sndtimeo_ms = ms;
+		*ret = 0;
+		return 1;
+	}
+	if (name == SO_BINDTODEVICE) {
+		*ret = 0;
+		return 1;
+	}
+	return 0;
+}
+
+static struct optrec *kept_opt(struct nsock *s, int level, int name)
+{
+	int i;
+
+	for (i = 0; i < s->nkept; i++)
+		if (s->kept[i].level == level && s->kept[i].name == name)
+			return &s->kept[i];
+	return NULL;
+}
+
+static void keep_opt(struct nsock *s, int level, int name, const void *val, socklen_t len)
+{
+	struct optrec *o = kept_opt(s, level, name);
+
+	if (!o && s->nkept < MAX_KEPT)
+		o = &s->kept[s->nkept++];
+	if (!o || len > sizeof(o->val))
+		return;
+	o->level = level;
+	o->name = name;
+	o->len = len;
+	memcpy(o->val, val, len);
+}
+
+/* Linux's value of an option the daemon does not carry, never set. */
+static int default_opt(int level, int name, int *v)
+{
+	if (level == SOL_SOCKET && name == SO_RCVLOWAT)
+		*v = 1;
+	else if ((level == SOL_SOCKET && (name == SO_PRIORITY || name == SO_ZEROCOPY || name == SO_OOBINLINE)) ||
+		 (level == IPPROTO_IP && name == IP_TOS) || (level == IPPROTO_IPV6 && name == IPV6_TCLASS) ||
+		 (level == IPPROTO_TCP && name == TCP_USER_TIMEOUT))
+		*v = 0;
+	else
+		return 0;
+	return 1;
+}
+
+int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len)
+{
+	struct cmd_io io = {.arg0 = (uint32_t)level, .arg1 = (uint32_t)name, .opt = val, .optlen = len};
+	int r;
+
+	if (local_setopt(s, level, name, val, len, &r))
+		return r;
+	if (len > NUSE_OPT_LEN)
+		return -EINVAL;
+	r = cmd_call(s, NUSE_OP_SETSOCKOPT, &io);
+	if (r == -ENOPROTOOPT &&
+	    (level == SOL_SOCKET || level == IPPROTO_IP || level == IPPROTO_IPV6 || level == IPPROTO_TCP)) {
+		/* A real option the daemon does not carry (IP_TOS, SO_PRIORITY,
+		 * ...): Linux would take it, so the program must not fail; the
+		 * value is kept for getsockopt. */
+		debug("nuse: setsockopt(%d, %d) not carried by the daemon; kept, not applied", level, name);
+		keep_opt(s, level, name, val, len);
+		r = 0;
+	}
+	return r;
+}
+
+int put_dev(void *val, socklen_t *len)
+{
+	size_t n = strlen(g_dev) + 1;
+
+	memcpy(val, g_dev, n < *len ? n : *len);
+	*len = (socklen_t)n;
+	return 0;
+}
+
+static int put_int(void *val, socklen_t *len, int v)
+{
+	if (!val || !len)
+		return (int)fail(EFAULT);
+	if (*len >= sizeof(int)) {
+		memcpy(val, &v, sizeof(int));
+		*len = sizeof(int);
+	} else {
+		memcpy(val, &v, *len); /* Linux copies what fits */
+	}
+	return 0;
+}
+
+int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *len)
+{
+	struct cmd_io io = {0};
+	int r;
+
+	if (!len || !val)
+		return (int)fail(EFAULT);
+	if (level == SOL_SOCKET) {
+		switch (name) {
+		case SO_TYPE:
+			return put_int(val, len, SOCK_STREAM);
+		case SO_DOMAIN:
+			return put_int(val, len, s->family);
+		case SO_PROTOCOL:
+			return put_int(val, len, IPPROTO_TCP);
+		case SO_ACCEPTCONN:
+			return put_int(val, len, !!(st_load(s) & NUSE_SS_LISTENING) || s->listening);
+		case SO_RCVTIMEO:
+		case SO_SNDTIMEO: {
+			int64_t ms = name == SO_RCVTIMEO ? s->rcvtimeo_ms : s->sndtimeo_ms;
+			struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+			if (*len < sizeof(tv))
+				return (int)fail(EINVAL);
+			memcpy(val, &tv, sizeof(tv));
+			*len = sizeof(tv);
+			return 0;
+		}
+		case SO_BINDTODEVICE:
+			return put_dev(val, len);
+		}
+	}
+	io.arg0 = (uint32_t)level;
+	io.arg1 = (uint32_t)name;
+	if (level == IPPROTO_TCP && name == TCP_INFO) {
+		/* Too big for a command slot: the daemon writes it into the
+		 * socket's info area and answers with its length. */
+		size_t n;
+
+		r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+		if (r < 0)
+			return ret_err(r);
+		n = (size_t)r < NUSE_INFO_LEN ? (size_t)r : NUSE_INFO_LEN;
+		if (n > *len)
+			n = *len;
+		memcpy(val, s->sh->info, n);
+		*len = (socklen_t)n;
+		return 0;
+	}
+	{
+		uint8_t out[NUSE_OPT_LEN]; /* a failed call leaves the caller's value alone */
+
+		io.opt_out = out;
+		io.opt_out_len = *len < sizeof(out) ? *len : (socklen_t)sizeof(out);
+		r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
+		if (r == -ENOPROTOOPT) {
+			/* one the daemon does not carry: what was set, or Linux's default */
+			struct optrec *o = kept_opt(s, level, name);
+			int v;
+
+			if (o) {
+				socklen_t n = o->len < *len ? o->len : *len;
+
+				memcpy(val, o->val, n);
+				*len = n;
+				return 0;
+			}
+			if (default_opt(level, name, &v))
+				return put_int(val, len, v);
+		}
+		if (r < 0)
+			return ret_err(r);
+		memcpy(val, out, io.opt_out_len);
+		*len = io.opt_out_len;
+	}
+	/* A failed connect's error, read from SO_ERROR, ends it: the next
+	 * connect() is not EALREADY (Linux: ECONNABORTED, and the one after
+	 * starts anew).  A connect that succeeded stays for connect() to
+	 * report (0, then EISCONN), as Linux's does. */
+	if (level == SOL_SOCKET && name == SO_ERROR && s->connecting &&
+	    !(st_load(s) & (NUSE_SS_CONNECTING | NUSE_SS_CONNECTED))) {
+		s->connecting = 0;
+		s->conn_aborted = 1;
+	}
+	return 0;
+}
