@@ -136,6 +136,14 @@ func TestEngineByRule(t *testing.T) {
 	ns := newNetns(t)
 	ns.startDaemon("--engine", "gvisor", "--engines", "kernel", "--netdev", "none")
 	const rules = "tcp *:18510 engine kernel; tcp *:18511 engine gvisor"
+	for port, want := range map[string]string{
+		"18510": "-> nuse, engine kernel (rule 1: tcp *:18510 engine kernel)",
+		"18511": "-> nuse, engine gvisor (rule 2: tcp *:18511 engine gvisor)",
+	} {
+		if out := ns.mustRun(bin("nuse"), "rules", "--rules", rules, "connect", "127.0.0.1:"+port); !strings.Contains(out, want) {
+			t.Errorf("nuse rules for port %s lacks %q:\n%s", port, want, out)
+		}
+	}
 	ns.holdTwoconns(t, rules, func() {
 		got := enginesByPort(ns.stats(), "twoconns", 18510, 18511)
 		for port, want := range map[int]string{18510: "kernel", 18511: "gvisor"} {
