@@ -24,6 +24,45 @@
 static struct nuse_rules g_rules;
 static int g_rules_ok; /* rules parsed without error */
 
+_Static_assert(NUSE_RULE_ENGINE_LEN == NUSE_ENGINE_LEN, "rules.h and the ABI disagree on engine names");
+
+/*
+ * Engines the daemon said it does not run (ENOPROTOOPT at socket birth):
+ * told once per name per process, and asked for no more (the rule's
+ * sockets stay in the kernel).  Few names: rules name few engines.
+ */
+#define ABSENT_MAX 16
+static char g_absent[ABSENT_MAX][NUSE_ENGINE_LEN];
+static int g_nabsent;
+static pthread_mutex_t g_absent_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int engine_absent(const char *engine)
+{
+	int i, r = 0;
+
+	pthread_mutex_lock(&g_absent_lock);
+	for (i = 0; i < g_nabsent && !r; i++)
+		r = !strcmp(g_absent[i], engine);
+	pthread_mutex_unlock(&g_absent_lock);
+	return r;
+}
+
+/* The daemon refused engine (named by rule ridx): say so, once per name. */
+static void engine_refused(const char *engine, int ridx)
+{
+	int i, known = 0;
+
+	pthread_mutex_lock(&g_absent_lock);
+	for (i = 0; i < g_nabsent && !known; i++)
+		known = !strcmp(g_absent[i], engine);
+	if (!known && g_nabsent < ABSENT_MAX)
+		strcpy(g_absent[g_nabsent++], engine);
+	pthread_mutex_unlock(&g_absent_lock);
+	if (!known)
+		say("nuse: rule %d names engine \"%s\", which the daemon does not run; its sockets stay in the kernel",
+		    ridx, engine);
+}
+
 static int addr_key(const struct sockaddr *sa, socklen_t len, uint8_t a[16], uint16_t *port)
 {
 	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
@@ -59,8 +98,13 @@ static int is_wildcard_port0(const struct sockaddr *sa, socklen_t len)
 	return !memcmp(a, z, 16);
 }
 
-/* 1: NUSE, 0: kernel.  Logs the decision with NUSE_DEBUG=1. */
-static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, socklen_t len)
+/*
+ * 1: NUSE, 0: kernel.  Logs the decision with NUSE_DEBUG=1.  For NUSE,
+ * *engine is the engine the deciding rule names ("": the daemon's default,
+ * as for SO_BINDTODEVICE) and *ridx that rule (0 for SO_BINDTODEVICE).
+ */
+static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, socklen_t len, const char **engine,
+		  int *ridx)
 {
 	const char *dn = dir == NUSE_DIR_LISTEN ? "listen" : "connect";
 	char ab[80];
@@ -68,6 +112,8 @@ static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, s
 	uint16_t port;
 	int idx, nuse;
 
+	*engine = "";
+	*ridx = 0;
 	if (s->bindtodev) {
 		debug("nuse: fd %d %s %s -> nuse (SO_BINDTODEVICE %s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
 		      g_dev);
@@ -76,9 +122,12 @@ static int decide(struct nsock *s, int fd, int dir, const struct sockaddr *sa, s
 	if (!g_rules_ok || g_rules.n == 0 || addr_key(sa, len, a, &port))
 		return 0;
 	nuse = nuse_rules_decide(&g_rules, dir, a, port, program_invocation_short_name, &idx);
+	*engine = nuse_rules_engine(&g_rules, idx);
+	*ridx = idx;
 	if (idx > 0)
-		debug("nuse: fd %d %s %s -> %s (rule %d: %s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
-		      nuse ? "nuse" : "kernel", idx, nuse_rules_why(&g_rules, idx));
+		debug("nuse: fd %d %s %s -> %s%s%s (rule %d: %s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
+		      nuse ? "nuse" : "kernel", **engine ? " engine " : "", *engine, idx,
+		      nuse_rules_why(&g_rules, idx));
 	else
 		debug("nuse: fd %d %s %s -> kernel (%s)", fd, dn, fmt_addr(sa, len, ab, sizeof(ab)),
 		      nuse_rules_why(&g_rules, idx));
@@ -163,9 +212,10 @@ static void carry_restore(int fd, const struct carry *c)
 	}
 }
 
-/* Moves s into NUSE on fd.  0: done; 1: NUSE unavailable (stay in the
- * kernel); < 0: -errno for the caller. */
-static int to_nuse(struct nsock *s, int fd)
+/* Moves s into NUSE on fd, on engine ("": the default; named by rule
+ * ridx).  0: done; 1: NUSE unavailable (stay in the kernel); < 0: -errno
+ * for the caller. */
+static int to_nuse(struct nsock *s, int fd, const char *engine, int ridx)
 {
 	struct nuse_ctl_reply rep;
 	struct carry c;
@@ -173,10 +223,17 @@ static int to_nuse(struct nsock *s, int fd)
 
 	if (!session_get())
 		return 1;
+	if (*engine && engine_absent(engine))
+		return 1;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
-	r = ctl_request(NUSE_CTL_SOCKET, s->family, 0, 0, sv[1], &rep);
+	r = ctl_request_engine(NUSE_CTL_SOCKET, s->family, 0, 0, engine, sv[1], &rep);
 	R.close(sv[1]);
+	if (r == -ENOPROTOOPT && *engine) {
+		R.close(sv[0]);
+		engine_refused(engine, ridx);
+		return 1;
+	}
 	if (r < 0) {
 		static atomic_int told;
 
@@ -215,7 +272,8 @@ static int to_nuse(struct nsock *s, int fd)
 
 int sock_bind(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
 {
-	int r;
+	const char *eng;
+	int r, ridx;
 
 	pthread_mutex_lock(&s->lock);
 	if (s->kind == K_NUSE) {
@@ -240,8 +298,8 @@ int sock_bind(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
 		}
 		goto out;
 	}
-	if (decide(s, fd, NUSE_DIR_LISTEN, sa, len)) {
-		r = to_nuse(s, fd);
+	if (decide(s, fd, NUSE_DIR_LISTEN, sa, len, &eng, &ridx)) {
+		r = to_nuse(s, fd, eng, ridx);
 		if (r == 0) {
 			r = ret_err(nuse_bind(s, sa, len));
 			goto out;
@@ -265,8 +323,9 @@ out:
 int sock_listen(struct nsock *s, int fd, int backlog)
 {
 	struct sockaddr_storage any;
+	const char *eng;
 	socklen_t alen;
-	int r;
+	int r, ridx;
 
 	pthread_mutex_lock(&s->lock);
 	if (s->kind == K_NUSE) {
@@ -283,8 +342,8 @@ int sock_listen(struct nsock *s, int fd, int backlog)
 			any.ss_family = (sa_family_t)s->family;
 			alen = s->family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 		}
-		if (decide(s, fd, NUSE_DIR_LISTEN, (struct sockaddr *)&any, alen)) {
-			r = to_nuse(s, fd);
+		if (decide(s, fd, NUSE_DIR_LISTEN, (struct sockaddr *)&any, alen, &eng, &ridx)) {
+			r = to_nuse(s, fd, eng, ridx);
 			if (r == 0) {
 				/* the daemon's stack may not autobind on listen */
 				r = nuse_bind(s, (struct sockaddr *)&any, alen);
@@ -306,7 +365,8 @@ int sock_listen(struct nsock *s, int fd, int backlog)
 
 int sock_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
 {
-	int r;
+	const char *eng;
+	int r, ridx;
 
 	pthread_mutex_lock(&s->lock);
 	if (s->kind == K_NUSE) {
@@ -315,8 +375,8 @@ int sock_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t l
 		return r;
 	}
 	if (s->kind == K_UNDECIDED && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) &&
-	    decide(s, fd, NUSE_DIR_CONNECT, sa, len)) {
-		r = to_nuse(s, fd);
+	    decide(s, fd, NUSE_DIR_CONNECT, sa, len, &eng, &ridx)) {
+		r = to_nuse(s, fd, eng, ridx);
 		if (r == 0) {
 			if (s->bound)
 				r = nuse_bind(s, (struct sockaddr *)&s->bind_addr, s->bind_len);

@@ -187,6 +187,28 @@ static int parse_target(const char *tok, struct nuse_rule *r, int num, char *err
 	}
 }
 
+/* An engine name: 1 to NUSE_RULE_ENGINE_LEN-1 of [a-z0-9_-]. */
+static int parse_engine(const char *name, struct nuse_rule *r, int num, char *err, size_t errlen)
+{
+	size_t n = strlen(name), i;
+
+	if (n >= sizeof(r->engine)) {
+		seterr(err, errlen, "rule %d: engine name '%.*s...' longer than %d characters", num, 20, name,
+		       (int)sizeof(r->engine) - 1);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+			seterr(err, errlen, "rule %d: bad engine name '%s' (use a-z, 0-9, '_' and '-')", num, name);
+			return -1;
+		}
+	}
+	memcpy(r->engine, name, n + 1);
+	return 0;
+}
+
 /* Splits a rule into blank-separated words in place; returns the count. */
 static int split_words(char *s, char **w, int max)
 {
@@ -208,14 +230,14 @@ static int split_words(char *s, char **w, int max)
 
 static int parse_rule(char *line, struct nuse_rule *r, int num, char *err, size_t errlen)
 {
-	char *w[8];
+	char *w[10];
 	int nw, i = 0, j;
 	size_t tl = 0;
 
 	memset(r, 0, sizeof(*r));
 	r->nuse = 1;
-	nw = split_words(line, w, 7);
-	if (nw > 7) {
+	nw = split_words(line, w, 9);
+	if (nw > 9) {
 		seterr(err, errlen, "rule %d: too many words", num);
 		return -1;
 	}
@@ -271,16 +293,37 @@ static int parse_rule(char *line, struct nuse_rule *r, int num, char *err, size_
 		}
 	}
 	i++;
-	if (i < nw && !strcmp(w[i], "prog")) {
-		if (i + 1 >= nw) {
-			seterr(err, errlen, "rule %d: 'prog' needs a program name", num);
-			return -1;
+	while (i < nw && (!strcmp(w[i], "prog") || !strcmp(w[i], "engine"))) {
+		if (w[i][0] == 'p') {
+			if (i + 1 >= nw) {
+				seterr(err, errlen, "rule %d: 'prog' needs a program name", num);
+				return -1;
+			}
+			if (r->prog[0]) {
+				seterr(err, errlen, "rule %d: 'prog' given twice in '%s'", num, r->text);
+				return -1;
+			}
+			if (strlen(w[i + 1]) >= sizeof(r->prog)) {
+				seterr(err, errlen, "rule %d: program name too long in '%s'", num, w[i + 1]);
+				return -1;
+			}
+			strcpy(r->prog, w[i + 1]);
+		} else {
+			if (i + 1 >= nw) {
+				seterr(err, errlen, "rule %d: 'engine' needs an engine name (e.g. gvisor, kernel)", num);
+				return -1;
+			}
+			if (r->engine[0]) {
+				seterr(err, errlen, "rule %d: 'engine' given twice in '%s'", num, r->text);
+				return -1;
+			}
+			if (parse_engine(w[i + 1], r, num, err, errlen))
+				return -1;
+			if (!r->nuse) {
+				seterr(err, errlen, "rule %d: a kernel rule takes no engine in '%s'", num, r->text);
+				return -1;
+			}
 		}
-		if (strlen(w[i + 1]) >= sizeof(r->prog)) {
-			seterr(err, errlen, "rule %d: program name too long in '%s'", num, w[i + 1]);
-			return -1;
-		}
-		strcpy(r->prog, w[i + 1]);
 		i += 2;
 	}
 	if (i < nw) {
@@ -385,6 +428,13 @@ int nuse_rules_decide(const struct nuse_rules *rs, int dir, const uint8_t addr[1
 	}
 	*idx = 0;
 	return 0;
+}
+
+const char *nuse_rules_engine(const struct nuse_rules *rs, int idx)
+{
+	if (!rs || idx < 1 || idx > rs->n)
+		return "";
+	return rs->r[idx - 1].engine;
 }
 
 const char *nuse_rules_why(const struct nuse_rules *rs, int idx)

@@ -300,6 +300,12 @@ int session_get(void)
 
 int ctl_request(uint16_t type, int family, uint32_t sock, uint32_t gen, int dfd, struct nuse_ctl_reply *rep)
 {
+	return ctl_request_engine(type, family, sock, gen, NULL, dfd, rep);
+}
+
+int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
+		       struct nuse_ctl_reply *rep)
+{
 	struct nuse_ctl_req q;
 	ssize_t n;
 	int e = -ECONNRESET, saved = errno;
@@ -314,6 +320,8 @@ int ctl_request(uint16_t type, int family, uint32_t sock, uint32_t gen, int dfd,
 	q.protocol = IPPROTO_TCP;
 	q.sock = sock;
 	q.gen = gen;
+	if (engine)
+		strncpy(q.engine, engine, sizeof(q.engine) - 1); /* NUL-padded; the rest stays 0 */
 	ctl_lock();
 	if (S.ctl < 0 || atomic_load(&S.dead))
 		goto out;

@@ -60,6 +60,12 @@ int ctl_alive(void);
  */
 int ctl_request(uint16_t type, int family, uint32_t sock, uint32_t gen, int dfd, struct nuse_ctl_reply *rep);
 
+/* NUSE_CTL_SOCKET on the named engine (NULL or "": the daemon's default;
+ * at most NUSE_ENGINE_LEN-1 bytes).  -ENOPROTOOPT: the daemon does not run
+ * that engine. */
+int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
+		       struct nuse_ctl_reply *rep);
+
 #pragma GCC visibility pop
 
 #endif /* NUSE_SESSION_H */

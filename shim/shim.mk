@@ -14,7 +14,7 @@ bin/libnuse-asan.so: $(BIN)/libnuse-asan.so
 
 $(BIN)/libnuse.so $(BIN)/libnuse-asan.so: $(wildcard shim/*.c shim/*.h)
 
-testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et $(BIN)/conform
+testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et $(BIN)/conform $(BIN)/twoconns
 
 $(BIN)/tcp_semantics: tests/c/tcp_semantics.c
 	@mkdir -p $(BIN)
@@ -37,6 +37,10 @@ $(BIN)/epoll_et: tests/c/epoll_et.c
 	$(CC) $(TESTC_CFLAGS) -o $@ $<
 
 $(BIN)/sendrate: tests/c/sendrate.c
+	@mkdir -p $(BIN)
+	$(CC) $(TESTC_CFLAGS) -o $@ $<
+
+$(BIN)/twoconns: tests/c/twoconns.c
 	@mkdir -p $(BIN)
 	$(CC) $(TESTC_CFLAGS) -o $@ $<
 

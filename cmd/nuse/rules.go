@@ -19,12 +19,14 @@ func runRules(args []string) int {
 		fmt.Fprint(os.Stderr, `usage: nuse rules [--rules TEXT | --rules-file FILE] [connect|listen ADDR:PORT [PROGRAM]]
 
 Parses the rules exactly as libnuse.so does, lists them, and with a socket
-says whether it goes to NUSE or the kernel and which rule decided.
+says whether it goes to NUSE (on which engine) or the kernel and which rule
+decided.
 Without --rules: $NUSE_RULES_FILE, $NUSE_RULES, or nuse run's default.
 
 examples:
   nuse rules --rules "tcp 10.77.0.0/16; kernel tcp 10.77.0.9" connect 10.77.0.9:80
   nuse rules --rules "tcp listen *:8080 prog redis-server" listen 0.0.0.0:8080 redis-server
+  nuse rules --rules "tcp 127.0.0.0/8 engine kernel; tcp 10.77.0.0/16 engine gvisor" connect 127.0.0.1:6379
 
 flags:
 `)
@@ -49,7 +51,8 @@ flags:
 		fmt.Fprintf(os.Stderr, "nuse rules: %v\n", err)
 		return 1
 	}
-	fmt.Printf("rules from %s (first match wins; no match: kernel; TCP port 53 always kernel):\n%s", src, set.String())
+	fmt.Printf("rules from %s (first match wins; no match: kernel; TCP port 53 always kernel;\n"+
+		"a rule's engine that the daemon does not run: kernel, said once by the shim):\n%s", src, set.String())
 	rest := fs.Args()
 	if len(rest) == 0 {
 		return 0
@@ -67,10 +70,20 @@ flags:
 	if len(rest) == 3 {
 		prog = rest[2]
 	}
-	nuse, idx, why := set.Decide(rest[0], ap, prog)
-	where := "kernel"
+	fmt.Println(decision(set, rest[0], ap, prog))
+	return 0
+}
+
+// decision is the line that says where a socket goes: NUSE on which engine,
+// or the kernel (no engine), and the rule that decided.
+func decision(set *rules.Set, dir string, ap netip.AddrPort, prog string) string {
+	nuse, idx, why := set.Decide(dir, ap, prog)
+	where := "kernel (no NUSE engine)"
 	if nuse {
-		where = "nuse"
+		where = "nuse, the daemon's default engine"
+		if e := set.Engine(idx); e != "" {
+			where = "nuse, engine " + e
+		}
 	}
 	switch idx {
 	case 0:
@@ -80,6 +93,5 @@ flags:
 	default:
 		why = fmt.Sprintf("rule %d: %s", idx, why)
 	}
-	fmt.Printf("%s %s -> %s (%s)\n", rest[0], ap, where, why)
-	return 0
+	return fmt.Sprintf("%s %s -> %s (%s)", dir, ap, where, why)
 }

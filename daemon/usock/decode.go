@@ -1,6 +1,7 @@
 package usock
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -234,7 +235,9 @@ type ctlMsg struct {
 	seq   uint32
 	hello abi.CtlHello
 	req   abi.CtlReq
-	body  []byte // MsgUC: the rest of the message, for its handler
+	// engine is req.Engine checked (MsgSocket: "" is the default engine).
+	engine string
+	body   []byte // MsgUC: the rest of the message, for its handler
 }
 
 var errBadCtl = errors.New("malformed control message")
@@ -274,7 +277,7 @@ func decodeCtl(b []byte) (ctlMsg, error) {
 		m.hello.Flags = binary.LittleEndian.Uint32(b[20:])
 		copy(m.hello.Comm[:], b[24:])
 	case abi.MsgSocket, abi.MsgAccept:
-		if len(b) != 16+24 {
+		if len(b) != 16+24+abi.EngineLen {
 			return m, errBadCtl
 		}
 		m.req.Family = int32(binary.LittleEndian.Uint32(b[16:]))
@@ -282,6 +285,11 @@ func decodeCtl(b []byte) (ctlMsg, error) {
 		m.req.Protocol = int32(binary.LittleEndian.Uint32(b[24:]))
 		m.req.Sock = binary.LittleEndian.Uint32(b[28:])
 		m.req.Gen = binary.LittleEndian.Uint32(b[32:])
+		copy(m.req.Engine[:], b[40:])
+		var err error
+		if m.engine, err = engineName(m.req.Engine); err != nil {
+			return m, err
+		}
 	case abi.MsgStats:
 	case abi.MsgUC:
 		m.body = append([]byte(nil), b[16:]...)
@@ -289,6 +297,27 @@ func decodeCtl(b []byte) (ctlMsg, error) {
 		return m, errBadCtl
 	}
 	return m, nil
+}
+
+// engineName checks an engine name from a client: NUL-terminated within
+// the field, NUL-padded after it, and [a-z0-9_-] before it (what the rules
+// parser admits). "" is the default engine.
+func engineName(f [abi.EngineLen]byte) (string, error) {
+	n := bytes.IndexByte(f[:], 0)
+	if n < 0 {
+		return "", fmt.Errorf("%w: engine name not NUL-terminated", errBadCtl)
+	}
+	for _, c := range f[n:] {
+		if c != 0 {
+			return "", fmt.Errorf("%w: bytes after the engine name's NUL", errBadCtl)
+		}
+	}
+	for _, c := range f[:n] {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return "", fmt.Errorf("%w: engine name has a byte %#x outside [a-z0-9_-]", errBadCtl, c)
+		}
+	}
+	return string(f[:n]), nil
 }
 
 // commString returns the NUL-terminated program name, printable only.

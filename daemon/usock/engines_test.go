@@ -85,3 +85,65 @@ func TestStatsNameEachSocketsEngine(t *testing.T) {
 		t.Errorf("another user sees engine totals %+v: want zeros", got.Engines)
 	}
 }
+
+// Issue 12: the shim names the engine of each socket (its rule's); ""
+// is the default, a name the daemon does not run gets ENOPROTOOPT and
+// costs nothing, and an accepted socket is on its listener's engine.
+func TestSocketOnNamedEngine(t *testing.T) {
+	keng, err := kernel.New(kernel.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, path := startServerWith(t, 64<<10, func(cfg *Config) {
+		cfg.Engines = map[string]stack.Engine{cfg.Engine.Name(): cfg.Engine, "kernel": keng}
+	})
+	t.Cleanup(func() { keng.Close() })
+	def := srv.Stats().Engine
+	cl := dialClient(t, path)
+	named := func(engine string) (*testSock, int32) {
+		req := abi.CtlReq{Family: syscall.AF_INET, Type: syscall.SOCK_STREAM}
+		copy(req.Engine[:], engine)
+		rep, fd := cl.birth(abi.MsgSocket, req)
+		return &testSock{slot: rep.Sock, gen: rep.Gen, fd: fd, family: syscall.AF_INET}, rep.Result
+	}
+	for _, absent := range []string{"shm", "nosuch-engine_1"} {
+		if _, res := named(absent); res != -int32(syscall.ENOPROTOOPT) {
+			t.Errorf("engine %q: result %d, want -ENOPROTOOPT", absent, res)
+		}
+	}
+	ls, res := named("kernel")
+	if res != 0 {
+		t.Fatalf("socket on kernel: %v", syscall.Errno(-res))
+	}
+	if res, _ := cl.cmd(ls, abi.OpBind, 0, 0, sockaddr(syscall.AF_INET, netip.AddrPortFrom(lo4, 0)), nil); res != 0 {
+		t.Fatalf("bind: %v", syscall.Errno(-res))
+	}
+	if res, _ := cl.cmd(ls, abi.OpListen, 4, 0, nil, nil); res != 0 {
+		t.Fatalf("listen: %v", syscall.Errno(-res))
+	}
+	_, out := cl.cmd(ls, abi.OpGetsockname, 0, 0, nil, nil)
+	ap, _ := parseSockaddr(out.Addr[:out.AddrLen], syscall.AF_INET)
+	cs, _ := named("kernel")
+	if err := cl.connect(cs, ap); err != nil {
+		t.Fatalf("connect on kernel to %v: %v", ap, err)
+	}
+	as, _ := cl.accept(ls)
+	ds, res := named("")
+	if res != 0 {
+		t.Fatalf("socket on the default engine: %v", syscall.Errno(-res))
+	}
+	gs, res := named(def)
+	if res != 0 {
+		t.Fatalf("socket on %s by name: %v", def, syscall.Errno(-res))
+	}
+	want := map[uint32]string{ls.slot: "kernel", cs.slot: "kernel", as.slot: "kernel", ds.slot: def, gs.slot: def}
+	st := srv.Stats()
+	if len(st.Sessions) != 1 || len(st.Sessions[0].Sockets) != len(want) {
+		t.Fatalf("stats: %+v, want one session with %d sockets", st.Sessions, len(want))
+	}
+	for _, so := range st.Sessions[0].Sockets {
+		if so.Engine != want[so.Slot] {
+			t.Errorf("socket %d on engine %q, want %q", so.Slot, so.Engine, want[so.Slot])
+		}
+	}
+}

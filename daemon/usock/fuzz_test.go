@@ -2,7 +2,9 @@ package usock
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -18,6 +20,12 @@ func FuzzDecodeCtl(f *testing.F) {
 	var r abi.CtlReq
 	r.Hdr = hdr(abi.MsgSocket, 2, int(unsafe.Sizeof(r)))
 	f.Add(append([]byte(nil), bytesOf(&r)...))
+	// Engine names: good, unterminated, bytes after the NUL, bad bytes.
+	for _, e := range []string{"kernel", "gvisor", "abcdefghijklmno", "abcdefghijklmnop", "shm\x00x", "GVISOR", "a b", "\xff"} {
+		r.Engine = [abi.EngineLen]byte{}
+		copy(r.Engine[:], e)
+		f.Add(append([]byte(nil), bytesOf(&r)...))
+	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeCtl(b)
@@ -25,6 +33,15 @@ func FuzzDecodeCtl(f *testing.F) {
 			t.Fatalf("accepted a message whose length field lies: %+v", m)
 		}
 		_ = commString(m.hello.Comm)
+		if err == nil && (m.typ == abi.MsgSocket || m.typ == abi.MsgAccept) {
+			// What is accepted is a name the rules could have written.
+			if len(m.engine) > abi.EngineLen-1 || strings.Trim(m.engine, "abcdefghijklmnopqrstuvwxyz0123456789_-") != "" {
+				t.Fatalf("accepted engine name %q", m.engine)
+			}
+			if n, _ := engineName(m.req.Engine); n != m.engine {
+				t.Fatalf("engine %q, field says %q", m.engine, n)
+			}
+		}
 	})
 }
 
@@ -76,4 +93,26 @@ func FuzzCommand(f *testing.F) {
 			t.Fatalf("output lengths %d %d", out.AddrLen, out.OptLen)
 		}
 	})
+}
+
+func TestEngineNameChecks(t *testing.T) {
+	for _, c := range []struct {
+		field string
+		ok    bool
+	}{
+		{"", true}, {"kernel", true}, {"my_eng-2", true}, {"abcdefghijklmno", true},
+		{"abcdefghijklmnop", false}, // no NUL within the field
+		{"shm\x00x", false},         // bytes after the NUL
+		{"Kernel", false}, {"a b", false}, {"a/b", false}, {"\xff", false}, {"a\n", false},
+	} {
+		var f [abi.EngineLen]byte
+		copy(f[:], c.field)
+		name, err := engineName(f)
+		if (err == nil) != c.ok || (c.ok && name != c.field) {
+			t.Errorf("engineName(%q) = %q, %v; want ok %v", c.field, name, err, c.ok)
+		}
+		if err != nil && !errors.Is(err, errBadCtl) {
+			t.Errorf("engineName(%q): %v is not a malformed-message error", c.field, err)
+		}
+	}
 }

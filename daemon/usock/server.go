@@ -529,11 +529,19 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.EMFILE)
 		return
 	}
-	// The shim does not name an engine yet: the default serves.
-	eng, err := s.srv.engine("")
+	// The engine the shim's rule named ("": the default). One the daemon
+	// does not run gets ENOPROTOOPT, which only this refusal gives: the
+	// shim then says so once and keeps the socket in the kernel.
+	name, err := engineName(req.Engine) // checked by decodeCtl already
 	if err != nil {
 		s.free = append(s.free, slot)
-		fail(syscall.EPROTONOSUPPORT)
+		fail(syscall.EINVAL)
+		return
+	}
+	eng, err := s.srv.engine(name)
+	if err != nil {
+		s.free = append(s.free, slot)
+		fail(syscall.ENOPROTOOPT)
 		return
 	}
 	es, err := eng.Socket(family)

@@ -266,21 +266,26 @@ func TestVersionMismatchIsRefusedClearly(t *testing.T) {
 	_, path := startServer(t, 64<<10)
 	cl := dialClient(t, path) // proves the server is up
 	_ = cl
-	c := dialRaw(t, path)
-	var h abi.CtlHello
-	h.Hdr = hdr(abi.MsgHello, 1, 40)
-	h.Hdr.Version = abi.Version + 1
-	if _, err := c.Write(bytesOf(&h)); err != nil {
-		t.Fatal(err)
-	}
-	var rep abi.CtlReply
-	if _, err := c.Read(bytesOf(&rep)); err != nil {
-		t.Fatal(err)
-	}
-	msg := string(bytes.TrimRight(rep.Msg[:], "\x00"))
-	want := fmt.Sprintf("ABI version %d not supported", abi.Version+1)
-	if rep.Hdr.Type != abi.MsgError || !strings.Contains(msg, want) {
-		t.Fatalf("reply type %d msg %q", rep.Hdr.Type, msg)
+	// A newer shim, and an older one (version 2 had no engine name in
+	// its socket requests).
+	for _, v := range []uint16{abi.Version + 1, abi.Version - 1} {
+		c := dialRaw(t, path)
+		var h abi.CtlHello
+		h.Hdr = hdr(abi.MsgHello, 1, 40)
+		h.Hdr.Version = v
+		if _, err := c.Write(bytesOf(&h)); err != nil {
+			t.Fatal(err)
+		}
+		var rep abi.CtlReply
+		if _, err := c.Read(bytesOf(&rep)); err != nil {
+			t.Fatal(err)
+		}
+		msg := string(bytes.TrimRight(rep.Msg[:], "\x00"))
+		want := fmt.Sprintf("ABI version %d not supported (this daemon speaks %d)", v, abi.Version)
+		if rep.Hdr.Type != abi.MsgError || !strings.Contains(msg, want) {
+			t.Fatalf("version %d: reply type %d msg %q", v, rep.Hdr.Type, msg)
+		}
+		c.Close()
 	}
 }
 

@@ -9,11 +9,12 @@ const (
 
 	CacheLine = 64
 
-	CommLen = 16
-	AddrLen = 128
-	MsgLen  = 128
-	OptLen  = 64
-	InfoLen = 256
+	CommLen   = 16
+	EngineLen = 16 // engine names: up to 15 of [a-z0-9_-], NUL-padded
+	AddrLen   = 128
+	MsgLen    = 128
+	OptLen    = 64
+	InfoLen   = 256
 
 	CmdSlots        = 64
 	MaxSocksLimit   = 65536
@@ -66,6 +67,7 @@ type CtlReq struct {
 	Sock     uint32
 	Gen      uint32
 	Pad      uint32
+	Engine   [EngineLen]byte // MsgSocket: "" (all zero) is the default engine
 }
 
 type CtlReply struct {

@@ -30,7 +30,8 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_ctl_req":                 unsafe.Sizeof(req), "nuse_ctl_req.family": unsafe.Offsetof(req.Family),
 		"nuse_ctl_req.type": unsafe.Offsetof(req.Type), "nuse_ctl_req.protocol": unsafe.Offsetof(req.Protocol),
 		"nuse_ctl_req.sock": unsafe.Offsetof(req.Sock), "nuse_ctl_req.gen": unsafe.Offsetof(req.Gen),
-		"nuse_ctl_reply": unsafe.Sizeof(rep), "nuse_ctl_reply.result": unsafe.Offsetof(rep.Result),
+		"nuse_ctl_req.engine": unsafe.Offsetof(req.Engine),
+		"nuse_ctl_reply":      unsafe.Sizeof(rep), "nuse_ctl_reply.result": unsafe.Offsetof(rep.Result),
 		"nuse_ctl_reply.sock": unsafe.Offsetof(rep.Sock), "nuse_ctl_reply.gen": unsafe.Offsetof(rep.Gen),
 		"nuse_ctl_reply.addrlen": unsafe.Offsetof(rep.AddrLen), "nuse_ctl_reply.addr": unsafe.Offsetof(rep.Addr),
 		"nuse_ctl_reply.msg": unsafe.Offsetof(rep.Msg),
@@ -74,7 +75,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 func TestConstantsMatchHeader(t *testing.T) {
 	goConsts := map[string]uint64{
 		"MAGIC": Magic, "VERSION": Version, "CMD_SLOTS": CmdSlots, "MAX_SOCKS_LIMIT": MaxSocksLimit,
-		"SOCK_HDR_SIZE": SockHdrSize, "ADDR_LEN": AddrLen, "MSG_LEN": MsgLen, "OPT_LEN": OptLen, "INFO_LEN": InfoLen, "COMM_LEN": CommLen,
+		"SOCK_HDR_SIZE": SockHdrSize, "ADDR_LEN": AddrLen, "MSG_LEN": MsgLen, "OPT_LEN": OptLen, "INFO_LEN": InfoLen, "COMM_LEN": CommLen, "ENGINE_LEN": EngineLen,
 		"CTL_HELLO": MsgHello, "CTL_HELLO_OK": MsgHelloOK, "CTL_SOCKET": MsgSocket, "CTL_ACCEPT": MsgAccept,
 		"CTL_REPLY": MsgReply, "CTL_ERROR": MsgError, "CTL_STATS": MsgStats, "CTL_UC": MsgUC,
 		"OP_BIND": OpBind, "OP_LISTEN": OpListen, "OP_CONNECT": OpConnect, "OP_SHUTDOWN": OpShutdown, "OP_CLOSE": OpClose,

@@ -74,6 +74,9 @@ struct nuse_ctl_hello_ok {
 	uint32_t pad;
 };
 
+/* An engine name: up to 15 of [a-z0-9_-], NUL-terminated and NUL-padded. */
+#define NUSE_ENGINE_LEN 16
+
 struct nuse_ctl_req {
 	struct nuse_ctl_hdr hdr;
 	int32_t family;   /* SOCKET: AF_INET/AF_INET6 */
@@ -82,6 +85,9 @@ struct nuse_ctl_req {
 	uint32_t sock;    /* ACCEPT: listener slot */
 	uint32_t gen;     /* ACCEPT: listener generation */
 	uint32_t pad;
+	/* SOCKET: the engine to carry it, "" for the daemon's default (since
+	 * version 3).  ACCEPT: all zero; the listener's engine serves. */
+	char engine[NUSE_ENGINE_LEN];
 };
 
 #define NUSE_ADDR_LEN 128 /* >= sizeof(struct sockaddr_storage) */

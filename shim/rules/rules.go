@@ -4,9 +4,10 @@
 // Grammar (rules separated by ';' or newlines, '#' comments, first match
 // wins, no match: kernel):
 //
-//	[nuse|kernel] tcp|tcp4|tcp6 [listen|connect] TARGET [prog NAME]
+//	[nuse|kernel] tcp|tcp4|tcp6 [listen|connect] TARGET [prog NAME] [engine ENGINE]
 //	TARGET = * | ADDR[/LEN] | *:PORTS | ADDR[/LEN]:PORTS | [V6ADDR][/LEN][:PORTS]
 //	PORTS  = N | N-M
+//	ENGINE = 1 to 15 of [a-z0-9_-]; none: the daemon's default engine
 package rules
 
 /*
@@ -73,14 +74,24 @@ func (s *Set) Decide(dir string, addr netip.AddrPort, prog string) (nuse bool, r
 	return r == 1, int(idx), C.GoString(C.nuse_rules_why(s.c, idx))
 }
 
+// Engine is the engine that rule ruleIndex (as Decide returns it) names: ""
+// for the daemon's default, and for decisions no rule made.
+func (s *Set) Engine(ruleIndex int) string {
+	e := C.GoString(C.nuse_rules_engine(s.c, C.int(ruleIndex)))
+	runtime.KeepAlive(s)
+	return e
+}
+
 // String lists the rules, one per line, numbered as in the shim's messages.
 func (s *Set) String() string {
 	var b strings.Builder
 	for i := 0; i < int(s.c.n); i++ {
 		r := &s.c.r[i]
-		action := "nuse"
+		action := "nuse, daemon's default engine"
 		if r.nuse == 0 {
 			action = "kernel"
+		} else if e := C.GoString(&r.engine[0]); e != "" {
+			action = "nuse, engine " + e
 		}
 		fmt.Fprintf(&b, "%d: %s (%s)\n", i+1, C.GoString(&r.text[0]), action)
 	}

@@ -26,6 +26,15 @@ func TestParseErrors(t *testing.T) {
 		{"tcp *:8x", "rule 1: bad port '8x'"},
 		{"tcp 10.0.0.0/", "rule 1: bad prefix length"},
 		{"tcp x:80", "rule 1: bad address 'x'"},
+		{"tcp * engine", "rule 1: 'engine' needs an engine name"},
+		{"tcp * engine Kernel", "rule 1: bad engine name 'Kernel' (use a-z, 0-9, '_' and '-')"},
+		{"tcp * engine a.b", "rule 1: bad engine name 'a.b'"},
+		{"tcp * engine sixteen-chars-xx", "rule 1: engine name 'sixteen-chars-xx...' longer than 15 characters"},
+		{"tcp * engine kernel engine gvisor", "rule 1: 'engine' given twice"},
+		{"tcp * prog a prog b", "rule 1: 'prog' given twice"},
+		{"kernel tcp * engine gvisor", "rule 1: a kernel rule takes no engine"},
+		{"tcp *; tcp * engine gvisor extra", "rule 2: unexpected 'extra'"},
+		{"tcp * engine kernel prog", "rule 1: 'prog' needs a program name"},
 	} {
 		_, err := Parse(c.text)
 		if err == nil || !strings.Contains(err.Error(), c.err) {
@@ -89,6 +98,62 @@ tcp4 connect *:9000-9001
 	}
 }
 
+// Issue 12: a rule may name the engine its sockets use.
+func TestEngine(t *testing.T) {
+	s, err := Parse(`tcp 127.0.0.0/8 engine kernel; tcp 10.77.0.0/16 engine gvisor
+tcp connect 192.168.5.0/24:6000-6100 engine kernel
+tcp listen *:8080 engine shm prog redis-server
+tcp connect *:9000 prog curl engine my_eng-2
+kernel tcp 10.0.0.1
+tcp 10.0.0.0/8
+nuse tcp6 connect [fd77::]/64:80-90 prog curl engine abcdefghijklmno`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		dir, addr, prog string
+		nuse            bool
+		idx             int
+		engine          string
+	}{
+		{"connect", "127.0.0.1:80", "x", true, 1, "kernel"},
+		{"listen", "127.0.0.2:80", "x", true, 1, "kernel"},
+		{"connect", "10.77.0.2:80", "x", true, 2, "gvisor"},
+		{"connect", "192.168.5.9:6050", "x", true, 3, "kernel"},
+		{"connect", "192.168.5.9:6101", "x", false, 0, ""},
+		{"listen", "0.0.0.0:8080", "redis-server", true, 4, "shm"},
+		{"listen", "0.0.0.0:8080", "nginx", false, 0, ""},
+		{"connect", "1.2.3.4:9000", "curl", true, 5, "my_eng-2"},
+		{"connect", "10.0.0.1:9001", "x", false, 6, ""},
+		{"connect", "10.0.0.2:9001", "x", true, 7, ""}, // no engine: the daemon's default
+		{"connect", "127.0.0.1:53", "x", false, -1, ""},
+		{"connect", "[fd77::1]:85", "curl", true, 8, "abcdefghijklmno"},
+	} {
+		nuse, idx, why := s.Decide(c.dir, ap(c.addr), c.prog)
+		if nuse != c.nuse || idx != c.idx || s.Engine(idx) != c.engine {
+			t.Errorf("Decide(%s %s %s) = %v, %d (%s), engine %q; want %v, %d, %q", c.dir, c.addr, c.prog, nuse, idx, why,
+				s.Engine(idx), c.nuse, c.idx, c.engine)
+		}
+	}
+	if _, _, why := s.Decide("connect", ap("10.77.0.2:80"), "x"); why != "tcp 10.77.0.0/16 engine gvisor" {
+		t.Errorf("rule text %q", why)
+	}
+	for _, want := range []string{
+		"1: tcp 127.0.0.0/8 engine kernel (nuse, engine kernel)\n",
+		"5: tcp connect *:9000 prog curl engine my_eng-2 (nuse, engine my_eng-2)\n",
+		"6: kernel tcp 10.0.0.1 (kernel)\n",
+		"7: tcp 10.0.0.0/8 (nuse, daemon's default engine)\n",
+	} {
+		if !strings.Contains(s.String(), want) {
+			t.Errorf("String lacks %q:\n%s", want, s)
+		}
+	}
+	if s.Engine(0) != "" || s.Engine(-1) != "" || s.Engine(99) != "" {
+		t.Error("Engine of a decision no rule made is not empty")
+	}
+}
+
 func TestTargets(t *testing.T) {
 	for _, text := range []string{
 		"tcp *", "tcp *:80", "tcp 1.2.3.4", "tcp 1.2.3.0/24:1-2", "tcp [::1]", "tcp [::1]:80",
@@ -113,6 +178,8 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"tcp 10.77.0.0/16; tcp listen *:8080", "kernel tcp 10.77.0.9", "tcp [fd77::]/64:80-90 prog curl",
 		"tcp [fd77::/64]:80", "udp *", "# x\ntcp *", "tcp4 connect 127.0.0.1:6379",
+		"tcp 127.0.0.0/8 engine kernel; tcp 10.77.0.0/16 engine gvisor", "tcp connect 192.168.5.0/24:6000-6100 engine kernel",
+		"tcp * prog curl engine shm", "tcp * engine x_y-z prog p", "kernel tcp * engine gvisor", "tcp * engine ABC",
 	} {
 		f.Add(s)
 	}
@@ -138,6 +205,12 @@ func FuzzParse(f *testing.F) {
 		s2, err := Parse(b.String())
 		if err != nil || s2.Len() != s.Len() {
 			t.Fatalf("reparse of %q: %v", b.String(), err)
+		}
+		for i := 0; i <= s.Len(); i++ {
+			e := s.Engine(i)
+			if e != s2.Engine(i) || len(e) > 15 || strings.Trim(e, "abcdefghijklmnopqrstuvwxyz0123456789_-") != "" {
+				t.Fatalf("rule %d engine %q, after reparse %q", i, e, s2.Engine(i))
+			}
 		}
 	})
 }

@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nuse-project/nuse/daemon/usock"
 )
 
 // Issue 12: the daemon runs with --engine kernel, and the C semantics
@@ -65,5 +71,121 @@ func TestKernelEngine(t *testing.T) {
 	}
 	if head, _, _ := strings.Cut(out, "\nlive sessions:"); head != "" {
 		t.Logf("nuse stats, head:\n%s", head)
+	}
+}
+
+// holdTwoconns runs twoconns under rules over 127.0.0.1 on ports, waits
+// until it holds its connections, calls during, then lets it finish and
+// returns its output.
+func (ns *netns) holdTwoconns(t *testing.T, rules string, during func(), ports ...int) string {
+	t.Helper()
+	hold := filepath.Join(ns.dir, "release")
+	argv := []string{bin("twoconns"), "127.0.0.1", hold}
+	for _, p := range ports {
+		argv = append(argv, strconv.Itoa(p))
+	}
+	p := ns.start(ns.nuseRun(rules, argv...)...)
+	ns.waitFor("twoconns to hold its connections", 30*time.Second, func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("twoconns ended early: %v\n%s", p.err, p.output())
+		default:
+		}
+		return strings.Contains(p.output(), "holding ")
+	})
+	during()
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("twoconns did not finish:\n%s", p.output())
+	}
+	out := p.output()
+	t.Logf("twoconns:\n%s", strings.TrimSpace(out))
+	if p.err != nil || !strings.Contains(out, fmt.Sprintf("twoconns: %d connections ok", len(ports))) {
+		t.Fatalf("twoconns: %v", p.err)
+	}
+	return out
+}
+
+// enginesByPort maps each port to the engines of the program's live sockets
+// that have it as local or remote port.
+func enginesByPort(st *usock.Stats, comm string, ports ...int) map[int][]string {
+	got := map[int][]string{}
+	for _, s := range sessionsOf(st, comm) {
+		for _, so := range s.Sockets {
+			for _, p := range ports {
+				suf := ":" + strconv.Itoa(p)
+				if strings.HasSuffix(so.Local, suf) || strings.HasSuffix(so.Remote, suf) {
+					got[p] = append(got[p], so.Engine)
+				}
+			}
+		}
+	}
+	return got
+}
+
+// Issue 12, per-rule choice: one preloaded program holds two connections at
+// once, one on the kernel engine and one on gvisor (rules by port), and
+// stats show each socket (listener, connecting end, accepted end) on its
+// rule's engine.
+func TestEngineByRule(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "gvisor", "--engines", "kernel", "--netdev", "none")
+	const rules = "tcp *:18510 engine kernel; tcp *:18511 engine gvisor"
+	for port, want := range map[string]string{
+		"18510": "-> nuse, engine kernel (rule 1: tcp *:18510 engine kernel)",
+		"18511": "-> nuse, engine gvisor (rule 2: tcp *:18511 engine gvisor)",
+	} {
+		if out := ns.mustRun(bin("nuse"), "rules", "--rules", rules, "connect", "127.0.0.1:"+port); !strings.Contains(out, want) {
+			t.Errorf("nuse rules for port %s lacks %q:\n%s", port, want, out)
+		}
+	}
+	ns.holdTwoconns(t, rules, func() {
+		got := enginesByPort(ns.stats(), "twoconns", 18510, 18511)
+		for port, want := range map[int]string{18510: "kernel", 18511: "gvisor"} {
+			if len(got[port]) != 3 {
+				t.Errorf("port %d: %d NUSE sockets (%v), want 3 (listener, client, accepted)", port, len(got[port]), got[port])
+			}
+			for _, e := range got[port] {
+				if e != want {
+					t.Errorf("port %d: a socket on engine %q, want %q (all: %v)", port, e, want, got[port])
+				}
+			}
+		}
+		out := ns.mustRun(bin("nuse"), "stats", "--sock", ns.sock())
+		if !strings.Contains(out, "kernel") || !strings.Contains(out, "gvisor (default)") {
+			t.Errorf("nuse stats output lacks the engines:\n%s", out)
+		}
+	}, 18510, 18511)
+}
+
+// Issue 12: a rule naming an engine the daemon does not run gives one line
+// from the shim (however many sockets the rule decides), and those sockets
+// stay in the kernel: the program still works; the other rule's sockets
+// are on their engine.
+func TestEngineAbsent(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "gvisor", "--engines", "kernel", "--netdev", "none")
+	const rules = "tcp *:18520 engine shm; tcp *:18521 engine kernel"
+	out := ns.holdTwoconns(t, rules, func() {
+		got := enginesByPort(ns.stats(), "twoconns", 18520, 18521)
+		if len(got[18520]) != 0 {
+			t.Errorf("port 18520 (engine shm, absent): NUSE sockets on %v, want none", got[18520])
+		}
+		if len(got[18521]) != 3 || got[18521][0] != "kernel" {
+			t.Errorf("port 18521: sockets on %v, want 3 on kernel", got[18521])
+		}
+	}, 18520, 18521)
+	const msg = `nuse: rule 1 names engine "shm", which the daemon does not run; its sockets stay in the kernel`
+	if n := strings.Count(out, msg); n != 1 {
+		t.Errorf("the shim's message appears %d times, want once: %q", n, msg)
+	}
+	if strings.Contains(out, "did not take the socket") {
+		t.Errorf("an absent engine was reported as a refused socket too")
 	}
 }

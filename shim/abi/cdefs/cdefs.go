@@ -14,7 +14,7 @@ static struct nv layout[] = {
 	S(nuse_ctl_hdr), F(nuse_ctl_hdr, version), F(nuse_ctl_hdr, type), F(nuse_ctl_hdr, len), F(nuse_ctl_hdr, seq),
 	S(nuse_ctl_hello), F(nuse_ctl_hello, pid), F(nuse_ctl_hello, flags), F(nuse_ctl_hello, comm),
 	S(nuse_ctl_hello_ok), F(nuse_ctl_hello_ok, arena_size), F(nuse_ctl_hello_ok, session_id),
-	S(nuse_ctl_req), F(nuse_ctl_req, family), F(nuse_ctl_req, type), F(nuse_ctl_req, protocol), F(nuse_ctl_req, sock), F(nuse_ctl_req, gen),
+	S(nuse_ctl_req), F(nuse_ctl_req, family), F(nuse_ctl_req, type), F(nuse_ctl_req, protocol), F(nuse_ctl_req, sock), F(nuse_ctl_req, gen), F(nuse_ctl_req, engine),
 	S(nuse_ctl_reply), F(nuse_ctl_reply, result), F(nuse_ctl_reply, sock), F(nuse_ctl_reply, gen), F(nuse_ctl_reply, addrlen), F(nuse_ctl_reply, addr), F(nuse_ctl_reply, msg),
 	S(nuse_arena_hdr), F(nuse_arena_hdr, arena_size), F(nuse_arena_hdr, max_socks), F(nuse_arena_hdr, ring_size), F(nuse_arena_hdr, cmd_off),
 	F(nuse_arena_hdr, socks_off), F(nuse_arena_hdr, sock_stride), F(nuse_arena_hdr, spin_ns), F(nuse_arena_hdr, d_seq), F(nuse_arena_hdr, d_sleeping),
@@ -43,7 +43,7 @@ static size_t layout_v(size_t i) { return layout[i].v; }
 static struct nv consts[] = {
 	{"MAGIC", NUSE_ABI_MAGIC}, {"VERSION", NUSE_ABI_VERSION}, {"CMD_SLOTS", NUSE_CMD_SLOTS},
 	{"MAX_SOCKS_LIMIT", NUSE_MAX_SOCKS_LIMIT}, {"SOCK_HDR_SIZE", NUSE_SOCK_HDR_SIZE},
-	{"ADDR_LEN", NUSE_ADDR_LEN}, {"MSG_LEN", NUSE_MSG_LEN}, {"OPT_LEN", NUSE_OPT_LEN}, {"INFO_LEN", NUSE_INFO_LEN}, {"COMM_LEN", NUSE_COMM_LEN},
+	{"ADDR_LEN", NUSE_ADDR_LEN}, {"MSG_LEN", NUSE_MSG_LEN}, {"OPT_LEN", NUSE_OPT_LEN}, {"INFO_LEN", NUSE_INFO_LEN}, {"COMM_LEN", NUSE_COMM_LEN}, {"ENGINE_LEN", NUSE_ENGINE_LEN},
 	{"CTL_HELLO", NUSE_CTL_HELLO}, {"CTL_HELLO_OK", NUSE_CTL_HELLO_OK}, {"CTL_SOCKET", NUSE_CTL_SOCKET},
 	{"CTL_ACCEPT", NUSE_CTL_ACCEPT}, {"CTL_REPLY", NUSE_CTL_REPLY}, {"CTL_ERROR", NUSE_CTL_ERROR}, {"CTL_STATS", NUSE_CTL_STATS}, {"CTL_UC", NUSE_CTL_UC},
 	{"OP_BIND", NUSE_OP_BIND}, {"OP_LISTEN", NUSE_OP_LISTEN}, {"OP_CONNECT", NUSE_OP_CONNECT}, {"OP_SHUTDOWN", NUSE_OP_SHUTDOWN},
