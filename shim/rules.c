@@ -400,8 +400,35 @@ static int prefix_match(const uint8_t *a, const uint8_t *b, unsigned plen)
 	return 1;
 }
 
+static int decide_addr(const struct nuse_rules *rs, int dir, const uint8_t addr[16], uint16_t port,
+		       const char *prog, int *idx);
+
+/*
+ * A wildcard listen that no rule names goes where a loopback listen on its
+ * port would (for [::], IPv6 or IPv4 loopback): most servers listen on the
+ * wildcard, and with loopback claimed their local clients are NUSE's.
+ */
 int nuse_rules_decide(const struct nuse_rules *rs, int dir, const uint8_t addr[16], uint16_t port,
 		      const char *prog, int *idx)
+{
+	static const uint8_t any6[16], any4[16] = {[10] = 0xff, [11] = 0xff};
+	static const uint8_t lo4[16] = {[10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1}, lo6[16] = {[15] = 1};
+	int nuse = decide_addr(rs, dir, addr, port, prog, idx), li;
+
+	if (nuse || *idx != 0 || dir != NUSE_DIR_LISTEN)
+		return nuse;
+	if (!memcmp(addr, any4, 16) && decide_addr(rs, dir, lo4, port, prog, &li) == 1)
+		*idx = li;
+	else if (!memcmp(addr, any6, 16) &&
+		 (decide_addr(rs, dir, lo6, port, prog, &li) == 1 || decide_addr(rs, dir, lo4, port, prog, &li) == 1))
+		*idx = li;
+	else
+		return 0;
+	return 1;
+}
+
+static int decide_addr(const struct nuse_rules *rs, int dir, const uint8_t addr[16], uint16_t port,
+		       const char *prog, int *idx)
 {
 	int v4 = !memcmp(addr, v4mapped, 12);
 	int i;

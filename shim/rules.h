@@ -15,7 +15,8 @@
  * `prog` and `engine` may come in either order, each at most once.  A rule
  * without `engine` gives its sockets to the daemon's default engine; a
  * kernel rule takes no engine.
- * IPv4-mapped IPv6 addresses count as IPv4.  TCP connects to port 53 always
+ * IPv4-mapped IPv6 addresses count as IPv4.  A listen on the wildcard
+ * address that no rule names is decided as a listen on loopback would be.  TCP connects to port 53 always
  * stay in the kernel.  The parser allocates nothing and calls no function
  * that could re-enter the shim, so it is safe in a library constructor.
  */

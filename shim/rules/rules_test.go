@@ -123,7 +123,7 @@ nuse tcp6 connect [fd77::]/64:80-90 prog curl engine abcdefghijklmno`)
 		{"connect", "192.168.5.9:6050", "x", true, 3, "kernel"},
 		{"connect", "192.168.5.9:6101", "x", false, 0, ""},
 		{"listen", "0.0.0.0:8080", "redis-server", true, 4, "shm"},
-		{"listen", "0.0.0.0:8080", "nginx", false, 0, ""},
+		{"listen", "0.0.0.0:8080", "nginx", true, 1, "kernel"}, // the wildcard goes where loopback does (rule 1)
 		{"connect", "1.2.3.4:9000", "curl", true, 5, "my_eng-2"},
 		{"connect", "10.0.0.1:9001", "x", false, 6, ""},
 		{"connect", "10.0.0.2:9001", "x", true, 7, ""}, // no engine: the daemon's default
@@ -213,4 +213,36 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A wildcard listen no rule names is decided as a loopback listen on its
+// port (issue 11, case 6): with loopback claimed, local NUSE clients of a
+// server on 0.0.0.0 or [::] reach it.
+func TestWildcardListenFollowsLoopback(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		rules, addr string
+		nuse        bool
+		idx         int
+	}{
+		{"tcp 127.0.0.0/8", "0.0.0.0:80", true, 1},
+		{"tcp 127.0.0.0/8", "[::]:80", true, 1}, // dual-stack: IPv4 loopback counts
+		{"tcp [::1]", "[::]:80", true, 1},
+		{"tcp [::1]", "0.0.0.0:80", false, 0},
+		{"tcp 127.0.0.1:8000-8100", "0.0.0.0:8080", true, 1},
+		{"tcp 127.0.0.1:8000-8100", "0.0.0.0:9090", false, 0},
+		{"tcp 10.0.0.0/8", "0.0.0.0:80", false, 0},
+		{"kernel tcp listen *:80; tcp 127.0.0.0/8", "0.0.0.0:80", false, 1}, // a rule for the wildcard wins
+		{"tcp connect 127.0.0.0/8", "0.0.0.0:80", false, 0},                // loopback claimed for connects only
+		{"tcp 127.0.0.0/8", "127.0.0.5:80", true, 1},
+	} {
+		s, err := Parse(c.rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nuse, idx, why := s.Decide("listen", ap(c.addr), "srv")
+		if nuse != c.nuse || idx != c.idx {
+			t.Errorf("%q: listen %s = %v, %d (%s); want %v, %d", c.rules, c.addr, nuse, idx, why, c.nuse, c.idx)
+		}
+	}
 }
