@@ -326,12 +326,14 @@ func (f *figure) save(file string) error {
 			}
 		}
 	}
+	// Head room above the lines for the legend.
 	if hi > 0 && hi/lo > 50 {
 		logY = true
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	} else {
-		p.Y.Min = 0
+		p.Y.Min, p.Y.Max = lo/1.5, hi*math.Pow(hi/lo, 0.35)
+	} else if hi > 0 {
+		p.Y.Min, p.Y.Max = 0, hi*1.35
 	}
 	p.Add(plotter.NewGrid())
 	for i, l := range f.Lines {
