@@ -19,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
+ARGS="$*"
 ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT=""
 while getopts "e:n:d:t:m:o:h" o; do
 	case $o in
@@ -68,6 +69,7 @@ PIDS+=("$DPID")
 for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
 [[ -S $SOCK ]] || { echo "apps-bench: the daemon did not start:"; cat "$WORK/daemon.log"; exit 1; }
 HZ=$(getconf CLK_TCK)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$DPID/stat"; }
 
 ROWS=()
@@ -249,6 +251,9 @@ echo
 echo "(one run on a shared, noisy machine; daemon CPU: utime+stime of nused over the NUSE run / requests; iperf3: per GiB)"
 if [[ -n $OUT ]]; then
 	{
+		echo "\`scripts/apps-bench.sh $ARGS\`, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average at the start $LOAD."
+		echo "One run on a shared, noisy machine: read the ratios (same run), not the absolute figures."
+		echo
 		echo "| workload (engine $ENGINE) | kernel | NUSE | NUSE/kernel | daemon CPU per request |"
 		echo "|---|---:|---:|---:|---:|"
 		printf '%s\n' "${ROWS[@]}"

@@ -244,7 +244,7 @@ func figStep(timeout time.Duration, stdout *bytes.Buffer, args ...string) error 
 
 // figures measures and writes everything.
 func figures(o *figOpts) error {
-	start := time.Now()
+	start, host := time.Now(), thisHost()
 	tmp, err := os.MkdirTemp("", "nuse-fig-")
 	if err != nil {
 		return err
@@ -283,7 +283,7 @@ func figures(o *figOpts) error {
 			runs = append(runs, r)
 		}
 	}
-	doc := buildFigures(o, runs, notes, time.Since(start))
+	doc := buildFigures(o, host, runs, notes, time.Since(start))
 	if err := writeFigures(o.dir, doc); err != nil {
 		return err
 	}
@@ -429,8 +429,8 @@ type figPoint struct {
 	Ratio float64 `json:"ratio,omitempty"` // value / baseline's value
 }
 
-func buildFigures(o *figOpts, runs []*perfRun, notes []string, took time.Duration) *figuresDoc {
-	doc := &figuresDoc{Host: thisHost(), Command: "nuse perf figures " + strings.Join(o.args, " "), Seconds: took.Seconds(),
+func buildFigures(o *figOpts, host perfHost, runs []*perfRun, notes []string, took time.Duration) *figuresDoc {
+	doc := &figuresDoc{Host: host, Command: "nuse perf figures " + strings.Join(o.args, " "), Seconds: took.Seconds(),
 		Sizes: o.sizes, Notes: notes, Runs: runs}
 	specs := map[string]struct{ id, seed, title string }{
 		"uc-write-bw":  {"uc-msgrate", "Figure 4.2", "UC RDMA WRITE message rate, soft backend, polling: native vs NUSE"},
@@ -497,8 +497,8 @@ func writeFigures(dir string, doc *figuresDoc) error {
 
 func figuresMarkdown(doc *figuresDoc) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# nuse perf figures\n\n`%s`, %s, %d CPUs, kernel %s, %s; %.0f s.\n\n", doc.Command, doc.Host.Time,
-		doc.Host.CPUs, doc.Host.Kernel, doc.Host.Go, doc.Seconds)
+	fmt.Fprintf(&b, "# nuse perf figures\n\n`%s`, %s, %d CPUs, kernel %s, %s, load average at the start %s; %.0f s.\n\n",
+		doc.Command, doc.Host.Time, doc.Host.CPUs, doc.Host.Kernel, doc.Host.Go, doc.Host.Load, doc.Seconds)
 	b.WriteString("One run on a shared, noisy machine: read the ratios (NUSE over native/kernel, measured in the same run, " +
 		"the paths alternating per size), not the absolute figures.\n")
 	for _, n := range doc.Notes {

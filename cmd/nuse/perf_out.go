@@ -33,6 +33,7 @@ type perfHost struct {
 	CPUs    int    `json:"cpus"`
 	Kernel  string `json:"kernel,omitempty"`
 	Go      string `json:"go"`
+	Load    string `json:"load_average,omitempty"` // at the start: how busy the shared machine was
 	Comment string `json:"comment"`
 }
 
@@ -70,6 +71,11 @@ func thisHost() perfHost {
 		Comment: "one run on a shared machine: compare the paths of this run (ratios), not absolute figures"}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		h.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			h.Load = strings.Join(f[:3], " ")
+		}
 	}
 	return h
 }
