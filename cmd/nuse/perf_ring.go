@@ -19,7 +19,17 @@ func init() {
 // physical floor: two processes bouncing one cache line between the same
 // two CPUs. The private daemon is pinned to CPU A, the program to CPU B.
 func runPerfRing(args []string) int {
+	out, args, err := cutOutFlags(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nuse perf:", err)
+		return 2
+	}
 	fs := flag.NewFlagSet("nuse perf ring-lat", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: nuse perf ring-lat [flags]")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), outFlagsHelp)
+	}
 	iters := fs.Uint("n", 100000, "round trips per measurement")
 	reps := fs.Int("r", 1, "repeat, alternating the two")
 	cpus := fs.String("c", "0,1", "the two CPUs: A (daemon, first bouncer), B (program, second bouncer)")
@@ -66,6 +76,9 @@ func runPerfRing(args []string) int {
 	hdr, _ := exec.Command(tool, "header").Output()
 	fmt.Print(string(hdr))
 	typical := map[string]float64{}
+	res := newPerfRun("ring-lat", "t_typical_ns")
+	res.Params["cpus"] = *cpus
+	labels := map[string]string{"line": "cache line ping-pong", "cmd": "shim<->daemon command"}
 	for r := 0; r < *reps; r++ {
 		for _, run := range runs {
 			c := exec.Command(run.argv[0], run.argv[1:]...)
@@ -83,10 +96,19 @@ func runPerfRing(args []string) int {
 				v, _ := strconv.ParseFloat(f[3], 64)
 				typical[run.name] += v
 			}
+			// what, #iterations, t_min, t_typical, t_avg, 99%, t_max, clock (ns)
+			if v, ok := floats(f[1:], 6); ok {
+				s := res.series(run.name, labels[run.name])
+				s.Rows = append(s.Rows, perfRow{Iters: int(v[0]), TMin: v[1], TTypical: v[2], TAvg: v[3], P99: v[4], TMax: v[5]})
+			}
 		}
 	}
 	if typical["line"] > 0 && typical["cmd"] > 0 {
 		fmt.Printf(" ratio: command round trip / cache-line round trip (t_typical) = %.1fx\n", typical["cmd"]/typical["line"])
+	}
+	if err := out.emit(res); err != nil {
+		fmt.Fprintln(os.Stderr, "nuse perf:", err)
+		return 1
 	}
 	return 0
 }

@@ -26,9 +26,21 @@ func init() {
 // engine), alternating path per size, and prints perftest's columns with
 // the NUSE/kernel ratio.
 func runPerfTCP(mode string, args []string) int {
+	out, args, err := cutOutFlags(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nuse perf:", err)
+		return 2
+	}
 	fs := flag.NewFlagSet("nuse perf tcp-"+mode, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: nuse perf tcp-%s [flags]\n", mode)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), outFlagsHelp)
+	}
 	size := fs.Uint("s", 64, "message size in bytes")
 	all := fs.Bool("a", false, "all sizes from 2 to 65536")
+	sizeList := fs.String("sizes", "", "these message sizes, comma-separated (instead of -s or -a)")
+	engines := fs.String("engines", "", "one private daemon per engine, comma-separated (e.g. gvisor,kernel): a NUSE path per engine")
 	iters := fs.Uint("n", 0, "iterations (lat) or messages (rate) per size (default 1000 / 100000)")
 	reps := fs.Int("r", 1, "repeat each measurement, alternating kernel and NUSE")
 	sock := fs.String("sock", "", "use the daemon on this control socket (default: start a private one)")
@@ -46,30 +58,62 @@ func runPerfTCP(mode string, args []string) int {
 		fmt.Fprintln(os.Stderr, "nuse perf:", err)
 		return 1
 	}
-	if *sock == "" {
+	sizes, err := perfSizes(*size, *all, *sizeList, 65536)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nuse perf:", err)
+		return 2
+	}
+	const rules = "tcp 127.0.0.0/8"
+	type path struct {
+		name, label string
+		port        int
+		wrap        func(...string) []string
+	}
+	paths := []path{{"kernel", "kernel loopback", *port, func(a ...string) []string { return a }}}
+	addNUSE := func(name, label, sock string) {
+		paths = append(paths, path{name, label, *port + len(paths), func(argv ...string) []string {
+			return append([]string{self, "run", "--sock", sock, "--rules", rules, "--"}, argv...)
+		}})
+	}
+	switch {
+	case *engines != "":
+		if *sock != "" {
+			fmt.Fprintln(os.Stderr, "nuse perf: --engines starts its own daemons: no --sock with it")
+			return 2
+		}
+		for _, e := range strings.Split(*engines, ",") {
+			s, stop, err := privateDaemon("nuse perf", "--engine "+e+" "+*daemonArgs, -1)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "nuse perf:", err)
+				return 1
+			}
+			defer stop()
+			addNUSE("nuse-"+e, "NUSE ("+e+" engine)", s)
+		}
+	case *sock == "":
 		s, stop, err := privateDaemon("nuse perf", *daemonArgs, -1)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "nuse perf:", err)
 			return 1
 		}
 		defer stop()
-		*sock = s
-	} else if !ctlclient.Ping(*sock) {
-		fmt.Fprintf(os.Stderr, "nuse perf: no daemon answers on %s\n", *sock)
-		return 1
+		addNUSE("nuse", "NUSE", s)
+	default:
+		if !ctlclient.Ping(*sock) {
+			fmt.Fprintf(os.Stderr, "nuse perf: no daemon answers on %s\n", *sock)
+			return 1
+		}
+		addNUSE("nuse", "NUSE", *sock)
 	}
-	const rules = "tcp 127.0.0.0/8"
-	nuse := func(argv ...string) []string {
-		return append([]string{self, "run", "--sock", *sock, "--rules", rules, "--"}, argv...)
+	if *port+len(paths) > 65535 {
+		fmt.Fprintln(os.Stderr, "nuse perf: -p too high for the paths")
+		return 2
 	}
-	paths := []struct {
-		name string
-		port int
-		wrap func(...string) []string
-	}{
-		{"kernel", *port, func(a ...string) []string { return a }},
-		{"nuse", *port + 1, nuse},
-	}
+	metric := map[string]string{"lat": "t_typical_usec", "rate": "msg_rate_mpps"}[mode]
+	res := newPerfRun("tcp-"+mode, metric)
+	res.Params["daemon_args"] = *daemonArgs
+	res.Params["engines"] = *engines
+	res.Params["reps"] = strconv.Itoa(*reps)
 	for _, p := range paths {
 		argv := p.wrap(tool, "server", "-b", "127.0.0.1", "-p", strconv.Itoa(p.port))
 		srv := exec.Command(argv[0], argv[1:]...)
@@ -91,23 +135,19 @@ func runPerfTCP(mode string, args []string) int {
 		}
 	}
 
-	var sizes []uint
-	if *all {
-		for s := uint(2); s <= 65536; s *= 2 {
-			sizes = append(sizes, s)
-		}
-	} else {
-		sizes = []uint{*size}
-	}
 	n := *iters
 	if n == 0 {
 		n = map[string]uint{"lat": 1000, "rate": 100000}[mode]
 	}
+	pw := 7
+	for _, p := range paths {
+		pw = max(pw, len(p.name))
+	}
 	if mode == "lat" {
-		fmt.Printf(" %-7s %-8s %-11s %-11s %-11s %-11s %-11s %-11s %-11s %-11s\n", "path", "#bytes", "#iterations",
+		fmt.Printf(" %-*s %-8s %-11s %-11s %-11s %-11s %-11s %-11s %-11s %-11s\n", pw, "path", "#bytes", "#iterations",
 			"t_min[usec]", "t_max[usec]", "t_typical", "t_avg[usec]", "t_stdev", "99%", "99.9%")
 	} else {
-		fmt.Printf(" %-7s %-8s %-11s %-18s %-18s %-12s\n", "path", "#bytes", "#iterations", "BW peak[MB/sec]", "BW average[MB/sec]", "MsgRate[Mpps]")
+		fmt.Printf(" %-*s %-8s %-11s %-18s %-18s %-12s\n", pw, "path", "#bytes", "#iterations", "BW peak[MB/sec]", "BW average[MB/sec]", "MsgRate[Mpps]")
 	}
 	rc := 0
 	for _, s := range sizes {
@@ -134,21 +174,59 @@ func runPerfTCP(mode string, args []string) int {
 					rc = 1
 					continue
 				}
-				fmt.Printf(" %-7s%s\n", p.name, lines[len(lines)-1])
+				fmt.Printf(" %-*s%s\n", pw, p.name, lines[len(lines)-1])
 				// t_typical (lat) and MsgRate (rate) are both the fifth column.
 				v, _ := strconv.ParseFloat(last[4], 64)
 				key[p.name] += v
+				row, ok := parseLatRow(last)
+				if mode == "rate" {
+					row, ok = parseBWRow(last)
+				}
+				if ok {
+					ser := res.series(p.name, p.label)
+					ser.Rows = append(ser.Rows, row)
+				}
 			}
 		}
-		if key["kernel"] > 0 && key["nuse"] > 0 {
-			what := "t_typical nuse/kernel"
-			if mode == "rate" {
-				what = "MsgRate   nuse/kernel"
+		for _, p := range paths[1:] {
+			if key["kernel"] > 0 && key[p.name] > 0 {
+				what := "t_typical " + p.name + "/kernel"
+				if mode == "rate" {
+					what = "MsgRate   " + p.name + "/kernel"
+				}
+				fmt.Printf(" %-*s %-8d %s = %.2fx\n", pw, "ratio", s, what, key[p.name]/key["kernel"])
 			}
-			fmt.Printf(" %-7s %-8d %s = %.2fx\n", "ratio", s, what, key["nuse"]/key["kernel"])
 		}
 	}
+	if err := out.emit(res); err != nil {
+		fmt.Fprintln(os.Stderr, "nuse perf:", err)
+		rc = 1
+	}
 	return rc
+}
+
+// perfSizes is the message sizes a mode runs: -s, or -a (powers of two from
+// 2 to top), or a --sizes list.
+func perfSizes(size uint, all bool, list string, top uint) ([]uint, error) {
+	switch {
+	case list != "":
+		var out []uint
+		for _, f := range strings.Split(list, ",") {
+			v, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+			if err != nil || v < 1 || v > 8<<20 {
+				return nil, fmt.Errorf("--sizes: %q is not a size 1..8388608", f)
+			}
+			out = append(out, uint(v))
+		}
+		return out, nil
+	case all:
+		var out []uint
+		for s := uint(2); s <= top; s *= 2 {
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	return []uint{size}, nil
 }
 
 // perfTools finds a benchmark program and this binary (which runs it under

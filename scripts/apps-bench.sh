@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# Real applications with their own benchmark clients, kernel loopback vs
+# both ends under NUSE (`nuse run`, rules claiming loopback), in one run,
+# inside a network namespace this script creates (loopback only, no route)
+# and removes at the end:
+#   redis-server + redis-benchmark -c 20 GET / SET (-n bounded)
+#   nginx (2 workers) + wrk -c 32, a 4 KiB file
+#   node http + wrk -c 16
+#   memcached + memcslap (8 x 20000)
+#   iperf3, one stream (-t bounded)
+# Prints a table: the kernel figure, the NUSE figure, NUSE/kernel, and the
+# daemon's CPU per request over the NUSE run (utime+stime deltas from
+# /proc/PID/stat divided by the requests; for iperf3, per GiB moved).
+# Installs nothing: a missing tool skips its row, saying so.
+#
+# Usage: scripts/apps-bench.sh [-e gvisor|kernel] [-n REDIS_REQUESTS]
+#        [-d WRK_SECONDS] [-t IPERF_SECONDS] [-m MEMCSLAP_PER_CLIENT] [-o FILE.md]
+# Needs root (a network namespace) and `make build`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$PWD/bin
+ARGS="$*"
+ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT=""
+while getopts "e:n:d:t:m:o:h" o; do
+	case $o in
+	e) ENGINE=$OPTARG ;;
+	n) REDIS_N=$OPTARG ;;
+	d) WRK_D=$OPTARG ;;
+	t) IPERF_T=$OPTARG ;;
+	m) MEMC_N=$OPTARG ;;
+	o) OUT=$OPTARG ;;
+	*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	esac
+done
+case $ENGINE in gvisor | kernel) ;; *) echo "apps-bench: -e gvisor or -e kernel" >&2; exit 2 ;; esac
+for v in "$REDIS_N" "$WRK_D" "$IPERF_T" "$MEMC_N"; do
+	[[ $v =~ ^[0-9]+$ ]] && ((v > 0 && v <= 10000000)) || { echo "apps-bench: bad count $v" >&2; exit 2; }
+done
+((WRK_D <= 60 && IPERF_T <= 60)) || { echo "apps-bench: -d and -t at most 60 s" >&2; exit 2; }
+[[ $(id -u) == 0 ]] || { echo "apps-bench: needs root for a network namespace" >&2; exit 1; }
+for b in nuse libnuse.so; do [[ -e $BIN/$b ]] || { echo "apps-bench: $BIN/$b missing (make build)" >&2; exit 1; }; done
+
+NS=nuse-apps-$$
+WORK=$(mktemp -d /tmp/nuse-apps.XXXXXX)
+SOCK=$WORK/nused.sock
+RULES="tcp 127.0.0.0/8"
+PIDS=()
+cleanup() {
+	set +e
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	# Anything still in the namespace is ours.
+	for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+	ip netns del "$NS" 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+in_ns() { ip netns exec "$NS" "$@"; }
+nuse() { in_ns "$BIN/nuse" run --sock "$SOCK" --rules "$RULES" -- "$@"; }
+kern() { in_ns "$@"; }
+
+# ip netns exec execs the program, so $! is the daemon's own PID.
+ip netns exec "$NS" "$BIN/nuse" daemon --sock "$SOCK" --netdev none --engine "$ENGINE" -q >"$WORK/daemon.log" 2>&1 &
+DPID=$!
+PIDS+=("$DPID")
+for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
+[[ -S $SOCK ]] || { echo "apps-bench: the daemon did not start:"; cat "$WORK/daemon.log"; exit 1; }
+HZ=$(getconf CLK_TCK)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$DPID/stat"; }
+
+ROWS=()
+ERRS=()
+row() { # workload, kernel figure, nuse figure, unit, higher-is-better (1/0), nuse requests, daemon ticks
+	local ratio cpu
+	ratio=$(awk -v k="$2" -v n="$3" 'BEGIN{ if (k > 0 && n > 0) printf "%.2f", n / k; else print "-" }')
+	cpu=$(awk -v t="$7" -v hz="$HZ" -v r="$6" -v u="$4" 'BEGIN{ if (r > 0) { v = t / hz / r; if (u == "Gbit/s") printf "%.3f s/GiB", v; else printf "%.1f us", v * 1e6 } else print "-" }')
+	ROWS+=("| $1 | $2 $4 | $3 $4 | $ratio | $cpu |")
+	printf '  %-44s kernel %10s  nuse %10s %-6s  nuse/kernel %5s  daemon CPU %s\n' "$1" "$2" "$3" "$4" "$ratio" "$cpu"
+}
+skip() { ROWS+=("| $1 | skipped: $2 | | | |"); echo "  $1: SKIPPED: $2"; }
+missing() { # tools... ; prints the missing ones
+	local m=()
+	for t in "$@"; do command -v "$t" >/dev/null || m+=("$t"); done
+	echo "${m[*]}"
+}
+wait_port() { # wrapper, port: until a connect through the same path succeeds (10 s)
+	local w=$1 port=$2
+	for _ in $(seq 100); do
+		$w timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "apps-bench: nothing listens on port $port" >&2
+	return 1
+}
+start() { # wrapper, args... : a background server; sets SPID
+	local w=$1; shift
+	if [[ $w == nuse ]]; then
+		ip netns exec "$NS" "$BIN/nuse" run --sock "$SOCK" --rules "$RULES" -- "$@" >>"$WORK/servers.log" 2>&1 &
+	else
+		ip netns exec "$NS" "$@" >>"$WORK/servers.log" 2>&1 &
+	fi
+	SPID=$!
+	PIDS+=("$SPID")
+}
+stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; }
+# measure WRAPPER CMD...: runs a client, its output in $OUTPUT, the daemon's
+# CPU ticks over it in $TICKS.
+measure() {
+	local t0
+	t0=$(cpu_ticks)
+	OUTPUT=$("$@" 2>&1) || { echo "apps-bench: failed: $*" >&2; echo "$OUTPUT" | tail -5 >&2; OUTPUT=""; }
+	TICKS=$(($(cpu_ticks) - t0))
+}
+
+echo "== apps-bench: kernel loopback vs both ends under NUSE (engine $ENGINE), namespace $NS =="
+echo "   (one run on a shared, noisy machine: read the ratios of this run, not the absolute figures)"
+
+# --- redis ---
+if m=$(missing redis-server redis-benchmark) && [[ -n $m ]]; then
+	skip "redis-benchmark -c 20 GET/SET" "not installed: $m (apt-get install redis-server redis-tools)"
+else
+	declare -A RK RN RT
+	for w in kern nuse; do
+		port=$([[ $w == kern ]] && echo 16379 || echo 16380)
+		start $w redis-server --port $port --bind 127.0.0.1 --save "" --appendonly no --protected-mode no
+		wait_port $w $port
+		measure $w timeout 300 redis-benchmark -h 127.0.0.1 -p $port -c 20 -n "$REDIS_N" -t set,get -q
+		for t in SET GET; do
+			RK[$w$t]=$(echo "$OUTPUT" | tr '\r' '\n' | awk -v t="$t:" '$1 == t {print $2}' | tail -1)
+		done
+		RT[$w]=$TICKS
+		stop
+	done
+	# The daemon's CPU over both tests, per request (2 x -n requests).
+	row "redis-benchmark -c 20 SET" "${RK[kernSET]:-0}" "${RK[nuseSET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}"
+	row "redis-benchmark -c 20 GET" "${RK[kernGET]:-0}" "${RK[nuseGET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}"
+fi
+
+# --- nginx and node, with wrk ---
+wrk_pair() { # label, connections, kernel-server-cmd..., --, nuse-server-cmd... (PORT substituted)
+	local label=$1 conns=$2 kport=$3 nport=$4 path=$5; shift 5
+	local k n req ticks
+	for w in kern nuse; do
+		local port=$kport
+		[[ $w == nuse ]] && port=$nport
+		start $w "${@//PORT/$port}"
+		wait_port $w $port
+		measure $w timeout $((WRK_D + 30)) wrk -t 2 -c "$conns" -d "${WRK_D}s" "http://127.0.0.1:$port$path"
+		local rps
+		rps=$(echo "$OUTPUT" | awk '/^Requests\/sec:/ {print $2}')
+		if [[ $w == kern ]]; then k=${rps:-0}; else
+			n=${rps:-0} ticks=$TICKS
+			req=$(echo "$OUTPUT" | awk '/requests in/ {print $1}')
+		fi
+		if echo "$OUTPUT" | grep -qE "Socket errors|Non-2xx"; then
+			echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | sed "s/^/    $label, $w: /"
+			ERRS+=("$label ($w): $(echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | tr -s ' ' | tr '\n' ';')")
+		fi
+		stop
+	done
+	row "$label" "$k" "$n" "req/s" 1 "${req:-0}" "$ticks"
+}
+if m=$(missing nginx wrk) && [[ -n $m ]]; then
+	skip "nginx (2 workers) + wrk -c 32, 4 KiB" "not installed: $m (apt-get install nginx-light wrk)"
+else
+	mkdir -p "$WORK/www" "$WORK/nginx"
+	chmod 755 "$WORK" "$WORK/www" # nginx's workers run as www-data
+	head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
+	for port in 18080 18081; do
+		cat >"$WORK/nginx/$port.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/$port.pid;
+error_log $WORK/nginx/$port.err;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy;
+	fastcgi_temp_path $WORK/nginx/fcgi; uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
+	server { listen 127.0.0.1:$port; root $WORK/www; }
+}
+EOF
+	done
+	wrk_pair "nginx (2 workers) + wrk -c 32, 4 KiB" 32 18080 18081 /4k.bin nginx -c "$WORK/nginx/PORT.conf"
+fi
+if m=$(missing node wrk) && [[ -n $m ]]; then
+	skip "node http + wrk -c 16" "not installed: $m (apt-get install nodejs wrk)"
+else
+	wrk_pair "node http + wrk -c 16" 16 18090 18091 / node -e \
+		"require('http').createServer((q, r) => r.end('hello from node\n')).listen(PORT, '127.0.0.1')"
+fi
+
+# --- memcached ---
+if m=$(missing memcached memcslap) && [[ -n $m ]]; then
+	skip "memcached + memcslap 8x$MEMC_N" "not installed: $m (apt-get install memcached libmemcached-tools)"
+else
+	declare -A MS
+	for w in kern nuse; do
+		port=$([[ $w == kern ]] && echo 11311 || echo 11312)
+		start $w memcached -l 127.0.0.1 -p $port -U 0 -t 2 -u root
+		wait_port $w $port
+		t0=$(date +%s.%N)
+		measure $w timeout 300 memcslap --servers=127.0.0.1:$port --concurrency=8 --execute-number="$MEMC_N"
+		t1=$(date +%s.%N)
+		# memcslap prints "Time total: N seconds."; else the wall time.
+		s=$(echo "$OUTPUT" | awk '/^Time total:/ {print $3}' | tail -1)
+		[[ -n $OUTPUT ]] || s=0
+		MS[$w]=${s:-$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b - a}')}
+		MS[${w}t]=$TICKS
+		stop
+	done
+	# Seconds: lower is better, so the ratio is kernel/NUSE time (a speed ratio like the others).
+	ratio_fix() { awk -v k="$1" -v n="$2" 'BEGIN{ if (k > 0 && n > 0) printf "%.2f", k / n; else print "-" }'; }
+	r=$(ratio_fix "${MS[kern]}" "${MS[nuse]}")
+	cpu=$(awk -v t="${MS[nuset]}" -v hz="$HZ" -v r=$((8 * MEMC_N)) 'BEGIN{printf "%.1f us", t / hz / r * 1e6}')
+	echo "    (daemon ticks over the NUSE run: ${MS[nuset]})"
+	ROWS+=("| memcached + memcslap 8x$MEMC_N (set) | ${MS[kern]} s | ${MS[nuse]} s | $r (time kernel/NUSE) | $cpu |")
+	printf '  %-44s kernel %10s  nuse %10s %-6s  nuse/kernel %5s  daemon CPU %s\n' "memcached + memcslap 8x$MEMC_N" "${MS[kern]}" "${MS[nuse]}" "s" "$r" "$cpu"
+fi
+
+# --- iperf3 ---
+if m=$(missing iperf3) && [[ -n $m ]]; then
+	skip "iperf3 single stream" "not installed: $m (apt-get install iperf3)"
+else
+	declare -A IP IB
+	for w in kern nuse; do
+		port=$([[ $w == kern ]] && echo 15201 || echo 15202)
+		start $w iperf3 -s -1 -B 127.0.0.1 -p $port
+		sleep 0.5 # iperf3 -s -1 serves one test: no probe connection
+		measure $w timeout $((IPERF_T + 30)) iperf3 -c 127.0.0.1 -p $port -t "$IPERF_T" -f g
+		IP[$w]=$(echo "$OUTPUT" | awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i-1)}' | tail -1)
+		# GBytes moved, for the daemon's CPU per GiB.
+		IB[$w]=$(echo "$OUTPUT" | awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "GBytes") print $(i-1)}' | tail -1)
+		IB[${w}t]=$TICKS
+		stop
+	done
+	gib=$(awk -v g="${IB[nuse]:-0}" 'BEGIN{print g * 1e9 / 2^30}')
+	row "iperf3 single stream, -t $IPERF_T" "${IP[kern]:-0}" "${IP[nuse]:-0}" "Gbit/s" 1 "$gib" "${IB[nuset]}"
+fi
+
+echo
+echo "| workload (engine $ENGINE) | kernel | NUSE | NUSE/kernel | daemon CPU per request |"
+echo "|---|---:|---:|---:|---:|"
+printf '%s\n' "${ROWS[@]}"
+for e in "${ERRS[@]}"; do echo "wrk reported errors: $e"; done
+echo
+echo "(one run on a shared, noisy machine; daemon CPU: utime+stime of nused over the NUSE run / requests; iperf3: per GiB)"
+if [[ -n $OUT ]]; then
+	{
+		echo "\`scripts/apps-bench.sh $ARGS\`, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average at the start $LOAD."
+		echo "One run on a shared, noisy machine: read the ratios (same run), not the absolute figures."
+		echo
+		echo "| workload (engine $ENGINE) | kernel | NUSE | NUSE/kernel | daemon CPU per request |"
+		echo "|---|---:|---:|---:|---:|"
+		printf '%s\n' "${ROWS[@]}"
+	} >"$OUT"
+fi
