@@ -365,6 +365,13 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 		}
 	}
 	t.Cleanup(restore)
+	// The client's socket exists before the fds run out, so that its
+	// connect needs none and the daemon's accept is what fails.
+	c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(c)
 	var hog []int
 	for {
 		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -373,10 +380,10 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 		}
 		hog = append(hog, fd)
 	}
-	unix.Close(hog[len(hog)-1]) // room for the client's end, none for accept
-	hog = hog[:len(hog)-1]
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
+	if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); err != nil {
+		for _, fd := range hog {
+			unix.Close(fd)
+		}
 		t.Fatal(err)
 	}
 	select {
@@ -389,7 +396,6 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 		unix.Close(fd)
 	}
 	restore()
-	c.Close()
 	h := newHonest(t, path, 7121) // fails within 10 s if nobody accepts
 	h.exchange()
 }

@@ -20,7 +20,7 @@ const (
 	MaxSocksLimit   = 65536
 	SockHdrSize     = 4096
 	DefaultRing     = 256 * 1024
-	DefaultSocks    = 1024
+	DefaultSocks    = 4096
 	DefaultSockPath = "/run/nuse/nused.sock"
 )
 

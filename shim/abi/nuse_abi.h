@@ -237,7 +237,7 @@ struct nuse_sock {
 
 /* Daemon defaults; the arena header carries the values in force. */
 #define NUSE_DEFAULT_RING_SIZE (256u * 1024u)
-#define NUSE_DEFAULT_MAX_SOCKS 1024u
+#define NUSE_DEFAULT_MAX_SOCKS 4096u
 
 #define NUSE_DEFAULT_SOCK_PATH "/run/nuse/nused.sock"
 
