@@ -233,7 +233,7 @@ func TestWildcardListenFollowsLoopback(t *testing.T) {
 		{"tcp 127.0.0.1:8000-8100", "0.0.0.0:9090", false, 0},
 		{"tcp 10.0.0.0/8", "0.0.0.0:80", false, 0},
 		{"kernel tcp listen *:80; tcp 127.0.0.0/8", "0.0.0.0:80", false, 1}, // a rule for the wildcard wins
-		{"tcp connect 127.0.0.0/8", "0.0.0.0:80", false, 0},                // loopback claimed for connects only
+		{"tcp connect 127.0.0.0/8", "0.0.0.0:80", false, 0},                 // loopback claimed for connects only
 		{"tcp 127.0.0.0/8", "127.0.0.5:80", true, 1},
 	} {
 		s, err := Parse(c.rules)
