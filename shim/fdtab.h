@@ -79,6 +79,7 @@ struct nsock {
 	 * not see it there yet. */
 	int listening, established;
 	int dead;         /* the daemon's end is gone */
+	uint32_t sig_owed; /* readiness bytes counted but not read yet (sockstate.c) */
 	int quiet;        /* dead listener: its fd number names a never-ready socket */
 	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
 	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */

@@ -23,34 +23,53 @@ void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen)
 }
 
 /*
- * Takes the readiness bytes back when the socket is no longer readable.
- * sig counts the bytes the daemon queued in our end (it writes a byte, then
- * counts it), so we read exactly as many as we take from sig: draining more
- * could swallow a newer edge's byte and lose a wake-up, and one still in
- * flight is not counted yet, so nothing here ever waits.  Our end reading
- * EOF is the daemon mirroring the peer's FIN or a reset (the state says so)
- * -- or the daemon gone.
+ * Reads n readiness bytes (and any owed from before) from our end.  The
+ * daemon counts a byte in sig before it writes it, so one may still be in
+ * flight: if wait, we wait for it briefly; what does not come (a byte a
+ * raw read() took, a daemon slow to write) is owed and taken next time,
+ * never waited for again, so no byte is left to make the fd poll readable
+ * for nothing.  Our end reading EOF is the daemon mirroring the peer's FIN
+ * or a reset (the state says so) -- or the daemon gone.
+ */
+static void take_bytes(struct nsock *s, int fd, uint32_t n, int wait)
+{
+	char b[64];
+	int i = 0;
+
+	n += s->sig_owed;
+	s->sig_owed = 0;
+	while (n > 0) {
+		ssize_t r = R.recv(fd, b, n < sizeof(b) ? n : sizeof(b), MSG_DONTWAIT);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+
+		if (r > 0) {
+			n -= (uint32_t)r;
+			continue;
+		}
+		if (r == 0) {
+			if (!(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET)))
+				s->dead = 1;
+			return;
+		}
+		if ((errno != EAGAIN && errno != EINTR) || !wait || ++i > 10)
+			break;
+		poll(&p, 1, 10);
+	}
+	s->sig_owed = n;
+}
+
+/*
+ * Takes the readiness bytes back when the socket is no longer readable:
+ * exactly as many as it takes from sig (draining more could swallow a
+ * newer edge's byte and lose a wake-up).
  */
 void unsignal(struct nsock *s, int fd)
 {
-	char b[64];
-	uint32_t n;
 	int e = errno;
 
-	fd = sock_fd(s, fd);
-	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE)
+	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE && !s->sig_owed)
 		return;
-	n = atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE);
-	while (n > 0) {
-		ssize_t r = R.recv(fd, b, n < sizeof(b) ? n : sizeof(b), MSG_DONTWAIT);
-
-		if (r <= 0) {
-			if (r == 0 && !(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET)))
-				s->dead = 1;
-			break;
-		}
-		n -= (uint32_t)r;
-	}
+	take_bytes(s, sock_fd(s, fd), atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE), 1);
 	if (readable(s))
 		attention(s); /* became readable meanwhile: let the daemon signal again */
 	errno = e;
@@ -65,22 +84,13 @@ void unsignal(struct nsock *s, int fd)
 void unsignal_extra(struct nsock *s, int fd)
 {
 	uint32_t v = atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed);
-	char b[64];
 	int e = errno;
 
 	while (v > 1 && !atomic_compare_exchange_weak(A32(&s->sh->sig), &v, 1))
 		;
 	if (v <= 1)
 		return;
-	v--;
-	fd = sock_fd(s, fd);
-	while (v > 0) {
-		ssize_t r = R.recv(fd, b, v < sizeof(b) ? v : sizeof(b), MSG_DONTWAIT);
-
-		if (r <= 0)
-			break;
-		v -= (uint32_t)r;
-	}
+	take_bytes(s, sock_fd(s, fd), v - 1, 0);
 	errno = e;
 }
 

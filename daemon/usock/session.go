@@ -687,11 +687,14 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 	n := atomic.LoadUint32(&sh.Sig)
 	news := so.rxHead != so.edgeHead || so.state&edgeStates&^so.edgeState != 0 || so.edgeConn
 	if !so.pairShut && (n == 0 || (news && n < maxEdges)) {
-		// MSG_DONTWAIT, never a plain write: the client shares this open
-		// file description and may have made it blocking. Written first,
-		// counted after: the shim never waits for a byte it was told of.
-		if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err == nil {
-			atomic.AddUint32(&sh.Sig, 1)
+		// Counted first, written after (MSG_DONTWAIT, never a plain
+		// write: the client shares this open file description and may
+		// have made it blocking). The shim then never leaves a byte
+		// behind: a stray one costs a level-triggered program a wasted
+		// wake-up per message (measured: redis GET at 0.6x).
+		atomic.AddUint32(&sh.Sig, 1)
+		if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
+			atomic.AddUint32(&sh.Sig, ^uint32(0))
 		}
 	}
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false

@@ -11,6 +11,7 @@ package gvisor
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -207,6 +208,14 @@ func (e *Engine) setup(cfg Config) error {
 	s := e.s
 	if err := setTCP(s, cfg.TCP); err != nil {
 		return err
+	}
+	// Ephemeral ports from Linux's range (gVisor's own starts at 16000):
+	// a program's outgoing connections then never take a port that it, or
+	// another program, will listen on, as on the kernel.
+	if lo, hi, ok := linuxPortRange(); ok {
+		if err := s.SetPortRange(lo, hi); err != nil {
+			return fmt.Errorf("ephemeral port range %d-%d: %s", lo, hi, err)
+		}
 	}
 	var routes []tcpip.Route
 	addrNIC := nicLoopback
@@ -428,4 +437,19 @@ func (e *Engine) Stats() []NICStats {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// linuxPortRange reads net.ipv4.ip_local_port_range (32768 60999 where it
+// cannot be read).
+func linuxPortRange() (uint16, uint16, bool) {
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if n, _ := fmt.Sscan(string(b), &lo, &hi); n != 2 {
+			lo, hi = 32768, 60999
+		}
+	}
+	if lo < 1 || hi > 65535 || lo > hi {
+		return 0, 0, false
+	}
+	return uint16(lo), uint16(hi), true
 }
