@@ -5,6 +5,11 @@ BIN     := $(CURDIR)/bin
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 
 SHIM_CFLAGS := -O2 -g -Wall -Wextra -Werror -fvisibility=hidden
+# Go's build cache does not see headers outside a package's directory
+# (shim/abi/nuse_abi.h, included by the shim and by shim/abi/cdefs): the
+# header's checksum in CGO_CFLAGS makes a changed ABI rebuild them.
+ABI_SUM := $(shell cksum < shim/abi/nuse_abi.h | cut -d' ' -f1)
+export CGO_CFLAGS := -O2 -g -DNUSE_ABI_SUM=$(ABI_SUM)
 GO_SRCS     := $(shell find . -name '*.go' -not -path './bin/*' 2>/dev/null) go.mod
 SHIM_SRCS   := $(wildcard shim/*.c shim/*.h shim/*.go) shim/abi/nuse_abi.h
 

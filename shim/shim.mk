@@ -4,7 +4,7 @@
 # shim/shim.go's #cgo CFLAGS: given through CGO_CFLAGS they also reach
 # runtime/cgo, whose gcc_clearenv.c fails -Wextra -Werror.  So the flags the
 # top Makefile passes in CGO_CFLAGS are reduced to optimisation and debug.
-SHIM_CFLAGS := -O2 -g
+SHIM_CFLAGS := -O2 -g -DNUSE_ABI_SUM=$(ABI_SUM)
 
 TESTC_CFLAGS := -O2 -g -Wall -Wextra -Werror -pthread
 
