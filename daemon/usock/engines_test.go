@@ -19,11 +19,13 @@ func TestStatsNameEachSocketsEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered before the server's: cleanups run last-in first-out, so
+	// the engine closes only once the server has stopped using it.
+	t.Cleanup(func() { keng.Close() })
 	srv, path := startServerWith(t, 64<<10, func(cfg *Config) {
 		cfg.Engines = map[string]stack.Engine{"gvisor": cfg.Engine, "kernel": keng}
 		cfg.Engine = keng
 	})
-	t.Cleanup(func() { keng.Close() }) // after the server's cleanup (LIFO)
 	cl := dialClient(t, path)
 	ls := cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 0))
 	res, out := cl.cmd(ls, abi.OpGetsockname, 0, 0, nil, nil)
@@ -94,10 +96,12 @@ func TestSocketOnNamedEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered before the server's: cleanups run last-in first-out, so
+	// the engine closes only once the server has stopped using it.
+	t.Cleanup(func() { keng.Close() })
 	srv, path := startServerWith(t, 64<<10, func(cfg *Config) {
 		cfg.Engines = map[string]stack.Engine{cfg.Engine.Name(): cfg.Engine, "kernel": keng}
 	})
-	t.Cleanup(func() { keng.Close() })
 	def := srv.Stats().Engine
 	cl := dialClient(t, path)
 	named := func(engine string) (*testSock, int32) {
