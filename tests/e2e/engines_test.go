@@ -25,9 +25,11 @@ func TestKernelEngine(t *testing.T) {
 	}
 	ns := newNetns(t)
 	d := ns.startDaemon("--engine", "kernel", "--engines", "gvisor", "--netdev", "none")
-	if out := d.output(); !strings.Contains(out, "engine kernel (also running gvisor)") {
-		t.Fatalf("daemon log lacks its engines:\n%s", out)
-	}
+	// The daemon answers on its socket a moment before it logs that it is
+	// ready: wait for the line.
+	ns.waitFor("the daemon's ready line naming its engines", 10*time.Second, func() bool {
+		return strings.Contains(d.output(), "engine kernel (also running gvisor)")
+	})
 	const rules = "tcp 127.0.0.0/8; tcp [::1]"
 	t.Run("tcp_semantics", func(t *testing.T) {
 		ns.runProgram(t, rules, false, " 0 failed", bin("tcp_semantics"), "-4", "127.0.0.1", "-6", "::1", "-p", "18300")
