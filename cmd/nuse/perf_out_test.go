@@ -76,3 +76,69 @@ func TestPerfRunJSONAndPlot(t *testing.T) {
 		}
 	}
 }
+
+// tcp-bw's rows (perftest's bandwidth columns and the average in Gbit/s)
+// parse, go to JSON and back with the bandwidth as the key column, and plot.
+func TestPerfBWRows(t *testing.T) {
+	dir := t.TempDir()
+	r := newPerfRun("tcp-bw", "bw_avg_mbs")
+	for _, c := range []struct {
+		name, line string
+	}{
+		{"kernel", " 65536    4096        2113.27            2113.27            0.032246     16.906      "},
+		{"nuse-gvisor", " 65536    4096        1056.50            1056.50            0.016121     8.452"},
+		{"kernel", " 1048576  256         3000.00            3000.00            0.002861     24.000"},
+		{"nuse-gvisor", " 1048576  256         1500.00            1500.00            0.001431     12.000"},
+	} {
+		row, ok := parseBWRow(strings.Fields(c.line))
+		if !ok {
+			t.Fatalf("parseBWRow(%q) failed", c.line)
+		}
+		r.series(c.name, c.name).Rows = append(r.series(c.name, c.name).Rows, row)
+	}
+	js, pngf := filepath.Join(dir, "bw.json"), filepath.Join(dir, "bw.png")
+	if err := (outFlags{json: js, plot: pngf}).emit(r); err != nil {
+		t.Fatal(err)
+	}
+	back, err := readPerfRun(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Mode != "tcp-bw" || len(back.Series) != 2 {
+		t.Fatalf("read back: %+v", back)
+	}
+	sz, v := back.Series[1].bySize(back.Metric)
+	if !reflect.DeepEqual(sz, []int{65536, 1 << 20}) || v[0] != 1056.50 || v[1] != 1500 {
+		t.Errorf("nuse-gvisor by size: %v %v", sz, v)
+	}
+	if w := back.Series[0].Rows[0]; w.Iters != 4096 || w.MsgRate != 0.032246 || w.BWPeak != 2113.27 {
+		t.Errorf("kernel's first row: %+v", w)
+	}
+	if y, what := metricAxis(back.Metric); !strings.Contains(y, "MB/s") || what != "bandwidth" {
+		t.Errorf("axis of %s: %q, %q", back.Metric, y, what)
+	}
+	if _, err := os.Stat(pngf); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]uint64{"4096": 4096, "64K": 64 << 10, "256M": 256 << 20, "2G": 2 << 30,
+		"2GiB": 2 << 30, "1mb": 1 << 20, " 8k ": 8 << 10, "0": 0} {
+		if got, err := parseByteSize(in); err != nil || got != want {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "M", "-1", "1.5M", "12X", "99999999999T"} {
+		if got, err := parseByteSize(in); err == nil {
+			t.Errorf("parseByteSize(%q) = %d, want an error", in, got)
+		}
+	}
+	for _, c := range []struct{ bytes, size, n, want uint }{
+		{256 << 20, 65536, 0, 4096}, {100, 65536, 0, 1}, {1 << 40, 2, 0, bwMaxWrites}, {256 << 20, 65536, 7, 7},
+	} {
+		if got := bwWrites(uint64(c.bytes), c.size, c.n); got != c.want {
+			t.Errorf("bwWrites(%d, %d, %d) = %d, want %d", c.bytes, c.size, c.n, got, c.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,15 @@ import (
 func init() {
 	registerPerf("tcp-lat", "64 B..64 KiB TCP ping-pong latency, kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("lat", a) })
 	registerPerf("tcp-rate", "TCP send() message rate and bandwidth, kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("rate", a) })
+	registerPerf("tcp-bw", "TCP bulk throughput (N bytes in SIZE-byte writes), kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("bw", a) })
 }
+
+// Bulk mode's defaults and bound: 256 MiB a size in 64 KiB writes, and at
+// most 1M writes a size unless -n asks for more.
+const (
+	bwDefaultBytes = 256 << 20
+	bwMaxWrites    = 1 << 20
+)
 
 // runPerfTCP runs tcpperf (plain sockets, unmodified) over kernel loopback
 // and under NUSE (loopback claimed by the rules, so the traffic stays in the
@@ -37,11 +46,21 @@ func runPerfTCP(mode string, args []string) int {
 		fs.PrintDefaults()
 		fmt.Fprint(fs.Output(), outFlagsHelp)
 	}
-	size := fs.Uint("s", 64, "message size in bytes")
-	all := fs.Bool("a", false, "all sizes from 2 to 65536")
+	defSize, top := uint(64), uint(65536)
+	if mode == "bw" {
+		defSize, top = 65536, 1<<20
+	}
+	size := fs.Uint("s", defSize, "message (write) size in bytes")
+	all := fs.Bool("a", false, fmt.Sprintf("all sizes from 2 to %d", top))
 	sizeList := fs.String("sizes", "", "these message sizes, comma-separated (instead of -s or -a)")
 	engines := fs.String("engines", "", "one private daemon per engine, comma-separated (e.g. gvisor,kernel): a NUSE path per engine")
-	iters := fs.Uint("n", 0, "iterations (lat) or messages (rate) per size (default 1000 / 100000)")
+	iters := fs.Uint("n", 0, "iterations (lat), messages (rate) or writes (bw) per size (default 1000 / 100000 / --bytes over the size)")
+	var bytesFlag *string
+	var verify *bool
+	if mode == "bw" {
+		bytesFlag = fs.String("bytes", "256M", fmt.Sprintf("bytes to send per size and path, suffix K, M or G (binary); at most %d writes unless -n", bwMaxWrites))
+		verify = fs.Bool("V", false, "verify: both ends checksum the stream and the run fails if the server read other bytes (costs CPU at both ends)")
+	}
 	reps := fs.Int("r", 1, "repeat each measurement, alternating kernel and NUSE")
 	sock := fs.String("sock", "", "use the daemon on this control socket (default: start a private one)")
 	daemonArgs := fs.String("daemon-args", "", "flags for the private daemon (e.g. \"--spin 0s\")")
@@ -49,16 +68,23 @@ func runPerfTCP(mode string, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *size < 1 || *size > 8<<20 || *reps < 1 || *port < 1 || *port > 65534 {
-		fmt.Fprintln(os.Stderr, "nuse perf: -s must be 1..8388608, -r at least 1, -p 1..65534")
+	if *size < 1 || *size > 8<<20 || *reps < 1 || *port < 1 || *port > 65534 || *iters > math.MaxUint32 {
+		fmt.Fprintln(os.Stderr, "nuse perf: -s must be 1..8388608, -r at least 1, -p 1..65534, -n at most 4294967295")
 		return 2
+	}
+	var bulk uint64
+	if mode == "bw" {
+		if bulk, err = parseByteSize(*bytesFlag); err != nil || bulk == 0 {
+			fmt.Fprintf(os.Stderr, "nuse perf: --bytes %q: want a positive size such as 4096, 64K, 256M, 2G\n", *bytesFlag)
+			return 2
+		}
 	}
 	tool, self, err := perfTools("tcpperf")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nuse perf:", err)
 		return 1
 	}
-	sizes, err := perfSizes(*size, *all, *sizeList, 65536)
+	sizes, err := perfSizes(*size, *all, *sizeList, top)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nuse perf:", err)
 		return 2
@@ -109,8 +135,12 @@ func runPerfTCP(mode string, args []string) int {
 		fmt.Fprintln(os.Stderr, "nuse perf: -p too high for the paths")
 		return 2
 	}
-	metric := map[string]string{"lat": "t_typical_usec", "rate": "msg_rate_mpps"}[mode]
+	metric := map[string]string{"lat": "t_typical_usec", "rate": "msg_rate_mpps", "bw": "bw_avg_mbs"}[mode]
 	res := newPerfRun("tcp-"+mode, metric)
+	if mode == "bw" {
+		res.Params["bytes"] = strconv.FormatUint(bulk, 10)
+		res.Params["verify"] = strconv.FormatBool(*verify)
+	}
 	res.Params["daemon_args"] = *daemonArgs
 	res.Params["engines"] = *engines
 	res.Params["reps"] = strconv.Itoa(*reps)
@@ -143,10 +173,13 @@ func runPerfTCP(mode string, args []string) int {
 	for _, p := range paths {
 		pw = max(pw, len(p.name))
 	}
-	if mode == "lat" {
+	switch mode {
+	case "lat":
 		fmt.Printf(" %-*s %-8s %-11s %-11s %-11s %-11s %-11s %-11s %-11s %-11s\n", pw, "path", "#bytes", "#iterations",
 			"t_min[usec]", "t_max[usec]", "t_typical", "t_avg[usec]", "t_stdev", "99%", "99.9%")
-	} else {
+	case "bw":
+		fmt.Printf(" %-*s %-8s %-11s %-18s %-18s %-12s %-12s\n", pw, "path", "#bytes", "#iterations", "BW peak[MB/sec]", "BW average[MB/sec]", "MsgRate[Mpps]", "BW avg[Gb/sec]")
+	default:
 		fmt.Printf(" %-*s %-8s %-11s %-18s %-18s %-12s\n", pw, "path", "#bytes", "#iterations", "BW peak[MB/sec]", "BW average[MB/sec]", "MsgRate[Mpps]")
 	}
 	rc := 0
@@ -155,10 +188,17 @@ func runPerfTCP(mode string, args []string) int {
 		if mode == "rate" && uint64(s)*uint64(cnt) > 256<<20 {
 			cnt = uint((256 << 20) / uint64(s)) // keep every run bounded
 		}
+		if mode == "bw" {
+			cnt = bwWrites(bulk, s, *iters)
+		}
 		key := map[string]float64{}
 		for r := 0; r < *reps; r++ {
 			for _, p := range paths {
-				argv := p.wrap(tool, mode, "-p", strconv.Itoa(p.port), "-s", strconv.Itoa(int(s)), "-n", strconv.Itoa(int(cnt)), "127.0.0.1")
+				targs := []string{tool, mode, "-p", strconv.Itoa(p.port), "-s", strconv.Itoa(int(s)), "-n", strconv.Itoa(int(cnt))}
+				if verify != nil && *verify {
+					targs = append(targs, "-V")
+				}
+				argv := p.wrap(append(targs, "127.0.0.1")...)
 				c := exec.Command(argv[0], argv[1:]...)
 				c.Stderr = os.Stderr
 				outb, err := c.Output()
@@ -175,11 +215,16 @@ func runPerfTCP(mode string, args []string) int {
 					continue
 				}
 				fmt.Printf(" %-*s%s\n", pw, p.name, lines[len(lines)-1])
-				// t_typical (lat) and MsgRate (rate) are both the fifth column.
-				v, _ := strconv.ParseFloat(last[4], 64)
+				// t_typical (lat) and MsgRate (rate) are both the fifth
+				// column; BW average (bw) the fourth.
+				col := 4
+				if mode == "bw" {
+					col = 3
+				}
+				v, _ := strconv.ParseFloat(last[col], 64)
 				key[p.name] += v
 				row, ok := parseLatRow(last)
-				if mode == "rate" {
+				if mode != "lat" {
 					row, ok = parseBWRow(last)
 				}
 				if ok {
@@ -190,10 +235,7 @@ func runPerfTCP(mode string, args []string) int {
 		}
 		for _, p := range paths[1:] {
 			if key["kernel"] > 0 && key[p.name] > 0 {
-				what := "t_typical " + p.name + "/kernel"
-				if mode == "rate" {
-					what = "MsgRate   " + p.name + "/kernel"
-				}
+				what := map[string]string{"lat": "t_typical ", "rate": "MsgRate   ", "bw": "BW avg    "}[mode] + p.name + "/kernel"
 				fmt.Printf(" %-*s %-8d %s = %.2fx\n", pw, "ratio", s, what, key[p.name]/key["kernel"])
 			}
 		}
@@ -203,6 +245,38 @@ func runPerfTCP(mode string, args []string) int {
 		rc = 1
 	}
 	return rc
+}
+
+// bwWrites is how many size-byte writes bulk mode makes: -n if given, else
+// bytes over the size, at least one and at most bwMaxWrites.
+func bwWrites(bytes uint64, size, n uint) uint {
+	if n > 0 {
+		return n
+	}
+	return uint(max(1, min(bytes/uint64(size), bwMaxWrites)))
+}
+
+// parseByteSize reads a byte count with an optional binary suffix K, M, G
+// or T (KiB, MiB, ...; "B" and "iB" after it are allowed): 4096, 64K, 256M,
+// 2GiB.
+func parseByteSize(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	shift := 0
+	if t != "" {
+		if i := strings.IndexByte("KMGT", t[len(t)-1]); i >= 0 {
+			shift = 10 * (i + 1)
+			t = t[:len(t)-1]
+		}
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a byte count", s)
+	}
+	if v > math.MaxUint64>>shift {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return v << shift, nil
 }
 
 // perfSizes is the message sizes a mode runs: -s, or -a (powers of two from

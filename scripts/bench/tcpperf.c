@@ -1,13 +1,23 @@
-// tcpperf: perftest-style TCP latency and message-rate benchmark over plain
-// sockets, so that the same unmodified binary runs over the kernel and under
-// `nuse run`.
+// tcpperf: perftest-style TCP latency, message-rate and bulk-throughput
+// benchmark over plain sockets, so that the same unmodified binary runs over
+// the kernel and under `nuse run`.
 //
 //   tcpperf server [-p PORT] [-b ADDR]
 //   tcpperf lat    [-p PORT] [-s SIZE | -a] [-n ITERS] ADDR
 //   tcpperf rate   [-p PORT] [-s SIZE | -a] [-n MSGS]  ADDR
+//   tcpperf bw     [-p PORT] [-s SIZE | -a] [-n WRITES] [-V] ADDR
+//
+// rate: the client send()s MSGS messages of SIZE, the server reads them in
+// SIZE-byte recv()s and acks at the end; the key figure is send() calls per
+// second. bw (bulk): the same stream, SIZE-byte writes (default 64 KiB),
+// WRITES x SIZE bytes in all; the server acks with the byte count it read
+// and, with -V, a position-dependent checksum of the stream (Fletcher-style,
+// computed at both ends) that the client compares: lost, duplicated or
+// reordered bytes fail the run. The key figure is bytes per second.
 //
 // The server serves any number of runs, one connection each, until it gets
-// SIGTERM. Output: one line per size, in perftest's columns.
+// SIGTERM. Output: one line per size, in perftest's columns (bw adds the
+// average in Gbit/s).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,11 +34,38 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { MODE_LAT = 1, MODE_RATE = 2 };
+enum { MODE_LAT = 1, MODE_RATE = 2, MODE_BW = 3 };
+enum { FLAG_VERIFY = 1 };
 
 struct hello {
-	uint32_t mode, size, count, pad;
+	uint32_t mode, size, count, flags;
 };
+
+// bw's answer at the end of the stream.
+struct bw_ack {
+	uint64_t bytes, sum;
+};
+
+// sum_t is a Fletcher-style checksum of a byte stream: b depends on every
+// byte and on its position, so chunks lost, repeated or swapped change it.
+typedef struct {
+	uint64_t a, b;
+} sum_t;
+
+static void sum_add(sum_t *s, const unsigned char *p, size_t n)
+{
+	uint64_t a = s->a, b = s->b;
+	for (size_t i = 0; i < n; i++) {
+		a += p[i];
+		b += a;
+	}
+	s->a = a, s->b = b;
+}
+
+static uint64_t sum_value(const sum_t *s)
+{
+	return s->b * 0x9e3779b97f4a7c15ull ^ s->a;
+}
 
 static void die(const char *what)
 {
@@ -111,7 +148,7 @@ static int serve_one(int c)
 			if (read_full(c, buf, h.size) <= 0 || write_full(c, buf, h.size) < 0)
 				break;
 		}
-	} else {
+	} else if (h.mode == MODE_RATE) {
 		uint64_t want = (uint64_t)h.size * h.count, got = 0;
 		while (got < want) {
 			ssize_t r = recv(c, buf, h.size, 0);
@@ -121,6 +158,21 @@ static int serve_one(int c)
 		}
 		char ack = 1;
 		write_full(c, &ack, 1);
+	} else if (h.mode == MODE_BW) {
+		uint64_t want = (uint64_t)h.size * h.count, got = 0;
+		sum_t sum = { 0, 0 };
+		while (got < want) {
+			ssize_t r = recv(c, buf, h.size, 0);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			if (h.flags & FLAG_VERIFY)
+				sum_add(&sum, (unsigned char *)buf, r);
+			got += r;
+		}
+		struct bw_ack ack = { got, sum_value(&sum) };
+		write_full(c, &ack, sizeof(ack));
 	}
 	free(buf);
 	return 0;
@@ -164,7 +216,7 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int client(int mode, const char *host, int port, uint32_t size, uint32_t count)
+static int client(int mode, const char *host, int port, uint32_t size, uint32_t count, int verify)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -178,7 +230,7 @@ static int client(int mode, const char *host, int port, uint32_t size, uint32_t 
 	nodelay(fd);
 	if (connect(fd, (struct sockaddr *)&ss, len) < 0)
 		die("connect");
-	struct hello h = { .mode = mode, .size = size, .count = count };
+	struct hello h = { .mode = mode, .size = size, .count = count, .flags = verify ? FLAG_VERIFY : 0 };
 	if (write_full(fd, &h, sizeof(h)) < 0)
 		die("send");
 	char *buf = calloc(1, size);
@@ -212,6 +264,44 @@ static int client(int mode, const char *host, int port, uint32_t size, uint32_t 
 		       t[count - 1], t[count / 2], avg, sqrt(sq / count), t[(size_t)(count * 0.99)],
 		       t[(size_t)(count * 0.999)]);
 		free(t);
+	} else if (mode == MODE_BW) {
+		// Data that is not all zeroes, different in each write (the
+		// buffer's first word counts the writes), for the checksum.
+		uint64_t x = 0x2545f4914f6cdd1dull;
+		for (uint32_t i = 0; i < size; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			buf[i] = (char)x;
+		}
+		sum_t sum = { 0, 0 };
+		double t0 = now_us();
+		for (uint32_t i = 0; i < count; i++) {
+			memcpy(buf, &i, size < sizeof(i) ? size : sizeof(i));
+			if (verify)
+				sum_add(&sum, (unsigned char *)buf, size);
+			if (write_full(fd, buf, size) < 0)
+				die("send");
+		}
+		struct bw_ack ack;
+		int r = read_full(fd, &ack, sizeof(ack));
+		if (r <= 0) {
+			if (r == 0)
+				errno = ECONNRESET;
+			die("recv ack");
+		}
+		double us = now_us() - t0;
+		uint64_t total = (uint64_t)size * count;
+		if (ack.bytes != total) {
+			fprintf(stderr, "tcpperf: the server read %llu bytes of %llu\n", (unsigned long long)ack.bytes,
+				(unsigned long long)total);
+			exit(1);
+		}
+		if (verify && ack.sum != sum_value(&sum)) {
+			fprintf(stderr, "tcpperf: checksum mismatch: the server read other bytes than were sent (%u x %u)\n",
+				count, size);
+			exit(1);
+		}
+		double mbs = (double)total / us; // bytes/us = MB/s
+		printf(" %-8u %-11u %-18.2f %-18.2f %-12.6f %-12.3f\n", size, count, mbs, mbs, count / us, mbs * 8 / 1000);
 	} else {
 		double t0 = now_us();
 		for (uint32_t i = 0; i < count; i++)
@@ -232,7 +322,8 @@ static int client(int mode, const char *host, int port, uint32_t size, uint32_t 
 static void usage(void)
 {
 	fprintf(stderr, "usage: tcpperf server [-p PORT] [-b ADDR]\n"
-			"       tcpperf lat|rate [-p PORT] [-s SIZE | -a] [-n COUNT] ADDR\n");
+			"       tcpperf lat|rate [-p PORT] [-s SIZE | -a] [-n COUNT] ADDR\n"
+			"       tcpperf bw [-p PORT] [-s SIZE | -a] [-n WRITES] [-V] ADDR\n");
 	exit(2);
 }
 
@@ -241,40 +332,51 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		usage();
 	const char *mode = argv[1];
-	int port = 18515, all = 0, opt;
-	uint32_t size = 64, count = 0;
+	int port = 18515, all = 0, verify = 0, opt;
+	uint32_t size = 0, count = 0;
 	const char *bind_addr = "0.0.0.0";
 	optind = 2;
-	while ((opt = getopt(argc, argv, "p:s:n:ab:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:s:n:ab:V")) != -1) {
 		switch (opt) {
 		case 'p': port = atoi(optarg); break;
 		case 's': size = strtoul(optarg, NULL, 0); break;
 		case 'n': count = strtoul(optarg, NULL, 0); break;
 		case 'a': all = 1; break;
 		case 'b': bind_addr = optarg; break;
+		case 'V': verify = 1; break;
 		default: usage();
 		}
 	}
 	signal(SIGPIPE, SIG_IGN);
 	if (!strcmp(mode, "server"))
 		return server(bind_addr, port);
-	int m = !strcmp(mode, "lat") ? MODE_LAT : !strcmp(mode, "rate") ? MODE_RATE : 0;
-	if (!m || optind != argc - 1 || size == 0 || size > (8u << 20))
+	int m = !strcmp(mode, "lat") ? MODE_LAT : !strcmp(mode, "rate") ? MODE_RATE : !strcmp(mode, "bw") ? MODE_BW : 0;
+	if (size == 0)
+		size = m == MODE_BW ? 65536 : 64;
+	if (!m || optind != argc - 1 || size > (8u << 20))
 		usage();
+	int count_given = count != 0;
 	if (count == 0)
-		count = m == MODE_LAT ? 1000 : 100000;
+		count = m == MODE_LAT ? 1000 : m == MODE_RATE ? 100000 : (256u << 20) / size;
 	if (m == MODE_LAT)
 		printf(" %-8s %-11s %-11s %-11s %-11s %-11s %-11s %-11s %-11s\n", "#bytes", "#iterations",
 		       "t_min[usec]", "t_max[usec]", "t_typical", "t_avg[usec]", "t_stdev", "99%", "99.9%");
-	else
+	else if (m == MODE_RATE)
 		printf(" %-8s %-11s %-18s %-18s %-12s\n", "#bytes", "#iterations", "BW peak[MB/sec]",
 		       "BW average[MB/sec]", "MsgRate[Mpps]");
+	else
+		printf(" %-8s %-11s %-18s %-18s %-12s %-12s\n", "#bytes", "#iterations", "BW peak[MB/sec]",
+		       "BW average[MB/sec]", "MsgRate[Mpps]", "BW avg[Gb/sec]");
 	fflush(stdout);
 	for (uint32_t s = all ? 2 : size; s <= (all ? (1u << 16) : size); s *= 2) {
 		uint32_t n = count;
-		if (all && m == MODE_RATE && (uint64_t)s * n > (256u << 20))
+		if (all && m == MODE_BW && !count_given)
+			n = (256u << 20) / s; // 256 MiB a size, at most 1M writes
+		if (n > (1u << 20) && m == MODE_BW && !count_given)
+			n = 1u << 20;
+		if (all && m != MODE_LAT && (uint64_t)s * n > (256u << 20))
 			n = (256u << 20) / s; // keep every run bounded
-		if (client(m, argv[argc - 1], port, s, n))
+		if (client(m, argv[argc - 1], port, s, n, verify))
 			return 1;
 		fflush(stdout);
 		if (!all)
