@@ -244,7 +244,7 @@ static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *
 		return (int)fail(ENOMEM);
 	}
 	c->nonblock = !!(flags & SOCK_NONBLOCK);
-	attach_slot(c, rep.sock, rep.gen);
+	attach_slot(c, rep.sock, rep.gen, sv[0]);
 	c->established = 1;
 	pthread_mutex_lock(&g_tablock);
 	tab_put_locked(sv[0], c);
@@ -266,7 +266,10 @@ static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *
 /* The socket's last fd is gone and nobody is blocked on it: let it go. */
 static void release_sock(struct nsock *s, int fd)
 {
-	if (s->kind == K_NUSE) {
+	/* Relayed (by a vfork child, or by a process that shares it), the
+	 * slot is no longer this socket's: its count and CLOSE are not ours
+	 * to give.  The arena's generation says so too. */
+	if (s->kind == K_NUSE && !s->relayed && atomic_load(A32(&s->sh->gen)) == s->gen) {
 		int lastproc = procs_release(s);
 
 		debug("nuse: fd %d close (slot %u): %s", fd, s->slot,

@@ -260,7 +260,7 @@ static int to_nuse(struct nsock *s, int fd, const char *engine, int ridx)
 		fdfl = R.fcntl(i, F_GETFD);
 		R.dup3(sv[0], i, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
 	}
-	attach_slot(s, rep.sock, rep.gen);
+	attach_slot(s, rep.sock, rep.gen, fd);
 	pthread_mutex_unlock(&g_tablock);
 	R.close(sv[0]);
 	carry_restore(fd, &c);

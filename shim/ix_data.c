@@ -13,6 +13,7 @@
 
 #include "data.h"
 #include "fdtab.h"
+#include "relay.h"
 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
@@ -47,6 +48,8 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 	struct nsock *s;
 
 	REAL(sendmsg);
+	if (m && unlikely(m->msg_controllen != 0))
+		relay_msg_fds(m); /* SCM_RIGHTS: a NUSE socket goes to another process */
 	s = fd_nuse(fd);
 	if (likely(!s))
 		return R.sendmsg(fd, m, flags);

@@ -11,7 +11,21 @@
 
 #include "control.h"
 #include "fdtab.h"
+#include "relay.h"
 #include "session.h"
+
+/*
+ * A NUSE socket made a standard stream (inetd-style handlers, bash's
+ * `>&3`) is written by stdio, inside libc where the shim cannot see: it is
+ * relayed (relay.h) so that those bytes arrive.
+ */
+static void stdio_handoff(int fd)
+{
+	struct nsock *s = fd_nuse(fd);
+
+	if (s && !in_vfork_child())
+		relay_sock(s);
+}
 
 EXPORT int close(int fd)
 {
@@ -46,6 +60,8 @@ EXPORT int dup2(int fd, int nfd)
 	r = R.dup2(fd, nfd);
 	if (r >= 0 && unlikely(fd_get(fd) != NULL))
 		dup_track(fd, r);
+	if (r >= 0 && unlikely(r <= 2))
+		stdio_handoff(r);
 	return r;
 }
 
@@ -59,6 +75,8 @@ EXPORT int dup3(int fd, int nfd, int flags)
 	r = R.dup3(fd, nfd, flags);
 	if (r >= 0 && unlikely(fd_get(fd) != NULL))
 		dup_track(fd, r);
+	if (r >= 0 && unlikely(r <= 2))
+		stdio_handoff(r);
 	return r;
 }
 

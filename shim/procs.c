@@ -9,6 +9,7 @@
 #include "procs.h"
 
 #include "cmd.h"
+#include "relay.h"
 
 int procs_release(struct nsock *s)
 {
@@ -43,6 +44,8 @@ static void exec_restore(struct nsock *s)
 
 int exec_prepare(void)
 {
+	/* Sockets the new image keeps: relayed, so that they work there. */
+	relay_for_exec();
 	/* A vfork child shares our memory and runs no atfork handler: it was
 	 * never counted, so its exec must not uncount the parent. */
 	if (S.state != SESS_UP || !g_sh || getpid() != g_mypid)

@@ -8,11 +8,14 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 
-void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen)
+void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
 {
 	uint8_t *base = S.base + S.socks_off + (uint64_t)slot * S.stride;
+	struct stat st;
 
+	s->ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
 	s->slot = slot;
 	s->gen = gen;
 	s->sh = (struct nuse_sock *)base;

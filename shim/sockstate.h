@@ -70,8 +70,9 @@ static inline int wait_fd(struct nsock *s, int fd, short ev, int (*ready)(struct
 	return r;
 }
 
-/* Points s at arena slot `slot` (generation gen): s becomes a NUSE socket. */
-void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen);
+/* Points s at arena slot `slot` (generation gen): s becomes a NUSE socket
+ * whose application end is fd. */
+void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd);
 /* Takes the readiness bytes back when the socket is no longer readable. */
 void unsignal(struct nsock *s, int fd);
 /* ... and all but one when it still is (after a read or an accept). */

@@ -118,7 +118,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[uint32]*Session
-	history  []SessionStats // ended sessions, newest last
+	relays   map[*relay]struct{} // sockets handed on (relay.go)
+	history  []SessionStats      // ended sessions, newest last
 	nextID   uint32
 	closed   bool
 	ln       *net.UnixListener
@@ -186,7 +187,7 @@ func NewServer(cfg Config) *Server {
 		}
 		cfg.Engines = all
 	}
-	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, perWork: 1, perUID: map[uint32]*uidUse{},
+	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[*relay]struct{}{}, perWork: 1, perUID: map[uint32]*uidUse{},
 		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
 	for name := range cfg.Engines {
 		srv.engTotals[name] = &totals{}
@@ -287,6 +288,7 @@ func (srv *Server) Close() {
 		s.mu.Unlock()
 		s.wake()
 	}
+	srv.stopRelays()
 	srv.wg.Wait()
 }
 
@@ -484,6 +486,13 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 			} else {
 				s.accept(&msg.req, fds[0], &rep)
 			}
+		case abi.MsgRelay:
+			if len(fds) != 1 {
+				closeFDs(fds)
+				rep.Result = -int32(syscall.EINVAL)
+				break
+			}
+			s.relay(&msg.req, fds[0], &rep)
 		default:
 			closeFDs(fds)
 			rep.Result = -int32(syscall.EINVAL)
@@ -767,9 +776,12 @@ type Stats struct {
 	RxBytes  uint64         `json:"rx_bytes"`
 	// Others counts live sessions of other users that the asker may not
 	// see (StatsFor); the totals then cover only the asker's own.
-	Others int        `json:"others,omitempty"`
-	Net    []NICStats `json:"net,omitempty"`
-	UC     []UCStats  `json:"uc,omitempty"`
+	Others int `json:"others,omitempty"`
+	// Relays are sockets handed to code the shim does not see (an exec'd
+	// image, another process): the daemon relays their bytes.
+	Relays []RelayStats `json:"relays,omitempty"`
+	Net    []NICStats   `json:"net,omitempty"`
+	UC     []UCStats    `json:"uc,omitempty"`
 }
 
 // EngineStats are one engine's totals over the sessions shown.
@@ -843,13 +855,18 @@ func (srv *Server) Stats() Stats {
 	st.TxBytes, st.RxBytes = srv.totals.tx.Load(), srv.totals.rx.Load()
 	for _, s := range st.Sessions {
 		for _, so := range s.Sockets {
-			if so.State != "closed" {
+			if !gone(so.State) {
 				st.TxBytes += so.TxBytes
 				st.RxBytes += so.RxBytes
 			}
 		}
 	}
-	st.Engines = srv.engineStats(st.Sessions, func(name string) (uint64, uint64) {
+	st.Relays = srv.relayStats(0, true)
+	for _, r := range st.Relays {
+		st.TxBytes += r.TxBytes
+		st.RxBytes += r.RxBytes
+	}
+	st.Engines = srv.engineStats(st.Sessions, st.Relays, func(name string) (uint64, uint64) {
 		if t := srv.engTotals[name]; t != nil {
 			return t.tx.Load(), t.rx.Load()
 		}
@@ -954,7 +971,16 @@ func (srv *Server) StatsFor(uid uint32) Stats {
 			}
 		}
 	}
-	st.Engines = srv.engineStats(st.Sessions, func(string) (uint64, uint64) { return 0, 0 })
+	st.Relays = srv.relayStats(uid, false)
+	for _, r := range st.Relays {
+		st.TxBytes += r.TxBytes
+		st.RxBytes += r.RxBytes
+	}
+	for _, r := range st.Relays {
+		t := byEngine[r.Engine]
+		byEngine[r.Engine] = [2]uint64{t[0] + r.TxBytes, t[1] + r.RxBytes}
+	}
+	st.Engines = srv.engineStats(st.Sessions, st.Relays, func(string) (uint64, uint64) { return 0, 0 })
 	for i := range st.Engines {
 		// The byte counts are the sums above (engineStats's count only
 		// the live sockets).
@@ -964,9 +990,14 @@ func (srv *Server) StatsFor(uid uint32) Stats {
 	return st
 }
 
-// engineStats sums the live sockets of sessions by engine, on top of base
-// (what closed sockets carried), for every engine the server runs.
-func (srv *Server) engineStats(sessions []SessionStats, base func(name string) (tx, rx uint64)) []EngineStats {
+// gone says a socket's row is history: closed, or handed to a relay
+// (whose own row counts from then on).
+func gone(state string) bool { return state == "closed" || state == "relayed" }
+
+// engineStats sums the live sockets of sessions and the relays by engine,
+// on top of base (what closed sockets carried), for every engine the
+// server runs.
+func (srv *Server) engineStats(sessions []SessionStats, relays []RelayStats, base func(name string) (tx, rx uint64)) []EngineStats {
 	var names []string
 	for n := range srv.cfg.Engines {
 		names = append(names, n)
@@ -982,12 +1013,19 @@ func (srv *Server) engineStats(sessions []SessionStats, base func(name string) (
 	for _, s := range sessions {
 		for _, so := range s.Sockets {
 			i, ok := idx[so.Engine]
-			if !ok || so.State == "closed" {
+			if !ok || gone(so.State) {
 				continue
 			}
 			out[i].Sockets++
 			out[i].TxBytes += so.TxBytes
 			out[i].RxBytes += so.RxBytes
+		}
+	}
+	for _, r := range relays {
+		if i, ok := idx[r.Engine]; ok {
+			out[i].Sockets++
+			out[i].TxBytes += r.TxBytes
+			out[i].RxBytes += r.RxBytes
 		}
 	}
 	return out

@@ -34,6 +34,7 @@ const (
 	MsgError   = 6
 	MsgStats   = 7
 	MsgUC      = 8 // a uc proxy session (uc/proxy)
+	MsgRelay   = 9 // a socket handed on: the daemon relays it through a fresh pair
 )
 
 // CtlHdr starts every control message.

@@ -48,6 +48,8 @@ enum nuse_ctl_type {
 	NUSE_CTL_STATS = 7,    /* CLI -> daemon: header only; reply is JSON text */
 	NUSE_CTL_UC = 8,       /* uc "daemon" backend -> daemon: a uc proxy session; body and
 	                        * the rest of the conversation are defined by uc/proxy */
+	NUSE_CTL_RELAY = 9,    /* shim -> daemon: nuse_ctl_req (sock, gen) + a fresh socketpair
+	                        * end: the daemon relays the connection through that pair */
 };
 
 struct nuse_ctl_hdr {

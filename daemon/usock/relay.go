@@ -1,0 +1,475 @@
+package usock
+
+// Relayed sockets. A NUSE socket's fd is a socketpair end that carries
+// readiness, not data, so it works only where the shim sees every call on
+// it. When the program hands the socket to code the shim cannot see -- an
+// exec'd image (inetd handlers, a process that execs itself), another
+// process over SCM_RIGHTS (node's cluster), libc's stdio -- the shim asks
+// for a relay (abi.MsgRelay): it sends a fresh socketpair end, the daemon
+// takes the connection out of the session's arena and from then on copies
+// bytes between the engine socket and that pair. The program's fd becomes
+// the pair's other end: a plain stream socket that every path works on
+// (raw syscalls, stdio, splice, a program without the shim), at the price
+// of a copy through the kernel in each direction.
+//
+// A relay belongs to no session: it lives until the program's end is
+// closed everywhere (or the connection ends), whichever process holds it.
+// It still counts against its user's socket limit.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/daemon/arena"
+	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack"
+)
+
+// relay is one relayed connection.
+type relay struct {
+	srv    *Server
+	uid    uint32
+	use    *uidUse
+	es     stack.Socket
+	engine string
+	family int
+	ino    uint64 // the pair end's inode (srv.pairs)
+	f      *os.File
+	rc     syscall.RawConn
+	name   string // the abstract address bound to our end
+
+	emu sync.Mutex // serializes engine calls (Notify's callback aside)
+
+	toApp, toEng []byte // what the rings held when the socket moved
+	rdEOF        bool   // the engine had delivered EOF (the rest was in the rx ring)
+	reset        bool   // the connection was reset before it moved
+
+	wakeIn, wakeOut chan struct{} // the engine's readiness changed
+	done            chan struct{} // closed to stop both directions
+	stopOnce        sync.Once
+	left            atomic.Int32 // directions still running
+	abort           atomic.Bool  // end with a reset, not a FIN
+
+	local, remote    netip.AddrPort
+	created          time.Time
+	txBytes, rxBytes atomic.Uint64
+}
+
+// RelayStats describe one relayed socket.
+type RelayStats struct {
+	Uid     uint32    `json:"uid"`
+	Engine  string    `json:"engine"`
+	Family  string    `json:"family"`
+	Local   string    `json:"local"`
+	Remote  string    `json:"remote"`
+	Name    string    `json:"name"`     // the relay pair's abstract address
+	TxBytes uint64    `json:"tx_bytes"` // since it was relayed
+	RxBytes uint64    `json:"rx_bytes"`
+	Since   time.Time `json:"since"`
+}
+
+// relay answers abi.MsgRelay: socket req.Sock of this session leaves the
+// arena and is relayed through pair from now on.
+func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
+	srv := s.srv
+	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
+	ino, e := srv.checkPair(pair)
+	if e != 0 {
+		s.logf("relay refused: the fd passed as its channel is unusable (%v)", e)
+		fail(e)
+		return
+	}
+	fail = func(e syscall.Errno) { unix.Close(pair); srv.forgetPair(ino); rep.Result = -int32(e) }
+	if err := unix.SetNonblock(pair, true); err != nil {
+		fail(syscall.EINVAL)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		fail(syscall.ECONNRESET)
+		return
+	}
+	so := s.lookup(req.Sock, req.Gen)
+	switch {
+	case so == nil:
+		fail(syscall.EBADF)
+		return
+	case so.listening:
+		fail(syscall.EOPNOTSUPP) // a listener cannot be a byte stream
+		return
+	case so.connecting || so.state&abi.SSConnected == 0:
+		fail(syscall.ENOTCONN)
+		return
+	}
+	s.service(so) // move what can move now
+	if s.socks[so.slot] != so {
+		fail(syscall.EBADF) // it went away meanwhile
+		return
+	}
+	toEng, toApp, err := s.ringContents(so)
+	if err != nil {
+		s.kill(fmt.Sprintf("socket %d: %v", so.slot, err))
+		fail(syscall.ECONNRESET)
+		return
+	}
+	r := &relay{
+		srv: srv, uid: s.Uid, use: s.use, es: so.es, engine: so.engine, family: so.family, ino: ino,
+		toEng: toEng, toApp: toApp, rdEOF: so.state&abi.SSRdEOF != 0, reset: so.state&abi.SSReset != 0,
+		local: so.local, remote: so.remote, created: so.created,
+		wakeIn: make(chan struct{}, 1), wakeOut: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	if err := srv.startRelay(r, pair); err != nil {
+		s.logf("socket %d: no relay: %v", so.slot, err)
+		srv.forgetPair(ino) // startRelay closed pair
+		rep.Result = -int32(syscall.ECONNRESET)
+		return
+	}
+	// The slot is free; the relay holds the socket (its count in the
+	// user's sockets moves with it). The old pair closes: a process that
+	// still holds the old fd sees the socket reset.
+	// Its bytes so far are history, like a closed socket's; the relay
+	// counts from here on.
+	s.closed = append(s.closed, s.sockStats(so, "relayed"))
+	srv.totals.add(so.txBytes.Load(), so.rxBytes.Load())
+	if t := srv.engTotals[so.engine]; t != nil {
+		t.add(so.txBytes.Load(), so.rxBytes.Load())
+	}
+	if len(s.closed) > maxClosedSocks {
+		s.closed = s.closed[len(s.closed)-maxClosedSocks:]
+	}
+	srv.unbind(so)
+	unix.Close(so.pair)
+	srv.forgetPair(so.pairIno)
+	atomic.StoreUint32(&s.a.Sock(so.slot).State, abi.SSWrDead|abi.SSReset)
+	s.socks[so.slot] = nil
+	s.free = append(s.free, so.slot)
+	s.logf("socket %d (%v -> %v) is relayed through %s", so.slot, r.local, r.remote, r.name)
+}
+
+// ringContents copies what the socket's rings hold: the tx bytes the
+// engine has not taken and the rx bytes the program has not read. It
+// takes them out of the rings (the daemon's counters move past them).
+func (s *Session) ringContents(so *sock) (toEng, toApp []byte, err error) {
+	sh := s.a.Sock(so.slot)
+	n, err := s.a.TxPending(so.slot, so.txTail)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tx ring: %w", err)
+	}
+	toEng = ringCopy(s.a.Tx(so.slot), so.txTail, n)
+	so.txTail += n
+	tail := atomic.LoadUint64(&sh.Rx.Tail)
+	m, err := checkedUsed(so.rxHead, tail, s.a.L.RingSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rx ring: %w", err)
+	}
+	toApp = ringCopy(s.a.Rx(so.slot), tail, m)
+	return toEng, toApp, nil
+}
+
+func ringCopy(data []byte, from, n uint64) []byte {
+	a, b := arena.Span(data, from, n)
+	return append(append([]byte(nil), a...), b...)
+}
+
+var relaySeq atomic.Uint64
+
+// startRelay names r's end of the pair (so the shim of a process that
+// receives the other end can tell it is a relayed NUSE socket), registers
+// r and starts its two directions. On failure it has closed pair.
+func (srv *Server) startRelay(r *relay, pair int) error {
+	r.name = fmt.Sprintf("@nuse-relay/%d/%d", os.Getpid(), relaySeq.Add(1))
+	if err := unix.Bind(pair, &unix.SockaddrUnix{Name: r.name}); err != nil {
+		unix.Close(pair)
+		return fmt.Errorf("naming the relay pair: %w", err)
+	}
+	f := os.NewFile(uintptr(pair), "nuse-relay")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		f.Close()
+		return errors.New("daemon closing")
+	}
+	srv.relays[r] = struct{}{}
+	srv.mu.Unlock()
+	r.f, r.rc = f, rc
+	r.left.Store(2)
+	r.es.Notify(func(stack.Events) {
+		poke(r.wakeIn)
+		poke(r.wakeOut)
+	})
+	srv.wg.Add(2)
+	go r.up()
+	go r.down()
+	return nil
+}
+
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends both directions now (the program is gone, or the daemon
+// closes); abort says whether the connection is reset.
+func (r *relay) stop(abort bool) {
+	if abort {
+		r.abort.Store(true)
+	}
+	r.stopOnce.Do(func() {
+		close(r.done)
+		_ = r.f.SetDeadline(time.Now()) // wakes a wait in the poller
+	})
+}
+
+func (r *relay) stopped() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait blocks until the engine's readiness changes or the relay stops.
+func (r *relay) wait(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	case <-r.done:
+		return false
+	}
+}
+
+// up copies the program's bytes to the engine: first what its tx ring
+// held, then what it writes into the pair. The program's EOF (shutdown or
+// its last close) is the engine's SHUT_WR.
+func (r *relay) up() {
+	defer r.finish()
+	buf := make([]byte, 64<<10)
+	pending := r.toEng
+	r.toEng = nil
+	for {
+		for len(pending) > 0 {
+			r.emu.Lock()
+			n, err := r.es.Write(pending)
+			r.emu.Unlock()
+			pending = pending[n:]
+			r.txBytes.Add(uint64(n))
+			switch {
+			case err == nil:
+			case errors.Is(err, stack.ErrWouldBlock):
+				if !r.wait(r.wakeOut) {
+					return
+				}
+			default: // the connection is gone: nothing more can be sent
+				r.shutPair(unix.SHUT_RD)
+				return
+			}
+		}
+		n, err := r.read(buf)
+		switch {
+		case err != nil:
+			// ECONNRESET: the program closed with bytes unread; or the
+			// relay was stopped.
+			if !r.stopped() {
+				r.stop(true)
+			}
+			return
+		case n == 0:
+			r.emu.Lock()
+			_ = r.es.Shutdown(unix.SHUT_WR)
+			r.emu.Unlock()
+			r.awaitHangup()
+			return
+		}
+		pending = buf[:n]
+	}
+}
+
+// awaitHangup follows a program that shut its side for writing until it
+// lets go of the socket altogether (its last close), when the relay ends;
+// until then the other direction goes on.
+func (r *relay) awaitHangup() {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if r.hungUp() {
+			// Linux resets a connection closed with data unread.
+			r.stop(r.es.Readiness()&stack.EventIn != 0)
+			return
+		}
+		select {
+		case <-t.C:
+		case <-r.done:
+			return
+		}
+	}
+}
+
+// hungUp reports whether every copy of the program's end is closed.
+func (r *relay) hungUp() bool {
+	hup := false
+	_ = r.rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, err := unix.Poll(p, 0); n > 0 && err == nil {
+			hup = p[0].Revents&unix.POLLHUP != 0
+		}
+	})
+	return hup
+}
+
+// read takes what the program wrote, waiting for it in Go's poller; every
+// call is non-blocking whatever the program did to the descriptor (it
+// could share our end's file description).
+func (r *relay) read(buf []byte) (int, error) {
+	var n int
+	var rerr error
+	err := r.rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+// down copies the engine's bytes to the program: first what its rx ring
+// held, then what the engine receives. The engine's EOF is the pair's.
+func (r *relay) down() {
+	defer r.finish()
+	buf := make([]byte, 64<<10)
+	pending := r.toApp
+	r.toApp = nil
+	eof, reset := r.rdEOF, r.reset
+	for {
+		if len(pending) > 0 {
+			n, err := r.write(pending)
+			if err != nil {
+				// EPIPE: the program shut its side for reading or is
+				// gone; nothing more can reach it.
+				if !r.stopped() && r.hungUp() {
+					r.stop(true)
+				}
+				return
+			}
+			pending = pending[n:]
+			r.rxBytes.Add(uint64(n))
+			continue
+		}
+		if eof || reset {
+			// A reset reads as EOF here too: a stream socketpair has no
+			// way to say ECONNRESET.
+			r.shutPair(unix.SHUT_WR)
+			return
+		}
+		r.emu.Lock()
+		n, e, err := r.es.Read(buf)
+		r.emu.Unlock()
+		switch {
+		case n > 0:
+			pending = buf[:n]
+		case e:
+			eof = true
+		case err == nil || errors.Is(err, stack.ErrWouldBlock):
+			if !r.wait(r.wakeIn) {
+				return
+			}
+		default:
+			reset = true
+		}
+	}
+}
+
+func (r *relay) write(p []byte) (int, error) {
+	var n int
+	var werr error
+	err := r.rc.Write(func(fd uintptr) bool {
+		n, werr = unix.SendmsgN(int(fd), p, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		return werr != unix.EAGAIN && werr != unix.EINTR
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, werr
+}
+
+func (r *relay) shutPair(how int) {
+	_ = r.rc.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), how) })
+}
+
+// finish ends the relay when both directions are done: the engine socket
+// closes (or resets) and the pair and the user's count are given back.
+func (r *relay) finish() {
+	defer r.srv.wg.Done()
+	if r.left.Add(-1) > 0 {
+		return
+	}
+	r.emu.Lock()
+	r.es.Notify(nil)
+	if r.abort.Load() {
+		r.es.Abort()
+	} else {
+		r.es.Close()
+	}
+	r.emu.Unlock()
+	r.f.Close()
+	srv := r.srv
+	srv.forgetPair(r.ino)
+	srv.totals.add(r.txBytes.Load(), r.rxBytes.Load())
+	if t := srv.engTotals[r.engine]; t != nil {
+		t.add(r.txBytes.Load(), r.rxBytes.Load())
+	}
+	r.use.socks.Add(-1)
+	srv.clientFDs.Add(-1)
+	srv.mu.Lock()
+	delete(srv.relays, r)
+	srv.unuse(r.uid, func(*uidUse) {})
+	srv.mu.Unlock()
+}
+
+// relayStats lists the live relays uid may see (all for root).
+func (srv *Server) relayStats(uid uint32, all bool) []RelayStats {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	var out []RelayStats
+	for r := range srv.relays {
+		if !all && r.uid != uid {
+			continue
+		}
+		out = append(out, RelayStats{
+			Uid: r.uid, Engine: r.engine, Family: familyName(r.family),
+			Local: addrString(r.local), Remote: addrString(r.remote), Name: r.name,
+			TxBytes: r.txBytes.Load(), RxBytes: r.rxBytes.Load(), Since: r.created,
+		})
+	}
+	return out
+}
+
+// stopRelays ends every relay (the daemon is closing).
+func (srv *Server) stopRelays() {
+	srv.mu.Lock()
+	var rs []*relay
+	for r := range srv.relays {
+		rs = append(rs, r)
+	}
+	srv.mu.Unlock()
+	for _, r := range rs {
+		r.stop(true)
+	}
+}

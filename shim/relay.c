@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * relay.c - relayed sockets (relay.h): the NUSE_CTL_RELAY exchange and
+ * putting the relay's end in place of the program's fds, for this process
+ * or, in a vfork child, for the child alone.  It calls the session
+ * (ctl_request), the fd table and the base.
+ *
+ * Why a fresh pair rather than the socket's own: the old one carries
+ * readiness bytes and filling junk, and may already be shut for writing
+ * (the peer's FIN mirrored); the daemon moves what the rings hold into the
+ * relay first, so no byte is lost or reordered.
+ */
+#include "relay.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "session.h"
+
+/* Asks the daemon to relay s through a new pair; returns our end, or
+ * -errno.  Called with s's locks held. */
+static int relay_request(struct nsock *s)
+{
+	struct nuse_ctl_reply rep;
+	int sp[2], r;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return -errno;
+	r = ctl_request(NUSE_CTL_RELAY, s->family, s->slot, s->gen, sp[1], &rep);
+	R.close(sp[1]);
+	if (r < 0) {
+		R.close(sp[0]);
+		return r;
+	}
+	if (s->nonblock)
+		R.fcntl(sp[0], F_SETFL, O_RDWR | O_NONBLOCK);
+	/* The slot is the daemon's again: no process holds it now. */
+	atomic_store(&g_sh->procs[s->slot], 0);
+	s->relayed = 1;
+	s->dead = 1;
+	return sp[0];
+}
+
+/* Puts our end in place of fd, keeping its close-on-exec flag. */
+static void replace_fd(int end, int fd)
+{
+	int fl = R.fcntl(fd, F_GETFD);
+
+	R.dup3(end, fd, fl >= 0 && (fl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+}
+
+static int relayable(struct nsock *s)
+{
+	return s->kind == K_NUSE && !s->relayed && !s->dead && !atomic_load(&S.dead) && !s->listening &&
+	       atomic_load(&s->busy) == 0;
+}
+
+static void lock3(struct nsock *s)
+{
+	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->tx_lock);
+	pthread_mutex_lock(&s->rx_lock);
+}
+
+static void unlock3(struct nsock *s)
+{
+	pthread_mutex_unlock(&s->rx_lock);
+	pthread_mutex_unlock(&s->tx_lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int relay_sock(struct nsock *s)
+{
+	int end, i;
+
+	lock3(s);
+	if (!relayable(s)) {
+		/* A thread blocked on it would wake to a socket that moved. */
+		end = s->kind == K_NUSE && atomic_load(&s->busy) ? -EBUSY : -EINVAL;
+		if (s->kind == K_NUSE && s->listening)
+			say("nuse: slot %u is a listening socket: it cannot be handed to another program or process",
+			    s->slot);
+		unlock3(s);
+		debug("nuse: slot %u cannot be relayed (%s)", s->slot, strerror(-end));
+		return end;
+	}
+	end = relay_request(s);
+	if (end < 0) {
+		unlock3(s);
+		say("nuse: slot %u could not be handed on (%s); the program that gets it reads a raw channel",
+		    s->slot, strerror(-end));
+		return end;
+	}
+	pthread_mutex_lock(&g_tablock);
+	for (i = 0; i < g_tabhi; i++) {
+		if (atomic_load_explicit(&g_tab[i], memory_order_relaxed) != s)
+			continue;
+		replace_fd(end, i);
+		atomic_store(&g_tab[i], NULL);
+	}
+	atomic_store(&s->refs, 0);
+	unlock3(s);
+	debug("nuse: slot %u is relayed by the daemon from now on", s->slot);
+	nsock_free_locked(s);
+	pthread_mutex_unlock(&g_tablock);
+	R.close(end);
+	return 0;
+}
+
+/* The NUSE socket whose application end has inode ino, if any.  A vfork
+ * child's fds are its own, not what the table (its parent's) says. */
+static struct nsock *by_ino(uint64_t ino)
+{
+	int i;
+
+	for (i = 0; i < g_tabhi; i++) {
+		struct nsock *s = atomic_load_explicit(&g_tab[i], memory_order_relaxed);
+
+		if (s && s->kind == K_NUSE && s->ino == ino)
+			return s;
+	}
+	return NULL;
+}
+
+/* In a vfork child: relays s for the child's fd alone; the parent's
+ * memory only learns that s moved (its own fd is dead from now on). */
+static void relay_child_fd(struct nsock *s, int fd)
+{
+	int end;
+
+	lock3(s);
+	end = relayable(s) ? relay_request(s) : -EINVAL;
+	unlock3(s);
+	if (end >= 0) {
+		replace_fd(end, fd);
+		R.close(end);
+	}
+}
+
+void relay_for_exec(void)
+{
+	int i, hi;
+
+	if (S.state != SESS_UP || !g_sh || atomic_load(&S.dead))
+		return;
+	if (!in_vfork_child()) {
+		for (i = 0; i < g_tabhi; i++) {
+			struct nsock *s = fd_nuse(i);
+			int fl;
+
+			if (!s || (fl = R.fcntl(i, F_GETFD)) < 0 || (fl & FD_CLOEXEC))
+				continue;
+			relay_sock(s);
+		}
+		return;
+	}
+	/* A vfork child (posix_spawn, subprocess) may have dup2'd a socket
+	 * anywhere; low numbers and the parent's are where it does. */
+	hi = g_tabhi > 256 ? g_tabhi : 256;
+	for (i = 0; i < hi; i++) {
+		struct nsock *s;
+		struct stat st;
+		int fl = R.fcntl(i, F_GETFD);
+
+		if (fl < 0 || (fl & FD_CLOEXEC) || fstat(i, &st) < 0 || !S_ISSOCK(st.st_mode))
+			continue;
+		if ((s = by_ino(st.st_ino)) != NULL)
+			relay_child_fd(s, i);
+	}
+}
+
+void relay_msg_fds(const struct msghdr *m)
+{
+	struct cmsghdr *c;
+
+	if (!m->msg_control || m->msg_controllen < sizeof(struct cmsghdr) || in_vfork_child())
+		return;
+	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+		int n, i;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+			continue;
+		n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (i = 0; i < n; i++) {
+			int fd;
+			struct nsock *s;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if ((s = fd_nuse(fd)) != NULL)
+				relay_sock(s);
+		}
+	}
+}

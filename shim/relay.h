@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * relay.h - handing a NUSE socket to code the shim does not see
+ * (PROTOCOL.md "Relayed sockets"): another program image (exec,
+ * posix_spawn), another process (SCM_RIGHTS), libc's stdio (fdopen, the
+ * standard streams).  The daemon then relays the connection's bytes through
+ * a fresh socketpair whose end replaces the program's fds: a plain stream
+ * socket on which every path works, shim or not.  Implemented by relay.c;
+ * it calls the session (the NUSE_CTL_RELAY exchange), the fd table and the
+ * base.
+ */
+#ifndef NUSE_RELAY_H
+#define NUSE_RELAY_H
+
+#include "fdtab.h"
+
+#pragma GCC visibility push(hidden)
+
+/* Relays s: every fd of this process that names it names the relay's end
+ * from then on, and the shim forgets s.  0, or -errno (s stays as it was:
+ * a listener, an unconnected or dead socket, a thread blocked on it). */
+int relay_sock(struct nsock *s);
+
+/* Before an exec (in a vfork child too): relays every NUSE socket that an
+ * fd surviving the exec names. */
+void relay_for_exec(void);
+
+/* Before a sendmsg: relays the NUSE sockets an SCM_RIGHTS message carries. */
+void relay_msg_fds(const struct msghdr *m);
+
+#pragma GCC visibility pop
+
+#endif /* NUSE_RELAY_H */
