@@ -333,10 +333,11 @@ func TestHostilePassedFdsAreChecked(t *testing.T) {
 }
 
 // 3a. Running out of fds makes accept fail; the control socket must keep
-// serving once fds are back (it used to stop for good).
+// serving once fds are back (it used to stop for good), and what the
+// daemon held during the attack is given back.
 func TestAcceptSurvivesEMFILE(t *testing.T) {
 	accepted := make(chan string, 16)
-	_, path := startServerWith(t, 64<<10, func(c *Config) {
+	srv, path := startServerWith(t, 64<<10, func(c *Config) {
 		logf := c.Logf
 		c.Logf = func(f string, a ...any) {
 			if strings.Contains(f, "accept") {
@@ -348,6 +349,7 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 			logf(f, a...)
 		}
 	})
+	base := snapshot()
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		t.Fatal(err)
@@ -371,7 +373,14 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(c)
+	cOpen := true
+	closeC := func() {
+		if cOpen {
+			cOpen = false
+			unix.Close(c)
+		}
+	}
+	defer closeC()
 	var hog []int
 	for {
 		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -398,6 +407,12 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 	restore()
 	h := newHonest(t, path, 7121) // fails within 10 s if nobody accepts
 	h.exchange()
+	// The connection that met EMFILE was accepted later: hung up, it goes.
+	closeC()
+	h.srv.close()
+	h.cli.close()
+	waitSessions(t, srv, 0)
+	backToBaseline(t, base, 4)
 }
 
 // 3b. Connections that never say hello are hung up after the handshake
