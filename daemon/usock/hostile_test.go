@@ -682,3 +682,165 @@ func parseStats(t testing.TB, b []byte) Stats {
 	}
 	return st
 }
+
+// session finds a live session by id.
+func session(t *testing.T, srv *Server, id uint32) *Session {
+	t.Helper()
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	s := srv.sessions[id]
+	if s == nil {
+		t.Fatalf("no live session %d", id)
+	}
+	return s
+}
+
+// The work budget: a session that floods -- every attention bit set all
+// the time, every tx ring kept full, every rx ring emptied as it fills --
+// gets no more than its budget in a worker pass, and honest sessions on
+// the same worker keep moving checksummed data and getting answers.
+func TestHostileFloodGetsOnlyItsBudget(t *testing.T) {
+	const passSocks, passBytes = 8, 128 << 10
+	const ring = 64 << 10
+	srv, path := startServerWith(t, ring, func(c *Config) {
+		c.Limits.PassSockets, c.Limits.PassBytes = passSocks, passBytes
+	})
+	h := newHonest(t, path, 7141)
+	h.exchange()
+	base := snapshot()
+
+	bad := dialClient(t, path) // session 3
+	ls := bad.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7142))
+	var conns []*testSock
+	for len(conns) < 62 { // with the listener, every slot of the arena
+		c := bad.socket(syscall.AF_INET)
+		if err := bad.connect(c, netip.AddrPortFrom(lo4, 7142)); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := bad.accept(ls)
+		conns = append(conns, c, a)
+	}
+	stop := make(chan struct{})
+	flood := goErr(func() error {
+		hd := bad.a.Hdr()
+		for {
+			select {
+			case <-stop:
+				return nil
+			default:
+			}
+			for _, c := range conns {
+				// Whatever the rings hold is sent; what arrives is
+				// taken at once. Both counters only move forward.
+				sh := bad.a.Sock(c.slot)
+				atomic.StoreUint64(&sh.Tx.Head, atomic.LoadUint64(&sh.Tx.Tail)+ring)
+				atomic.StoreUint64(&sh.Rx.Tail, atomic.LoadUint64(&sh.Rx.Head))
+			}
+			atomic.StoreUint64(&hd.Attention[0], ^uint64(0))
+			bad.a.Doorbell()
+		}
+	})
+	h.unstick = append(h.unstick, func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			<-flood
+		}
+	})
+	for i := 0; i < 3; i++ {
+		h.exchange()
+		if res, _ := h.srv.cmd(h.ls, abi.OpGetsockname, 0, 0, nil, nil); res != 0 {
+			t.Fatalf("getsockname: %v", syscall.Errno(-res))
+		}
+	}
+	close(stop)
+	if err := <-flood; err != nil {
+		t.Fatal(err)
+	}
+
+	s := session(t, srv, 3)
+	s.mu.Lock()
+	most := s.busiest
+	var moved uint64
+	for _, so := range s.socks {
+		if so != nil {
+			moved += so.txBytes.Load()
+		}
+	}
+	s.mu.Unlock()
+	t.Logf("the flood moved %d bytes; the most one pass did for it: %d sockets, %d bytes", moved, most.socks, most.bytes)
+	if most.socks < passSocks && most.bytes < passBytes {
+		t.Fatalf("the flood never filled a pass's budget: too weak to test it")
+	}
+	// The socket that crosses the byte budget may move a ring each way.
+	if most.socks > passSocks || most.bytes > passBytes+2*ring {
+		t.Errorf("one pass did %d sockets and %d bytes for the flooding session: over its budget of %d sockets, %d bytes",
+			most.socks, most.bytes, passSocks, passBytes)
+	}
+	bad.close()
+	waitSessions(t, srv, 2)
+	h.exchange()
+	backToBaseline(t, base, 4)
+}
+
+// What a pass's budget leaves over is served in the next passes, not
+// lost: sockets flagged once, with one doorbell, all get their data sent.
+func TestPassBudgetLeavesNoWorkBehind(t *testing.T) {
+	_, path := startServerWith(t, 64<<10, func(c *Config) {
+		c.Limits.PassSockets, c.Limits.PassBytes = 2, 16<<10
+	})
+	h := newHonest(t, path, 7151)
+	const n = 12
+	var cs []*testSock
+	payloads := make([][]byte, n)
+	for i := range payloads {
+		cs = append(cs, h.cli.socket(syscall.AF_INET))
+		if err := h.cli.connect(cs[i], netip.AddrPortFrom(lo4, h.port)); err != nil {
+			t.Fatal(err)
+		}
+		payloads[i] = make([]byte, 32<<10)
+		rand.Read(payloads[i])
+	}
+	var as []*testSock
+	for range cs {
+		a, _ := h.srv.accept(h.ls)
+		as = append(as, a)
+	}
+	// Each socket's ring filled without a word to the daemon, then every
+	// attention bit at once and a single doorbell.
+	var bits uint64
+	for i, c := range cs {
+		sh := h.cli.a.Sock(c.slot)
+		a, b := arena.Span(h.cli.a.Tx(c.slot), c.txHead, uint64(len(payloads[i])))
+		copy(a, payloads[i])
+		copy(b, payloads[i][len(a):])
+		c.txHead += uint64(len(payloads[i]))
+		atomic.StoreUint64(&sh.Tx.Head, c.txHead)
+		bits |= 1 << c.slot
+	}
+	atomic.OrUint64(&h.cli.a.Hdr().Attention[0], bits)
+	h.cli.a.Doorbell()
+	// The peers' data arrives (32 KiB fits a ring); which accepted socket
+	// carries which connection does not matter, only that every payload
+	// comes whole.
+	want := map[[32]byte]bool{}
+	for _, p := range payloads {
+		want[sha256.Sum256(p)] = true
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for i, a := range as {
+		sh := h.srv.a.Sock(a.slot)
+		for atomic.LoadUint64(&sh.Rx.Head)-a.rxTail < 32<<10 {
+			if time.Now().After(deadline) {
+				t.Fatalf("connection %d: %d bytes of 32 KiB came: work a pass left over was lost",
+					i, atomic.LoadUint64(&sh.Rx.Head)-a.rxTail)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		x, y := arena.Span(h.srv.a.Rx(a.slot), a.rxTail, 32<<10)
+		if !want[sha256.Sum256(append(append([]byte(nil), x...), y...))] {
+			t.Errorf("connection %d: not one of the payloads sent", i)
+		}
+	}
+}

@@ -79,6 +79,11 @@ type Limits struct {
 	// RLIMIT_NOFILE) no client can take: new sockets and sessions are
 	// refused before the daemon itself runs out.
 	FDReserve int
+	// PassSockets and PassBytes bound what one worker pass does for one
+	// session: it services at most PassSockets sockets and starts no new
+	// one once it has moved PassBytes; the rest waits for the session's
+	// next turn, so the sessions sharing a worker take turns fairly.
+	PassSockets, PassBytes int
 }
 
 // DefaultLimits are the limits a daemon runs with unless told otherwise.
@@ -86,6 +91,7 @@ var DefaultLimits = Limits{
 	MaxPending: 256, MaxPendingPerUID: 32, Handshake: 5 * time.Second,
 	MaxSessions: 4096, MaxSessionsPerUID: 512, MaxSocketsPerUID: 8192,
 	MaxStats: 8, StatsTimeout: 5 * time.Second, FDReserve: 256,
+	PassSockets: 64, PassBytes: 1 << 20,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -94,6 +100,7 @@ func (l Limits) withDefaults() Limits {
 		{&l.MaxPending, &d.MaxPending}, {&l.MaxPendingPerUID, &d.MaxPendingPerUID},
 		{&l.MaxSessions, &d.MaxSessions}, {&l.MaxSessionsPerUID, &d.MaxSessionsPerUID},
 		{&l.MaxSocketsPerUID, &d.MaxSocketsPerUID}, {&l.MaxStats, &d.MaxStats}, {&l.FDReserve, &d.FDReserve},
+		{&l.PassSockets, &d.PassSockets}, {&l.PassBytes, &d.PassBytes},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.def
@@ -431,7 +438,8 @@ func (srv *Server) newSession(cred *unix.Ucred, comm string) (*Session, error) {
 	s := &Session{
 		srv: srv, ID: id, Pid: cred.Pid, Uid: cred.Uid, Comm: comm, Start: time.Now(),
 		a: a, nwords: (n + 63) / 64, socks: make([]*sock, n), gens: make([]uint32, n),
-		events: make([]atomic.Uint64, (n+63)/64), done: make(chan struct{}), use: u,
+		events: make([]atomic.Uint64, (n+63)/64), carry: make([]atomic.Uint64, (n+63)/64),
+		done: make(chan struct{}), use: u,
 	}
 	for i := n - 1; i >= 0; i-- {
 		s.free = append(s.free, uint32(i))
