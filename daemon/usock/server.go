@@ -417,12 +417,11 @@ func (srv *Server) newSession(cred *unix.Ucred, comm string) (*Session, error) {
 	case cred.Uid != 0 && u.sessions >= lim.MaxSessionsPerUID:
 		srv.mu.Unlock()
 		return nil, fmt.Errorf("uid %d has %d sessions, the limit per user", cred.Uid, lim.MaxSessionsPerUID)
-	case !srv.fdsLeft(2):
+	case !srv.takeFDs(2): // the last check: it counts the control connection and the arena
 		srv.mu.Unlock()
 		return nil, errors.New("the daemon is short of file descriptors")
 	}
 	u.sessions++
-	srv.clientFDs.Add(2) // the control connection and the arena
 	srv.nextID++
 	id := srv.nextID
 	srv.mu.Unlock()
@@ -552,13 +551,21 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.ENOPROTOOPT)
 		return
 	}
+	fds, ok := s.chargeEngine(eng)
+	if !ok {
+		s.free = append(s.free, slot)
+		fail(syscall.ENFILE)
+		return
+	}
 	es, err := eng.Socket(family)
 	if err != nil {
+		s.srv.clientFDs.Add(-int64(fds))
 		s.free = append(s.free, slot)
 		fail(syscall.Errno(-errno(err)))
 		return
 	}
 	so := s.attach(slot, es, eng.Name(), family, pair, ino)
+	so.engFDs = fds
 	rep.Sock, rep.Gen = so.slot, so.gen
 }
 
@@ -583,12 +590,13 @@ func (s *Session) takePair(pair int) (uint64, syscall.Errno) {
 		s.logf("uid %d holds %d NUSE sockets, the limit per user", s.Uid, srv.cfg.Limits.MaxSocketsPerUID)
 		return 0, syscall.EMFILE
 	}
-	if !srv.fdsLeft(0) {
+	if !srv.takeFDs(1) {
 		s.logf("the daemon is short of file descriptors; socket refused")
 		return 0, syscall.ENFILE
 	}
 	ino, e := srv.checkPair(pair)
 	if e != 0 {
+		srv.clientFDs.Add(-1)
 		s.logf("socket refused: the fd passed as its channel is unusable (%v)", e)
 		return 0, e
 	}
@@ -596,7 +604,6 @@ func (s *Session) takePair(pair int) (uint64, syscall.Errno) {
 	// description and can clear O_NONBLOCK under us.
 	_ = unix.SetNonblock(pair, true)
 	s.use.socks.Add(1)
-	srv.clientFDs.Add(1)
 	return ino, 0
 }
 
@@ -636,14 +643,26 @@ func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.EMFILE)
 		return
 	}
+	eng, err := s.srv.engine(ls.engine)
+	if err != nil {
+		fail(syscall.ENOPROTOOPT)
+		return
+	}
+	fds, ok := s.chargeEngine(eng)
+	if !ok {
+		fail(syscall.ENFILE)
+		return
+	}
 	es, peer, err := ls.es.Accept()
 	defer s.service(ls) // the accept queue may be empty now
 	if err != nil {
+		s.srv.clientFDs.Add(-int64(fds))
 		fail(syscall.Errno(-errno(err)))
 		return
 	}
 	slot, _ := s.alloc()
 	so := s.attach(slot, es, ls.engine, ls.family, pair, ino)
+	so.engFDs = fds
 	so.state |= abi.SSConnected
 	so.remote = peer
 	so.local, _ = es.LocalAddr()

@@ -78,6 +78,7 @@ type sock struct {
 	engine    string // the name of es's engine
 	pair      int    // the daemon's end of the socketpair
 	pairIno   uint64 // its inode, for the server's table of held pairs
+	engFDs    int    // the daemon's fds es holds (counted in srv.clientFDs)
 	reusePort uint16 // bound with SO_REUSEPORT to this port (srv.ports)
 	created   time.Time
 
@@ -240,6 +241,8 @@ func (s *Session) release(so *sock) {
 	so.es.Notify(nil)
 	s.srv.unbind(so)
 	s.dropPair(so.pair, so.pairIno)
+	s.srv.clientFDs.Add(-int64(so.engFDs))
+	so.engFDs = 0
 	sh := s.a.Sock(so.slot)
 	atomic.StoreUint32(&sh.State, abi.SSWrDead|abi.SSReset)
 	s.socks[so.slot] = nil
