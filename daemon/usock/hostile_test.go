@@ -844,3 +844,27 @@ func TestPassBudgetLeavesNoWorkBehind(t *testing.T) {
 		}
 	}
 }
+
+// A slot's generation is the daemon's own count: a process that writes
+// another into its arena neither picks the slot's next generation nor
+// makes a handle with the forged one valid.
+func TestGenerationIsTheDaemonsOwn(t *testing.T) {
+	_, path := startServer(t, 64<<10)
+	cl := dialClient(t, path)
+	old := cl.socket(syscall.AF_INET)
+	forged := old.gen + 1000
+	atomic.StoreUint32(&cl.a.Sock(old.slot).Gen, forged)
+	cl.closeSock(old)
+	s := cl.socket(syscall.AF_INET)
+	if s.slot != old.slot {
+		t.Fatalf("the new socket took slot %d, not the freed %d", s.slot, old.slot)
+	}
+	if s.gen != old.gen+1 {
+		t.Errorf("generation %d after %d (the arena said %d)", s.gen, old.gen, forged)
+	}
+	for _, g := range []uint32{forged, forged + 1} {
+		if res, _ := cl.cmd(&testSock{slot: s.slot, gen: g, family: syscall.AF_INET}, abi.OpGetsockname, 0, 0, nil, nil); res != -int32(syscall.EBADF) {
+			t.Errorf("a command with generation %d: %d, want EBADF", g, res)
+		}
+	}
+}
