@@ -695,8 +695,9 @@ func session(t *testing.T, srv *Server, id uint32) *Session {
 	return s
 }
 
-// The work budget: a session that floods -- every attention bit set all
-// the time, every tx ring kept full, every rx ring emptied as it fills --
+// The work budget: a session that floods -- every attention and command
+// bit set all the time, every tx ring kept full, every rx ring emptied as
+// it fills --
 // gets no more than its budget in a worker pass, and honest sessions on
 // the same worker keep moving checksummed data and getting answers.
 func TestHostileFloodGetsOnlyItsBudget(t *testing.T) {
@@ -737,6 +738,7 @@ func TestHostileFloodGetsOnlyItsBudget(t *testing.T) {
 				atomic.StoreUint64(&sh.Rx.Tail, atomic.LoadUint64(&sh.Rx.Head))
 			}
 			atomic.StoreUint64(&hd.Attention[0], ^uint64(0))
+			atomic.StoreUint64(&hd.CmdPending, ^uint64(0)) // never posted: each costs a look
 			bad.a.Doorbell()
 		}
 	})

@@ -883,9 +883,9 @@ func (s *Session) pumpRx(so *sock) bool {
 	data := s.a.Rx(so.slot)
 	// At most a ring's worth per call: a program that reads as fast as
 	// the engine delivers would otherwise keep the worker here.
-	start := so.rxHead
+	left := uint64(s.a.L.RingSize)
 	for {
-		if so.rxHead-start >= uint64(s.a.L.RingSize) {
+		if left == 0 {
 			s.again(so)
 			return true
 		}
@@ -903,9 +903,10 @@ func (s *Session) pumpRx(so *sock) bool {
 			}
 		}
 		atomic.AndUint32(&sh.DaemonWait, ^uint32(abi.DWaitRxSpace))
-		p, _ := arena.Span(data, so.rxHead, free)
+		p, _ := arena.Span(data, so.rxHead, min(free, left))
 		n, eof, err := so.es.Read(p)
 		if n > 0 {
+			left -= uint64(n)
 			so.rxHead += uint64(n)
 			so.rxBytes.Add(uint64(n))
 			atomic.StoreUint64(&sh.Rx.Head, so.rxHead)
