@@ -786,6 +786,10 @@ func TestHostileFloodGetsOnlyItsBudget(t *testing.T) {
 	waitSessions(t, srv, 2)
 	h.exchange()
 	backToBaseline(t, base, 4)
+	// Nothing the budget left over keeps the worker awake.
+	if spun := idleCPU(time.Second); spun > 500*time.Millisecond {
+		t.Errorf("the daemon used %v of CPU in 1 s idle after the flood: it spins", spun)
+	}
 }
 
 // What a pass's budget leaves over is served in the next passes, not
