@@ -744,22 +744,25 @@ func TestHostileFloodGetsOnlyItsBudget(t *testing.T) {
 			bad.a.Doorbell()
 		}
 	})
-	h.unstick = append(h.unstick, func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			<-flood
+	stopped := false
+	stopFlood := func() error {
+		if stopped {
+			return nil
 		}
-	})
+		stopped = true
+		close(stop)
+		return <-flood
+	}
+	// Registered after bad's cleanup, so run before it: the flood stops
+	// before bad's arena is unmapped, also when the test fails.
+	t.Cleanup(func() { _ = stopFlood() })
 	for i := 0; i < 3; i++ {
 		h.exchange()
 		if res, _ := h.srv.cmd(h.ls, abi.OpGetsockname, 0, 0, nil, nil); res != 0 {
 			t.Fatalf("getsockname: %v", syscall.Errno(-res))
 		}
 	}
-	close(stop)
-	if err := <-flood; err != nil {
+	if err := stopFlood(); err != nil {
 		t.Fatal(err)
 	}
 

@@ -72,17 +72,10 @@ func TestFDReserveCountsKernelSockets(t *testing.T) {
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := false
-	finish := func() { // the child exits when its stdin closes
-		if !exited {
-			exited = true
-			stdin.Close()
-			_ = child.Wait()
-		}
-	}
-	t.Cleanup(finish)
 	result := make(chan string, 1)
+	read := make(chan struct{})
 	go func() {
+		defer close(read)
 		sc := bufio.NewScanner(stdout)
 		var line string
 		for sc.Scan() {
@@ -92,8 +85,24 @@ func TestFDReserveCountsKernelSockets(t *testing.T) {
 			}
 		}
 		result <- line
-		_, _ = io.Copy(io.Discard, stdout)
+		_, _ = io.Copy(io.Discard, stdout) // until the child exits
 	}()
+	exited := false
+	finish := func() { // the child exits when its stdin closes
+		if exited {
+			return
+		}
+		exited = true
+		stdin.Close()
+		select {
+		case <-read:
+		case <-time.After(20 * time.Second):
+			_ = child.Process.Kill()
+			<-read
+		}
+		_ = child.Wait()
+	}
+	t.Cleanup(finish)
 	var got string
 	select {
 	case got = <-result:
