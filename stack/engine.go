@@ -80,6 +80,23 @@ type Engine interface {
 	Close() error
 }
 
+// FDCost is implemented by an engine whose sockets each hold file
+// descriptors of the process that runs it (the kernel engine: a real
+// kernel socket per NUSE socket). The daemon counts them against its fd
+// limit, so that no client can make it run out.
+type FDCost interface {
+	FDsPerSocket() int
+}
+
+// FDsPerSocket is what one socket of e costs in file descriptors: none for
+// an engine that does not say (gVisor's sockets are memory).
+func FDsPerSocket(e Engine) int {
+	if c, ok := e.(FDCost); ok {
+		return c.FDsPerSocket()
+	}
+	return 0
+}
+
 // Socket is one stream socket in an engine. All calls are non-blocking;
 // blocking is the shim's business. Calls on one socket are serialized by
 // the caller; Notify's callback may run on any goroutine, concurrently.

@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/stack"
 )
 
 // use returns uid's counters, creating them. Called with srv.mu held.
@@ -48,12 +50,11 @@ func (srv *Server) takePending(uid uint32) string {
 		return fmt.Sprintf("the daemon has %d connections waiting for a first message, its limit", lim.MaxPending)
 	case uid != 0 && u.pending >= lim.MaxPendingPerUID:
 		return fmt.Sprintf("uid %d has %d connections waiting for a first message, the limit per user", uid, lim.MaxPendingPerUID)
-	case !srv.fdsLeft(1):
+	case !srv.takeFDs(1): // the last check: it counts the connection
 		return "the daemon is short of file descriptors"
 	}
 	srv.pending++
 	u.pending++
-	srv.clientFDs.Add(1)
 	return ""
 }
 
@@ -65,14 +66,38 @@ func (srv *Server) dropPending(uid uint32) {
 	srv.mu.Unlock()
 }
 
-// fdsLeft reports whether the daemon may open n more file descriptors for
+// fdsFit reports whether the daemon may open n more file descriptors for
 // clients and still keep its reserve: what it held when it started, plus
-// what clients hold now (srv.clientFDs), against RLIMIT_NOFILE.
-func (srv *Server) fdsLeft(n int) bool {
-	if srv.fdLimit <= 0 {
-		return true
+// what clients hold (held, srv.clientFDs), against RLIMIT_NOFILE.
+func (srv *Server) fdsFit(held int64, n int) bool {
+	return srv.fdLimit <= 0 || srv.baseFDs+int(held)+n <= srv.fdLimit-srv.cfg.Limits.FDReserve
+}
+
+// takeFDs counts n more fds held for clients if they fit (fdsFit),
+// atomically: two sessions cannot both take the last ones.
+func (srv *Server) takeFDs(n int) bool {
+	for {
+		held := srv.clientFDs.Load()
+		if !srv.fdsFit(held, n) {
+			return false
+		}
+		if srv.clientFDs.CompareAndSwap(held, held+int64(n)) {
+			return true
+		}
 	}
-	return srv.baseFDs+int(srv.clientFDs.Load())+n <= srv.fdLimit-srv.cfg.Limits.FDReserve
+}
+
+// chargeEngine counts what a new socket of eng holds of the daemon's fds
+// beyond its socketpair end (stack.FDsPerSocket: the kernel engine's real
+// socket). It returns the count to give back at release, or false: the
+// daemon is short of fds. Called with s.mu held.
+func (s *Session) chargeEngine(eng stack.Engine) (int, bool) {
+	n := stack.FDsPerSocket(eng)
+	if n > 0 && !s.srv.takeFDs(n) {
+		s.logf("the daemon is short of file descriptors; %s socket refused", eng.Name())
+		return 0, false
+	}
+	return n, true
 }
 
 // openFDs counts this process's open file descriptors.

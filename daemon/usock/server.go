@@ -79,6 +79,11 @@ type Limits struct {
 	// RLIMIT_NOFILE) no client can take: new sockets and sessions are
 	// refused before the daemon itself runs out.
 	FDReserve int
+	// PassSockets and PassBytes bound what one worker pass does for one
+	// session: it services at most PassSockets sockets and starts no new
+	// one once it has moved PassBytes; the rest waits for the session's
+	// next turn, so the sessions sharing a worker take turns fairly.
+	PassSockets, PassBytes int
 }
 
 // DefaultLimits are the limits a daemon runs with unless told otherwise.
@@ -86,6 +91,7 @@ var DefaultLimits = Limits{
 	MaxPending: 256, MaxPendingPerUID: 32, Handshake: 5 * time.Second,
 	MaxSessions: 4096, MaxSessionsPerUID: 512, MaxSocketsPerUID: 8192,
 	MaxStats: 8, StatsTimeout: 5 * time.Second, FDReserve: 256,
+	PassSockets: 64, PassBytes: 1 << 20,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -94,6 +100,7 @@ func (l Limits) withDefaults() Limits {
 		{&l.MaxPending, &d.MaxPending}, {&l.MaxPendingPerUID, &d.MaxPendingPerUID},
 		{&l.MaxSessions, &d.MaxSessions}, {&l.MaxSessionsPerUID, &d.MaxSessionsPerUID},
 		{&l.MaxSocketsPerUID, &d.MaxSocketsPerUID}, {&l.MaxStats, &d.MaxStats}, {&l.FDReserve, &d.FDReserve},
+		{&l.PassSockets, &d.PassSockets}, {&l.PassBytes, &d.PassBytes},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.def
@@ -412,12 +419,11 @@ func (srv *Server) newSession(cred *unix.Ucred, comm string) (*Session, error) {
 	case cred.Uid != 0 && u.sessions >= lim.MaxSessionsPerUID:
 		srv.mu.Unlock()
 		return nil, fmt.Errorf("uid %d has %d sessions, the limit per user", cred.Uid, lim.MaxSessionsPerUID)
-	case !srv.fdsLeft(2):
+	case !srv.takeFDs(2): // the last check: it counts the control connection and the arena
 		srv.mu.Unlock()
 		return nil, errors.New("the daemon is short of file descriptors")
 	}
 	u.sessions++
-	srv.clientFDs.Add(2) // the control connection and the arena
 	srv.nextID++
 	id := srv.nextID
 	srv.mu.Unlock()
@@ -433,7 +439,8 @@ func (srv *Server) newSession(cred *unix.Ucred, comm string) (*Session, error) {
 	s := &Session{
 		srv: srv, ID: id, Pid: cred.Pid, Uid: cred.Uid, Comm: comm, Start: time.Now(),
 		a: a, nwords: (n + 63) / 64, socks: make([]*sock, n), gens: make([]uint32, n),
-		events: make([]atomic.Uint64, (n+63)/64), done: make(chan struct{}), use: u,
+		events: make([]atomic.Uint64, (n+63)/64), carry: make([]atomic.Uint64, (n+63)/64),
+		done: make(chan struct{}), use: u,
 	}
 	for i := n - 1; i >= 0; i-- {
 		s.free = append(s.free, uint32(i))
@@ -553,13 +560,21 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.ENOPROTOOPT)
 		return
 	}
+	fds, ok := s.chargeEngine(eng)
+	if !ok {
+		s.free = append(s.free, slot)
+		fail(syscall.ENFILE)
+		return
+	}
 	es, err := eng.Socket(family)
 	if err != nil {
+		s.srv.clientFDs.Add(-int64(fds))
 		s.free = append(s.free, slot)
 		fail(syscall.Errno(-errno(err)))
 		return
 	}
 	so := s.attach(slot, es, eng.Name(), family, pair, ino)
+	so.engFDs = fds
 	rep.Sock, rep.Gen = so.slot, so.gen
 }
 
@@ -584,12 +599,13 @@ func (s *Session) takePair(pair int) (uint64, syscall.Errno) {
 		s.logf("uid %d holds %d NUSE sockets, the limit per user", s.Uid, srv.cfg.Limits.MaxSocketsPerUID)
 		return 0, syscall.EMFILE
 	}
-	if !srv.fdsLeft(0) {
+	if !srv.takeFDs(1) {
 		s.logf("the daemon is short of file descriptors; socket refused")
 		return 0, syscall.ENFILE
 	}
 	ino, e := srv.checkPair(pair)
 	if e != 0 {
+		srv.clientFDs.Add(-1)
 		s.logf("socket refused: the fd passed as its channel is unusable (%v)", e)
 		return 0, e
 	}
@@ -597,7 +613,6 @@ func (s *Session) takePair(pair int) (uint64, syscall.Errno) {
 	// description and can clear O_NONBLOCK under us.
 	_ = unix.SetNonblock(pair, true)
 	s.use.socks.Add(1)
-	srv.clientFDs.Add(1)
 	return ino, 0
 }
 
@@ -637,14 +652,26 @@ func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.EMFILE)
 		return
 	}
+	eng, err := s.srv.engine(ls.engine)
+	if err != nil {
+		fail(syscall.ENOPROTOOPT)
+		return
+	}
+	fds, ok := s.chargeEngine(eng)
+	if !ok {
+		fail(syscall.ENFILE)
+		return
+	}
 	es, peer, err := ls.es.Accept()
 	defer s.service(ls) // the accept queue may be empty now
 	if err != nil {
+		s.srv.clientFDs.Add(-int64(fds))
 		fail(syscall.Errno(-errno(err)))
 		return
 	}
 	slot, _ := s.alloc()
 	so := s.attach(slot, es, ls.engine, ls.family, pair, ino)
+	so.engFDs = fds
 	so.state |= abi.SSConnected
 	so.remote = peer
 	so.local, _ = es.LocalAddr()

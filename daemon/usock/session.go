@@ -54,7 +54,16 @@ type Session struct {
 	// events has a bit per slot whose engine socket reported readiness;
 	// written by engine callbacks, taken by the worker.
 	events []atomic.Uint64
-	done   chan struct{}
+	// carry has a bit per slot waiting to be serviced: what a pass
+	// collected (attention, events) and its budget left for the next.
+	carry []atomic.Uint64
+	// cursor is the slot the next pass starts at: sockets of a session
+	// take turns too.
+	cursor uint32
+	// busiest is the most one pass did for this session (what the budget
+	// bounds; tests look).
+	busiest passWork
+	done    chan struct{}
 
 	// Owned by the worker that serves the session.
 	reaped   time.Time // last hang-up sweep
@@ -69,6 +78,7 @@ type sock struct {
 	engine    string // the name of es's engine
 	pair      int    // the daemon's end of the socketpair
 	pairIno   uint64 // its inode, for the server's table of held pairs
+	engFDs    int    // the daemon's fds es holds (counted in srv.clientFDs)
 	reusePort uint16 // bound with SO_REUSEPORT to this port (srv.ports)
 	created   time.Time
 
@@ -231,6 +241,8 @@ func (s *Session) release(so *sock) {
 	so.es.Notify(nil)
 	s.srv.unbind(so)
 	s.dropPair(so.pair, so.pairIno)
+	s.srv.clientFDs.Add(-int64(so.engFDs))
+	so.engFDs = 0
 	sh := s.a.Sock(so.slot)
 	atomic.StoreUint32(&sh.State, abi.SSWrDead|abi.SSReset)
 	s.socks[so.slot] = nil
@@ -267,48 +279,115 @@ func (s *Session) pending() bool {
 		return true
 	}
 	for w := 0; w < s.nwords; w++ {
-		if s.events[w].Load() != 0 || (!dead && atomic.LoadUint64(&h.Attention[w]) != 0) {
+		if s.events[w].Load() != 0 || s.carry[w].Load() != 0 ||
+			(!dead && atomic.LoadUint64(&h.Attention[w]) != 0) {
 			return true
 		}
 	}
 	return false
 }
 
-// pass does one round of work. Called with mu held.
+// pass does one round of work, within the session's budget (Limits
+// PassSockets, PassBytes). Called with mu held.
 func (s *Session) pass() bool {
 	h := s.a.Hdr()
 	did := false
+	// Commands are bounded by their slots (64): all are served.
 	if !s.dead && atomic.LoadUint64(&h.CmdPending) != 0 {
 		for p := atomic.SwapUint64(&h.CmdPending, 0); p != 0; p &= p - 1 {
 			s.command(bits.TrailingZeros64(p))
 			did = true
 		}
 	}
+	s.collect()
+	return s.serve() || did
+}
+
+// collect moves what asks for service into carry: the attention bits (a
+// live session's) and the slots whose engine socket reported. Called with
+// mu held.
+func (s *Session) collect() {
+	h := s.a.Hdr()
 	for w := 0; w < s.nwords; w++ {
 		var x uint64
 		if !s.dead && atomic.LoadUint64(&h.Attention[w]) != 0 {
 			x = atomic.SwapUint64(&h.Attention[w], 0)
 		}
-		var ev uint64 // the slots whose engine socket reported
 		if s.events[w].Load() != 0 {
-			ev = s.events[w].Swap(0)
+			ev := s.events[w].Swap(0)
+			s.connNews(w, ev)
 			x |= ev
 		}
-		for ; x != 0; x &= x - 1 {
-			slot := uint32(w*64 + bits.TrailingZeros64(x))
-			if slot < uint32(len(s.socks)) && s.socks[slot] != nil {
-				if so := s.socks[slot]; so.listening && ev>>(slot%64)&1 != 0 {
-					so.edgeConn = true // the engine had news: a connection
-				}
-				s.service(s.socks[slot])
-				did = true
-			}
+		if x != 0 {
+			s.carry[w].Or(x)
 		}
 	}
-	if s.dead || did {
-		return did
+}
+
+// connNews marks the listeners among the slots of word w that the engine
+// reported on: the news is a connection (a readiness edge, see signal).
+func (s *Session) connNews(w int, ev uint64) {
+	for ; ev != 0; ev &= ev - 1 {
+		slot := w*64 + bits.TrailingZeros64(ev)
+		if slot < len(s.socks) && s.socks[slot] != nil && s.socks[slot].listening {
+			s.socks[slot].edgeConn = true
+		}
 	}
-	return false
+}
+
+// passWork is what one pass did for a session.
+type passWork struct {
+	socks int
+	bytes uint64
+}
+
+// serve services the slots in carry round-robin from the cursor until the
+// pass's budget is spent; what is left stays in carry, and the worker does
+// not sleep while it is there. Called with mu held.
+func (s *Session) serve() bool {
+	lim := s.srv.cfg.Limits
+	var done passWork
+	defer s.noteWork(&done)
+	w0, b0 := int(s.cursor/64), s.cursor%64
+	// Word w0 twice: its bits from the cursor on first, those below last.
+	for i := 0; i <= s.nwords; i++ {
+		w := (w0 + i) % s.nwords
+		x := s.carry[w].Load()
+		switch i {
+		case 0:
+			x &= ^uint64(0) << b0
+		case s.nwords:
+			x &^= ^uint64(0) << b0
+		}
+		for ; x != 0; x &= x - 1 {
+			b := bits.TrailingZeros64(x)
+			slot := uint32(w*64 + b)
+			if done.socks >= lim.PassSockets || done.bytes >= uint64(lim.PassBytes) {
+				s.cursor = slot // its turn comes first next pass
+				return true
+			}
+			s.carry[w].And(^(uint64(1) << b))
+			if slot >= uint32(len(s.socks)) || s.socks[slot] == nil {
+				continue
+			}
+			so := s.socks[slot]
+			before := so.txBytes.Load() + so.rxBytes.Load()
+			s.service(so)
+			done.socks++
+			done.bytes += so.txBytes.Load() + so.rxBytes.Load() - before
+		}
+	}
+	return done.socks > 0
+}
+
+func (s *Session) noteWork(w *passWork) {
+	s.busiest.socks = max(s.busiest.socks, w.socks)
+	s.busiest.bytes = max(s.busiest.bytes, w.bytes)
+}
+
+// again leaves so in carry for the next pass (it has more to do).
+func (s *Session) again(so *sock) {
+	s.carry[so.slot/64].Or(1 << (so.slot % 64))
 }
 
 // reapHangups closes sockets whose every application fd is gone without a
@@ -802,7 +881,14 @@ func (s *Session) pumpRx(so *sock) bool {
 	}
 	sh := s.a.Sock(so.slot)
 	data := s.a.Rx(so.slot)
+	// At most a ring's worth per call: a program that reads as fast as
+	// the engine delivers would otherwise keep the worker here.
+	left := uint64(s.a.L.RingSize)
 	for {
+		if left == 0 {
+			s.again(so)
+			return true
+		}
 		free, err := s.a.RxFree(so.slot, so.rxHead)
 		if err != nil {
 			s.kill(fmt.Sprintf("socket %d rx ring: %v", so.slot, err))
@@ -817,9 +903,10 @@ func (s *Session) pumpRx(so *sock) bool {
 			}
 		}
 		atomic.AndUint32(&sh.DaemonWait, ^uint32(abi.DWaitRxSpace))
-		p, _ := arena.Span(data, so.rxHead, free)
+		p, _ := arena.Span(data, so.rxHead, min(free, left))
 		n, eof, err := so.es.Read(p)
 		if n > 0 {
+			left -= uint64(n)
 			so.rxHead += uint64(n)
 			so.rxBytes.Add(uint64(n))
 			atomic.StoreUint64(&sh.Rx.Head, so.rxHead)

@@ -51,10 +51,11 @@ func TestOtherUsers(t *testing.T) {
 	copyFile(t, self, bin)
 
 	path := filepath.Join(dir, "nused.sock")
-	_ = startServerAt(t, 64<<10, path, func(c *Config) {
+	srv := startServerAt(t, 64<<10, path, func(c *Config) {
 		c.Limits.MaxSocketsPerUID = 16
 		c.Limits.MaxSessionsPerUID = 2
 	})
+	base := snapshot()
 	root := dialClient(t, path)
 	group := root.socket(syscall.AF_INET)
 	if res, _ := root.cmd(group, abi.OpSetsockopt, solSocket, soReusePort, nil, []byte{1, 0, 0, 0}); res != 0 {
@@ -108,6 +109,11 @@ func TestOtherUsers(t *testing.T) {
 	if t.Failed() {
 		t.Logf("the child said:\n%s", out)
 	}
+	// The other user's sessions ended with its process; with root's gone
+	// too, the daemon holds what it held before either came.
+	root.close()
+	waitSessions(t, srv, 0)
+	backToBaseline(t, base, 4)
 }
 
 // TestOtherUsersChild is the other user's side of TestOtherUsers.

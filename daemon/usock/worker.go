@@ -17,6 +17,8 @@ import (
 // program arrives while the worker still spins, where a worker per session
 // would have to be woken (tens of microseconds on these VMs) for each hop.
 // Without futex_waitv (Linux < 5.16) each session gets a worker of its own.
+// A session's turn is bounded (Limits.PassSockets, PassBytes), so one that
+// always has work cannot keep the others waiting.
 type worker struct {
 	srv *Server
 

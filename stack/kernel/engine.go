@@ -144,6 +144,11 @@ func New(cfg Config) (*Engine, error) {
 // Name implements stack.Engine.
 func (e *Engine) Name() string { return "kernel" }
 
+// FDsPerSocket implements stack.FDCost: each socket is a kernel socket,
+// one descriptor of the daemon's (an accepted one too; a listener's queue
+// of connections not yet accepted costs none).
+func (e *Engine) FDsPerSocket() int { return 1 }
+
 // Socket implements stack.Engine: a non-blocking kernel TCP socket with the
 // engine's per-socket settings applied.
 func (e *Engine) Socket(family int) (stack.Socket, error) {
