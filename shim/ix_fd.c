@@ -12,6 +12,7 @@
 #include "control.h"
 #include "fdtab.h"
 #include "session.h"
+#include "stale.h"
 
 EXPORT int close(int fd)
 {
@@ -30,7 +31,7 @@ EXPORT int dup(int fd)
 	int r;
 
 	REAL(dup);
-	r = R.dup(fd);
+	r = fd_fresh(R.dup(fd));
 	if (r >= 0 && unlikely(fd_get(fd) != NULL))
 		dup_track(fd, r);
 	return r;

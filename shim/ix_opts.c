@@ -19,6 +19,7 @@
 #include "data.h"
 #include "decide.h"
 #include "fdtab.h"
+#include "stale.h"
 
 EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
@@ -52,12 +53,15 @@ static int nuse_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 	struct nsock *s = fd_get(fd);
 	int r;
 
-	if (likely(!s))
+	if (likely(!s)) {
+		if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+			return fd_fresh(real(fd, cmd, arg));
 		return real(fd, cmd, arg);
+	}
 	switch (cmd) {
 	case F_DUPFD:
 	case F_DUPFD_CLOEXEC:
-		r = real(fd, cmd, arg);
+		r = fd_fresh(real(fd, cmd, arg));
 		if (r >= 0)
 			dup_track(fd, r);
 		return r;
