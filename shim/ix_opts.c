@@ -3,14 +3,16 @@
  * ix_opts.c - the option interposers: setsockopt, getsockopt, fcntl,
  * fcntl64, ioctl and epoll_ctl.  Options of a NUSE socket go to its control calls
  * (control.h), those of an undecided one to the decision (decide.h);
- * fcntl/ioctl track O_NONBLOCK and dup'd fds in the fd table and answer
- * FIONREAD/TIOCOUTQ from the data path (data.h); epoll_ctl records an
- * undecided socket's registrations for the decision.
+ * fcntl/ioctl track O_NONBLOCK and dup'd fds in the fd table (a number
+ * F_DUPFD gives out passes fd_fresh, stale.h) and answer FIONREAD,
+ * TIOCOUTQ and SIOCOUTQNSD from the data path (data.h); epoll_ctl records
+ * an undecided socket's registrations for the decision.
  */
 #include "nuse.h"
 
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/sockios.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
 
@@ -119,11 +121,15 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 			s->nonblock = !!*(int *)arg;
 		return r;
 	}
-	if (s->kind == K_NUSE && (req == FIONREAD || req == TIOCOUTQ)) {
+	if (s->kind == K_NUSE && (req == FIONREAD || req == TIOCOUTQ || req == SIOCOUTQNSD)) {
 		uint64_t used;
 
+		if (nuse_listener(s))
+			return (int)fail(EINVAL); /* as Linux's listener */
 		if (!arg)
 			return (int)fail(EFAULT);
+		/* SIOCOUTQNSD (not sent yet): the shim sees the tx ring, not
+		 * the engine's queue, so it is TIOCOUTQ's count. */
 		used = data_queued(s, req == FIONREAD);
 		*(int *)arg = used > INT_MAX ? INT_MAX : (int)used;
 		return 0;
