@@ -9,7 +9,9 @@
  */
 #include "stale.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "control.h"
 
@@ -21,6 +23,31 @@
  * slice, and its sock_unhold closes that fd and lets the socket go.
  * Returns 0 if it did, -1 if drop_fd should do the work.
  */
+static int placeholder(void)
+{
+	struct rlimit rl;
+	int e, h, min = 3;
+
+	e = (int)syscall(SYS_epoll_create1, EPOLL_CLOEXEC);
+	if (e < 0)
+		return -1;
+	/* out of the program's way, as drop_fd's copies: programs expect the
+	 * lowest free numbers for themselves */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 && rl.rlim_cur != RLIM_INFINITY)
+		min = (int)(rl.rlim_cur - 128);
+	h = R.fcntl(e, F_DUPFD_CLOEXEC, min);
+	if (h >= 0) {
+		R.close(e);
+		e = h;
+	}
+	if (fd_get(e) != NULL) {
+		/* itself on a stale number: not worth a loop */
+		R.close(e);
+		return -1;
+	}
+	return e;
+}
+
 static int orphan_stale(int fd)
 {
 	struct nsock *s;
@@ -30,12 +57,7 @@ static int orphan_stale(int fd)
 	s = fd_get(fd);
 	if (s && atomic_load(&s->refs) == 1 && atomic_load(&s->busy) > 0 &&
 	    atomic_load(&s->orphan_fd) < 0) {
-		ph = (int)syscall(SYS_epoll_create1, EPOLL_CLOEXEC);
-		if (ph >= 0 && fd_get(ph) != NULL) {
-			/* itself on a stale number: not worth a loop */
-			R.close(ph);
-			ph = -1;
-		}
+		ph = placeholder();
 		if (ph >= 0) {
 			atomic_store(&g_tab[fd], NULL);
 			atomic_store(&s->refs, 0);
@@ -52,6 +74,7 @@ void stale_drop(int fd)
 		return; /* the child's new fds say nothing of ours */
 	debug("nuse: fd %d was closed behind the shim's back and is a new file now: its socket is let go of", fd);
 	REAL(close);
+	REAL(fcntl);
 	if (orphan_stale(fd) == 0)
 		return;
 	drop_fd(fd);
