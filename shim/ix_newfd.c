@@ -27,21 +27,26 @@
 
 #include "stale.h"
 
-/* The real f, looked up once (a race only looks it up twice). */
-#define REAL_NEXT(f, type)                                  \
-	static __typeof__(type) real_##f;                   \
-	if (unlikely(!real_##f))                            \
-		real_##f = (type)dlsym(RTLD_NEXT, #f);      \
-	if (unlikely(!real_##f))                            \
+/* The real f, looked up once (two threads racing both look it up and
+ * store the same pointer). */
+#define NEXT(f, type)                                                          \
+	static __typeof__(type) real_##f;                                      \
+	__typeof__(type) f##_p = __atomic_load_n(&real_##f, __ATOMIC_RELAXED); \
+	if (unlikely(!f##_p)) {                                                \
+		f##_p = (type)dlsym(RTLD_NEXT, #f);                            \
+		__atomic_store_n(&real_##f, f##_p, __ATOMIC_RELAXED);          \
+	}
+
+#define REAL_NEXT(f, type)       \
+	NEXT(f, type)            \
+	if (unlikely(!f##_p))    \
 		return (int)fail(ENOSYS)
 
-#define REAL_NEXT_FILE(f, type)                             \
-	static __typeof__(type) real_##f;                   \
-	if (unlikely(!real_##f))                            \
-		real_##f = (type)dlsym(RTLD_NEXT, #f);      \
-	if (unlikely(!real_##f)) {                          \
-		errno = ENOSYS;                             \
-		return NULL;                                \
+#define REAL_NEXT_FILE(f, type)  \
+	NEXT(f, type)            \
+	if (unlikely(!f##_p)) {  \
+		errno = ENOSYS;  \
+		return NULL;     \
 	}
 
 /* open's mode is there only with O_CREAT or O_TMPFILE. */
@@ -61,7 +66,7 @@ EXPORT int open(const char *path, int flags, ...)
 	va_start(ap, flags);
 	mode = open_mode(flags, ap);
 	va_end(ap);
-	return fd_fresh(real_open(path, flags, mode));
+	return fd_fresh(open_p(path, flags, mode));
 }
 
 EXPORT int open64(const char *path, int flags, ...)
@@ -73,7 +78,7 @@ EXPORT int open64(const char *path, int flags, ...)
 	va_start(ap, flags);
 	mode = open_mode(flags, ap);
 	va_end(ap);
-	return fd_fresh(real_open64(path, flags, mode));
+	return fd_fresh(open64_p(path, flags, mode));
 }
 
 EXPORT int openat(int dirfd, const char *path, int flags, ...)
@@ -85,7 +90,7 @@ EXPORT int openat(int dirfd, const char *path, int flags, ...)
 	va_start(ap, flags);
 	mode = open_mode(flags, ap);
 	va_end(ap);
-	return fd_fresh(real_openat(dirfd, path, flags, mode));
+	return fd_fresh(openat_p(dirfd, path, flags, mode));
 }
 
 EXPORT int openat64(int dirfd, const char *path, int flags, ...)
@@ -97,44 +102,44 @@ EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 	va_start(ap, flags);
 	mode = open_mode(flags, ap);
 	va_end(ap);
-	return fd_fresh(real_openat64(dirfd, path, flags, mode));
+	return fd_fresh(openat64_p(dirfd, path, flags, mode));
 }
 
 /* What _FORTIFY_SOURCE's open() calls when it cannot check the flags. */
 EXPORT int __open_2(const char *path, int flags)
 {
 	REAL_NEXT(__open_2, int (*)(const char *, int));
-	return fd_fresh(real___open_2(path, flags));
+	return fd_fresh(__open_2_p(path, flags));
 }
 
 EXPORT int __open64_2(const char *path, int flags)
 {
 	REAL_NEXT(__open64_2, int (*)(const char *, int));
-	return fd_fresh(real___open64_2(path, flags));
+	return fd_fresh(__open64_2_p(path, flags));
 }
 
 EXPORT int __openat_2(int dirfd, const char *path, int flags)
 {
 	REAL_NEXT(__openat_2, int (*)(int, const char *, int));
-	return fd_fresh(real___openat_2(dirfd, path, flags));
+	return fd_fresh(__openat_2_p(dirfd, path, flags));
 }
 
 EXPORT int __openat64_2(int dirfd, const char *path, int flags)
 {
 	REAL_NEXT(__openat64_2, int (*)(int, const char *, int));
-	return fd_fresh(real___openat64_2(dirfd, path, flags));
+	return fd_fresh(__openat64_2_p(dirfd, path, flags));
 }
 
 EXPORT int creat(const char *path, mode_t mode)
 {
 	REAL_NEXT(creat, int (*)(const char *, mode_t));
-	return fd_fresh(real_creat(path, mode));
+	return fd_fresh(creat_p(path, mode));
 }
 
 EXPORT int creat64(const char *path, mode_t mode)
 {
 	REAL_NEXT(creat64, int (*)(const char *, mode_t));
-	return fd_fresh(real_creat64(path, mode));
+	return fd_fresh(creat64_p(path, mode));
 }
 
 static int fresh_pair(int r, int fds[2])
@@ -149,82 +154,82 @@ static int fresh_pair(int r, int fds[2])
 EXPORT int pipe(int fds[2])
 {
 	REAL_NEXT(pipe, int (*)(int[2]));
-	return fresh_pair(real_pipe(fds), fds);
+	return fresh_pair(pipe_p(fds), fds);
 }
 
 EXPORT int pipe2(int fds[2], int flags)
 {
 	REAL_NEXT(pipe2, int (*)(int[2], int));
-	return fresh_pair(real_pipe2(fds, flags), fds);
+	return fresh_pair(pipe2_p(fds, flags), fds);
 }
 
 /* Also the shim's own socketpairs (decide.c, control.c's accept). */
 EXPORT int socketpair(int domain, int type, int protocol, int sv[2])
 {
 	REAL_NEXT(socketpair, int (*)(int, int, int, int[2]));
-	return fresh_pair(real_socketpair(domain, type, protocol, sv), sv);
+	return fresh_pair(socketpair_p(domain, type, protocol, sv), sv);
 }
 
 EXPORT int eventfd(unsigned int initval, int flags)
 {
 	REAL_NEXT(eventfd, int (*)(unsigned int, int));
-	return fd_fresh(real_eventfd(initval, flags));
+	return fd_fresh(eventfd_p(initval, flags));
 }
 
 EXPORT int timerfd_create(int clockid, int flags)
 {
 	REAL_NEXT(timerfd_create, int (*)(int, int));
-	return fd_fresh(real_timerfd_create(clockid, flags));
+	return fd_fresh(timerfd_create_p(clockid, flags));
 }
 
 EXPORT int signalfd(int fd, const sigset_t *mask, int flags)
 {
 	REAL_NEXT(signalfd, int (*)(int, const sigset_t *, int));
 	if (fd >= 0)
-		return real_signalfd(fd, mask, flags); /* changes an existing one */
-	return fd_fresh(real_signalfd(fd, mask, flags));
+		return signalfd_p(fd, mask, flags); /* changes an existing one */
+	return fd_fresh(signalfd_p(fd, mask, flags));
 }
 
 EXPORT int epoll_create(int size)
 {
 	REAL_NEXT(epoll_create, int (*)(int));
-	return fd_fresh(real_epoll_create(size));
+	return fd_fresh(epoll_create_p(size));
 }
 
 EXPORT int epoll_create1(int flags)
 {
 	REAL_NEXT(epoll_create1, int (*)(int));
-	return fd_fresh(real_epoll_create1(flags));
+	return fd_fresh(epoll_create1_p(flags));
 }
 
 EXPORT int memfd_create(const char *name, unsigned int flags)
 {
 	REAL_NEXT(memfd_create, int (*)(const char *, unsigned int));
-	return fd_fresh(real_memfd_create(name, flags));
+	return fd_fresh(memfd_create_p(name, flags));
 }
 
 EXPORT int inotify_init(void)
 {
 	REAL_NEXT(inotify_init, int (*)(void));
-	return fd_fresh(real_inotify_init());
+	return fd_fresh(inotify_init_p());
 }
 
 EXPORT int inotify_init1(int flags)
 {
 	REAL_NEXT(inotify_init1, int (*)(int));
-	return fd_fresh(real_inotify_init1(flags));
+	return fd_fresh(inotify_init1_p(flags));
 }
 
 EXPORT int mkstemp(char *tmpl)
 {
 	REAL_NEXT(mkstemp, int (*)(char *));
-	return fd_fresh(real_mkstemp(tmpl));
+	return fd_fresh(mkstemp_p(tmpl));
 }
 
 EXPORT int mkostemp(char *tmpl, int flags)
 {
 	REAL_NEXT(mkostemp, int (*)(char *, int));
-	return fd_fresh(real_mkostemp(tmpl, flags));
+	return fd_fresh(mkostemp_p(tmpl, flags));
 }
 
 /* stdio opens inside libc, where open() is not ours: the FILE's fd. */
@@ -238,23 +243,23 @@ static FILE *fresh_file(FILE *f)
 EXPORT FILE *fopen(const char *path, const char *mode)
 {
 	REAL_NEXT_FILE(fopen, FILE *(*)(const char *, const char *));
-	return fresh_file(real_fopen(path, mode));
+	return fresh_file(fopen_p(path, mode));
 }
 
 EXPORT FILE *fopen64(const char *path, const char *mode)
 {
 	REAL_NEXT_FILE(fopen64, FILE *(*)(const char *, const char *));
-	return fresh_file(real_fopen64(path, mode));
+	return fresh_file(fopen64_p(path, mode));
 }
 
 EXPORT FILE *tmpfile(void)
 {
 	REAL_NEXT_FILE(tmpfile, FILE *(*)(void));
-	return fresh_file(real_tmpfile());
+	return fresh_file(tmpfile_p());
 }
 
 EXPORT FILE *popen(const char *cmd, const char *mode)
 {
 	REAL_NEXT_FILE(popen, FILE *(*)(const char *, const char *));
-	return fresh_file(real_popen(cmd, mode));
+	return fresh_file(popen_p(cmd, mode));
 }
