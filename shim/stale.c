@@ -15,14 +15,8 @@
 
 #include "control.h"
 
-/*
- * A thread is blocked on the socket (sock_hold) and this is its last fd:
- * drop_fd would keep a copy of the fd for the thread's waits, but the fd
- * now names another file.  The thread gets an fd that never polls ready
- * (an empty epoll set) instead: it rechecks the socket's shared state each
- * slice, and its sock_unhold closes that fd and lets the socket go.
- * Returns 0 if it did, -1 if drop_fd should do the work.
- */
+/* An fd that never polls ready (an empty epoll set), numbered out of the
+ * program's way, or -1. */
 static int placeholder(void)
 {
 	struct rlimit rl;
@@ -31,8 +25,7 @@ static int placeholder(void)
 	e = (int)syscall(SYS_epoll_create1, EPOLL_CLOEXEC);
 	if (e < 0)
 		return -1;
-	/* out of the program's way, as drop_fd's copies: programs expect the
-	 * lowest free numbers for themselves */
+	/* as drop_fd's copies: programs expect the lowest free numbers */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 && rl.rlim_cur != RLIM_INFINITY)
 		min = (int)(rl.rlim_cur - 128);
 	h = R.fcntl(e, F_DUPFD_CLOEXEC, min);
@@ -48,6 +41,14 @@ static int placeholder(void)
 	return e;
 }
 
+/*
+ * A thread is blocked on the socket (sock_hold) and this is its last fd:
+ * drop_fd would keep a copy of the fd for the thread's waits, but the fd
+ * now names another file.  The thread gets an fd that never polls ready
+ * (an empty epoll set) instead: it rechecks the socket's shared state each
+ * slice, and its sock_unhold closes that fd and lets the socket go.
+ * Returns 0 if it did, -1 if drop_fd should do the work.
+ */
 static int orphan_stale(int fd)
 {
 	struct nsock *s;
