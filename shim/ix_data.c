@@ -14,6 +14,7 @@
 #include "data.h"
 #include "fdtab.h"
 #include "relay.h"
+#include "stale.h"
 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
@@ -95,8 +96,11 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 
 	REAL(recvmsg);
 	s = fd_nuse(fd);
-	if (likely(!s))
-		return R.recvmsg(fd, m, flags);
+	if (likely(!s)) {
+		r = R.recvmsg(fd, m, flags);
+		fd_fresh_msg(r, m); /* SCM_RIGHTS fds are new numbers */
+		return r;
+	}
 	if (!m || m->msg_iovlen > IOV_MAX)
 		return fail(m ? EMSGSIZE : EFAULT);
 	r = data_recv(s, fd, m->msg_iov, (int)m->msg_iovlen, flags);

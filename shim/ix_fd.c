@@ -13,6 +13,7 @@
 #include "fdtab.h"
 #include "relay.h"
 #include "session.h"
+#include "stale.h"
 
 /*
  * A NUSE socket made a standard stream (inetd-style handlers, bash's
@@ -44,7 +45,7 @@ EXPORT int dup(int fd)
 	int r;
 
 	REAL(dup);
-	r = R.dup(fd);
+	r = fd_fresh(R.dup(fd));
 	if (r >= 0 && unlikely(fd_get(fd) != NULL))
 		dup_track(fd, r);
 	return r;

@@ -3,14 +3,16 @@
  * ix_opts.c - the option interposers: setsockopt, getsockopt, fcntl,
  * fcntl64, ioctl and epoll_ctl.  Options of a NUSE socket go to its control calls
  * (control.h), those of an undecided one to the decision (decide.h);
- * fcntl/ioctl track O_NONBLOCK and dup'd fds in the fd table and answer
- * FIONREAD/TIOCOUTQ from the data path (data.h); epoll_ctl records an
- * undecided socket's registrations for the decision.
+ * fcntl/ioctl track O_NONBLOCK and dup'd fds in the fd table (a number
+ * F_DUPFD gives out passes fd_fresh, stale.h) and answer FIONREAD,
+ * TIOCOUTQ and SIOCOUTQNSD from the data path (data.h); epoll_ctl records
+ * an undecided socket's registrations for the decision.
  */
 #include "nuse.h"
 
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/sockios.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
 
@@ -19,6 +21,7 @@
 #include "data.h"
 #include "decide.h"
 #include "fdtab.h"
+#include "stale.h"
 
 EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
@@ -52,12 +55,15 @@ static int nuse_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 	struct nsock *s = fd_get(fd);
 	int r;
 
-	if (likely(!s))
+	if (likely(!s)) {
+		if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+			return fd_fresh(real(fd, cmd, arg));
 		return real(fd, cmd, arg);
+	}
 	switch (cmd) {
 	case F_DUPFD:
 	case F_DUPFD_CLOEXEC:
-		r = real(fd, cmd, arg);
+		r = fd_fresh(real(fd, cmd, arg));
 		if (r >= 0)
 			dup_track(fd, r);
 		return r;
@@ -115,11 +121,15 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 			s->nonblock = !!*(int *)arg;
 		return r;
 	}
-	if (s->kind == K_NUSE && (req == FIONREAD || req == TIOCOUTQ)) {
+	if (s->kind == K_NUSE && (req == FIONREAD || req == TIOCOUTQ || req == SIOCOUTQNSD)) {
 		uint64_t used;
 
+		if (nuse_listener(s))
+			return (int)fail(EINVAL); /* as Linux's listener */
 		if (!arg)
 			return (int)fail(EFAULT);
+		/* SIOCOUTQNSD (not sent yet): the shim sees the tx ring, not
+		 * the engine's queue, so it is TIOCOUTQ's count. */
 		used = data_queued(s, req == FIONREAD);
 		*(int *)arg = used > INT_MAX ? INT_MAX : (int)used;
 		return 0;

@@ -15,6 +15,7 @@
 #include "control.h"
 #include "decide.h"
 #include "fdtab.h"
+#include "stale.h"
 
 EXPORT int socket(int domain, int type, int protocol)
 {
@@ -22,7 +23,7 @@ EXPORT int socket(int domain, int type, int protocol)
 	struct nsock *s;
 
 	REAL(socket);
-	fd = R.socket(domain, type, protocol);
+	fd = fd_fresh(R.socket(domain, type, protocol));
 	if (fd < 0 || (domain != AF_INET && domain != AF_INET6) || base != SOCK_STREAM ||
 	    (protocol != 0 && protocol != IPPROTO_TCP) || fd >= g_tabmax || in_vfork_child())
 		return fd;
@@ -76,7 +77,7 @@ EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 	REAL(accept4);
 	s = fd_nuse(fd);
 	if (likely(!s))
-		return R.accept4(fd, sa, len, flags);
+		return fd_fresh(R.accept4(fd, sa, len, flags));
 	return nuse_accept(s, fd, sa, len, flags);
 }
 
@@ -87,7 +88,7 @@ EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
 	REAL(accept);
 	s = fd_nuse(fd);
 	if (likely(!s))
-		return R.accept(fd, sa, len);
+		return fd_fresh(R.accept(fd, sa, len));
 	return nuse_accept(s, fd, sa, len, 0);
 }
 

@@ -88,6 +88,8 @@ int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t
 
 	if (local_setopt(s, level, name, val, len, &r))
 		return r;
+	if (level == IPPROTO_IPV6 && s->family == AF_INET)
+		return -ENOPROTOOPT; /* Linux's IPv4 socket; not one to keep */
 	if (len > NUSE_OPT_LEN)
 		return -EINVAL;
 	r = cmd_call(s, NUSE_OP_SETSOCKOPT, &io);
@@ -125,11 +127,18 @@ static int put_int(void *val, socklen_t *len, int v)
 	return 0;
 }
 
+int nuse_listener(struct nsock *s)
+{
+	return !!(st_load(s) & NUSE_SS_LISTENING) || s->listening;
+}
+
 int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *len)
 {
 	struct cmd_io io = {0};
 	int r;
 
+	if (level == IPPROTO_IPV6 && s->family == AF_INET)
+		return (int)fail(EOPNOTSUPP); /* what Linux's IPv4 socket answers */
 	if (!len || !val)
 		return (int)fail(EFAULT);
 	if (level == SOL_SOCKET) {
@@ -141,7 +150,7 @@ int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *
 		case SO_PROTOCOL:
 			return put_int(val, len, IPPROTO_TCP);
 		case SO_ACCEPTCONN:
-			return put_int(val, len, !!(st_load(s) & NUSE_SS_LISTENING) || s->listening);
+			return put_int(val, len, nuse_listener(s));
 		case SO_RCVTIMEO:
 		case SO_SNDTIMEO: {
 			int64_t ms = name == SO_RCVTIMEO ? s->rcvtimeo_ms : s->sndtimeo_ms;

@@ -55,7 +55,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -63,6 +65,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -990,6 +994,104 @@ static void i05_rawclose_then_udp(void)
 	ssize_t r = recv(u, b, sizeof(b), MSG_DONTWAIT);
 	rv("recv", r);
 	emit("got=%s", esc(b, r));
+}
+
+/* The calls that hand out a new fd number, each tried on the number of a
+ * NUSE socket closed with a raw syscall: the new fd must be what it is
+ * (SO_DOMAIN: ENOTSOCK for a file, AF_UNIX for a unix socket), never the
+ * old socket. */
+static int new_unix_l = -1;
+static int nf_open(void) { return open("/dev/null", O_RDWR); }
+static int nf_openat(void) { return openat(AT_FDCWD, "/dev/null", O_RDONLY); }
+static int nf_fopen(void) { FILE *f = fopen("/dev/null", "r"); return f ? fileno(f) : -1; }
+static int nf_pipe(void) { int p[2]; return pipe2(p, 0) < 0 ? -1 : p[0]; }
+static int nf_socketpair(void) { int sv[2]; return socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 ? -1 : sv[0]; }
+static int nf_eventfd(void) { return eventfd(0, 0); }
+static int nf_epoll(void) { return epoll_create1(0); }
+static int nf_timerfd(void) { return timerfd_create(CLOCK_MONOTONIC, 0); }
+static int nf_memfd(void) { return memfd_create("conform", 0); }
+static int nf_dup(void) { return dup(0); }
+static int nf_fdupfd(void) { return fcntl(0, F_DUPFD, 0); }
+static int nf_unix_accept(void)
+{
+	struct sockaddr_un su;
+	socklen_t sl = sizeof(su);
+	int c, hi;
+
+	if (getsockname(new_unix_l, (void *)&su, &sl) < 0)
+		return -1;
+	/* the client out of the way, so that accept gets the lowest number */
+	c = socket(AF_UNIX, SOCK_STREAM, 0);
+	hi = fcntl(c, F_DUPFD, 200);
+	close(c);
+	if (connect(hi, (void *)&su, sl) < 0)
+		return -1;
+	return accept(new_unix_l, NULL, NULL);
+}
+
+static void i05_rawclose_then_each(void)
+{
+	static const struct {
+		const char *name;
+		int (*open_one)(void);
+	} calls[] = {{"open", nf_open},         {"openat", nf_openat},       {"fopen", nf_fopen},
+		     {"pipe2", nf_pipe},        {"socketpair", nf_socketpair}, {"eventfd", nf_eventfd},
+		     {"epoll", nf_epoll},       {"timerfd", nf_timerfd},     {"memfd", nf_memfd},
+		     {"dup", nf_dup},           {"fdupfd", nf_fdupfd},       {"unix_accept", nf_unix_accept}};
+	struct sockaddr_un su = {.sun_family = AF_UNIX};
+	int l = lsn(PORT), i;
+
+	if (l < 0)
+		return;
+	/* a unix listener on an abstract name the kernel picks (autobind) */
+	new_unix_l = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (bind(new_unix_l, (void *)&su, sizeof(sa_family_t)) < 0 || listen(new_unix_l, 16) < 0) {
+		rv("unix_listen", -1);
+		return;
+	}
+	for (i = 0; i < (int)(sizeof(calls) / sizeof(calls[0])); i++) {
+		int c = con(PORT), a, fd, v = -7;
+		socklen_t vl = sizeof(v);
+
+		if (c < 0 || !waitev(l, POLLIN, WAIT_MS) || (a = accept(l, NULL, NULL)) < 0) {
+			emit("%s=nopair", calls[i].name);
+			continue;
+		}
+		syscall(SYS_close, c);
+		fd = take_number(c, calls[i].open_one);
+		if (fd != c) {
+			emit("%s=notreused", calls[i].name);
+			continue;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &vl) < 0)
+			emit("%s=%s", calls[i].name, en(errno));
+		else
+			emit("%s=%s", calls[i].name, v == AF_UNIX ? "AF_UNIX" : v == AF_INET ? "AF_INET" : "other");
+	}
+}
+
+/* A raw close while another thread blocks in recv, and the number reused:
+ * the new file is the program's, the blocked thread is not woken by it. */
+static void i05_rawclose_while_recv(void)
+{
+	int c, a, fd;
+	struct blocked t;
+	char b[8];
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	blocked_start(&t, c, 0);
+	msleep(200);
+	rv("close", syscall(SYS_close, c));
+	fd = take_number(c, open_zero);
+	emit("reused=%s", fd == c ? "yes" : "no");
+	rv("read", read(fd, b, 4));
+	rv("close_new", close(fd));
+	msleep(2500);
+	emit("after=%s", __atomic_load_n(&t.done, __ATOMIC_SEQ_CST) ? "returned" : "blocked");
+	emit("peer=%s", evs(waitev(a, POLLIN | POLLRDHUP, 0)));
+	sendall(a, "x");
+	blocked_result("recv", &t, WAIT_MS);
 }
 
 /* ---- issue 11 case 6: wildcard listeners and claimed loopback ---------- */
@@ -1931,6 +2033,8 @@ static const struct kase {
 	C(i05_fclose_then_pipe),
 	C(i05_rawclose_then_open),
 	C(i05_rawclose_then_udp),
+	C(i05_rawclose_then_each),
+	C(i05_rawclose_while_recv),
 	C(i06_wildcard_v4),
 	C(i06_wildcard_v6_dualstack),
 	C(i07_bind_any_port0),
