@@ -86,6 +86,14 @@ func printStats(out io.Writer, st *usock.Stats) {
 		fmt.Fprintf(w, "\n%d sessions of other users not shown\n", st.Others)
 	}
 	show("ended sessions (most recent):", st.Ended)
+	if len(st.Relays) > 0 {
+		fmt.Fprintln(w, "\nrelayed sockets (handed to another program or process; bytes since):")
+		fmt.Fprintln(w, "UID\tPROTO\tENGINE\tLOCAL\tREMOTE\tSENT\tRECEIVED\tSINCE\t")
+		for _, r := range st.Relays {
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Uid, r.Family, r.Engine, r.Local, r.Remote,
+				size(r.TxBytes), size(r.RxBytes), r.Since.Format("15:04:05"))
+		}
+	}
 	if len(st.Net) > 0 {
 		fmt.Fprintln(w, "\nengine interfaces (packets the engine moved, all sockets together):")
 		fmt.Fprintln(w, "IFACE\tRX PACKETS\tRX\tTX PACKETS\tTX\tRX MALFORMED\tTX DROPPED\t")

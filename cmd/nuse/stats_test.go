@@ -13,11 +13,14 @@ func TestPrintStatsShowsEngines(t *testing.T) {
 		Engines: []usock.EngineStats{{Name: "gvisor"}, {Name: "kernel", Default: true, Sockets: 1, TxBytes: 2048, RxBytes: 10}},
 		Sessions: []usock.SessionStats{{ID: 1, Pid: 42, Comm: "redis", Sockets: []usock.SockStats{
 			{Slot: 0, Engine: "kernel", Family: "tcp4", State: "established", Local: "127.0.0.1:1", Remote: "127.0.0.1:2", TxBytes: 2048, RxBytes: 10},
-		}}}}
+			{Slot: 1, Engine: "kernel", Family: "tcp4", State: "relayed", Local: "127.0.0.1:1", Remote: "127.0.0.1:3"},
+		}}},
+		Relays: []usock.RelayStats{{Uid: 7, Engine: "kernel", Family: "tcp4", Local: "127.0.0.1:1", Remote: "127.0.0.1:3", TxBytes: 3 << 20}}}
 	var b bytes.Buffer
 	printStats(&b, st)
 	out := b.String()
-	for _, want := range []string{"2.0 KiB sent, 10 B received through NUSE sockets; by engine:", "kernel (default)  1", "gvisor            0", "ENGINE", "kernel   established"} {
+	for _, want := range []string{"2.0 KiB sent, 10 B received through NUSE sockets; by engine:", "kernel (default)  1", "gvisor            0", "ENGINE", "kernel   established", "kernel   relayed",
+		"relayed sockets (handed to another program or process; bytes since):", "7    tcp4   kernel  127.0.0.1:1  127.0.0.1:3  3.00 MiB"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
