@@ -15,6 +15,7 @@
 #include "control.h"
 #include "decide.h"
 #include "fdtab.h"
+#include "relay.h"
 #include "stale.h"
 
 EXPORT int socket(int domain, int type, int protocol)
@@ -105,6 +106,15 @@ EXPORT int shutdown(int fd, int how)
 	return nuse_shutdown(s, how);
 }
 
+/* A relayed NUSE socket (handed to this process) is a unix socket to the
+ * kernel: its TCP names come from the daemon (relay.h). */
+static int unix_or_relay(int fd, int peer, int r, struct sockaddr *sa, socklen_t *len)
+{
+	if (r == 0 && sa && len && *len >= sizeof(sa_family_t) && sa->sa_family == AF_UNIX)
+		relay_name(fd, peer, sa, len);
+	return r;
+}
+
 EXPORT int getsockname(int fd, struct sockaddr *sa, socklen_t *len)
 {
 	struct nsock *s;
@@ -112,7 +122,7 @@ EXPORT int getsockname(int fd, struct sockaddr *sa, socklen_t *len)
 	REAL(getsockname);
 	s = fd_nuse(fd);
 	if (likely(!s))
-		return R.getsockname(fd, sa, len);
+		return unix_or_relay(fd, 0, R.getsockname(fd, sa, len), sa, len);
 	return nuse_name(s, NUSE_OP_GETSOCKNAME, sa, len);
 }
 
@@ -123,6 +133,6 @@ EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len)
 	REAL(getpeername);
 	s = fd_nuse(fd);
 	if (likely(!s))
-		return R.getpeername(fd, sa, len);
+		return unix_or_relay(fd, 1, R.getpeername(fd, sa, len), sa, len);
 	return nuse_name(s, NUSE_OP_GETPEERNAME, sa, len);
 }

@@ -13,8 +13,10 @@
 #include "relay.h"
 
 #include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include "session.h"
 
@@ -191,4 +193,29 @@ void relay_msg_fds(const struct msghdr *m)
 				relay_sock(s);
 		}
 	}
+}
+
+#define RELAY_NAME "nuse-relay/" /* the daemon's end: "\0nuse-relay/PID/N" */
+
+int relay_name(int fd, int peer, struct sockaddr *sa, socklen_t *len)
+{
+	struct sockaddr_un sun;
+	socklen_t sl = sizeof(sun);
+	struct nuse_ctl_reply rep;
+	int e = errno;
+
+	if (R.getpeername(fd, (struct sockaddr *)&sun, &sl) < 0 || sl < offsetof(struct sockaddr_un, sun_path) + 1 +
+	    sizeof(RELAY_NAME) - 1 || sun.sun_path[0] || memcmp(sun.sun_path + 1, RELAY_NAME, sizeof(RELAY_NAME) - 1)) {
+		errno = e;
+		return -1;
+	}
+	if (!session_get() || ctl_request(NUSE_CTL_IDENT, 0, (uint32_t)peer, 0, fd, &rep) < 0 || !rep.addrlen ||
+	    rep.addrlen > NUSE_ADDR_LEN) {
+		errno = e;
+		return -1;
+	}
+	memcpy(sa, rep.addr, rep.addrlen < *len ? rep.addrlen : *len);
+	*len = rep.addrlen;
+	errno = e;
+	return 0;
 }

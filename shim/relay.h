@@ -28,6 +28,14 @@ void relay_for_exec(void);
 /* Before a sendmsg: relays the NUSE sockets an SCM_RIGHTS message carries. */
 void relay_msg_fds(const struct msghdr *m);
 
+/*
+ * getsockname (peer 0) or getpeername (peer 1) of an fd the kernel called
+ * an AF_UNIX socket: if it is a relayed NUSE socket (this process got it
+ * over SCM_RIGHTS or across an exec), the daemon says its TCP address and
+ * sa/len get that.  Returns 0 if so, -1 if fd is no relay.
+ */
+int relay_name(int fd, int peer, struct sockaddr *sa, socklen_t *len);
+
 #pragma GCC visibility pop
 
 #endif /* NUSE_RELAY_H */

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -197,15 +198,15 @@ func (srv *Server) startRelay(r *relay, pair int) error {
 		f.Close()
 		return err
 	}
+	r.f, r.rc = f, rc
 	srv.mu.Lock()
 	if srv.closed {
 		srv.mu.Unlock()
 		f.Close()
 		return errors.New("daemon closing")
 	}
-	srv.relays[r] = struct{}{}
+	srv.relays[r.name] = r
 	srv.mu.Unlock()
-	r.f, r.rc = f, rc
 	r.left.Store(2)
 	r.es.Notify(func(stack.Events) {
 		poke(r.wakeIn)
@@ -438,7 +439,7 @@ func (r *relay) finish() {
 	r.use.socks.Add(-1)
 	srv.clientFDs.Add(-1)
 	srv.mu.Lock()
-	delete(srv.relays, r)
+	delete(srv.relays, r.name)
 	srv.unuse(r.uid, func(*uidUse) {})
 	srv.mu.Unlock()
 }
@@ -448,7 +449,7 @@ func (srv *Server) relayStats(uid uint32, all bool) []RelayStats {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	var out []RelayStats
-	for r := range srv.relays {
+	for _, r := range srv.relays {
 		if !all && r.uid != uid {
 			continue
 		}
@@ -465,11 +466,71 @@ func (srv *Server) relayStats(uid uint32, all bool) []RelayStats {
 func (srv *Server) stopRelays() {
 	srv.mu.Lock()
 	var rs []*relay
-	for r := range srv.relays {
+	for _, r := range srv.relays {
 		rs = append(rs, r)
 	}
 	srv.mu.Unlock()
 	for _, r := range rs {
 		r.stop(true)
 	}
+}
+
+// ident answers abi.MsgIdent: fd is what a process holds as a socket; if it
+// is the program's end of a relay's pair, the reply carries the relayed
+// connection's local (req.Sock 0) or remote (1) address. The proof is the
+// fd itself: its peer must be our end, found by the abstract name bound to
+// it, in the same network namespace (a name means nothing in another).
+func (srv *Server) ident(req *abi.CtlReq, fd int, rep *abi.CtlReply) {
+	r := srv.relayOf(fd)
+	if r == nil {
+		rep.Result = -int32(syscall.ENOTSOCK)
+		return
+	}
+	ap := r.local
+	if req.Sock == 1 {
+		ap = r.remote
+	}
+	if !ap.IsValid() {
+		rep.Result = -int32(syscall.ENOTCONN)
+		return
+	}
+	rep.AddrLen = putSockaddr(rep.Addr[:], r.family, ap)
+}
+
+func (srv *Server) relayOf(fd int) *relay {
+	sa, err := unix.Getpeername(fd)
+	su, ok := sa.(*unix.SockaddrUnix)
+	if err != nil || !ok || !strings.HasPrefix(su.Name, "@nuse-relay/") {
+		return nil
+	}
+	srv.mu.Lock()
+	found := srv.relays[su.Name]
+	srv.mu.Unlock()
+	if found == nil {
+		return nil
+	}
+	var same bool
+	_ = found.rc.Control(func(our uintptr) { same = sameNetns(fd, int(our)) })
+	if !same {
+		return nil
+	}
+	return found
+}
+
+// sameNetns reports whether two sockets belong to one network namespace.
+func sameNetns(a, b int) bool {
+	ino := func(fd int) uint64 {
+		ns, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+		if err != nil {
+			return 0
+		}
+		defer unix.Close(ns)
+		var st unix.Stat_t
+		if unix.Fstat(ns, &st) != nil {
+			return 0
+		}
+		return st.Ino
+	}
+	x := ino(a)
+	return x != 0 && x == ino(b)
 }

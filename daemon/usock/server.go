@@ -125,7 +125,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[uint32]*Session
-	relays   map[*relay]struct{} // sockets handed on (relay.go)
+	relays   map[string]*relay // sockets handed on (relay.go), by name
 	history  []SessionStats      // ended sessions, newest last
 	nextID   uint32
 	closed   bool
@@ -194,7 +194,7 @@ func NewServer(cfg Config) *Server {
 		}
 		cfg.Engines = all
 	}
-	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[*relay]struct{}{}, perWork: 1, perUID: map[uint32]*uidUse{},
+	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[string]*relay{}, perWork: 1, perUID: map[uint32]*uidUse{},
 		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
 	for name := range cfg.Engines {
 		srv.engTotals[name] = &totals{}
@@ -500,6 +500,16 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 				break
 			}
 			s.relay(&msg.req, fds[0], &rep)
+		case abi.MsgIdent:
+			for i, fd := range fds {
+				if i == 0 && len(fds) == 1 {
+					s.srv.ident(&msg.req, fd, &rep)
+				}
+				unix.Close(fd)
+			}
+			if len(fds) != 1 {
+				rep.Result = -int32(syscall.EINVAL)
+			}
 		default:
 			closeFDs(fds)
 			rep.Result = -int32(syscall.EINVAL)

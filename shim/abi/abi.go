@@ -33,8 +33,9 @@ const (
 	MsgReply   = 5
 	MsgError   = 6
 	MsgStats   = 7
-	MsgUC      = 8 // a uc proxy session (uc/proxy)
-	MsgRelay   = 9 // a socket handed on: the daemon relays it through a fresh pair
+	MsgUC      = 8  // a uc proxy session (uc/proxy)
+	MsgRelay   = 9  // a socket handed on: the daemon relays it through a fresh pair
+	MsgIdent   = 10 // a relayed socket's fd: which TCP addresses it has
 )
 
 // CtlHdr starts every control message.

@@ -50,6 +50,8 @@ enum nuse_ctl_type {
 	                        * the rest of the conversation are defined by uc/proxy */
 	NUSE_CTL_RELAY = 9,    /* shim -> daemon: nuse_ctl_req (sock, gen) + a fresh socketpair
 	                        * end: the daemon relays the connection through that pair */
+	NUSE_CTL_IDENT = 10,   /* shim -> daemon: nuse_ctl_req (sock: 0 local, 1 peer) + a
+	                        * relayed socket's fd: the reply gives that TCP address */
 };
 
 struct nuse_ctl_hdr {
