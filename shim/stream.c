@@ -9,6 +9,7 @@
 #include "stream.h"
 
 #include "control.h"
+#include "signals.h"
 
 #include <limits.h>
 #include <poll.h>
@@ -103,6 +104,7 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 
 	if (flags & MSG_OOB)
 		return fail(EOPNOTSUPP);
+	sig_call_begin();
 	pthread_mutex_lock(&s->tx_lock);
 	for (;;) {
 		uint32_t st = st_load(s);
@@ -215,6 +217,7 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		return fail(EAGAIN);
 	if (total == 0)
 		return 0;
+	sig_call_begin();
 	pthread_mutex_lock(&s->rx_lock);
 	for (;;) {
 		uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);

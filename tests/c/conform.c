@@ -1468,6 +1468,318 @@ static void i12_sa_restart_per_signal(void)
 	readn("then", c, 1, WAIT_MS);
 }
 
+/*
+ * The rows below interrupt one blocking call after another with signals
+ * whose handlers differ, and wait (never sleep) for each step: a helper
+ * thread waits until the call has started and the thread sleeps in the
+ * kernel, sends the signal, waits for its handler to have run, then does
+ * what lets a restarted call finish (sends a byte, connects, accepts).
+ */
+static volatile sig_atomic_t handled;
+static void on_count(int sig)
+{
+	(void)sig;
+	handled++;
+}
+
+static void on_count_info(int sig, siginfo_t *si, void *uc)
+{
+	(void)si;
+	(void)uc;
+	on_count(sig);
+}
+
+struct sigscript {
+	pthread_t target;
+	pid_t tid;
+	int sigs[4], n;
+	volatile int calls;               /* the target's calls started so far */
+	void (*act)(struct sigscript *, int);
+	int fd, port;
+};
+
+/* Waits up to WAIT_MS for the thread to sleep in the kernel (state S). */
+static int thread_sleeps(pid_t tid)
+{
+	char path[64], b[512], *p;
+	long end = now_ms() + WAIT_MS;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	while (now_ms() < end) {
+		int fd = open(path, O_RDONLY);
+		ssize_t n = fd < 0 ? -1 : read(fd, b, sizeof(b) - 1);
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			b[n] = 0;
+			p = strrchr(b, ')');
+			if (p && (p[2] == 'S' || p[2] == 'D'))
+				return 1;
+		}
+		msleep(1);
+	}
+	return 0;
+}
+
+static void *sigscript_main(void *p)
+{
+	struct sigscript *s = p;
+	long end;
+	int i;
+
+	for (i = 0; i < s->n; i++) {
+		int before;
+
+		end = now_ms() + WAIT_MS;
+		while (__atomic_load_n(&s->calls, __ATOMIC_SEQ_CST) <= i && now_ms() < end)
+			msleep(1);
+		thread_sleeps(s->tid);
+		before = handled;
+		pthread_kill(s->target, s->sigs[i]);
+		end = now_ms() + WAIT_MS;
+		while (handled == before && now_ms() < end)
+			msleep(1);
+		if (s->act)
+			s->act(s, i);
+	}
+	return NULL;
+}
+
+static void sigscript_start(struct sigscript *s, pthread_t *th)
+{
+	s->target = pthread_self();
+	s->tid = (pid_t)syscall(SYS_gettid);
+	s->calls = 0;
+	pthread_create(th, NULL, sigscript_main, s);
+}
+
+static void call_starts(struct sigscript *s) { __atomic_add_fetch(&s->calls, 1, __ATOMIC_SEQ_CST); }
+
+/* SIGUSR1 restarts (SA_RESTART), SIGUSR2 interrupts (no SA_RESTART). */
+static void two_handlers(int info)
+{
+	struct sigaction r = {.sa_handler = on_count, .sa_flags = SA_RESTART}, nr = {.sa_handler = on_count};
+
+	if (info) {
+		r.sa_sigaction = on_count_info;
+		r.sa_flags |= SA_SIGINFO;
+	}
+	sigaction(SIGUSR1, &r, NULL);
+	sigaction(SIGUSR2, &nr, NULL);
+}
+
+static void act_send(struct sigscript *s, int i) { send(s->fd, i ? "2" : "1", 1, MSG_NOSIGNAL); }
+
+static void i12_recv_waits_for_the_handler(void)
+{
+	/* the same as i12_sa_restart_per_signal, without sleeps, SA_SIGINFO */
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2}, .n = 2, .act = act_send};
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	two_handlers(1);
+	if (mkpair(&c, &a) < 0)
+		return;
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("recv_usr1", recv(c, b, sizeof(b), 0));
+	call_starts(&sc);
+	rv("recv_usr2", recv(c, b, sizeof(b), 0));
+	pthread_join(th, NULL);
+	readn("then", c, 1, WAIT_MS);
+	emit("handled=%d", (int)handled);
+}
+
+static void act_connect(struct sigscript *s, int i)
+{
+	if (i == 0)
+		s->fd = con(s->port);
+}
+
+static void i12_accept_restart_per_signal(void)
+{
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2}, .n = 2, .act = act_connect, .fd = -1, .port = PORT};
+	int l = lsn(PORT), a;
+	pthread_t th;
+
+	two_handlers(0);
+	if (l < 0)
+		return;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	a = accept(l, NULL, NULL);
+	rv("accept_usr1", a < 0 ? -1 : 0);
+	call_starts(&sc);
+	rv("accept_usr2", accept(l, NULL, NULL));
+	pthread_join(th, NULL);
+	rv("client", sc.fd < 0 ? -1 : 0);
+	if (a >= 0 && sc.fd >= 0) {
+		sendall(sc.fd, "x");
+		readn("data", a, 1, WAIT_MS);
+	}
+}
+
+/*
+ * A connect that waits: the listener's queue is full (backlog 1: two
+ * connections in Linux, one in gVisor; two non-blocking connects fill
+ * either), so its SYN goes unanswered.  SIGUSR2 interrupts the first; the
+ * second goes on after SIGUSR1 until the listener closes and its SYN is
+ * refused.
+ */
+static void act_close_listener(struct sigscript *s, int i)
+{
+	if (i == 1)
+		close(s->fd);
+}
+
+static void i12_connect_restart_per_signal(void)
+{
+	struct sigscript sc = {.sigs = {SIGUSR2, SIGUSR1}, .n = 2, .act = act_close_listener};
+	struct sockaddr_storage ss;
+	socklen_t sl = mkaddr(A4, PORT, &ss);
+	int l = socket(AF_INET, SOCK_STREAM, 0), i, s1, s2;
+	pthread_t th;
+
+	two_handlers(0);
+	set_int(l, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (bind(l, (struct sockaddr *)&ss, sl) < 0 || listen(l, 1) < 0) {
+		rv("listen", -1);
+		return;
+	}
+	for (i = 0; i < 2; i++)
+		connect_to(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), A4, PORT);
+	sc.fd = l;
+	s1 = socket(AF_INET, SOCK_STREAM, 0);
+	s2 = socket(AF_INET, SOCK_STREAM, 0);
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("connect_usr2", connect_to(s1, A4, PORT));
+	call_starts(&sc);
+	rv("connect_usr1", connect_to(s2, A4, PORT));
+	pthread_join(th, NULL);
+}
+
+/* siginterrupt and sigset are deprecated, and programs still call them */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static void i12_signal_family(void)
+{
+	/* handlers installed through signal() (BSD: SA_RESTART), siginterrupt,
+	 * sysv_signal (one-shot, no SA_RESTART) and sigset (no SA_RESTART) */
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2, SIGWINCH, SIGPWR}, .n = 4, .act = act_send};
+	struct sigaction o;
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	signal(SIGUSR1, on_count);
+	signal(SIGUSR2, on_count);
+	siginterrupt(SIGUSR2, 1);
+	sysv_signal(SIGWINCH, on_count);
+	sigset(SIGPWR, on_count); /* not SIGURG: the Go runtime in libnuse.so sends it to its threads */
+	if (mkpair(&c, &a) < 0)
+		return;
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("signal", recv(c, b, 1, 0));
+	call_starts(&sc);
+	rv("siginterrupt", recv(c, b, 1, 0));
+	readn("then", c, 1, WAIT_MS);
+	call_starts(&sc);
+	rv("sysv_signal", recv(c, b, 1, 0));
+	readn("then", c, 1, WAIT_MS);
+	call_starts(&sc);
+	rv("sigset", recv(c, b, 1, 0));
+	pthread_join(th, NULL);
+	readn("then", c, 1, WAIT_MS);
+	sigaction(SIGWINCH, NULL, &o);
+	emit("sysv_after=%s", o.sa_handler == SIG_DFL ? "DFL" : o.sa_handler == on_count ? "handler" : "other");
+	emit("handled=%d", (int)handled);
+}
+#pragma GCC diagnostic pop
+
+static void i12_timeout_interrupts(void)
+{
+	/* with SO_RCVTIMEO even an SA_RESTART handler interrupts (EINTR) */
+	struct sigscript sc = {.sigs = {SIGUSR1}, .n = 1, .act = act_send};
+	struct timeval tv = {WAIT_MS / 1000 + 2, 0};
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	two_handlers(0);
+	if (mkpair(&c, &a) < 0)
+		return;
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("recv_usr1", recv(c, b, sizeof(b), 0));
+	pthread_join(th, NULL);
+	readn("then", c, 1, WAIT_MS);
+}
+
+static const char *hname(void *h)
+{
+	if (h == (void *)SIG_DFL)
+		return "DFL";
+	if (h == (void *)SIG_IGN)
+		return "IGN";
+	if (h == (void *)on_count)
+		return "on_count";
+	if (h == (void *)on_count_info)
+		return "on_count_info";
+	if (h == (void *)on_usr)
+		return "on_usr";
+	return "other";
+}
+
+static void show_action(const char *what, const struct sigaction *o)
+{
+	emit("%s=%s/%#x/%s", what, hname(o->sa_flags & SA_SIGINFO ? (void *)o->sa_sigaction : (void *)o->sa_handler),
+	     (unsigned)o->sa_flags & ~0x04000000u /* SA_RESTORER: libc's */, sigismember(&o->sa_mask, SIGINT) ? "INT" : "-");
+}
+
+static void i12_sigaction_reports_handler(void)
+{
+	/* the old action is the program's handler, flags and mask; after
+	 * SA_RESETHAND it is SIG_DFL (flags kept, as Linux does) */
+	struct sigaction r = {.sa_sigaction = on_count_info, .sa_flags = SA_SIGINFO | SA_RESTART}, o, q;
+	struct sigaction once = {.sa_handler = on_count, .sa_flags = SA_RESETHAND};
+
+	sigemptyset(&r.sa_mask);
+	sigaddset(&r.sa_mask, SIGINT);
+	rv("set", sigaction(SIGUSR1, &r, &o));
+	show_action("before", &o);
+	rv("get", sigaction(SIGUSR1, NULL, &o));
+	show_action("now", &o);
+	q = (struct sigaction){.sa_handler = on_usr};
+	sigaction(SIGUSR1, &q, &o);
+	show_action("replaced", &o);
+	emit("signal=%s", hname((void *)signal(SIGUSR1, SIG_IGN)));
+	emit("signal2=%s", hname((void *)signal(SIGUSR1, on_count)));
+	emit("sysv=%s", hname((void *)sysv_signal(SIGUSR1, on_usr)));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	emit("sigset=%s", hname((void *)sigset(SIGUSR1, SIG_DFL)));
+#pragma GCC diagnostic pop
+	sigaction(SIGUSR1, NULL, &o);
+	show_action("last", &o);
+	rv("bad", sigaction(SIGKILL, &r, NULL));
+	rv("bad_signal", (long)(signal(0, on_count) == SIG_ERR ? -1 : 0));
+
+	sigaction(SIGWINCH, &once, NULL);
+	raise(SIGWINCH);
+	sigaction(SIGWINCH, NULL, &o);
+	show_action("resethand_after", &o);
+	raise(SIGWINCH); /* default: ignored */
+	emit("handled=%d", (int)handled);
+}
+
 /* ---- issue 11 case 13: flags and options -------------------------------- */
 
 static void i13_recv_null_trunc(void)
@@ -1956,6 +2268,12 @@ static const struct kase {
 	C(i11_epollet_new_conn),
 	C(i11_epollet_accept_one_per_event),
 	C(i12_sa_restart_per_signal),
+	C(i12_recv_waits_for_the_handler),
+	C(i12_accept_restart_per_signal),
+	C(i12_connect_restart_per_signal),
+	C(i12_signal_family),
+	C(i12_timeout_interrupts),
+	C(i12_sigaction_reports_handler),
 	C(i13_recv_null_trunc),
 	C(i13_peek_and_waitall),
 	C(i13_errqueue),
