@@ -831,6 +831,154 @@ static void i03_splice_from_sock(void)
 	emit("pipe=%s", esc(b, r));
 }
 
+static void i03_sendmmsg_errors(void)
+{
+	/* the first error ends the batch; it is the result only when nothing
+	 * was sent */
+	int c, a;
+	struct iovec v[2] = {{"ab", 2}, {"cd", 2}};
+	struct mmsghdr m[2];
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	memset(m, 0, sizeof(m));
+	m[0].msg_hdr.msg_iov = &v[0];
+	m[0].msg_hdr.msg_iovlen = 1;
+	m[1].msg_hdr.msg_iov = &v[1];
+	m[1].msg_hdr.msg_iovlen = 100000; /* > IOV_MAX: EMSGSIZE */
+	rv("second_bad", sendmmsg(c, m, 2, 0));
+	emit("len=%u", m[0].msg_len);
+	rv("first_bad", sendmmsg(c, &m[1], 1, 0));
+	rv("none", sendmmsg(c, m, 0, 0));
+	readn("peer", a, 2, WAIT_MS);
+	shutdown(c, SHUT_WR);
+	rv("after_shut_wr", sendmmsg(c, m, 1, MSG_NOSIGNAL));
+}
+
+static void i03_recvmmsg_modes(void)
+{
+	int c, a;
+	char b[3][8];
+	struct iovec v[3] = {{b[0], 8}, {b[1], 8}, {b[2], 8}};
+	struct mmsghdr m[3];
+	struct timespec t0 = {0, 0}, bad = {0, -1}, big = {100, 0};
+	int i;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	memset(m, 0, sizeof(m));
+	for (i = 0; i < 3; i++) {
+		m[i].msg_hdr.msg_iov = &v[i];
+		m[i].msg_hdr.msg_iovlen = 1;
+	}
+	rv("bad_timeout", recvmmsg(c, m, 3, MSG_DONTWAIT, &bad));
+	rv("empty", recvmmsg(c, m, 3, MSG_DONTWAIT, NULL));
+	sendall(a, "abc");
+	rv("waitforone", recvmmsg(c, m, 3, MSG_WAITFORONE, NULL));
+	emit("got=%s", esc(b[0], m[0].msg_len));
+	sendall(a, "de");
+	waitev(c, POLLIN, WAIT_MS);
+	rv("zero_timeout", recvmmsg(c, m, 3, 0, &t0));
+	emit("got=%s", esc(b[0], m[0].msg_len));
+	sendall(a, "fg");
+	waitev(c, POLLIN, WAIT_MS);
+	rv("timeout_left", recvmmsg(c, m, 3, MSG_WAITFORONE, &big));
+	emit("left=%s", big.tv_sec > 90 && big.tv_sec <= 100 ? "yes" : "no");
+	rv("next", recv(c, b[0], 8, MSG_DONTWAIT));
+	shutdown(a, SHUT_WR);
+	waitev(c, POLLIN, WAIT_MS);
+	rv("eof", recvmmsg(c, m, 3, 0, NULL));
+	emit("len=%u,%u,%u", m[0].msg_len, m[1].msg_len, m[2].msg_len);
+}
+
+static void i03_splice_errors(void)
+{
+	int c, a, p[2], e[2];
+	loff_t off = 0;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	if (pipe(p) < 0 || pipe(e) < 0)
+		return;
+	rv("sock_off_in", splice(c, &off, p[1], NULL, 5, 0));
+	rv("sock_off_out", splice(p[0], NULL, c, &off, 5, 0));
+	rv("pipe_off", splice(p[0], &off, c, NULL, 5, 0));
+	rv("sock_sock", splice(c, NULL, a, NULL, 5, 0));
+	rv("read_end", splice(c, NULL, p[0], NULL, 5, 0));
+	rv("write_end", splice(p[1], NULL, c, NULL, 5, 0));
+	rv("len0", splice(c, NULL, p[1], NULL, 0, 0));
+	rv("bad_flags", splice(c, NULL, p[1], NULL, 5, 0x100));
+	rv("bad_fd", splice(c, NULL, 999, NULL, 5, 0));
+	rv("empty_pipe", splice(e[0], NULL, c, NULL, 5, SPLICE_F_NONBLOCK));
+	close(e[1]);
+	rv("no_writers", splice(e[0], NULL, c, NULL, 5, 0));
+	fcntl(c, F_SETFL, O_NONBLOCK);
+	rv("nonblock_sock", splice(c, NULL, p[1], NULL, 5, 0));
+	rv("nonblock_sock_to", splice(c, NULL, p[1], NULL, 5, SPLICE_F_NONBLOCK));
+}
+
+static void i03_splice_no_loss(void)
+{
+	/* a full pipe takes nothing and the socket keeps its bytes; a pipe
+	 * with room for part takes that part and the socket the rest */
+	int c, a, p[2], i;
+	char big[4096], b[64];
+	long total = 0, r;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	if (pipe(p) < 0)
+		return;
+	memset(big, 'z', sizeof(big));
+	fcntl(p[1], F_SETFL, O_NONBLOCK);
+	for (i = 0; i < 64 && write(p[1], big, sizeof(big)) > 0; i++)
+		;
+	fcntl(p[1], F_SETFL, 0);
+	sendall(a, "hello");
+	waitev(c, POLLIN, WAIT_MS);
+	msleep(100);
+	rv("full_pipe", splice(c, NULL, p[1], NULL, 5, SPLICE_F_NONBLOCK));
+	rv("recv", r = recv(c, b, sizeof(b), MSG_DONTWAIT));
+	emit("got=%s", esc(b, r));
+	/* pipe -> socket: what the socket took is gone from the pipe */
+	while ((r = read(p[0], big, sizeof(big))) > 0 && total < 65536) {
+		total += r;
+		if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0)
+			break;
+	}
+	if (write(p[1], "0123456789", 10) != 10)
+		return;
+	rv("to_sock", splice(p[0], NULL, c, NULL, 4, 0));
+	readn("peer", a, 4, WAIT_MS);
+	r = read(p[0], b, sizeof(b));
+	emit("pipe_left=%s", esc(b, r));
+}
+
+static void i03_dprintf_long(void)
+{
+	int c, a;
+	char s[3001], b[4096];
+	long got = 0, end = now_ms() + WAIT_MS;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	memset(s, 'q', 3000);
+	s[3000] = 0;
+	rv("dprintf", dprintf(c, "<%s>", s));
+	while (got < 3002 && now_ms() < end) {
+		if (!waitev(a, POLLIN, WAIT_MS))
+			break;
+		ssize_t r = read(a, b, sizeof(b));
+		if (r <= 0)
+			break;
+		got += r;
+	}
+	emit("peer=%ld", got);
+	rv("dprintf_empty", dprintf(c, "%s", ""));
+	rv("dprintf2", dprintf(c, "%d-%s", 42, "x"));
+	readn("peer2", a, 4, WAIT_MS);
+}
+
 static void i03_syscall_rw(void)
 {
 	int c, a;
@@ -2236,6 +2384,11 @@ static const struct kase {
 	C(i03_recvmmsg),
 	C(i03_splice_to_sock),
 	C(i03_splice_from_sock),
+	C(i03_sendmmsg_errors),
+	C(i03_recvmmsg_modes),
+	C(i03_splice_errors),
+	C(i03_splice_no_loss),
+	C(i03_dprintf_long),
 	C(i03_syscall_rw),
 	C(i03_syscall_names),
 	C(i04_close_while_recv),
