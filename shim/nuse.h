@@ -6,9 +6,10 @@
  * Implemented by base.c.  It may call nothing else of the shim.
  *
  * Each part of the shim has its own header (fdtab.h, session.h, cmd.h,
- * sockstate.h, data.h, decide.h, control.h, procs.h); README.md shows how
- * they depend on each other.  Everything here is hidden from the program:
- * only the interposers (EXPORT) are visible outside the library.
+ * sockstate.h, data.h, xfer.h, decide.h, control.h, procs.h, signals.h);
+ * README.md shows how they depend on each other.  Everything here is
+ * hidden from the program: only the interposers (EXPORT) are visible
+ * outside the library.
  */
 #ifndef NUSE_SHIM_H
 #define NUSE_SHIM_H
