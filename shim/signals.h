@@ -56,6 +56,23 @@ static inline int sig_interrupted(const struct sig_mark *m, int timed)
 	return g_sig_intr != m->intr || (timed && g_sig_rest != m->rest);
 }
 
+/*
+ * After a wait that went on: did a handler run since the call began?  Then
+ * Linux's call was interrupted and restarted (SA_RESTART); but one that had
+ * already moved bytes (a send partly queued, a MSG_WAITALL recv partly
+ * filled) returns their count instead (1).  Else the mark starts again:
+ * the restarted call is a new one.
+ */
+static inline int sig_restarted(int moved)
+{
+	if (g_sig_call.intr == g_sig_intr && g_sig_call.rest == g_sig_rest)
+		return 0;
+	if (moved)
+		return 1;
+	sig_call_begin();
+	return 0;
+}
+
 /* After poll() failed with EINTR: 1 if the call goes on (restarts). */
 int sig_restart(const struct sig_mark *m, int timed);
 

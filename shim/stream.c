@@ -197,6 +197,10 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
 			break;
 		}
+		if (sig_restarted(done != 0)) { /* a signal: Linux returns what it queued */
+			ret = (ssize_t)done;
+			break;
+		}
 	}
 	pthread_mutex_unlock(&s->tx_lock);
 	if (held)
@@ -290,6 +294,10 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		r = wait_unlocked(s, fd, POLLIN, rx_ready, deadline, &s->rx_lock);
 		if (r < 0) {
 			ret = done ? (ssize_t)done : fail(r == -EPIPE ? ECONNRESET : r == -ETIMEDOUT ? EAGAIN : -r);
+			break;
+		}
+		if (sig_restarted(done != 0)) { /* a signal: MSG_WAITALL returns what it has */
+			ret = (ssize_t)done;
 			break;
 		}
 	}

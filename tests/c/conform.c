@@ -1871,6 +1871,36 @@ static void i12_timeout_interrupts(void)
 	readn("then", c, 1, WAIT_MS);
 }
 
+static void act_nothing(struct sigscript *s, int i)
+{
+	(void)s;
+	(void)i;
+}
+
+static void i12_partial_then_signal(void)
+{
+	/* a blocking send that queued part, and a MSG_WAITALL recv that got
+	 * part, return what they moved when a signal comes, SA_RESTART or not */
+	static char big[64 << 20];
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR1}, .n = 2, .act = act_nothing};
+	int c, a;
+	char b[16];
+	long r;
+	pthread_t th;
+
+	two_handlers(0);
+	if (mkpair(&c, &a) < 0)
+		return;
+	sendall(a, "x");
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("waitall_usr1", recv(c, b, sizeof(b), MSG_WAITALL));
+	call_starts(&sc);
+	r = send(c, big, sizeof(big), MSG_NOSIGNAL);
+	emit("send_usr1=%s", r > 0 && r < (long)sizeof(big) ? "partial" : r < 0 ? en(errno) : "all");
+	pthread_join(th, NULL);
+}
+
 static const char *hname(void *h)
 {
 	if (h == (void *)SIG_DFL)
@@ -2426,6 +2456,7 @@ static const struct kase {
 	C(i12_connect_restart_per_signal),
 	C(i12_signal_family),
 	C(i12_timeout_interrupts),
+	C(i12_partial_then_signal),
 	C(i12_sigaction_reports_handler),
 	C(i13_recv_null_trunc),
 	C(i13_peek_and_waitall),
