@@ -1901,6 +1901,61 @@ static void i12_partial_then_signal(void)
 	pthread_join(th, NULL);
 }
 
+#ifdef __x86_64__
+/* A handler installed behind libc's back (raw rt_sigaction): the kernel's
+ * struct, and a restorer of our own (x86-64: rt_sigreturn). */
+struct ksigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	uint64_t mask;
+};
+void conform_restorer(void);
+__asm__(".text\n.globl conform_restorer\nconform_restorer:\n\tmov $15, %rax\n\tsyscall\n");
+
+static long raw_sigaction(int sig, void (*h)(int), unsigned long flags)
+{
+	struct ksigaction k = {(void *)h, flags | 0x04000000 /* SA_RESTORER */, (void *)conform_restorer, 0};
+
+	return syscall(SYS_rt_sigaction, sig, &k, NULL, 8);
+}
+#endif
+
+static void show_action(const char *what, const struct sigaction *o);
+
+static void i12_raw_handlers_fall_back(void)
+{
+	/* handlers the shim did not install: their SA_RESTART still decides
+	 * when they are alike (here: SIGUSR1 without, then all with) */
+#ifdef __x86_64__
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2}, .n = 2, .act = act_send};
+	struct sigaction r = {.sa_handler = on_count, .sa_flags = SA_RESTART}, o;
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	sigaction(SIGUSR1, &r, NULL);
+	rv("raw", raw_sigaction(SIGUSR1, on_count, 0));
+	sigaction(SIGUSR1, NULL, &o);
+	show_action("reads", &o);
+	if (mkpair(&c, &a) < 0)
+		return;
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("recv_raw_usr1", recv(c, b, sizeof(b), 0));
+	readn("then", c, 1, WAIT_MS);
+	sigaction(SIGUSR1, &r, NULL);
+	raw_sigaction(SIGUSR2, on_count, SA_RESTART);
+	call_starts(&sc);
+	rv("recv_raw_usr2", recv(c, b, sizeof(b), 0));
+	pthread_join(th, NULL);
+	emit("handled=%d", (int)handled);
+#else
+	emit("skipped");
+#endif
+}
+
 static const char *hname(void *h)
 {
 	if (h == (void *)SIG_DFL)
@@ -2457,6 +2512,7 @@ static const struct kase {
 	C(i12_signal_family),
 	C(i12_timeout_interrupts),
 	C(i12_partial_then_signal),
+	C(i12_raw_handlers_fall_back),
 	C(i12_sigaction_reports_handler),
 	C(i13_recv_null_trunc),
 	C(i13_peek_and_waitall),
