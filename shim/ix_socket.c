@@ -6,8 +6,9 @@
  * the part that owns the work -- the fd table for socket(), the decision
  * (decide.h) for bind/listen/connect, the control calls (control.h) for
  * the rest; connect and accept first mark the signal handlers' counts
- * (signals.h: a signal from then on may interrupt them).  Only TCP over IPv4/IPv6 is tracked (socket() says so); a
- * datagram path would be admitted there (see data.h).
+ * (signals.h: a signal from then on may interrupt them).  Only TCP over
+ * IPv4/IPv6 is tracked (socket() says so); a datagram path would be
+ * admitted there (see data.h).
  */
 #include "nuse.h"
 

@@ -4,7 +4,9 @@
  * socket through its tx and rx byte rings in the arena (PROTOCOL.md
  * "Data"), blocking and non-blocking, with the readiness rules of
  * "Readiness".  It calls the socket's shared state (sockstate.h: waits,
- * fill, unsignal, SO_ERROR), the command slots (attention) and the base.
+ * fill, unsignal, SO_ERROR), the command slots (attention), the signal
+ * handlers' record (signals.h: a blocking call's mark, a partial count
+ * after a signal) and the base.
  */
 #include "stream.h"
 
