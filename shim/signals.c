@@ -5,7 +5,8 @@
  * sigset and siginterrupt (glibc's signal() family calls sigaction inside
  * libc, past an interposer, so each is redone here the way glibc does it),
  * the trampolines installed in front of the program's handlers, and the
- * restart verdict after an interrupted wait.  It calls only the base.
+ * restart verdict after an interrupted wait.  It calls only the base (and
+ * reads the fd table's pid, to tell a vfork child).
  *
  * For each signal the table holds the program's handler and flags; the
  * kernel holds a trampoline with exactly the program's flags and mask
@@ -26,6 +27,8 @@
 #include "signals.h"
 
 #include <signal.h>
+
+#include "fdtab.h"
 
 __thread volatile unsigned g_sig_intr __attribute__((tls_model("initial-exec")));
 __thread volatile unsigned g_sig_rest __attribute__((tls_model("initial-exec")));
@@ -100,6 +103,16 @@ static int synchronous(int sig)
 	return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP || sig == SIGSYS;
 }
 
+/*
+ * A vfork child shares our memory but has its own signal actions: what it
+ * installs goes to the kernel as it is, never into the parent's table.
+ * (g_mypid is 0 until the constructor ran: not a child then.)
+ */
+static int vfork_child(void)
+{
+	return g_mypid && in_vfork_child();
+}
+
 static void *handler_of(const struct sigaction *a)
 {
 	return (a->sa_flags & SA_SIGINFO) ? (void *)a->sa_sigaction : (void *)a->sa_handler;
@@ -124,7 +137,7 @@ EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old
 	prev_fn = atomic_load(&acts[sig].fn);
 	prev_flags = atomic_load(&acts[sig].flags);
 	wrap = act && !synchronous(sig) && handler_of(act) != (void *)SIG_DFL && handler_of(act) != (void *)SIG_IGN &&
-	       !is_tramp(act);
+	       !is_tramp(act) && !vfork_child();
 	if (wrap) {
 		mine = *act;
 		if (act->sa_flags & SA_SIGINFO)

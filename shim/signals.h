@@ -12,7 +12,8 @@
  * sig_interrupted() before they sleep and sig_restart() after an EINTR.  Handlers the
  * shim did not wrap (installed by raw syscalls, or for synchronous signals,
  * which it leaves alone) fall back to the rule "restart only if every
- * installed handler has SA_RESTART".  It calls only the base.
+ * installed handler has SA_RESTART".  It calls only the base (and reads
+ * g_mypid of the fd table, to tell a vfork child).
  */
 #ifndef NUSE_SIGNALS_H
 #define NUSE_SIGNALS_H

@@ -1956,6 +1956,33 @@ static void i12_raw_handlers_fall_back(void)
 #endif
 }
 
+static volatile sig_atomic_t other_ran;
+static void on_other(int sig)
+{
+	(void)sig;
+	other_ran++;
+}
+
+static void i12_vfork_child_handler(void)
+{
+	/* a vfork child has signal actions of its own: what it installs
+	 * before exec is not the parent's handler */
+	struct sigaction r = {.sa_handler = on_count, .sa_flags = SA_RESTART}, o;
+	pid_t pid;
+
+	sigaction(SIGUSR1, &r, NULL);
+	pid = vfork();
+	if (pid == 0) {
+		signal(SIGUSR1, on_other);
+		_exit(0);
+	}
+	child_status("child", pid, WAIT_MS);
+	raise(SIGUSR1);
+	emit("handled=%d other=%d", (int)handled, (int)other_ran);
+	sigaction(SIGUSR1, NULL, &o);
+	emit("reads=%s", o.sa_handler == on_count ? "on_count" : o.sa_handler == on_other ? "on_other" : "other");
+}
+
 static const char *hname(void *h)
 {
 	if (h == (void *)SIG_DFL)
@@ -2513,6 +2540,7 @@ static const struct kase {
 	C(i12_timeout_interrupts),
 	C(i12_partial_then_signal),
 	C(i12_raw_handlers_fall_back),
+	C(i12_vfork_child_handler),
 	C(i12_sigaction_reports_handler),
 	C(i13_recv_null_trunc),
 	C(i13_peek_and_waitall),
