@@ -84,6 +84,8 @@ void resolve(void)
 	SYM(recv);
 	SYM(recvfrom);
 	SYM(recvmsg);
+	SYM(sendmmsg);
+	SYM(recvmmsg);
 	SYM(read);
 	SYM(write);
 	SYM(readv);
@@ -102,6 +104,9 @@ void resolve(void)
 	SYM(dup3);
 	SYM(sendfile);
 	SYM(sendfile64);
+	SYM(splice);
+	SYM(vdprintf);
+	SYM(sigaction);
 	SYM(close_range);
 	SYM(epoll_ctl);
 	SYM(execve);
@@ -110,4 +115,5 @@ void resolve(void)
 	R.read_chk = dlsym(RTLD_NEXT, "__read_chk");
 	R.recv_chk = dlsym(RTLD_NEXT, "__recv_chk");
 	R.recvfrom_chk = dlsym(RTLD_NEXT, "__recvfrom_chk");
+	R.vdprintf_chk = dlsym(RTLD_NEXT, "__vdprintf_chk");
 }

@@ -5,8 +5,10 @@
  * thin: the real call for an fd the shim does not track, else a call into
  * the part that owns the work -- the fd table for socket(), the decision
  * (decide.h) for bind/listen/connect, the control calls (control.h) for
- * the rest.  Only TCP over IPv4/IPv6 is tracked (socket() says so); a
- * datagram path would be admitted there (see data.h).
+ * the rest; connect and accept first mark the signal handlers' counts
+ * (signals.h: a signal from then on may interrupt them).  Only TCP over
+ * IPv4/IPv6 is tracked (socket() says so); a datagram path would be
+ * admitted there (see data.h).
  */
 #include "nuse.h"
 
@@ -16,6 +18,7 @@
 #include "decide.h"
 #include "fdtab.h"
 #include "relay.h"
+#include "signals.h"
 #include "stale.h"
 
 EXPORT int socket(int domain, int type, int protocol)
@@ -68,6 +71,7 @@ EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	s = fd_get(fd);
 	if (likely(!s) || !sa)
 		return R.connect(fd, sa, len);
+	sig_call_begin(); /* a signal from here on may interrupt it */
 	return sock_connect(s, fd, sa, len);
 }
 
@@ -79,6 +83,7 @@ EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 	s = fd_nuse(fd);
 	if (likely(!s))
 		return fd_fresh(R.accept4(fd, sa, len, flags));
+	sig_call_begin();
 	return nuse_accept(s, fd, sa, len, flags);
 }
 
@@ -90,6 +95,7 @@ EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
 	s = fd_nuse(fd);
 	if (likely(!s))
 		return fd_fresh(R.accept(fd, sa, len));
+	sig_call_begin();
 	return nuse_accept(s, fd, sa, len, 0);
 }
 

@@ -6,9 +6,10 @@
  * Implemented by base.c.  It may call nothing else of the shim.
  *
  * Each part of the shim has its own header (fdtab.h, session.h, cmd.h,
- * sockstate.h, data.h, decide.h, control.h, procs.h); README.md shows how
- * they depend on each other.  Everything here is hidden from the program:
- * only the interposers (EXPORT) are visible outside the library.
+ * sockstate.h, data.h, xfer.h, decide.h, control.h, procs.h, signals.h);
+ * README.md shows how they depend on each other.  Everything here is
+ * hidden from the program: only the interposers (EXPORT) are visible
+ * outside the library.
  */
 #ifndef NUSE_SHIM_H
 #define NUSE_SHIM_H
@@ -18,6 +19,7 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -40,6 +42,8 @@
 #define A32(p) ((_Atomic uint32_t *)(p))
 #define A64(p) ((_Atomic uint64_t *)(p))
 
+struct sigaction;
+
 /* The real libc functions, resolved once with dlsym(RTLD_NEXT). */
 struct nuse_real {
 	int (*socket)(int, int, int);
@@ -54,6 +58,8 @@ struct nuse_real {
 	ssize_t (*recv)(int, void *, size_t, int);
 	ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 	ssize_t (*recvmsg)(int, struct msghdr *, int);
+	int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+	int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 	ssize_t (*read)(int, void *, size_t);
 	ssize_t (*write)(int, const void *, size_t);
 	ssize_t (*readv)(int, const struct iovec *, int);
@@ -75,6 +81,10 @@ struct nuse_real {
 	ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
 	ssize_t (*sendfile)(int, int, off_t *, size_t);
 	ssize_t (*sendfile64)(int, int, off_t *, size_t);
+	ssize_t (*splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
+	int (*vdprintf)(int, const char *, va_list);
+	int (*vdprintf_chk)(int, int, const char *, va_list);
+	int (*sigaction)(int, const struct sigaction *, struct sigaction *);
 	int (*close_range)(unsigned, unsigned, int);
 	int (*epoll_ctl)(int, int, int, struct epoll_event *);
 	int (*execve)(const char *, char *const[], char *const[]);

@@ -2,13 +2,15 @@
 /*
  * sockstate.c - a NUSE socket's shared state (sockstate.h): its slot, the
  * readiness byte, filling, and the spin-then-sleep wait.  It calls the
- * command slots (cmd.h), the session (ctl_alive) and the base.
+ * command slots (cmd.h), the session (ctl_alive), the signal handlers'
+ * record (signals.h: restart or EINTR) and the base.
  */
 #include "sockstate.h"
 
 #include <poll.h>
-#include <signal.h>
 #include <sys/stat.h>
+
+#include "signals.h"
 
 void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
 {
@@ -132,32 +134,11 @@ void fill(struct nsock *s, int fd)
 	errno = e;
 }
 
-/*
- * After EINTR: would Linux have restarted the call?  It does when the
- * handler has SA_RESTART (and the socket has no timeout).  We can't tell
- * which signal came, so we restart only if every installed handler has
- * SA_RESTART; otherwise EINTR, as for a handler without it.
- */
-static int restartable(void)
-{
-	struct sigaction sa;
-	int sig;
-
-	for (sig = 1; sig < NSIG; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
-			continue;
-		if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
-			continue;
-		if (!(sa.sa_flags & SA_RESTART))
-			return 0;
-	}
-	return 1;
-}
-
 int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
 {
 	uint64_t until = now_ns() + S.spin_ns;
 	struct pollfd p = {.fd = sock_fd(s, fd), .events = ev};
+	struct sig_mark m = g_sig_call; /* handlers since the call began decide EINTR */
 	int i, r, ms = 1000;
 
 	for (i = 0;; i++) {
@@ -170,6 +151,9 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 		}
 		cpu_relax();
 	}
+	/* A handler ran since the call began: Linux's call was inside by then. */
+	if (sig_interrupted(&m, deadline != 0))
+		return -EINTR;
 	if (deadline) {
 		uint64_t n = now_ns();
 
@@ -194,7 +178,7 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 	if (r < 0) {
 		if (errno != EINTR)
 			return 0;
-		return !deadline && restartable() ? 0 : -EINTR;
+		return sig_restart(&m, deadline != 0) ? 0 : -EINTR;
 	}
 	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
 		char b;

@@ -57,7 +57,9 @@ static inline uint64_t deadline_of(int64_t ms)
 /*
  * Sleeps on the app fd for ev (POLLIN or POLLOUT) after spinning up to
  * spin_ns on ready(s).  Returns 0 to re-check, -ETIMEDOUT/-EINTR, or
- * -EPIPE when the daemon's end is gone.
+ * -EPIPE when the daemon's end is gone.  -EINTR as Linux would give it:
+ * by the handlers that ran since the call began (signals.h; the caller
+ * marked them with sig_call_begin).
  */
 int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline);
 

@@ -4,11 +4,14 @@
  * socket through its tx and rx byte rings in the arena (PROTOCOL.md
  * "Data"), blocking and non-blocking, with the readiness rules of
  * "Readiness".  It calls the socket's shared state (sockstate.h: waits,
- * fill, unsignal, SO_ERROR), the command slots (attention) and the base.
+ * fill, unsignal, SO_ERROR), the command slots (attention), the signal
+ * handlers' record (signals.h: a blocking call's mark, a partial count
+ * after a signal) and the base.
  */
 #include "stream.h"
 
 #include "control.h"
+#include "signals.h"
 
 #include <limits.h>
 #include <poll.h>
@@ -103,6 +106,7 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 
 	if (flags & MSG_OOB)
 		return fail(EOPNOTSUPP);
+	sig_call_begin();
 	pthread_mutex_lock(&s->tx_lock);
 	for (;;) {
 		uint32_t st = st_load(s);
@@ -195,6 +199,10 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			ret = r == -EPIPE ? send_error(EPIPE, flags) : fail(r == -ETIMEDOUT ? EAGAIN : -r);
 			break;
 		}
+		if (sig_restarted(done != 0)) { /* a signal: Linux returns what it queued */
+			ret = (ssize_t)done;
+			break;
+		}
 	}
 	pthread_mutex_unlock(&s->tx_lock);
 	if (held)
@@ -215,6 +223,7 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		return fail(EAGAIN);
 	if (total == 0)
 		return 0;
+	sig_call_begin();
 	pthread_mutex_lock(&s->rx_lock);
 	for (;;) {
 		uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
@@ -287,6 +296,10 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		r = wait_unlocked(s, fd, POLLIN, rx_ready, deadline, &s->rx_lock);
 		if (r < 0) {
 			ret = done ? (ssize_t)done : fail(r == -EPIPE ? ECONNRESET : r == -ETIMEDOUT ? EAGAIN : -r);
+			break;
+		}
+		if (sig_restarted(done != 0)) { /* a signal: MSG_WAITALL returns what it has */
+			ret = (ssize_t)done;
 			break;
 		}
 	}

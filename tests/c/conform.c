@@ -835,6 +835,154 @@ static void i03_splice_from_sock(void)
 	emit("pipe=%s", esc(b, r));
 }
 
+static void i03_sendmmsg_errors(void)
+{
+	/* the first error ends the batch; it is the result only when nothing
+	 * was sent */
+	int c, a;
+	struct iovec v[2] = {{"ab", 2}, {"cd", 2}};
+	struct mmsghdr m[2];
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	memset(m, 0, sizeof(m));
+	m[0].msg_hdr.msg_iov = &v[0];
+	m[0].msg_hdr.msg_iovlen = 1;
+	m[1].msg_hdr.msg_iov = &v[1];
+	m[1].msg_hdr.msg_iovlen = 100000; /* > IOV_MAX: EMSGSIZE */
+	rv("second_bad", sendmmsg(c, m, 2, 0));
+	emit("len=%u", m[0].msg_len);
+	rv("first_bad", sendmmsg(c, &m[1], 1, 0));
+	rv("none", sendmmsg(c, m, 0, 0));
+	readn("peer", a, 2, WAIT_MS);
+	shutdown(c, SHUT_WR);
+	rv("after_shut_wr", sendmmsg(c, m, 1, MSG_NOSIGNAL));
+}
+
+static void i03_recvmmsg_modes(void)
+{
+	int c, a;
+	char b[3][8];
+	struct iovec v[3] = {{b[0], 8}, {b[1], 8}, {b[2], 8}};
+	struct mmsghdr m[3];
+	struct timespec t0 = {0, 0}, bad = {0, -1}, big = {100, 0};
+	int i;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	memset(m, 0, sizeof(m));
+	for (i = 0; i < 3; i++) {
+		m[i].msg_hdr.msg_iov = &v[i];
+		m[i].msg_hdr.msg_iovlen = 1;
+	}
+	rv("bad_timeout", recvmmsg(c, m, 3, MSG_DONTWAIT, &bad));
+	rv("empty", recvmmsg(c, m, 3, MSG_DONTWAIT, NULL));
+	sendall(a, "abc");
+	rv("waitforone", recvmmsg(c, m, 3, MSG_WAITFORONE, NULL));
+	emit("got=%s", esc(b[0], m[0].msg_len));
+	sendall(a, "de");
+	waitev(c, POLLIN, WAIT_MS);
+	rv("zero_timeout", recvmmsg(c, m, 3, 0, &t0));
+	emit("got=%s", esc(b[0], m[0].msg_len));
+	sendall(a, "fg");
+	waitev(c, POLLIN, WAIT_MS);
+	rv("timeout_left", recvmmsg(c, m, 3, MSG_WAITFORONE, &big));
+	emit("left=%s", big.tv_sec > 90 && big.tv_sec <= 100 ? "yes" : "no");
+	rv("next", recv(c, b[0], 8, MSG_DONTWAIT));
+	shutdown(a, SHUT_WR);
+	waitev(c, POLLIN, WAIT_MS);
+	rv("eof", recvmmsg(c, m, 3, 0, NULL));
+	emit("len=%u,%u,%u", m[0].msg_len, m[1].msg_len, m[2].msg_len);
+}
+
+static void i03_splice_errors(void)
+{
+	int c, a, p[2], e[2];
+	loff_t off = 0;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	if (pipe(p) < 0 || pipe(e) < 0)
+		return;
+	rv("sock_off_in", splice(c, &off, p[1], NULL, 5, 0));
+	rv("sock_off_out", splice(p[0], NULL, c, &off, 5, 0));
+	rv("pipe_off", splice(p[0], &off, c, NULL, 5, 0));
+	rv("sock_sock", splice(c, NULL, a, NULL, 5, 0));
+	rv("read_end", splice(c, NULL, p[0], NULL, 5, 0));
+	rv("write_end", splice(p[1], NULL, c, NULL, 5, 0));
+	rv("len0", splice(c, NULL, p[1], NULL, 0, 0));
+	rv("bad_flags", splice(c, NULL, p[1], NULL, 5, 0x100));
+	rv("bad_fd", splice(c, NULL, 999, NULL, 5, 0));
+	rv("empty_pipe", splice(e[0], NULL, c, NULL, 5, SPLICE_F_NONBLOCK));
+	close(e[1]);
+	rv("no_writers", splice(e[0], NULL, c, NULL, 5, 0));
+	fcntl(c, F_SETFL, O_NONBLOCK);
+	rv("nonblock_sock", splice(c, NULL, p[1], NULL, 5, 0));
+	rv("nonblock_sock_to", splice(c, NULL, p[1], NULL, 5, SPLICE_F_NONBLOCK));
+}
+
+static void i03_splice_no_loss(void)
+{
+	/* a full pipe takes nothing and the socket keeps its bytes; a pipe
+	 * with room for part takes that part and the socket the rest */
+	int c, a, p[2], i;
+	char big[4096], b[64];
+	long total = 0, r;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	if (pipe(p) < 0)
+		return;
+	memset(big, 'z', sizeof(big));
+	fcntl(p[1], F_SETFL, O_NONBLOCK);
+	for (i = 0; i < 64 && write(p[1], big, sizeof(big)) > 0; i++)
+		;
+	fcntl(p[1], F_SETFL, 0);
+	sendall(a, "hello");
+	waitev(c, POLLIN, WAIT_MS);
+	msleep(100);
+	rv("full_pipe", splice(c, NULL, p[1], NULL, 5, SPLICE_F_NONBLOCK));
+	rv("recv", r = recv(c, b, sizeof(b), MSG_DONTWAIT));
+	emit("got=%s", esc(b, r));
+	/* pipe -> socket: what the socket took is gone from the pipe */
+	while ((r = read(p[0], big, sizeof(big))) > 0 && total < 65536) {
+		total += r;
+		if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0)
+			break;
+	}
+	if (write(p[1], "0123456789", 10) != 10)
+		return;
+	rv("to_sock", splice(p[0], NULL, c, NULL, 4, 0));
+	readn("peer", a, 4, WAIT_MS);
+	r = read(p[0], b, sizeof(b));
+	emit("pipe_left=%s", esc(b, r));
+}
+
+static void i03_dprintf_long(void)
+{
+	int c, a;
+	char s[3001], b[4096];
+	long got = 0, end = now_ms() + WAIT_MS;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	memset(s, 'q', 3000);
+	s[3000] = 0;
+	rv("dprintf", dprintf(c, "<%s>", s));
+	while (got < 3002 && now_ms() < end) {
+		if (!waitev(a, POLLIN, WAIT_MS))
+			break;
+		ssize_t r = read(a, b, sizeof(b));
+		if (r <= 0)
+			break;
+		got += r;
+	}
+	emit("peer=%ld", got);
+	rv("dprintf_empty", dprintf(c, "%s", ""));
+	rv("dprintf2", dprintf(c, "%d-%s", 42, "x"));
+	readn("peer2", a, 4, WAIT_MS);
+}
+
 static void i03_syscall_rw(void)
 {
 	int c, a;
@@ -1570,6 +1718,430 @@ static void i12_sa_restart_per_signal(void)
 	readn("then", c, 1, WAIT_MS);
 }
 
+/*
+ * The rows below interrupt one blocking call after another with signals
+ * whose handlers differ, and wait (never sleep) for each step: a helper
+ * thread waits until the call has started and the thread sleeps in the
+ * kernel, sends the signal, waits for its handler to have run, then does
+ * what lets a restarted call finish (sends a byte, connects, accepts).
+ */
+static volatile sig_atomic_t handled;
+static void on_count(int sig)
+{
+	(void)sig;
+	handled++;
+}
+
+static void on_count_info(int sig, siginfo_t *si, void *uc)
+{
+	(void)si;
+	(void)uc;
+	on_count(sig);
+}
+
+struct sigscript {
+	pthread_t target;
+	pid_t tid;
+	int sigs[4], n;
+	volatile int calls;               /* the target's calls started so far */
+	void (*act)(struct sigscript *, int);
+	int fd, port;
+};
+
+/* Waits up to WAIT_MS for the thread to sleep in the kernel (state S). */
+static int thread_sleeps(pid_t tid)
+{
+	char path[64], b[512], *p;
+	long end = now_ms() + WAIT_MS;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	while (now_ms() < end) {
+		int fd = open(path, O_RDONLY);
+		ssize_t n = fd < 0 ? -1 : read(fd, b, sizeof(b) - 1);
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			b[n] = 0;
+			p = strrchr(b, ')');
+			if (p && (p[2] == 'S' || p[2] == 'D'))
+				return 1;
+		}
+		msleep(1);
+	}
+	return 0;
+}
+
+static void *sigscript_main(void *p)
+{
+	struct sigscript *s = p;
+	long end;
+	int i;
+
+	for (i = 0; i < s->n; i++) {
+		int before;
+
+		end = now_ms() + WAIT_MS;
+		while (__atomic_load_n(&s->calls, __ATOMIC_SEQ_CST) <= i && now_ms() < end)
+			msleep(1);
+		thread_sleeps(s->tid);
+		before = handled;
+		pthread_kill(s->target, s->sigs[i]);
+		end = now_ms() + WAIT_MS;
+		while (handled == before && now_ms() < end)
+			msleep(1);
+		if (s->act)
+			s->act(s, i);
+	}
+	return NULL;
+}
+
+static void sigscript_start(struct sigscript *s, pthread_t *th)
+{
+	s->target = pthread_self();
+	s->tid = (pid_t)syscall(SYS_gettid);
+	s->calls = 0;
+	pthread_create(th, NULL, sigscript_main, s);
+}
+
+static void call_starts(struct sigscript *s) { __atomic_add_fetch(&s->calls, 1, __ATOMIC_SEQ_CST); }
+
+/* SIGUSR1 restarts (SA_RESTART), SIGUSR2 interrupts (no SA_RESTART). */
+static void two_handlers(int info)
+{
+	struct sigaction r = {.sa_handler = on_count, .sa_flags = SA_RESTART}, nr = {.sa_handler = on_count};
+
+	if (info) {
+		r.sa_sigaction = on_count_info;
+		r.sa_flags |= SA_SIGINFO;
+	}
+	sigaction(SIGUSR1, &r, NULL);
+	sigaction(SIGUSR2, &nr, NULL);
+}
+
+static void act_send(struct sigscript *s, int i) { send(s->fd, i ? "2" : "1", 1, MSG_NOSIGNAL); }
+
+static void i12_recv_waits_for_the_handler(void)
+{
+	/* the same as i12_sa_restart_per_signal, without sleeps, SA_SIGINFO */
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2}, .n = 2, .act = act_send};
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	two_handlers(1);
+	if (mkpair(&c, &a) < 0)
+		return;
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("recv_usr1", recv(c, b, sizeof(b), 0));
+	call_starts(&sc);
+	rv("recv_usr2", recv(c, b, sizeof(b), 0));
+	pthread_join(th, NULL);
+	readn("then", c, 1, WAIT_MS);
+	emit("handled=%d", (int)handled);
+}
+
+static void act_connect(struct sigscript *s, int i)
+{
+	if (i == 0)
+		s->fd = con(s->port);
+}
+
+static void i12_accept_restart_per_signal(void)
+{
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2}, .n = 2, .act = act_connect, .fd = -1, .port = PORT};
+	int l = lsn(PORT), a;
+	pthread_t th;
+
+	two_handlers(0);
+	if (l < 0)
+		return;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	a = accept(l, NULL, NULL);
+	rv("accept_usr1", a < 0 ? -1 : 0);
+	call_starts(&sc);
+	rv("accept_usr2", accept(l, NULL, NULL));
+	pthread_join(th, NULL);
+	rv("client", sc.fd < 0 ? -1 : 0);
+	if (a >= 0 && sc.fd >= 0) {
+		sendall(sc.fd, "x");
+		readn("data", a, 1, WAIT_MS);
+	}
+}
+
+/*
+ * A connect that waits: the listener's queue is full (backlog 1: two
+ * connections in Linux, one in gVisor; two non-blocking connects fill
+ * either), so its SYN goes unanswered.  SIGUSR2 interrupts the first; the
+ * second goes on after SIGUSR1 until the listener closes and its SYN is
+ * refused.
+ */
+static void act_close_listener(struct sigscript *s, int i)
+{
+	if (i == 1)
+		close(s->fd);
+}
+
+static void i12_connect_restart_per_signal(void)
+{
+	struct sigscript sc = {.sigs = {SIGUSR2, SIGUSR1}, .n = 2, .act = act_close_listener};
+	struct sockaddr_storage ss;
+	socklen_t sl = mkaddr(A4, PORT, &ss);
+	int l = socket(AF_INET, SOCK_STREAM, 0), i, s1, s2;
+	pthread_t th;
+
+	two_handlers(0);
+	set_int(l, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (bind(l, (struct sockaddr *)&ss, sl) < 0 || listen(l, 1) < 0) {
+		rv("listen", -1);
+		return;
+	}
+	for (i = 0; i < 2; i++)
+		connect_to(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), A4, PORT);
+	sc.fd = l;
+	s1 = socket(AF_INET, SOCK_STREAM, 0);
+	s2 = socket(AF_INET, SOCK_STREAM, 0);
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("connect_usr2", connect_to(s1, A4, PORT));
+	call_starts(&sc);
+	rv("connect_usr1", connect_to(s2, A4, PORT));
+	pthread_join(th, NULL);
+}
+
+/* siginterrupt and sigset are deprecated, and programs still call them */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static void i12_signal_family(void)
+{
+	/* handlers installed through signal() (BSD: SA_RESTART), siginterrupt,
+	 * sysv_signal (one-shot, no SA_RESTART) and sigset (no SA_RESTART) */
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2, SIGWINCH, SIGPWR}, .n = 4, .act = act_send};
+	struct sigaction o;
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	signal(SIGUSR1, on_count);
+	signal(SIGUSR2, on_count);
+	siginterrupt(SIGUSR2, 1);
+	sysv_signal(SIGWINCH, on_count);
+	sigset(SIGPWR, on_count); /* not SIGURG: the Go runtime in libnuse.so sends it to its threads */
+	if (mkpair(&c, &a) < 0)
+		return;
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("signal", recv(c, b, 1, 0));
+	call_starts(&sc);
+	rv("siginterrupt", recv(c, b, 1, 0));
+	readn("then", c, 1, WAIT_MS);
+	call_starts(&sc);
+	rv("sysv_signal", recv(c, b, 1, 0));
+	readn("then", c, 1, WAIT_MS);
+	call_starts(&sc);
+	rv("sigset", recv(c, b, 1, 0));
+	pthread_join(th, NULL);
+	readn("then", c, 1, WAIT_MS);
+	sigaction(SIGWINCH, NULL, &o);
+	emit("sysv_after=%s", o.sa_handler == SIG_DFL ? "DFL" : o.sa_handler == on_count ? "handler" : "other");
+	emit("handled=%d", (int)handled);
+}
+#pragma GCC diagnostic pop
+
+static void i12_timeout_interrupts(void)
+{
+	/* with SO_RCVTIMEO even an SA_RESTART handler interrupts (EINTR) */
+	struct sigscript sc = {.sigs = {SIGUSR1}, .n = 1, .act = act_send};
+	struct timeval tv = {WAIT_MS / 1000 + 2, 0};
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	two_handlers(0);
+	if (mkpair(&c, &a) < 0)
+		return;
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("recv_usr1", recv(c, b, sizeof(b), 0));
+	pthread_join(th, NULL);
+	readn("then", c, 1, WAIT_MS);
+}
+
+static void act_nothing(struct sigscript *s, int i)
+{
+	(void)s;
+	(void)i;
+}
+
+static void i12_partial_then_signal(void)
+{
+	/* a blocking send that queued part, and a MSG_WAITALL recv that got
+	 * part, return what they moved when a signal comes, SA_RESTART or not */
+	static char big[64 << 20];
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR1}, .n = 2, .act = act_nothing};
+	int c, a;
+	char b[16];
+	long r;
+	pthread_t th;
+
+	two_handlers(0);
+	if (mkpair(&c, &a) < 0)
+		return;
+	sendall(a, "x");
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("waitall_usr1", recv(c, b, sizeof(b), MSG_WAITALL));
+	call_starts(&sc);
+	r = send(c, big, sizeof(big), MSG_NOSIGNAL);
+	emit("send_usr1=%s", r > 0 && r < (long)sizeof(big) ? "partial" : r < 0 ? en(errno) : "all");
+	pthread_join(th, NULL);
+}
+
+#ifdef __x86_64__
+/* A handler installed behind libc's back (raw rt_sigaction): the kernel's
+ * struct, and a restorer of our own (x86-64: rt_sigreturn). */
+struct ksigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	uint64_t mask;
+};
+void conform_restorer(void);
+__asm__(".text\n.globl conform_restorer\nconform_restorer:\n\tmov $15, %rax\n\tsyscall\n");
+
+static long raw_sigaction(int sig, void (*h)(int), unsigned long flags)
+{
+	struct ksigaction k = {(void *)h, flags | 0x04000000 /* SA_RESTORER */, (void *)conform_restorer, 0};
+
+	return syscall(SYS_rt_sigaction, sig, &k, NULL, 8);
+}
+#endif
+
+static void show_action(const char *what, const struct sigaction *o);
+
+static void i12_raw_handlers_fall_back(void)
+{
+	/* handlers the shim did not install: their SA_RESTART still decides
+	 * when they are alike (here: SIGUSR1 without, then all with) */
+#ifdef __x86_64__
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2}, .n = 2, .act = act_send};
+	struct sigaction r = {.sa_handler = on_count, .sa_flags = SA_RESTART}, o;
+	int c, a;
+	char b[8];
+	pthread_t th;
+
+	sigaction(SIGUSR1, &r, NULL);
+	rv("raw", raw_sigaction(SIGUSR1, on_count, 0));
+	sigaction(SIGUSR1, NULL, &o);
+	show_action("reads", &o);
+	if (mkpair(&c, &a) < 0)
+		return;
+	sc.fd = a;
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("recv_raw_usr1", recv(c, b, sizeof(b), 0));
+	readn("then", c, 1, WAIT_MS);
+	sigaction(SIGUSR1, &r, NULL);
+	raw_sigaction(SIGUSR2, on_count, SA_RESTART);
+	call_starts(&sc);
+	rv("recv_raw_usr2", recv(c, b, sizeof(b), 0));
+	pthread_join(th, NULL);
+	emit("handled=%d", (int)handled);
+#else
+	emit("skipped");
+#endif
+}
+
+static volatile sig_atomic_t other_ran;
+static void on_other(int sig)
+{
+	(void)sig;
+	other_ran++;
+}
+
+static void i12_vfork_child_handler(void)
+{
+	/* a vfork child has signal actions of its own: what it installs
+	 * before exec is not the parent's handler */
+	struct sigaction r = {.sa_handler = on_count, .sa_flags = SA_RESTART}, o;
+	pid_t pid;
+
+	sigaction(SIGUSR1, &r, NULL);
+	pid = vfork();
+	if (pid == 0) {
+		signal(SIGUSR1, on_other);
+		_exit(0);
+	}
+	child_status("child", pid, WAIT_MS);
+	raise(SIGUSR1);
+	emit("handled=%d other=%d", (int)handled, (int)other_ran);
+	sigaction(SIGUSR1, NULL, &o);
+	emit("reads=%s", o.sa_handler == on_count ? "on_count" : o.sa_handler == on_other ? "on_other" : "other");
+}
+
+static const char *hname(void *h)
+{
+	if (h == (void *)SIG_DFL)
+		return "DFL";
+	if (h == (void *)SIG_IGN)
+		return "IGN";
+	if (h == (void *)on_count)
+		return "on_count";
+	if (h == (void *)on_count_info)
+		return "on_count_info";
+	if (h == (void *)on_usr)
+		return "on_usr";
+	return "other";
+}
+
+static void show_action(const char *what, const struct sigaction *o)
+{
+	emit("%s=%s/%#x/%s", what, hname(o->sa_flags & SA_SIGINFO ? (void *)o->sa_sigaction : (void *)o->sa_handler),
+	     (unsigned)o->sa_flags & ~0x04000000u /* SA_RESTORER: libc's */, sigismember(&o->sa_mask, SIGINT) ? "INT" : "-");
+}
+
+static void i12_sigaction_reports_handler(void)
+{
+	/* the old action is the program's handler, flags and mask; after
+	 * SA_RESETHAND it is SIG_DFL (flags kept, as Linux does) */
+	struct sigaction r = {.sa_sigaction = on_count_info, .sa_flags = SA_SIGINFO | SA_RESTART}, o, q;
+	struct sigaction once = {.sa_handler = on_count, .sa_flags = SA_RESETHAND};
+
+	sigemptyset(&r.sa_mask);
+	sigaddset(&r.sa_mask, SIGINT);
+	rv("set", sigaction(SIGUSR1, &r, &o));
+	show_action("before", &o);
+	rv("get", sigaction(SIGUSR1, NULL, &o));
+	show_action("now", &o);
+	q = (struct sigaction){.sa_handler = on_usr};
+	sigaction(SIGUSR1, &q, &o);
+	show_action("replaced", &o);
+	emit("signal=%s", hname((void *)signal(SIGUSR1, SIG_IGN)));
+	emit("signal2=%s", hname((void *)signal(SIGUSR1, on_count)));
+	emit("sysv=%s", hname((void *)sysv_signal(SIGUSR1, on_usr)));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	emit("sigset=%s", hname((void *)sigset(SIGUSR1, SIG_DFL)));
+#pragma GCC diagnostic pop
+	sigaction(SIGUSR1, NULL, &o);
+	show_action("last", &o);
+	rv("bad", sigaction(SIGKILL, &r, NULL));
+	rv("bad_signal", (long)(signal(0, on_count) == SIG_ERR ? -1 : 0));
+
+	sigaction(SIGWINCH, &once, NULL);
+	raise(SIGWINCH);
+	sigaction(SIGWINCH, NULL, &o);
+	show_action("resethand_after", &o);
+	raise(SIGWINCH); /* default: ignored */
+	emit("handled=%d", (int)handled);
+}
+
 /* ---- issue 11 case 13: flags and options -------------------------------- */
 
 static void i13_recv_null_trunc(void)
@@ -2026,6 +2598,11 @@ static const struct kase {
 	C(i03_recvmmsg),
 	C(i03_splice_to_sock),
 	C(i03_splice_from_sock),
+	C(i03_sendmmsg_errors),
+	C(i03_recvmmsg_modes),
+	C(i03_splice_errors),
+	C(i03_splice_no_loss),
+	C(i03_dprintf_long),
 	C(i03_syscall_rw),
 	C(i03_syscall_names),
 	C(i04_close_while_recv),
@@ -2060,6 +2637,15 @@ static const struct kase {
 	C(i11_epollet_new_conn),
 	C(i11_epollet_accept_one_per_event),
 	C(i12_sa_restart_per_signal),
+	C(i12_recv_waits_for_the_handler),
+	C(i12_accept_restart_per_signal),
+	C(i12_connect_restart_per_signal),
+	C(i12_signal_family),
+	C(i12_timeout_interrupts),
+	C(i12_partial_then_signal),
+	C(i12_raw_handlers_fall_back),
+	C(i12_vfork_child_handler),
+	C(i12_sigaction_reports_handler),
 	C(i13_recv_null_trunc),
 	C(i13_peek_and_waitall),
 	C(i13_errqueue),
