@@ -114,10 +114,14 @@ EXPORT int shutdown(int fd, int how)
 
 /* A relayed NUSE socket (handed to this process) is a unix socket to the
  * kernel: its TCP names come from the daemon (relay.h). */
-static int unix_or_relay(int fd, int peer, int r, struct sockaddr *sa, socklen_t *len)
+static int unix_or_relay(int fd, int peer, socklen_t cap, int r, struct sockaddr *sa, socklen_t *len)
 {
-	if (r == 0 && sa && len && *len >= sizeof(sa_family_t) && sa->sa_family == AF_UNIX)
-		relay_name(fd, peer, sa, len);
+	if (r == 0 && *len >= sizeof(sa_family_t) && cap >= sizeof(sa_family_t) && sa->sa_family == AF_UNIX) {
+		socklen_t l = cap;
+
+		if (relay_name(fd, peer, sa, &l) == 0)
+			*len = l;
+	}
 	return r;
 }
 
@@ -127,8 +131,11 @@ EXPORT int getsockname(int fd, struct sockaddr *sa, socklen_t *len)
 
 	REAL(getsockname);
 	s = fd_nuse(fd);
-	if (likely(!s))
-		return unix_or_relay(fd, 0, R.getsockname(fd, sa, len), sa, len);
+	if (likely(!s)) {
+		socklen_t cap = len ? *len : 0;
+
+		return unix_or_relay(fd, 0, cap, R.getsockname(fd, sa, len), sa, len);
+	}
 	return nuse_name(s, NUSE_OP_GETSOCKNAME, sa, len);
 }
 
@@ -138,7 +145,10 @@ EXPORT int getpeername(int fd, struct sockaddr *sa, socklen_t *len)
 
 	REAL(getpeername);
 	s = fd_nuse(fd);
-	if (likely(!s))
-		return unix_or_relay(fd, 1, R.getpeername(fd, sa, len), sa, len);
+	if (likely(!s)) {
+		socklen_t cap = len ? *len : 0;
+
+		return unix_or_relay(fd, 1, cap, R.getpeername(fd, sa, len), sa, len);
+	}
 	return nuse_name(s, NUSE_OP_GETPEERNAME, sa, len);
 }

@@ -126,7 +126,7 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[uint32]*Session
 	relays   map[string]*relay // sockets handed on (relay.go), by name
-	history  []SessionStats      // ended sessions, newest last
+	history  []SessionStats    // ended sessions, newest last
 	nextID   uint32
 	closed   bool
 	ln       *net.UnixListener

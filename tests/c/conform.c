@@ -715,6 +715,55 @@ static void i02_scm_rights_exec(void)
 	child_status("child", pid, WAIT_MS);
 }
 
+/* A socket received over SCM_RIGHTS names the same TCP endpoints as the
+ * sender's fd: family, the listener's port, the client's port. */
+static void i02_scm_rights_names(void)
+{
+	int u[2], c, a;
+	pid_t pid;
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof(ss);
+	int cport;
+	char res[128] = "";
+
+	socketpair(AF_UNIX, SOCK_STREAM, 0, u);
+	if (mkpair(&c, &a) < 0)
+		return;
+	getsockname(c, (struct sockaddr *)&ss, &l);
+	cport = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	pid = fork();
+	if (pid == 0) {
+		struct sockaddr_storage p, m;
+		socklen_t pl = sizeof(p), ml = sizeof(m);
+		int fd, rp, rm;
+
+		close(u[0]);
+		close(c);
+		close(a);
+		fd = recv_fd(u[1]);
+		rp = getpeername(fd, (struct sockaddr *)&p, &pl);
+		rm = getsockname(fd, (struct sockaddr *)&m, &ml);
+		snprintf(res, sizeof(res), "peer=%d:%s:%s local=%d:%s:%s", rp,
+			 p.ss_family == AF_INET ? "inet" : "other",
+			 ntohs(((struct sockaddr_in *)&p)->sin_port) == cport ? "client_port" : "other_port", rm,
+			 m.ss_family == AF_INET ? "inet" : "other",
+			 ntohs(((struct sockaddr_in *)&m)->sin_port) == PORT ? "listen_port" : "other_port");
+		if (write(u[1], res, strlen(res)) < 0)
+			_exit(9);
+		_exit(0);
+	}
+	close(u[1]);
+	rv("sendmsg", send_fd(u[0], a));
+	close(a);
+	if (waitev(u[0], POLLIN, WAIT_MS)) {
+		ssize_t n = read(u[0], res, sizeof(res) - 1);
+
+		res[n > 0 ? n : 0] = 0;
+	}
+	emit("child=[%s]", res);
+	child_status("child", pid, WAIT_MS);
+}
+
 /* ---- issue 11 case 3: libc-internal paths, raw syscalls, unhooked calls - */
 
 static volatile sig_atomic_t alarms;
@@ -2592,6 +2641,7 @@ static const struct kase {
 	C(i02_inetd_dup2_exec),
 	C(i02_scm_rights_fork),
 	C(i02_scm_rights_exec),
+	C(i02_scm_rights_names),
 	C(i03_stdio_fdopen),
 	C(i03_dprintf),
 	C(i03_sendmmsg),
