@@ -67,6 +67,27 @@ static void keep_opt(struct nsock *s, int level, int name, const void *val, sock
 	memcpy(o->val, val, len);
 }
 
+/*
+ * IP_TOS as Linux keeps it on a TCP socket: the ECN bits stay the
+ * socket's own, and a new TOS sets the priority the TOS maps to
+ * (rt_tos2priority: best effort, bulk, interactive, interactive bulk).
+ */
+static void keep_tos(struct nsock *s, int v)
+{
+	static const int prio[8] = {0, 0, 2, 2, 6, 6, 4, 4};
+	struct optrec *o = kept_opt(s, IPPROTO_IP, IP_TOS);
+	int old = 0, p;
+
+	if (o)
+		memcpy(&old, o->val, sizeof(old));
+	v = (v & ~3) | (old & 3);
+	if (v == old)
+		return;
+	keep_opt(s, IPPROTO_IP, IP_TOS, &v, sizeof(v));
+	p = prio[(v & 0x1e) >> 2];
+	keep_opt(s, SOL_SOCKET, SO_PRIORITY, &p, sizeof(p));
+}
+
 /* Linux's value of an option the daemon does not carry, never set. */
 static int default_opt(int level, int name, int *v)
 {
@@ -99,7 +120,10 @@ int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t
 		 * ...): Linux would take it, so the program must not fail; the
 		 * value is kept for getsockopt. */
 		debug("nuse: setsockopt(%d, %d) not carried by the daemon; kept, not applied", level, name);
-		keep_opt(s, level, name, val, len);
+		if (level == IPPROTO_IP && name == IP_TOS && len >= sizeof(int))
+			keep_tos(s, *(const int *)val);
+		else
+			keep_opt(s, level, name, val, len);
 		r = 0;
 	}
 	return r;
