@@ -43,6 +43,7 @@ type relay struct {
 	engine string
 	family int
 	ino    uint64 // the pair end's inode (srv.pairs)
+	engFDs int    // the daemon's fds es holds (counted in srv.clientFDs)
 	f      *os.File
 	rc     syscall.RawConn
 	name   string // the abstract address bound to our end
@@ -123,7 +124,7 @@ func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		return
 	}
 	r := &relay{
-		srv: srv, uid: s.Uid, use: s.use, es: so.es, engine: so.engine, family: so.family, ino: ino,
+		srv: srv, uid: s.Uid, use: s.use, es: so.es, engine: so.engine, family: so.family, ino: ino, engFDs: so.engFDs,
 		toEng: toEng, toApp: toApp, rdEOF: so.state&abi.SSRdEOF != 0, reset: so.state&abi.SSReset != 0,
 		local: so.local, remote: so.remote, created: so.created,
 		wakeIn: make(chan struct{}, 1), wakeOut: make(chan struct{}, 1), done: make(chan struct{}),
@@ -148,6 +149,7 @@ func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		s.closed = s.closed[len(s.closed)-maxClosedSocks:]
 	}
 	srv.unbind(so)
+	so.engFDs = 0 // the relay's now
 	unix.Close(so.pair)
 	srv.forgetPair(so.pairIno)
 	atomic.StoreUint32(&s.a.Sock(so.slot).State, abi.SSWrDead|abi.SSReset)
@@ -437,7 +439,8 @@ func (r *relay) finish() {
 		t.add(r.txBytes.Load(), r.rxBytes.Load())
 	}
 	r.use.socks.Add(-1)
-	srv.clientFDs.Add(-1)
+	srv.clientFDs.Add(-int64(1 + r.engFDs)) // its pair end and the engine's
+
 	srv.mu.Lock()
 	delete(srv.relays, r.name)
 	srv.unuse(r.uid, func(*uidUse) {})

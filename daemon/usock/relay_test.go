@@ -53,6 +53,7 @@ func readFull(t *testing.T, f *os.File, n int) []byte {
 func TestRelayCarriesRingsAndOutlivesSession(t *testing.T) {
 	srv, path := startServer(t, 64<<10)
 	base := snapshot()
+	counted := srv.clientFDs.Load()
 	srvCl := dialClient(t, path)
 	cliCl := dialClient(t, path)
 	ls := srvCl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7310))
@@ -78,8 +79,8 @@ func TestRelayCarriesRingsAndOutlivesSession(t *testing.T) {
 	if got := readFull(t, f, 5); string(got) != "early" {
 		t.Fatalf("first bytes through the relay: %q, want the unread %q", got, "early")
 	}
-	if st := srv.Stats(); len(st.Relays) != 1 || st.Relays[0].Engine != "gvisor" || st.Relays[0].Remote != "127.0.0.1:7310" {
-		t.Fatalf("stats should show the relay on gvisor to 127.0.0.1:7310: %+v", st.Relays)
+	if st, eng := srv.Stats(), srv.cfg.Engine.Name(); len(st.Relays) != 1 || st.Relays[0].Engine != eng || st.Relays[0].Remote != "127.0.0.1:7310" {
+		t.Fatalf("stats should show the relay on %s to 127.0.0.1:7310: %+v", eng, st.Relays)
 	}
 
 	// The session that asked ends (the program exec'd); the relay goes on.
@@ -142,6 +143,9 @@ func TestRelayCarriesRingsAndOutlivesSession(t *testing.T) {
 	srvCl.close()
 	waitSessions(t, srv, 0)
 	backToBaseline(t, base, 2)
+	if n := srv.clientFDs.Load(); n != counted {
+		t.Fatalf("the daemon counts %d fds held for clients after everything closed, %d before", n, counted)
+	}
 }
 
 // What cannot be relayed is refused with an errno, and the session that
