@@ -125,19 +125,35 @@ static struct nsock *by_ino(uint64_t ino)
 	return NULL;
 }
 
-/* In a vfork child: relays s for the child's fd alone; the parent's
- * memory only learns that s moved (its own fd is dead from now on). */
-static void relay_child_fd(struct nsock *s, int fd)
+/* A socket fd that survives an exec: its inode, else 0. */
+static uint64_t kept_sock(int fd)
 {
-	int end;
+	struct stat st;
+	int fl = R.fcntl(fd, F_GETFD);
+
+	if (fl < 0 || (fl & FD_CLOEXEC) || fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return 0;
+	return st.st_ino;
+}
+
+/* In a vfork child: relays s for the child's fds alone (from fd up to hi,
+ * every one naming s's end: a socket made both stdin and stdout); the
+ * parent's memory only learns that s moved (its own fd is dead from now
+ * on). */
+static void relay_child_fds(struct nsock *s, int fd, int hi)
+{
+	uint64_t ino = s->ino;
+	int end, i;
 
 	lock3(s);
 	end = relayable(s) ? relay_request(s) : -EINVAL;
 	unlock3(s);
-	if (end >= 0) {
-		replace_fd(end, fd);
-		R.close(end);
-	}
+	if (end < 0)
+		return;
+	for (i = fd; i < hi; i++)
+		if (kept_sock(i) == ino)
+			replace_fd(end, i);
+	R.close(end);
 }
 
 void relay_for_exec(void)
@@ -161,14 +177,11 @@ void relay_for_exec(void)
 	 * anywhere; low numbers and the parent's are where it does. */
 	hi = g_tabhi > 256 ? g_tabhi : 256;
 	for (i = 0; i < hi; i++) {
+		uint64_t ino = kept_sock(i);
 		struct nsock *s;
-		struct stat st;
-		int fl = R.fcntl(i, F_GETFD);
 
-		if (fl < 0 || (fl & FD_CLOEXEC) || fstat(i, &st) < 0 || !S_ISSOCK(st.st_mode))
-			continue;
-		if ((s = by_ino(st.st_ino)) != NULL)
-			relay_child_fd(s, i);
+		if (ino && (s = by_ino(ino)) != NULL)
+			relay_child_fds(s, i, hi);
 	}
 }
 

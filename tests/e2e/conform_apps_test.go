@@ -191,6 +191,36 @@ print("reply:", b.decode(errors="replace").strip())`, port)
 		})
 }
 
+// Issue 11 case 2: a server that hands each connection to a child program
+// without fork: subprocess (vfork + exec inside CPython) and posix_spawn
+// (the exec happens inside glibc), the socket dup2'd onto the child's
+// stdin and stdout.
+func TestConformSpawnHandler(t *testing.T) {
+	requireTool(t, "python3")
+	realProgram(t, 18170, "", []string{"python3"}, func(t *testing.T, ns *netns, rules string, port int) error {
+		srv, err := ns.startServer(rules, "python3", "-u", testdata("spawnsrv.py"), "127.0.0.1", fmt.Sprint(port))
+		if err != nil {
+			return err
+		}
+		client := fmt.Sprintf(`import socket
+s = socket.create_connection(("127.0.0.1", %d), timeout=5)
+s.sendall(b"world\n")
+b = b""
+while True:
+    d = s.recv(100)
+    if not d: break
+    b += d
+print("reply:", b.decode(errors="replace").strip())`, port)
+		for i, how := range []string{"subprocess", "posix_spawn", "subprocess", "posix_spawn"} {
+			out, err := ns.run(time.Minute, ns.under(rules, "python3", "-c", client)...)
+			if want := "reply: hello world from " + how; err != nil || !strings.Contains(out, want) {
+				return fmt.Errorf("connection %d: want %q: %v\n%s\nserver:\n%s", i+1, want, err, out, srv.output())
+			}
+		}
+		return ns.wantRelayed(rules, 4)
+	})
+}
+
 // Issue 11 case 3: bash's /dev/tcp, against a line echo server.
 func TestConformBashDevTCP(t *testing.T) {
 	requireTool(t, "python3")
