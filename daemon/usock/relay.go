@@ -258,12 +258,18 @@ func (r *relay) wait(c chan struct{}) bool {
 	}
 }
 
+// relayBufs are the relays' copy buffers. A relay holds one only while it
+// moves bytes, not while it waits: idle relays (a user may hold thousands)
+// cost their goroutines, not buffers.
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // up copies the program's bytes to the engine: first what its tx ring
 // held, then what it writes into the pair. The program's EOF (shutdown or
 // its last close) is the engine's SHUT_WR.
 func (r *relay) up() {
 	defer r.finish()
-	buf := make([]byte, 64<<10)
+	var buf *[]byte
+	defer func() { putBuf(buf) }()
 	pending := r.toEng
 	r.toEng = nil
 	for {
@@ -284,7 +290,10 @@ func (r *relay) up() {
 				return
 			}
 		}
-		n, err := r.read(buf)
+		putBuf(buf)
+		var n int
+		var err error
+		buf, n, err = r.read()
 		switch {
 		case err != nil:
 			// ECONNRESET: the program closed with bytes unread; or the
@@ -300,7 +309,13 @@ func (r *relay) up() {
 			r.awaitHangup()
 			return
 		}
-		pending = buf[:n]
+		pending = (*buf)[:n]
+	}
+}
+
+func putBuf(b *[]byte) {
+	if b != nil {
+		relayBufs.Put(b)
 	}
 }
 
@@ -336,27 +351,40 @@ func (r *relay) hungUp() bool {
 	return hup
 }
 
-// read takes what the program wrote, waiting for it in Go's poller; every
-// call is non-blocking whatever the program did to the descriptor (it
-// could share our end's file description).
-func (r *relay) read(buf []byte) (int, error) {
+// read takes what the program wrote into a buffer of relayBufs (nil when
+// it fails), waiting for it in Go's poller without one; every call is
+// non-blocking whatever the program did to the descriptor (it could share
+// our end's file description).
+func (r *relay) read() (*[]byte, int, error) {
 	var n int
 	var rerr error
+	var buf *[]byte
 	err := r.rc.Read(func(fd uintptr) bool {
-		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-		return rerr != unix.EAGAIN && rerr != unix.EINTR
+		buf = relayBufs.Get().(*[]byte)
+		n, _, rerr = unix.Recvfrom(int(fd), *buf, unix.MSG_DONTWAIT)
+		if rerr == unix.EAGAIN || rerr == unix.EINTR {
+			relayBufs.Put(buf)
+			buf = nil
+			return false
+		}
+		return true
 	})
-	if err != nil {
-		return 0, err
+	if err == nil {
+		err = rerr
 	}
-	return n, rerr
+	if err != nil {
+		putBuf(buf)
+		return nil, 0, err
+	}
+	return buf, n, nil
 }
 
 // down copies the engine's bytes to the program: first what its rx ring
 // held, then what the engine receives. The engine's EOF is the pair's.
 func (r *relay) down() {
 	defer r.finish()
-	buf := make([]byte, 64<<10)
+	var buf *[]byte
+	defer func() { putBuf(buf) }()
 	pending := r.toApp
 	r.toApp = nil
 	eof, reset := r.rdEOF, r.reset
@@ -381,15 +409,20 @@ func (r *relay) down() {
 			r.shutPair(unix.SHUT_WR)
 			return
 		}
+		if buf == nil {
+			buf = relayBufs.Get().(*[]byte)
+		}
 		r.emu.Lock()
-		n, e, err := r.es.Read(buf)
+		n, e, err := r.es.Read(*buf)
 		r.emu.Unlock()
 		switch {
 		case n > 0:
-			pending = buf[:n]
+			pending = (*buf)[:n]
 		case e:
 			eof = true
 		case err == nil || errors.Is(err, stack.ErrWouldBlock):
+			putBuf(buf)
+			buf = nil
 			if !r.wait(r.wakeIn) {
 				return
 			}
