@@ -45,41 +45,8 @@ func TestNginx(t *testing.T) {
 	requireTool(t, "curl")
 	ns := newNetns(t)
 	ns.startDaemon()
-	www := filepath.Join(ns.dir, "www")
-	os.Mkdir(www, 0o755)
 	const size = 20 << 20
-	want := writeRandomFile(t, filepath.Join(www, "big.bin"), size)
-	os.WriteFile(filepath.Join(www, "small.txt"), []byte("hello from nginx\n"), 0o644)
-	conf := filepath.Join(ns.dir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off;
-user root;
-worker_processes 2;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 256; }
-http {
-	access_log off;
-	client_body_temp_path %[1]s/tmp;
-	proxy_temp_path %[1]s/tmp;
-	fastcgi_temp_path %[1]s/tmp;
-	uwsgi_temp_path %[1]s/tmp;
-	scgi_temp_path %[1]s/tmp;
-	server { listen 10.77.0.2:8080; listen [fd77::2]:8080; root %[2]s; sendfile off; }
-	server { listen 10.77.0.2:8081; root %[2]s; sendfile on; }
-}
-`, ns.dir, www)), 0o644)
-	os.Mkdir(filepath.Join(ns.dir, "tmp"), 0o755)
-	srv := ns.start(ns.nuseRun(subnetRules, nginx, "-c", conf)...)
-	ns.waitFor("nginx", 20*time.Second, func() bool {
-		select {
-		case <-srv.done:
-			b, _ := os.ReadFile(filepath.Join(ns.dir, "error.log"))
-			t.Fatalf("nginx exited: %v\n%s\n%s", srv.err, srv.output(), b)
-		default:
-		}
-		_, err := ns.run(5*time.Second, "curl", "-sf", "-o", "/dev/null", "--max-time", "2", "http://10.77.0.2:8080/small.txt")
-		return err == nil
-	})
+	_, want := ns.startNginx(t, nginx, subnetRules, "10.77.0.2", "fd77::2", size, "")
 	fetch := func(t *testing.T, viaNUSE bool, url string) {
 		dst := filepath.Join(ns.dir, "got.bin")
 		os.Remove(dst)
@@ -201,4 +168,52 @@ func TestRedis(t *testing.T) {
 	if rx < 1<<20 {
 		t.Fatalf("redis-server received %d bytes through NUSE, want > 1 MiB", rx)
 	}
+}
+
+// startNginx serves a random file of size bytes (big.bin, its sha256
+// returned) and small.txt with nginx, 2 worker processes, under nuse run
+// with rules, on host4:8080, [host6]:8080 (sendfile off) and host4:8081
+// (sendfile on), and waits until curl (under probeRules when set) fetches
+// small.txt.
+func (ns *netns) startNginx(t *testing.T, nginx, rules, host4, host6 string, size int, probeRules string) (*proc, [32]byte) {
+	t.Helper()
+	www := filepath.Join(ns.dir, "www")
+	os.Mkdir(www, 0o755)
+	want := writeRandomFile(t, filepath.Join(www, "big.bin"), size)
+	os.WriteFile(filepath.Join(www, "small.txt"), []byte("hello from nginx\n"), 0o644)
+	conf := filepath.Join(ns.dir, "nginx.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off;
+user root;
+worker_processes 2;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 256; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s/tmp;
+	proxy_temp_path %[1]s/tmp;
+	fastcgi_temp_path %[1]s/tmp;
+	uwsgi_temp_path %[1]s/tmp;
+	scgi_temp_path %[1]s/tmp;
+	server { listen %[3]s:8080; listen [%[4]s]:8080; root %[2]s; sendfile off; }
+	server { listen %[3]s:8081; root %[2]s; sendfile on; }
+}
+`, ns.dir, www, host4, host6)), 0o644)
+	os.Mkdir(filepath.Join(ns.dir, "tmp"), 0o755)
+	srv := ns.start(ns.nuseRun(rules, nginx, "-c", conf)...)
+	probe := []string{"curl", "-sf", "-o", "/dev/null", "--max-time", "2", "http://" + host4 + ":8080/small.txt"}
+	if probeRules != "" {
+		probe = ns.nuseRun(probeRules, probe...)
+	}
+	ns.waitFor("nginx", 20*time.Second, func() bool {
+		select {
+		case <-srv.done:
+			b, _ := os.ReadFile(filepath.Join(ns.dir, "error.log"))
+			t.Fatalf("nginx exited: %v\n%s\n%s", srv.err, srv.output(), b)
+		default:
+		}
+		_, err := ns.run(5*time.Second, probe...)
+		return err == nil
+	})
+	return srv, want
 }

@@ -106,6 +106,20 @@ func (ns *netns) wantRelayed(rules string, n int) error {
 	return nil
 }
 
+// lineClient is a python3 -c program that sends "world\n" to
+// 127.0.0.1:port and prints "reply: " and all it reads until EOF.
+func lineClient(port int) string {
+	return fmt.Sprintf(`import socket
+s = socket.create_connection(("127.0.0.1", %d), timeout=5)
+s.sendall(b"world\n")
+b = b""
+while True:
+    d = s.recv(100)
+    if not d: break
+    b += d
+print("reply:", b.decode(errors="replace").strip())`, port)
+}
+
 func testdata(name string) string { return filepath.Join(repo, "tests", "e2e", "testdata", name) }
 
 // Issue 11 case 2: Node's cluster in round-robin mode passes every accepted
@@ -172,15 +186,7 @@ func TestConformInetd(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			client := fmt.Sprintf(`import socket
-s = socket.create_connection(("127.0.0.1", %d), timeout=5)
-s.sendall(b"world\n")
-b = b""
-while True:
-    d = s.recv(100)
-    if not d: break
-    b += d
-print("reply:", b.decode(errors="replace").strip())`, port)
+			client := lineClient(port)
 			for i := 0; i < 3; i++ {
 				out, err := ns.run(time.Minute, ns.under(rules, "python3", "-c", client)...)
 				if err != nil || !strings.Contains(out, "reply: hello world") {
@@ -202,15 +208,7 @@ func TestConformSpawnHandler(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		client := fmt.Sprintf(`import socket
-s = socket.create_connection(("127.0.0.1", %d), timeout=5)
-s.sendall(b"world\n")
-b = b""
-while True:
-    d = s.recv(100)
-    if not d: break
-    b += d
-print("reply:", b.decode(errors="replace").strip())`, port)
+		client := lineClient(port)
 		for i, how := range []string{"subprocess", "posix_spawn", "subprocess", "posix_spawn"} {
 			out, err := ns.run(time.Minute, ns.under(rules, "python3", "-c", client)...)
 			if want := "reply: hello world from " + how; err != nil || !strings.Contains(out, want) {

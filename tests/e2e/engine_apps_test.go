@@ -188,41 +188,8 @@ func TestNginxPerEngine(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			ns := newNetns(t)
 			ns.startEngineDaemon(engine)
-			www := filepath.Join(ns.dir, "www")
-			os.Mkdir(www, 0o755)
 			const size = 24 << 20
-			want := writeRandomFile(t, filepath.Join(www, "big.bin"), size)
-			os.WriteFile(filepath.Join(www, "small.txt"), []byte("hello from nginx\n"), 0o644)
-			conf := filepath.Join(ns.dir, "nginx.conf")
-			os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off;
-user root;
-worker_processes 2;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 256; }
-http {
-	access_log off;
-	client_body_temp_path %[1]s/tmp;
-	proxy_temp_path %[1]s/tmp;
-	fastcgi_temp_path %[1]s/tmp;
-	uwsgi_temp_path %[1]s/tmp;
-	scgi_temp_path %[1]s/tmp;
-	server { listen 127.0.0.1:8080; listen [::1]:8080; root %[2]s; sendfile off; }
-	server { listen 127.0.0.1:8081; root %[2]s; sendfile on; }
-}
-`, ns.dir, www)), 0o644)
-			os.Mkdir(filepath.Join(ns.dir, "tmp"), 0o755)
-			srv := ns.start(ns.nuseRun(loopRules, nginx, "-c", conf)...)
-			ns.waitFor("nginx", 20*time.Second, func() bool {
-				select {
-				case <-srv.done:
-					b, _ := os.ReadFile(filepath.Join(ns.dir, "error.log"))
-					t.Fatalf("nginx exited: %v\n%s\n%s", srv.err, srv.output(), b)
-				default:
-				}
-				_, err := ns.run(5*time.Second, ns.nuseRun(loopRules, "curl", "-sf", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:8080/small.txt")...)
-				return err == nil
-			})
+			srv, want := ns.startNginx(t, nginx, loopRules, "127.0.0.1", "::1", size, loopRules)
 			urls := []string{"http://127.0.0.1:8080/big.bin", "http://127.0.0.1:8081/big.bin", "http://[::1]:8080/big.bin"}
 			for _, url := range urls {
 				dst := filepath.Join(ns.dir, "got.bin")
