@@ -19,7 +19,9 @@
 //     takes any address: what a rule gives to shm is local to it.
 //   - Connect where no shm listener waits: ECONNREFUSED at once. With a
 //     listener whose accept queue has room (backlog+1, as Linux), the
-//     connection is established at once (Connect returns nil). Beyond
+//     connection is established at once, but Connect answers as Linux's
+//     non-blocking connect over loopback does: ErrInProgress, EventOut
+//     already there, the next Connect nil (programs test for it). Beyond
 //     that the client waits (ErrInProgress, as a SYN that Linux drops and
 //     retries): it gets in when the server, having emptied the queue,
 //     calls Accept again (that Accept is EAGAIN and lets the waiting

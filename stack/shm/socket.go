@@ -316,11 +316,13 @@ func (s *socket) Connect(ap netip.AddrPort) error {
 	}
 	s.remote = netip.AddrPortFrom(d, ap.Port())
 	if len(l.queue) <= l.backlog {
+		// Established now, but answered as Linux answers a non-blocking
+		// connect over loopback: EINPROGRESS, then EventOut (already
+		// there), and the next Connect is 0.
 		e.establish(l, s, t)
-		s.connectTold = true
 		e.mu.Unlock()
-		fire(notice{l, stack.EventIn})
-		return nil
+		fire(notice{l, stack.EventIn}, notice{s, stack.EventOut})
+		return stack.ErrInProgress
 	}
 	s.lst = l
 	l.waiting = append(l.waiting, s)

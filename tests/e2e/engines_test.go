@@ -16,7 +16,16 @@ import (
 // programs pass under it over loopback rules (IPv4 and IPv6): their NUSE
 // sockets are kernel sockets held by the daemon, in this test's namespace.
 // nuse stats names the engine of every socket.
-func TestKernelEngine(t *testing.T) {
+func TestKernelEngine(t *testing.T) { enginePrograms(t, "kernel") }
+
+// Issue 12: the same under --engine shm: both ends of every connection are
+// the programs' own NUSE sockets, joined by the shm engine's pipes.
+func TestShmEngine(t *testing.T) { enginePrograms(t, "shm") }
+
+// enginePrograms runs tcp_semantics and epoll_et against a daemon whose
+// default engine is engine (gvisor also running, idle) and checks that
+// engine carried every socket and the bytes.
+func enginePrograms(t *testing.T, engine string) {
 	requireRoot(t)
 	for _, p := range []string{"tcp_semantics", "epoll_et"} {
 		if _, err := os.Stat(bin(p)); err != nil {
@@ -24,11 +33,11 @@ func TestKernelEngine(t *testing.T) {
 		}
 	}
 	ns := newNetns(t)
-	d := ns.startDaemon("--engine", "kernel", "--engines", "gvisor", "--netdev", "none")
+	d := ns.startDaemon("--engine", engine, "--engines", "gvisor", "--netdev", "none")
 	// The daemon answers on its socket a moment before it logs that it is
 	// ready: wait for the line.
 	ns.waitFor("the daemon's ready line naming its engines", 10*time.Second, func() bool {
-		return strings.Contains(d.output(), "engine kernel (also running gvisor)")
+		return strings.Contains(d.output(), "engine "+engine+" (also running gvisor)")
 	})
 	const rules = "tcp 127.0.0.0/8; tcp [::1]"
 	t.Run("tcp_semantics", func(t *testing.T) {
@@ -41,24 +50,24 @@ func TestKernelEngine(t *testing.T) {
 		ns.runProgram(t, rules, false, "12 rounds x 6000000 bytes ok", bin("epoll_et"), "::1", "18401", "12", "6000000")
 	})
 	st := ns.stats()
-	var kernel, gv bool
+	var carried, gv bool
 	for _, e := range st.Engines {
 		switch {
-		case e.Name == "kernel" && e.Default && e.TxBytes >= 12*6000000:
-			kernel = true
+		case e.Name == engine && e.Default && e.TxBytes >= 12*6000000:
+			carried = true
 		case e.Name == "gvisor" && !e.Default && e.TxBytes == 0:
 			gv = true
 		}
 	}
-	if st.Engine != "kernel" || !kernel || !gv {
-		t.Errorf("stats engines: default %q, %+v: want kernel (default) carrying the traffic, gvisor idle", st.Engine, st.Engines)
+	if st.Engine != engine || !carried || !gv {
+		t.Errorf("stats engines: default %q, %+v: want %s (default) carrying the traffic, gvisor idle", st.Engine, st.Engines, engine)
 	}
 	n := 0
 	for _, prog := range []string{"tcp_semantics", "epoll_et"} {
 		for _, s := range sessionsOf(st, prog) {
 			for _, so := range s.Sockets {
 				n++
-				if so.Engine != "kernel" {
+				if so.Engine != engine {
 					t.Errorf("%s socket %d (%s → %s) on engine %q", prog, so.Slot, so.Local, so.Remote, so.Engine)
 				}
 			}
@@ -68,7 +77,7 @@ func TestKernelEngine(t *testing.T) {
 		t.Errorf("stats show no sockets of the programs")
 	}
 	out := ns.mustRun(bin("nuse"), "stats", "--sock", ns.sock())
-	if !strings.Contains(out, "kernel (default)") || !strings.Contains(out, "ENGINE") {
+	if !strings.Contains(out, engine+" (default)") || !strings.Contains(out, "ENGINE") {
 		t.Errorf("nuse stats output lacks the engines:\n%s", out)
 	}
 	if head, _, _ := strings.Cut(out, "\nlive sessions:"); head != "" {
