@@ -507,13 +507,20 @@ func (s *socket) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, stack.ErrWouldBlock
 	}
+	wasEmpty := peer.rx.n == 0
 	peer.rx.write(p[:n], capa)
 	if !writable(peer.rx.n, capa) {
 		me.wantOut = true
 	}
 	s.segsOut.Add(1)
 	ps.segsIn.Add(1)
-	ns := ps.noticeLocked()
+	var ns notice
+	if wasEmpty {
+		// The reader's readiness changes only when the pipe stops being
+		// empty; a reader that got EAGAIN found it empty, so every
+		// arrival after an EAGAIN is told.
+		ns = ps.noticeLocked()
+	}
 	c.mu.Unlock()
 	fire(ns)
 	return n, nil
