@@ -89,6 +89,10 @@ func init() {
 		Settings: settings,
 		New: func(env stack.Env) (stack.Engine, error) {
 			cfg := Config{LocalAddrs: env.StackAddrs}
+			if len(cfg.LocalAddrs) == 0 {
+				// The daemon's default stack addresses (gvisor.DefaultStackAddrs).
+				cfg.LocalAddrs = []netip.Prefix{netip.MustParsePrefix("10.77.0.2/16"), netip.MustParsePrefix("fd77::2/64")}
+			}
 			for k, v := range env.Settings {
 				if err := cfg.Set(k, v); err != nil {
 					return nil, err

@@ -570,4 +570,9 @@ func TestRegistered(t *testing.T) {
 	if v, _ := s.GetOption(stack.OptRcvBuf); v != 64<<10 {
 		t.Errorf("rcvbuf setting: a new socket's SO_RCVBUF is %d", v)
 	}
+	// The daemon's stack addresses (its default ones when it names none)
+	// are local to shm.
+	if err := s.Bind(netip.MustParseAddrPort("10.77.0.2:0")); err != nil {
+		t.Errorf("Bind to the daemon's default stack address: %v", err)
+	}
 }
