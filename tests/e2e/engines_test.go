@@ -174,6 +174,29 @@ func TestEngineByRule(t *testing.T) {
 	}, 18510, 18511)
 }
 
+// Issue 12, per-rule choice with shm: one preloaded program holds a
+// connection on shm (both ends its own NUSE sockets) and one on gvisor at
+// once, and stats show each socket on its rule's engine.
+func TestEngineByRuleShm(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "gvisor", "--engines", "shm", "--netdev", "none")
+	const rules = "tcp *:18512 engine shm; tcp *:18513 engine gvisor"
+	ns.holdTwoconns(t, rules, func() {
+		got := enginesByPort(ns.stats(), "twoconns", 18512, 18513)
+		for port, want := range map[int]string{18512: "shm", 18513: "gvisor"} {
+			if len(got[port]) != 3 {
+				t.Errorf("port %d: %d NUSE sockets (%v), want 3 (listener, client, accepted)", port, len(got[port]), got[port])
+			}
+			for _, e := range got[port] {
+				if e != want {
+					t.Errorf("port %d: a socket on engine %q, want %q (all: %v)", port, e, want, got[port])
+				}
+			}
+		}
+	}, 18512, 18513)
+}
+
 // Issue 12: a rule naming an engine the daemon does not run gives one line
 // from the shim (however many sockets the rule decides), and those sockets
 // stay in the kernel: the program still works; the other rule's sockets
