@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -195,6 +196,56 @@ func TestEngineByRuleShm(t *testing.T) {
 			}
 		}
 	}, 18512, 18513)
+}
+
+// Issue 12: killing one end of a shm connection (SIGKILL: the daemon ends
+// its session and closes its sockets) gives the other end, blocked in
+// recv, EOF or ECONNRESET, as TCP would; nothing hangs.
+func TestShmPeerKilled(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "python3")
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "shm", "--netdev", "none")
+	const rules = "tcp 127.0.0.0/8 engine shm"
+	srv := ns.start(ns.nuseRun(rules, "python3", "-c", `
+import socket, time
+l = socket.socket()
+l.bind(("127.0.0.1", 18530))
+l.listen(4)
+print("listening", flush=True)
+c, _ = l.accept()
+c.sendall(b"hi")
+time.sleep(3600)
+`)...)
+	ns.waitFor("the server to listen", 20*time.Second, func() bool { return strings.Contains(srv.output(), "listening") })
+	cl := ns.start(ns.nuseRun(rules, "python3", "-c", `
+import socket
+s = socket.create_connection(("127.0.0.1", 18530))
+assert s.recv(2) == b"hi"
+print("got hi", flush=True)
+try:
+    print("eof" if s.recv(10) == b"" else "data", flush=True)
+except ConnectionResetError:
+    print("reset", flush=True)
+`)...)
+	ns.waitFor("the client to read", 20*time.Second, func() bool { return strings.Contains(cl.output(), "got hi") })
+	st := ns.statsJSON()
+	if n := len(enginesByPort(st, "python3", 18530)[18530]); n != 3 {
+		t.Errorf("%d NUSE sockets on port 18530, want 3 (listener, client, accepted) on shm", n)
+	}
+	// The server's process group is its own (the test started it).
+	if err := syscall.Kill(-srv.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cl.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the client is still blocked in recv after its peer was killed:\n%s", cl.output())
+	}
+	if out := cl.output(); cl.err != nil || !(strings.Contains(out, "eof") || strings.Contains(out, "reset")) {
+		t.Fatalf("client: %v\n%s", cl.err, out)
+	}
+	t.Logf("client: %s", strings.TrimSpace(cl.output()))
 }
 
 // Issue 12: a rule naming an engine the daemon does not run gives one line
