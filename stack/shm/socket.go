@@ -103,8 +103,7 @@ func (q *ring) write(p []byte, limit int) {
 	q.n += len(p)
 }
 
-// read takes up to len(p) bytes (without changing q.n for the grow path,
-// which resets it).
+// read takes up to len(p) bytes from the front.
 func (q *ring) read(p []byte) int {
 	n := min(len(p), q.n)
 	if n == 0 {
