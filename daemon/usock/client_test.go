@@ -25,6 +25,7 @@ import (
 	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/gvisor"
 	"github.com/nuse-project/nuse/stack/kernel"
+	"github.com/nuse-project/nuse/stack/shm"
 )
 
 type testClient struct {
@@ -60,9 +61,12 @@ func startServerAt(t testing.TB, ring uint32, path string, mod func(*Config)) *S
 	// (unshare -n sh -c 'ip link set lo up; NUSE_TEST_ENGINE=kernel go test ./daemon/usock/').
 	var eng stack.Engine
 	var err error
-	if os.Getenv("NUSE_TEST_ENGINE") == "kernel" {
+	switch os.Getenv("NUSE_TEST_ENGINE") {
+	case "kernel":
 		eng, err = kernel.New(kernel.Config{})
-	} else {
+	case "shm": // NUSE_TEST_ENGINE=shm: both ends of every connection on shm
+		eng, err = shm.New(shm.Config{})
+	default:
 		eng, err = gvisor.New(gvisor.Config{Loopback: true})
 	}
 	if err != nil {

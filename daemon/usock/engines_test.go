@@ -111,6 +111,9 @@ func TestSocketOnNamedEngine(t *testing.T) {
 		return &testSock{slot: rep.Sock, gen: rep.Gen, fd: fd, family: syscall.AF_INET}, rep.Result
 	}
 	for _, absent := range []string{"shm", "nosuch-engine_1"} {
+		if absent == def { // NUSE_TEST_ENGINE=shm
+			continue
+		}
 		if _, res := named(absent); res != -int32(syscall.ENOPROTOOPT) {
 			t.Errorf("engine %q: result %d, want -ENOPROTOOPT", absent, res)
 		}

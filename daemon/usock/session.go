@@ -535,8 +535,10 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 			return errno(err)
 		}
 		switch err := so.es.Connect(ap); {
-		case err == nil:
+		case err == nil: // connected at once (shm): as when a connect completes
 			so.state |= abi.SSConnected
+			so.local, _ = so.es.LocalAddr()
+			so.remote, _ = so.es.RemoteAddr()
 			return 0
 		case errors.Is(err, stack.ErrInProgress):
 			so.connecting = true

@@ -20,7 +20,7 @@ import (
 
 // appEngines are the engines the real programs run under, a subtest each
 // in its own namespace with its own daemon. A new engine is one more row.
-var appEngines = []string{"gvisor", "kernel"}
+var appEngines = []string{"gvisor", "kernel", "shm"}
 
 // startEngineDaemon runs a daemon whose default engine is engine, also
 // running the other engines of appEngines (they must stay idle: the stats

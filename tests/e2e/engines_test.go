@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +17,16 @@ import (
 // programs pass under it over loopback rules (IPv4 and IPv6): their NUSE
 // sockets are kernel sockets held by the daemon, in this test's namespace.
 // nuse stats names the engine of every socket.
-func TestKernelEngine(t *testing.T) {
+func TestKernelEngine(t *testing.T) { enginePrograms(t, "kernel") }
+
+// Issue 12: the same under --engine shm: both ends of every connection are
+// the programs' own NUSE sockets, joined by the shm engine's pipes.
+func TestShmEngine(t *testing.T) { enginePrograms(t, "shm") }
+
+// enginePrograms runs tcp_semantics and epoll_et against a daemon whose
+// default engine is engine (gvisor also running, idle) and checks that
+// engine carried every socket and the bytes.
+func enginePrograms(t *testing.T, engine string) {
 	requireRoot(t)
 	for _, p := range []string{"tcp_semantics", "epoll_et"} {
 		if _, err := os.Stat(bin(p)); err != nil {
@@ -24,11 +34,11 @@ func TestKernelEngine(t *testing.T) {
 		}
 	}
 	ns := newNetns(t)
-	d := ns.startDaemon("--engine", "kernel", "--engines", "gvisor", "--netdev", "none")
+	d := ns.startDaemon("--engine", engine, "--engines", "gvisor", "--netdev", "none")
 	// The daemon answers on its socket a moment before it logs that it is
 	// ready: wait for the line.
 	ns.waitFor("the daemon's ready line naming its engines", 10*time.Second, func() bool {
-		return strings.Contains(d.output(), "engine kernel (also running gvisor)")
+		return strings.Contains(d.output(), "engine "+engine+" (also running gvisor)")
 	})
 	const rules = "tcp 127.0.0.0/8; tcp [::1]"
 	t.Run("tcp_semantics", func(t *testing.T) {
@@ -41,24 +51,24 @@ func TestKernelEngine(t *testing.T) {
 		ns.runProgram(t, rules, false, "12 rounds x 6000000 bytes ok", bin("epoll_et"), "::1", "18401", "12", "6000000")
 	})
 	st := ns.stats()
-	var kernel, gv bool
+	var carried, gv bool
 	for _, e := range st.Engines {
 		switch {
-		case e.Name == "kernel" && e.Default && e.TxBytes >= 12*6000000:
-			kernel = true
+		case e.Name == engine && e.Default && e.TxBytes >= 12*6000000:
+			carried = true
 		case e.Name == "gvisor" && !e.Default && e.TxBytes == 0:
 			gv = true
 		}
 	}
-	if st.Engine != "kernel" || !kernel || !gv {
-		t.Errorf("stats engines: default %q, %+v: want kernel (default) carrying the traffic, gvisor idle", st.Engine, st.Engines)
+	if st.Engine != engine || !carried || !gv {
+		t.Errorf("stats engines: default %q, %+v: want %s (default) carrying the traffic, gvisor idle", st.Engine, st.Engines, engine)
 	}
 	n := 0
 	for _, prog := range []string{"tcp_semantics", "epoll_et"} {
 		for _, s := range sessionsOf(st, prog) {
 			for _, so := range s.Sockets {
 				n++
-				if so.Engine != "kernel" {
+				if so.Engine != engine {
 					t.Errorf("%s socket %d (%s → %s) on engine %q", prog, so.Slot, so.Local, so.Remote, so.Engine)
 				}
 			}
@@ -68,7 +78,7 @@ func TestKernelEngine(t *testing.T) {
 		t.Errorf("stats show no sockets of the programs")
 	}
 	out := ns.mustRun(bin("nuse"), "stats", "--sock", ns.sock())
-	if !strings.Contains(out, "kernel (default)") || !strings.Contains(out, "ENGINE") {
+	if !strings.Contains(out, engine+" (default)") || !strings.Contains(out, "ENGINE") {
 		t.Errorf("nuse stats output lacks the engines:\n%s", out)
 	}
 	if head, _, _ := strings.Cut(out, "\nlive sessions:"); head != "" {
@@ -163,6 +173,79 @@ func TestEngineByRule(t *testing.T) {
 			t.Errorf("nuse stats output lacks the engines:\n%s", out)
 		}
 	}, 18510, 18511)
+}
+
+// Issue 12, per-rule choice with shm: one preloaded program holds a
+// connection on shm (both ends its own NUSE sockets) and one on gvisor at
+// once, and stats show each socket on its rule's engine.
+func TestEngineByRuleShm(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "gvisor", "--engines", "shm", "--netdev", "none")
+	const rules = "tcp *:18512 engine shm; tcp *:18513 engine gvisor"
+	ns.holdTwoconns(t, rules, func() {
+		got := enginesByPort(ns.stats(), "twoconns", 18512, 18513)
+		for port, want := range map[int]string{18512: "shm", 18513: "gvisor"} {
+			if len(got[port]) != 3 {
+				t.Errorf("port %d: %d NUSE sockets (%v), want 3 (listener, client, accepted)", port, len(got[port]), got[port])
+			}
+			for _, e := range got[port] {
+				if e != want {
+					t.Errorf("port %d: a socket on engine %q, want %q (all: %v)", port, e, want, got[port])
+				}
+			}
+		}
+	}, 18512, 18513)
+}
+
+// Issue 12: killing one end of a shm connection (SIGKILL: the daemon ends
+// its session and closes its sockets) gives the other end, blocked in
+// recv, EOF or ECONNRESET, as TCP would; nothing hangs.
+func TestShmPeerKilled(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "python3")
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "shm", "--netdev", "none")
+	const rules = "tcp 127.0.0.0/8 engine shm"
+	srv := ns.start(ns.nuseRun(rules, "python3", "-c", `
+import socket, time
+l = socket.socket()
+l.bind(("127.0.0.1", 18530))
+l.listen(4)
+print("listening", flush=True)
+c, _ = l.accept()
+c.sendall(b"hi")
+time.sleep(3600)
+`)...)
+	ns.waitFor("the server to listen", 20*time.Second, func() bool { return strings.Contains(srv.output(), "listening") })
+	cl := ns.start(ns.nuseRun(rules, "python3", "-c", `
+import socket
+s = socket.create_connection(("127.0.0.1", 18530))
+assert s.recv(2) == b"hi"
+print("got hi", flush=True)
+try:
+    print("eof" if s.recv(10) == b"" else "data", flush=True)
+except ConnectionResetError:
+    print("reset", flush=True)
+`)...)
+	ns.waitFor("the client to read", 20*time.Second, func() bool { return strings.Contains(cl.output(), "got hi") })
+	st := ns.statsJSON()
+	if n := len(enginesByPort(st, "python3", 18530)[18530]); n != 3 {
+		t.Errorf("%d NUSE sockets on port 18530, want 3 (listener, client, accepted) on shm", n)
+	}
+	// The server's process group is its own (the test started it).
+	if err := syscall.Kill(-srv.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cl.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the client is still blocked in recv after its peer was killed:\n%s", cl.output())
+	}
+	if out := cl.output(); cl.err != nil || !(strings.Contains(out, "eof") || strings.Contains(out, "reset")) {
+		t.Fatalf("client: %v\n%s", cl.err, out)
+	}
+	t.Logf("client: %s", strings.TrimSpace(cl.output()))
 }
 
 // Issue 12: a rule naming an engine the daemon does not run gives one line
