@@ -15,13 +15,14 @@
 #
 # Usage: scripts/apps-bench.sh [-e gvisor|kernel] [-n REDIS_REQUESTS]
 #        [-d WRK_SECONDS] [-t IPERF_SECONDS] [-m MEMCSLAP_PER_CLIENT] [-o FILE.md]
+#        [-a "DAEMON FLAGS"]   (more flags for the daemon, e.g. "--procs 1")
 # Needs root (a network namespace) and `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 ARGS="$*"
-ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT=""
-while getopts "e:n:d:t:m:o:h" o; do
+ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT="" DARGS=""
+while getopts "e:n:d:t:m:o:a:h" o; do
 	case $o in
 	e) ENGINE=$OPTARG ;;
 	n) REDIS_N=$OPTARG ;;
@@ -29,7 +30,8 @@ while getopts "e:n:d:t:m:o:h" o; do
 	t) IPERF_T=$OPTARG ;;
 	m) MEMC_N=$OPTARG ;;
 	o) OUT=$OPTARG ;;
-	*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	a) DARGS=$OPTARG ;;
+	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 case $ENGINE in gvisor | kernel) ;; *) echo "apps-bench: -e gvisor or -e kernel" >&2; exit 2 ;; esac
@@ -63,7 +65,7 @@ nuse() { in_ns "$BIN/nuse" run --sock "$SOCK" --rules "$RULES" -- "$@"; }
 kern() { in_ns "$@"; }
 
 # ip netns exec execs the program, so $! is the daemon's own PID.
-ip netns exec "$NS" "$BIN/nuse" daemon --sock "$SOCK" --netdev none --engine "$ENGINE" -q >"$WORK/daemon.log" 2>&1 &
+ip netns exec "$NS" "$BIN/nuse" daemon --sock "$SOCK" --netdev none --engine "$ENGINE" -q $DARGS >"$WORK/daemon.log" 2>&1 &
 DPID=$!
 PIDS+=("$DPID")
 for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
@@ -116,7 +118,7 @@ measure() {
 	TICKS=$(($(cpu_ticks) - t0))
 }
 
-echo "== apps-bench: kernel loopback vs both ends under NUSE (engine $ENGINE), namespace $NS =="
+echo "== apps-bench: kernel loopback vs both ends under NUSE (engine $ENGINE${DARGS:+, daemon $DARGS}), namespace $NS =="
 echo "   (one run on a shared, noisy machine: read the ratios of this run, not the absolute figures)"
 
 # --- redis ---

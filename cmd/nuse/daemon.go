@@ -102,6 +102,7 @@ func runDaemon(args []string) int {
 	fs.DurationVar(&cfg.Spin, "spin", 50*time.Microsecond, "how long the daemon spins for work before it sleeps")
 	fs.DurationVar(&cfg.UCSpin, "uc-spin", defaultUCSpin(), "how long the pump of a uc proxy QP (uc/proxy) spins for work before it sleeps")
 	fs.IntVar(&cfg.Workers, "workers", 1, "goroutines that serve the sessions (each spins over all of its sessions)")
+	procs := fs.Int("procs", 0, "threads that run the daemon's Go code at once (GOMAXPROCS, at least --workers); 0 is Go's default, one per CPU or $GOMAXPROCS. 1 cuts the daemon's CPU per request of request-response servers on small machines, at a cost to bulk, pipelined and connection-churning traffic (README, Benchmarks)")
 	fs.DurationVar(&cfg.ShimSpin, "shim-spin", 20*time.Microsecond, "how long application threads spin before they sleep")
 	fs.DurationVar(&cfg.Linger, "linger", 30*time.Second, "how long a closed socket may take to send what is left in its ring")
 	quiet := fs.Bool("q", false, "log only errors")
@@ -112,6 +113,18 @@ func runDaemon(args []string) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "nuse daemon: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *procs < 0 {
+		fmt.Fprintf(os.Stderr, "nuse daemon: --procs %d: want 0 or more\n", *procs)
+		return 2
+	}
+	if *procs > 0 {
+		// Before the engines start: gVisor sizes its TCP processors by it.
+		// With one, gVisor's TCP processors run on the worker's thread
+		// when it yields, where with a thread to spare every segment that
+		// gVisor queues wakes that thread (tens of microseconds of CPU
+		// on small VMs).
+		runtime.GOMAXPROCS(max(*procs, cfg.Workers))
 	}
 	cfg.MTU = uint32(*mtu)
 	cfg.MaxSocks = uint32(*maxSocks)

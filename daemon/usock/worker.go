@@ -116,6 +116,8 @@ func (w *worker) run() {
 		ver  = ^uint64(0)
 		wv   futex.Waitv
 		last = time.Now()
+		// alone: the worker shares the daemon's only P (--procs 1).
+		alone = runtime.GOMAXPROCS(0) == 1
 	)
 	for {
 		if v := w.ver.Load(); v != ver {
@@ -148,6 +150,13 @@ func (w *worker) run() {
 		}
 		if did {
 			last = time.Now()
+			if alone {
+				// With one thread for the daemon's Go code (--procs 1),
+				// the engine's goroutines (gVisor's TCP processors and
+				// timers) run only when the worker yields: let them take
+				// what this pass handed them.
+				runtime.Gosched()
+			}
 			continue
 		}
 		if time.Since(last) < spin {

@@ -26,9 +26,9 @@ var appEngines = []string{"gvisor", "kernel", "shm"}
 // running the other engines of appEngines (they must stay idle: the stats
 // then show which engine carried the traffic), and waits for its ready
 // line.
-func (ns *netns) startEngineDaemon(engine string) *proc {
+func (ns *netns) startEngineDaemon(engine string, extra ...string) *proc {
 	ns.t.Helper()
-	args := []string{"--engine", engine, "--netdev", "none"}
+	args := append([]string{"--engine", engine, "--netdev", "none"}, extra...)
 	var others []string
 	for _, e := range appEngines {
 		if e != engine {
@@ -114,10 +114,23 @@ func TestRedisPerEngine(t *testing.T) {
 	redis := requireTool(t, "redis-server")
 	requireTool(t, "redis-benchmark")
 	requireTool(t, "redis-cli")
-	for _, engine := range appEngines {
-		t.Run(engine, func(t *testing.T) {
+	// Each engine with the daemon's defaults, and gvisor with the daemon's
+	// Go code on one thread (--procs 1: gVisor's TCP processors then run
+	// only between the worker's passes).
+	type variant struct {
+		name, engine string
+		extra        []string
+	}
+	var variants []variant
+	for _, e := range appEngines {
+		variants = append(variants, variant{e, e, nil})
+	}
+	variants = append(variants, variant{"gvisor-procs1", "gvisor", []string{"--procs", "1"}})
+	for _, v := range variants {
+		engine := v.engine
+		t.Run(v.name, func(t *testing.T) {
 			ns := newNetns(t)
-			ns.startEngineDaemon(engine)
+			ns.startEngineDaemon(engine, v.extra...)
 			srv := ns.start(ns.nuseRun(loopRules, redis, "--bind", "127.0.0.1", "::1", "--port", "6379", "--save", "",
 				"--appendonly", "no", "--protected-mode", "no", "--dir", ns.dir)...)
 			ns.waitFor("redis-server", 20*time.Second, func() bool {
@@ -149,7 +162,7 @@ func TestRedisPerEngine(t *testing.T) {
 			for i := range keys {
 				var b [24]byte
 				rand.Read(b[:])
-				keys[i], vals[i] = fmt.Sprintf("nuse:%s:%d", engine, i), hex.EncodeToString(b[:])
+				keys[i], vals[i] = fmt.Sprintf("nuse:%s:%d", v.name, i), hex.EncodeToString(b[:])
 				fmt.Fprintf(&cmds, "SET %s %s\n", keys[i], vals[i])
 			}
 			cmdFile := filepath.Join(ns.dir, "set.txt")

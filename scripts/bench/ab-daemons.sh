@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Side-by-side A/B of NUSE daemons (different builds, or different daemon
+# flags) against kernel loopback, on one workload, in one run: each round
+# runs the kernel, then every variant in turn (servers and clients both
+# under `nuse run`, rules claiming loopback), inside a network namespace
+# this script creates (loopback only, no route) and removes at the end.
+# Prints per-round req/s and the daemon's CPU per request (utime+stime
+# of its nused over the client's run, divided by the requests), then the
+# means and NUSE/kernel ratios.
+#
+# Usage: scripts/bench/ab-daemons.sh [-w redis|nginx] [-r ROUNDS] [-n REQS]
+#          [-c CONNS] [-d SECONDS] [-x "REDIS-BENCHMARK FLAGS"] NAME=DIR[:FLAGS] ...
+#   NAME=DIR[:FLAGS]   a variant: DIR holds nuse and libnuse.so (e.g. bin,
+#                      or a copy of an older build), FLAGS go to its daemon
+#   -w redis: redis-benchmark -c CONNS (20) -n REQS (50000) -t get [-x ...]
+#   -w nginx: nginx (2 workers) + wrk -t 2 -c CONNS (32) -d SECONDS (4), 4 KiB
+# e.g. scripts/bench/ab-daemons.sh -r 3 old=/tmp/old new=bin one=bin:"--procs 1"
+# Needs root, redis-server/redis-benchmark or nginx/wrk.
+set -uo pipefail
+W_=redis R=3 N=50000 C="" D=4 X=""
+while getopts "w:r:n:c:d:x:h" o; do
+	case $o in
+	w) W_=$OPTARG ;; r) R=$OPTARG ;; n) N=$OPTARG ;; c) C=$OPTARG ;; d) D=$OPTARG ;; x) X=$OPTARG ;;
+	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	esac
+done
+shift $((OPTIND - 1))
+case $W_ in redis) C=${C:-20} ;; nginx) C=${C:-32} ;; *) echo "ab-daemons: -w redis or nginx" >&2; exit 2 ;; esac
+for v in "$R" "$N" "$C" "$D"; do
+	[[ $v =~ ^[0-9]+$ ]] && ((v > 0 && v <= 10000000)) || { echo "ab-daemons: bad count $v" >&2; exit 2; }
+done
+((R <= 20 && D <= 60)) || { echo "ab-daemons: -r at most 20, -d at most 60" >&2; exit 2; }
+(($# > 0)) || { echo "ab-daemons: name at least one variant NAME=DIR[:FLAGS]" >&2; exit 2; }
+[[ $(id -u) == 0 ]] || { echo "ab-daemons: needs root for a network namespace" >&2; exit 1; }
+
+NS=nuse-ab-$$
+WORK=$(mktemp -d /tmp/nuse-ab.XXXXXX)
+chmod 755 "$WORK" # nginx's workers run as www-data
+PIDS=()
+cleanup() {
+	set +e
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+	ip netns del "$NS" 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+
+declare -A DIR DP SUMR SUMC
+NAMES=()
+for v in "$@"; do
+	name=${v%%=*} rest=${v#*=}
+	dir=${rest%%:*} flags=""
+	[[ $rest == *:* ]] && flags=${rest#*:}
+	[[ $name =~ ^[a-zA-Z0-9_-]+$ && $name != K ]] || { echo "ab-daemons: bad variant name '$name'" >&2; exit 2; }
+	[[ -x $dir/nuse && -e $dir/libnuse.so ]] || { echo "ab-daemons: $dir has no nuse and libnuse.so" >&2; exit 1; }
+	dir=$(cd "$dir" && pwd)
+	NAMES+=("$name") DIR[$name]=$dir
+	# ip netns exec execs the program, so $! is the daemon's own PID.
+	# shellcheck disable=SC2086 # flags are words
+	ip netns exec "$NS" "$dir/nuse" daemon --sock "$WORK/$name.sock" --netdev none -q $flags >"$WORK/$name.log" 2>&1 &
+	DP[$name]=$! PIDS+=($!)
+done
+for n in "${NAMES[@]}"; do
+	for _ in $(seq 100); do [[ -S $WORK/$n.sock ]] && break; sleep 0.1; done
+	[[ -S $WORK/$n.sock ]] || { echo "ab-daemons: daemon $n did not start:"; cat "$WORK/$n.log"; exit 1; }
+done
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+mkdir -p "$WORK/www" "$WORK/ng"
+chmod 755 "$WORK/www"
+head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
+chmod 644 "$WORK/www/4k.bin"
+
+# one VARIANT PORT: a server, its client, the figures.
+one() {
+	local w=$1 port=$2 pre=() srv t0=0 t1=0 out rps reqs cpu
+	[[ $w != K ]] && pre=("${DIR[$w]}/nuse" run --sock "$WORK/$w.sock" --rules "tcp 127.0.0.0/8" --)
+	if [[ $W_ == redis ]]; then
+		ip netns exec "$NS" "${pre[@]}" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >/dev/null 2>&1 &
+	else
+		cat >"$WORK/ng/$port.conf" <<EOC
+worker_processes 2;
+daemon off;
+pid $WORK/ng/$port.pid;
+error_log $WORK/ng/$port.err;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path $WORK/ng/body; proxy_temp_path $WORK/ng/proxy;
+	fastcgi_temp_path $WORK/ng/fcgi; uwsgi_temp_path $WORK/ng/uwsgi; scgi_temp_path $WORK/ng/scgi;
+	server { listen 127.0.0.1:$port; root $WORK/www; }
+}
+EOC
+		ip netns exec "$NS" "${pre[@]}" nginx -c "$WORK/ng/$port.conf" >/dev/null 2>&1 &
+	fi
+	srv=$!
+	PIDS+=("$srv")
+	for _ in $(seq 50); do
+		ip netns exec "$NS" "${pre[@]}" timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && break
+		sleep 0.1
+	done
+	[[ $w != K ]] && t0=$(ticks "${DP[$w]}")
+	if [[ $W_ == redis ]]; then
+		# shellcheck disable=SC2086 # -x is words
+		out=$(ip netns exec "$NS" "${pre[@]}" timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$C" -n "$N" $X -t get -q 2>&1)
+		rps=$(echo "$out" | tr '\r' '\n' | awk '$1 == "GET:" {print $2}' | tail -1)
+		reqs=$N
+	else
+		out=$(ip netns exec "$NS" "${pre[@]}" timeout $((D + 30)) wrk -t 2 -c "$C" -d "${D}s" "http://127.0.0.1:$port/4k.bin" 2>&1)
+		rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+		reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+		echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s/^/    $w: /"
+	fi
+	[[ $w != K ]] && t1=$(ticks "${DP[$w]}")
+	kill "$srv" 2>/dev/null
+	wait "$srv" 2>/dev/null
+	cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print 0 }')
+	printf '  round %d %-10s %10s req/s  daemon CPU/request %s us\n' "$i" "$w" "${rps:-0}" "$cpu"
+	SUMR[$w]=$(awk -v a="${SUMR[$w]:-0}" -v b="${rps:-0}" 'BEGIN {print a + b}')
+	SUMC[$w]=$(awk -v a="${SUMC[$w]:-0}" -v b="$cpu" 'BEGIN {print a + b}')
+}
+
+echo "== ab-daemons: $W_ -c $C, $R rounds, kernel loopback vs ${NAMES[*]} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+port=17000
+for i in $(seq "$R"); do
+	for w in K "${NAMES[@]}"; do one "$w" $((port++)); done
+done
+echo "means over $R rounds (NUSE/kernel: mean req/s over the kernel's mean req/s):"
+for w in K "${NAMES[@]}"; do
+	awk -v n="$([[ $w == K ]] && echo kernel || echo "$w")" -v r="${SUMR[$w]}" -v k="${SUMR[K]}" -v c="${SUMC[$w]}" -v R="$R" \
+		'BEGIN { printf "  %-10s %10.0f req/s  NUSE/kernel %.2fx  daemon CPU/request %.1f us\n", n, r / R, (k > 0 ? r / k : 0), c / R }'
+done
