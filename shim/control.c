@@ -266,10 +266,9 @@ static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *
 /* The socket's last fd is gone and nobody is blocked on it: let it go. */
 static void release_sock(struct nsock *s, int fd)
 {
-	/* Relayed (by a vfork child, or by a process that shares it), the
-	 * slot is no longer this socket's: its count and CLOSE are not ours
-	 * to give.  The arena's generation says so too. */
-	if (s->kind == K_NUSE && !s->relayed && atomic_load(A32(&s->sh->gen)) == s->gen) {
+	/* A slot that is no longer this socket's (its generation moved on)
+	 * is not ours to count down or CLOSE. */
+	if (s->kind == K_NUSE && atomic_load(A32(&s->sh->gen)) == s->gen) {
 		int lastproc = procs_release(s);
 
 		debug("nuse: fd %d close (slot %u): %s", fd, s->slot,

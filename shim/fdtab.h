@@ -79,7 +79,6 @@ struct nsock {
 	 * not see it there yet. */
 	int listening, established;
 	int dead;         /* the daemon's end is gone */
-	int relayed;      /* handed to a relay (relay.c): the slot is no longer ours */
 	uint64_t ino;     /* the app end's inode: finds it among a vfork child's fds */
 	uint32_t sig_owed; /* readiness bytes counted but not read yet (sockstate.c) */
 	int quiet;        /* dead listener: its fd number names a never-ready socket */

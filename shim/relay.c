@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "cmd.h"
+#include "procs.h"
 #include "session.h"
 
 /* Asks the daemon to relay s through a new pair; returns our end, or
@@ -37,10 +39,6 @@ static int relay_request(struct nsock *s)
 	}
 	if (s->nonblock)
 		R.fcntl(sp[0], F_SETFL, O_RDWR | O_NONBLOCK);
-	/* The slot is the daemon's again: no process holds it now. */
-	atomic_store(&g_sh->procs[s->slot], 0);
-	s->relayed = 1;
-	s->dead = 1;
 	return sp[0];
 }
 
@@ -54,8 +52,7 @@ static void replace_fd(int end, int fd)
 
 static int relayable(struct nsock *s)
 {
-	return s->kind == K_NUSE && !s->relayed && !s->dead && !atomic_load(&S.dead) && !s->listening &&
-	       atomic_load(&s->busy) == 0;
+	return s->kind == K_NUSE && !s->dead && !atomic_load(&S.dead) && !s->listening && atomic_load(&s->busy) == 0;
 }
 
 static void lock3(struct nsock *s)
@@ -102,11 +99,18 @@ int relay_sock(struct nsock *s)
 		atomic_store(&g_tab[i], NULL);
 	}
 	atomic_store(&s->refs, 0);
+	pthread_mutex_unlock(&g_tablock);
 	unlock3(s);
-	debug("nuse: slot %u is relayed by the daemon from now on", s->slot);
+	R.close(end);
+	/* This process uses the rings no more; if no other does, CLOSE hands
+	 * the connection to the relay (a forked sibling may still hold it:
+	 * its last close does). */
+	if (procs_release(s) && !atomic_load(&S.dead))
+		cmd_call(s, NUSE_OP_CLOSE, NULL);
+	debug("nuse: slot %u is handed on through the daemon's relay", s->slot);
+	pthread_mutex_lock(&g_tablock);
 	nsock_free_locked(s);
 	pthread_mutex_unlock(&g_tablock);
-	R.close(end);
 	return 0;
 }
 
@@ -137,9 +141,9 @@ static uint64_t kept_sock(int fd)
 }
 
 /* In a vfork child: relays s for the child's fds alone (from fd up to hi,
- * every one naming s's end: a socket made both stdin and stdout); the
- * parent's memory only learns that s moved (its own fd is dead from now
- * on). */
+ * every one naming s's end: a socket made both stdin and stdout).  The
+ * parent's socket, in the memory we share, stays as it is: its last close
+ * hands the connection to the relay. */
 static void relay_child_fds(struct nsock *s, int fd, int hi)
 {
 	uint64_t ino = s->ino;

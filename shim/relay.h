@@ -7,7 +7,7 @@
  * a fresh socketpair whose end replaces the program's fds: a plain stream
  * socket on which every path works, shim or not.  Implemented by relay.c;
  * it calls the session (the NUSE_CTL_RELAY exchange), the fd table and the
- * base.
+ * base, and, to let go of the rings, the command slots and procs.h.
  */
 #ifndef NUSE_RELAY_H
 #define NUSE_RELAY_H
@@ -17,8 +17,10 @@
 #pragma GCC visibility push(hidden)
 
 /* Relays s: every fd of this process that names it names the relay's end
- * from then on, and the shim forgets s.  0, or -errno (s stays as it was:
- * a listener, an unconnected or dead socket, a thread blocked on it). */
+ * from then on, and the shim forgets s (the last process to let go of its
+ * rings sends CLOSE, and the daemon's relay takes over).  0, or -errno (s
+ * stays as it was: a listener, an unconnected or dead socket, a thread
+ * blocked on it, one handed on already and still held). */
 int relay_sock(struct nsock *s);
 
 /* Before an exec (in a vfork child too): relays every NUSE socket that an

@@ -57,6 +57,7 @@ type relay struct {
 	wakeIn, wakeOut chan struct{} // the engine's readiness changed
 	done            chan struct{} // closed to stop both directions
 	stopOnce        sync.Once
+	started         atomic.Bool  // handed over: its directions run
 	left            atomic.Int32 // directions still running
 	abort           atomic.Bool  // end with a reset, not a FIN
 
@@ -78,18 +79,34 @@ type RelayStats struct {
 	Since   time.Time `json:"since"`
 }
 
-// relay answers abi.MsgRelay: socket req.Sock of this session leaves the
-// arena and is relayed through pair from now on.
+// relay answers abi.MsgRelay: socket req.Sock of this session is handed
+// to code the shim does not see, through pair. The relay waits, attached to
+// the socket, while a process of the session still uses the socket's
+// rings (the one that handed it on may keep it, a forked parent may still
+// hold it): the session serves them as before. When the last of them lets
+// go (its CLOSE, its exit, the pair hanging up), handover gives the
+// connection to the relay.
 func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	srv := s.srv
 	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
+	if !srv.takeFDs(1) {
+		s.logf("the daemon is short of file descriptors; relay refused")
+		fail(syscall.ENFILE)
+		return
+	}
+	fail = func(e syscall.Errno) { unix.Close(pair); srv.clientFDs.Add(-1); rep.Result = -int32(e) }
 	ino, e := srv.checkPair(pair)
 	if e != 0 {
 		s.logf("relay refused: the fd passed as its channel is unusable (%v)", e)
 		fail(e)
 		return
 	}
-	fail = func(e syscall.Errno) { unix.Close(pair); srv.forgetPair(ino); rep.Result = -int32(e) }
+	fail = func(e syscall.Errno) {
+		unix.Close(pair)
+		srv.forgetPair(ino)
+		srv.clientFDs.Add(-1)
+		rep.Result = -int32(e)
+	}
 	if err := unix.SetNonblock(pair, true); err != nil {
 		fail(syscall.EINVAL)
 		return
@@ -111,51 +128,69 @@ func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	case so.connecting || so.state&abi.SSConnected == 0:
 		fail(syscall.ENOTCONN)
 		return
-	}
-	s.service(so) // move what can move now
-	if s.socks[so.slot] != so {
-		fail(syscall.EBADF) // it went away meanwhile
-		return
-	}
-	toEng, toApp, err := s.ringContents(so)
-	if err != nil {
-		s.kill(fmt.Sprintf("socket %d: %v", so.slot, err))
-		fail(syscall.ECONNRESET)
+	case so.relay != nil:
+		fail(syscall.EBUSY) // handed on once already, not let go of yet
 		return
 	}
 	r := &relay{
-		srv: srv, uid: s.Uid, use: s.use, es: so.es, engine: so.engine, family: so.family, ino: ino, engFDs: so.engFDs,
-		toEng: toEng, toApp: toApp, rdEOF: so.state&abi.SSRdEOF != 0, reset: so.state&abi.SSReset != 0,
+		srv: srv, uid: s.Uid, use: s.use, es: so.es, engine: so.engine, family: so.family, ino: ino,
 		local: so.local, remote: so.remote, created: so.created,
 		wakeIn: make(chan struct{}, 1), wakeOut: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	if err := srv.startRelay(r, pair); err != nil {
+	if err := srv.prepareRelay(r, pair); err != nil {
 		s.logf("socket %d: no relay: %v", so.slot, err)
-		srv.forgetPair(ino) // startRelay closed pair
+		srv.forgetPair(ino) // prepareRelay closed pair
+		srv.clientFDs.Add(-1)
 		rep.Result = -int32(syscall.ECONNRESET)
 		return
 	}
-	// The slot is free; the relay holds the socket (its count in the
-	// user's sockets moves with it). The old pair closes: a process that
-	// still holds the old fd sees the socket reset.
+	so.relay = r
+	s.logf("socket %d (%v -> %v) is handed on through %s: relayed once this session lets go of it",
+		so.slot, r.local, r.remote, r.name)
+}
+
+// handover gives so's connection to its relay: the last process of the
+// session that used its rings let go. What the tx ring holds goes to the
+// engine first, what the rx ring holds to the relay's pair first, and the
+// slot is freed (the user's count of sockets moves with the connection).
+// Called with mu held.
+func (s *Session) handover(so *sock) {
+	srv, r := s.srv, so.relay
+	so.relay = nil
+	toEng, toApp, err := s.ringContents(so)
+	if err != nil {
+		s.logf("socket %d: %v; the relay %s ends", so.slot, err, r.name)
+		r.discard()
+		so.es.Abort()
+		s.release(so)
+		return
+	}
+	r.toEng, r.toApp = toEng, toApp
+	r.rdEOF, r.reset = so.state&abi.SSRdEOF != 0, so.state&abi.SSReset != 0
+	if so.local.IsValid() {
+		r.local, r.remote = so.local, so.remote
+	}
+	r.engFDs, so.engFDs = so.engFDs, 0
 	// Its bytes so far are history, like a closed socket's; the relay
 	// counts from here on.
 	s.closed = append(s.closed, s.sockStats(so, "relayed"))
+	if len(s.closed) > maxClosedSocks {
+		s.closed = s.closed[len(s.closed)-maxClosedSocks:]
+	}
 	srv.totals.add(so.txBytes.Load(), so.rxBytes.Load())
 	if t := srv.engTotals[so.engine]; t != nil {
 		t.add(so.txBytes.Load(), so.rxBytes.Load())
 	}
-	if len(s.closed) > maxClosedSocks {
-		s.closed = s.closed[len(s.closed)-maxClosedSocks:]
-	}
+	so.es.Notify(nil)
 	srv.unbind(so)
-	so.engFDs = 0 // the relay's now
 	unix.Close(so.pair)
 	srv.forgetPair(so.pairIno)
+	srv.clientFDs.Add(-1)
 	atomic.StoreUint32(&s.a.Sock(so.slot).State, abi.SSWrDead|abi.SSReset)
 	s.socks[so.slot] = nil
 	s.free = append(s.free, so.slot)
 	s.logf("socket %d (%v -> %v) is relayed through %s", so.slot, r.local, r.remote, r.name)
+	r.start()
 }
 
 // ringContents copies what the socket's rings hold: the tx bytes the
@@ -185,10 +220,11 @@ func ringCopy(data []byte, from, n uint64) []byte {
 
 var relaySeq atomic.Uint64
 
-// startRelay names r's end of the pair (so the shim of a process that
-// receives the other end can tell it is a relayed NUSE socket), registers
-// r and starts its two directions. On failure it has closed pair.
-func (srv *Server) startRelay(r *relay, pair int) error {
+// prepareRelay names r's end of the pair (so the shim of a process that
+// receives the other end can tell it is a relayed NUSE socket) and
+// registers r; it moves no bytes until start. On failure it has closed
+// pair.
+func (srv *Server) prepareRelay(r *relay, pair int) error {
 	r.name = fmt.Sprintf("@nuse-relay/%d/%d", os.Getpid(), relaySeq.Add(1))
 	if err := unix.Bind(pair, &unix.SockaddrUnix{Name: r.name}); err != nil {
 		unix.Close(pair)
@@ -209,15 +245,32 @@ func (srv *Server) startRelay(r *relay, pair int) error {
 	}
 	srv.relays[r.name] = r
 	srv.mu.Unlock()
+	return nil
+}
+
+// start runs r's two directions: the connection is r's now.
+func (r *relay) start() {
+	r.started.Store(true)
 	r.left.Store(2)
 	r.es.Notify(func(stack.Events) {
 		poke(r.wakeIn)
 		poke(r.wakeOut)
 	})
-	srv.wg.Add(2)
+	r.srv.wg.Add(2)
 	go r.up()
 	go r.down()
-	return nil
+}
+
+// discard drops a relay that never started (its socket was reset, or the
+// daemon closes): its pair closes, so the holder reads EOF.
+func (r *relay) discard() {
+	r.f.Close()
+	srv := r.srv
+	srv.forgetPair(r.ino)
+	srv.clientFDs.Add(-1)
+	srv.mu.Lock()
+	delete(srv.relays, r.name)
+	srv.mu.Unlock()
 }
 
 func poke(c chan struct{}) {
@@ -507,7 +560,11 @@ func (srv *Server) stopRelays() {
 	}
 	srv.mu.Unlock()
 	for _, r := range rs {
-		r.stop(true)
+		if r.started.Load() {
+			r.stop(true)
+		} else {
+			r.discard()
+		}
 	}
 }
 

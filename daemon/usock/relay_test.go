@@ -76,6 +76,22 @@ func TestRelayCarriesRingsAndOutlivesSession(t *testing.T) {
 		t.Fatalf("relay: %v", e)
 	}
 	defer f.Close()
+	// Handed on, but the session still holds the socket (the process that
+	// handed it on, or a forked sibling, has not let go): its rings still
+	// carry the connection, and the relay waits.
+	if _, e := cliCl.relayPair(cs); e != syscall.EBUSY {
+		t.Fatalf("a second hand-off of a socket still held: %v, want EBUSY", e)
+	}
+	if err := cliCl.send(cs, []byte("ring")); err != nil {
+		t.Fatal(err)
+	}
+	if got := make([]byte, 4); func() bool { n, err := srvCl.recv(as, got); return err != nil || string(got[:n]) != "ring" }() {
+		t.Fatalf("the session stopped carrying the socket once it was handed on")
+	}
+	// Its last holder lets go: the relay takes the connection.
+	if res, _ := cliCl.cmd(cs, abi.OpClose, 0, 0, nil, nil); res != 0 {
+		t.Fatalf("close: %v", syscall.Errno(-res))
+	}
 	if got := readFull(t, f, 5); string(got) != "early" {
 		t.Fatalf("first bytes through the relay: %q, want the unread %q", got, "early")
 	}
@@ -178,5 +194,39 @@ func TestRelayRefusals(t *testing.T) {
 	// The session still answers.
 	if err := cl.connect(s, netip.AddrPortFrom(lo4, 7320)); err != nil {
 		t.Fatalf("the session stopped working after the refusals: %v", err)
+	}
+}
+
+// A socket handed on whose holder in the session never closes it: the
+// session's end (the process exited) hands the connection to the relay.
+func TestRelayHandedOverAtSessionEnd(t *testing.T) {
+	srv, path := startServer(t, 64<<10)
+	srvCl := dialClient(t, path)
+	cliCl := dialClient(t, path)
+	ls := srvCl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7330))
+	cs := cliCl.socket(syscall.AF_INET)
+	if err := cliCl.connect(cs, netip.AddrPortFrom(lo4, 7330)); err != nil {
+		t.Fatal(err)
+	}
+	as, _ := srvCl.accept(ls)
+	f, e := cliCl.relayPair(cs)
+	if e != 0 {
+		t.Fatalf("relay: %v", e)
+	}
+	defer f.Close()
+	cliCl.close() // exits without closing the socket
+	waitSessions(t, srv, 1)
+	if err := srvCl.send(as, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFull(t, f, 5); string(got) != "after" {
+		t.Fatalf("through the relay after the session ended: %q", got)
+	}
+	if _, err := f.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if n, err := srvCl.recv(as, got); err != nil || string(got[:n]) != "back" {
+		t.Fatalf("the peer read %q, %v", got[:n], err)
 	}
 }

@@ -103,8 +103,9 @@ type sock struct {
 	edgeConn              bool
 	pairShut              bool // the pair is shut for writing (FIN or reset mirrored)
 	connecting, listening bool
-	shutWr                bool // SHUT_WR requested: after tx drains
-	closing               bool // the application closed it
+	shutWr                bool   // SHUT_WR requested: after tx drains
+	closing               bool   // the application closed it
+	relay                 *relay // handed on (relay.go): takes over when the session lets go
 	closeBy               time.Time
 	local, remote         netip.AddrPort
 }
@@ -133,7 +134,11 @@ func (s *Session) kill(why string) {
 		s.conn.Close() // the shim sees the hang-up at once
 	}
 	for _, so := range s.socks {
-		if so != nil {
+		switch {
+		case so == nil:
+		case so.relay != nil:
+			s.handover(so) // its holder elsewhere is no part of this
+		default:
 			so.es.Abort()
 			s.release(so)
 		}
@@ -722,6 +727,10 @@ func (s *Session) service(so *sock) {
 	if so.shutWr && s.txEmpty(so) {
 		so.shutWr = false
 		_ = so.es.Shutdown(unix.SHUT_WR)
+	}
+	if so.closing && so.relay != nil {
+		s.handover(so) // handed on: the relay takes the connection
+		return
 	}
 	if so.closing {
 		// Only a connected socket has anywhere to send its tx ring; what

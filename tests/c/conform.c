@@ -715,6 +715,30 @@ static void i02_scm_rights_exec(void)
 	child_status("child", pid, WAIT_MS);
 }
 
+/* A forked child execs with the socket leaked (not close-on-exec) and
+ * never touches it: the parent goes on using it, during and after. */
+static void i02_exec_leaked_parent_keeps(void)
+{
+	int c, a;
+	pid_t pid;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		close(c);
+		execl("/bin/sh", "sh", "-c", "sleep 0.2", (char *)NULL);
+		_exit(127);
+	}
+	sendall(c, "ping");
+	readn("got", a, 4, WAIT_MS);
+	sendall(a, "pong");
+	readn("back", c, 4, WAIT_MS);
+	child_status("child", pid, WAIT_MS);
+	sendall(c, "more");
+	readn("after_child", a, 4, WAIT_MS);
+}
+
 /* A socket received over SCM_RIGHTS names the same TCP endpoints as the
  * sender's fd: family, the listener's port, the client's port. */
 static void i02_scm_rights_names(void)
@@ -2642,6 +2666,7 @@ static const struct kase {
 	C(i02_scm_rights_fork),
 	C(i02_scm_rights_exec),
 	C(i02_scm_rights_names),
+	C(i02_exec_leaked_parent_keeps),
 	C(i03_stdio_fdopen),
 	C(i03_dprintf),
 	C(i03_sendmmsg),
