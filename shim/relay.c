@@ -3,7 +3,8 @@
  * relay.c - relayed sockets (relay.h): the NUSE_CTL_RELAY exchange and
  * putting the relay's end in place of the program's fds, for this process
  * or, in a vfork child, for the child alone.  It calls the session
- * (ctl_request), the fd table and the base.
+ * (ctl_request), the command slots and procs.h (letting go of the rings as
+ * a close does), the fd table and the base.
  *
  * Why a fresh pair rather than the socket's own: the old one carries
  * readiness bytes and filling junk, and may already be shut for writing

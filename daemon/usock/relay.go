@@ -12,9 +12,12 @@ package usock
 // (raw syscalls, stdio, splice, a program without the shim), at the price
 // of a copy through the kernel in each direction.
 //
-// A relay belongs to no session: it lives until the program's end is
-// closed everywhere (or the connection ends), whichever process holds it.
-// It still counts against its user's socket limit.
+// A relay waits, attached to its socket, while a process of the session
+// still uses the socket's rings; at the last one's close (or exit) it
+// takes the connection, and from then on belongs to no session: it lives
+// until the program's end is closed everywhere (or the connection ends),
+// whichever process holds it. It still counts against its user's socket
+// limit.
 
 import (
 	"errors"
