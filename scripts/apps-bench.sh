@@ -13,7 +13,7 @@
 # /proc/PID/stat divided by the requests; for iperf3, per GiB moved).
 # Installs nothing: a missing tool skips its row, saying so.
 #
-# Usage: scripts/apps-bench.sh [-e gvisor|kernel] [-n REDIS_REQUESTS]
+# Usage: scripts/apps-bench.sh [-e gvisor|kernel|shm] [-n REDIS_REQUESTS]
 #        [-d WRK_SECONDS] [-t IPERF_SECONDS] [-m MEMCSLAP_PER_CLIENT] [-o FILE.md]
 #        [-a "DAEMON FLAGS"]   (more flags for the daemon, e.g. "--procs 1")
 # Needs root (a network namespace) and `make build`.
@@ -34,7 +34,7 @@ while getopts "e:n:d:t:m:o:a:h" o; do
 	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
-case $ENGINE in gvisor | kernel) ;; *) echo "apps-bench: -e gvisor or -e kernel" >&2; exit 2 ;; esac
+case $ENGINE in gvisor | kernel | shm) ;; *) echo "apps-bench: -e gvisor, kernel or shm" >&2; exit 2 ;; esac
 for v in "$REDIS_N" "$WRK_D" "$IPERF_T" "$MEMC_N"; do
 	[[ $v =~ ^[0-9]+$ ]] && ((v > 0 && v <= 10000000)) || { echo "apps-bench: bad count $v" >&2; exit 2; }
 done
@@ -42,24 +42,10 @@ done
 [[ $(id -u) == 0 ]] || { echo "apps-bench: needs root for a network namespace" >&2; exit 1; }
 for b in nuse libnuse.so; do [[ -e $BIN/$b ]] || { echo "apps-bench: $BIN/$b missing (make build)" >&2; exit 1; }; done
 
-NS=nuse-apps-$$
-WORK=$(mktemp -d /tmp/nuse-apps.XXXXXX)
+. scripts/netns.sh
+private_netns nuse-apps
 SOCK=$WORK/nused.sock
 RULES="tcp 127.0.0.0/8"
-PIDS=()
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	# Anything still in the namespace is ours.
-	for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	ip netns del "$NS" 2>/dev/null
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ip netns add "$NS"
-ip netns exec "$NS" ip link set lo up
 in_ns() { ip netns exec "$NS" "$@"; }
 nuse() { in_ns "$BIN/nuse" run --sock "$SOCK" --rules "$RULES" -- "$@"; }
 kern() { in_ns "$@"; }

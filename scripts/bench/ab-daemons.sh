@@ -33,22 +33,9 @@ done
 (($# > 0)) || { echo "ab-daemons: name at least one variant NAME=DIR[:FLAGS]" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "ab-daemons: needs root for a network namespace" >&2; exit 1; }
 
-NS=nuse-ab-$$
-WORK=$(mktemp -d /tmp/nuse-ab.XXXXXX)
+. "$(dirname "$0")/../netns.sh"
+private_netns nuse-ab
 chmod 755 "$WORK" # nginx's workers run as www-data
-PIDS=()
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	ip netns del "$NS" 2>/dev/null
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ip netns add "$NS"
-ip netns exec "$NS" ip link set lo up
 
 declare -A DIR DP SUMR SUMC
 NAMES=()
