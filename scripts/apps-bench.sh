@@ -42,7 +42,7 @@ done
 [[ $(id -u) == 0 ]] || { echo "apps-bench: needs root for a network namespace" >&2; exit 1; }
 for b in nuse libnuse.so; do [[ -e $BIN/$b ]] || { echo "apps-bench: $BIN/$b missing (make build)" >&2; exit 1; }; done
 
-. scripts/netns.sh
+. scripts/benchlib.sh
 private_netns nuse-apps
 SOCK=$WORK/nused.sock
 RULES="tcp 127.0.0.0/8"
@@ -159,19 +159,7 @@ else
 	chmod 755 "$WORK" "$WORK/www" # nginx's workers run as www-data
 	head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
 	for port in 18080 18081; do
-		cat >"$WORK/nginx/$port.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/$port.pid;
-error_log $WORK/nginx/$port.err;
-events { worker_connections 1024; }
-http {
-	access_log off;
-	client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy;
-	fastcgi_temp_path $WORK/nginx/fcgi; uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
-	server { listen 127.0.0.1:$port; root $WORK/www; }
-}
-EOF
+		nginx_conf "$WORK/nginx" "$port" "$WORK/www" 1024
 	done
 	wrk_pair "nginx (2 workers) + wrk -c 32, 4 KiB" 32 18080 18081 /4k.bin nginx -c "$WORK/nginx/PORT.conf"
 fi

@@ -33,7 +33,7 @@ done
 (($# > 0)) || { echo "ab-daemons: name at least one variant NAME=DIR[:FLAGS]" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "ab-daemons: needs root for a network namespace" >&2; exit 1; }
 
-. "$(dirname "$0")/../netns.sh"
+. "$(dirname "$0")/../benchlib.sh"
 private_netns nuse-ab
 chmod 755 "$WORK" # nginx's workers run as www-data
 
@@ -70,19 +70,7 @@ one() {
 	if [[ $W_ == redis ]]; then
 		ip netns exec "$NS" "${pre[@]}" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >/dev/null 2>&1 &
 	else
-		cat >"$WORK/ng/$port.conf" <<EOC
-worker_processes 2;
-daemon off;
-pid $WORK/ng/$port.pid;
-error_log $WORK/ng/$port.err;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	client_body_temp_path $WORK/ng/body; proxy_temp_path $WORK/ng/proxy;
-	fastcgi_temp_path $WORK/ng/fcgi; uwsgi_temp_path $WORK/ng/uwsgi; scgi_temp_path $WORK/ng/scgi;
-	server { listen 127.0.0.1:$port; root $WORK/www; }
-}
-EOC
+		nginx_conf "$WORK/ng" "$port" "$WORK/www" 4096
 		ip netns exec "$NS" "${pre[@]}" nginx -c "$WORK/ng/$port.conf" >/dev/null 2>&1 &
 	fi
 	srv=$!

@@ -1,0 +1,46 @@
+# scripts/benchlib.sh - sourced by the benchmark scripts (apps-bench.sh,
+# bench/ab-daemons.sh): what they set up alike.
+#   private_netns PREFIX   a network namespace of their own (loopback only,
+#                          no route out) and a scratch directory: sets NS and
+#                          WORK, creates both, and removes them at exit with
+#                          every process started in them
+#   PIDS+=($!)             records a process to stop (then wait for) at exit
+#   nginx_conf DIR PORT ROOT CONNS
+#                          writes DIR/PORT.conf: nginx with 2 workers serving
+#                          ROOT on 127.0.0.1:PORT, its files under DIR
+private_netns() {
+	NS=$1-$$
+	WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+	PIDS=()
+	trap _netns_cleanup EXIT
+	trap 'exit 130' INT TERM
+	ip netns add "$NS"
+	ip netns exec "$NS" ip link set lo up
+}
+
+_netns_cleanup() {
+	set +e
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	# Anything still in the namespace is ours.
+	for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+	ip netns del "$NS" 2>/dev/null
+	rm -rf "$WORK"
+}
+
+nginx_conf() {
+	local dir=$1 port=$2 root=$3 conns=$4
+	cat >"$dir/$port.conf" <<EOC
+worker_processes 2;
+daemon off;
+pid $dir/$port.pid;
+error_log $dir/$port.err;
+events { worker_connections $conns; }
+http {
+	access_log off;
+	client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
+	fastcgi_temp_path $dir/fcgi; uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
+	server { listen 127.0.0.1:$port; root $root; }
+}
+EOC
+}
