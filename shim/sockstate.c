@@ -124,9 +124,18 @@ void fill(struct nsock *s, int fd)
 		R.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
 		s->sndbuf_small = 1;
 	}
-	for (i = 0; i < 1024; i++)
-		if (R.send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+	for (i = 0; i < 1024; i++) {
+		ssize_t n;
+
+		/* Counted before it is written, so the daemon never finds more
+		 * junk than counted: any excess is the program's own bytes. */
+		atomic_fetch_add(A64(&s->sh->fill_bytes), sizeof(junk));
+		n = R.send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < (ssize_t)sizeof(junk))
+			atomic_fetch_sub(A64(&s->sh->fill_bytes), sizeof(junk) - (n > 0 ? (size_t)n : 0));
+		if (n < 0)
 			break;
+	}
 	atomic_store(A32(&s->sh->fill), NUSE_FILL_DONE);
 	if ((tx_has_space(s) && !(st_load(s) & NUSE_SS_CONNECTING)) ||
 	    (st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)))
@@ -234,11 +243,18 @@ int conn_ready(struct nsock *s)
 /* SO_ERROR from the daemon: returns and clears the pending error. */
 int take_so_error(struct nsock *s)
 {
+	static _Atomic int told;
 	int v = 0;
 	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
 	int r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
 
 	if (r < 0)
 		return -r;
+	/* The daemon reset the connection because the program wrote bytes
+	 * the shim never saw: say why, once per process, where the program's
+	 * user can see it (PROTOCOL.md "Raw writes"). */
+	if ((st_load(s) & NUSE_SS_RAW) && !atomic_exchange(&told, 1))
+		say("nuse: the program wrote to a NUSE socket past the preload (a raw syscall or io_uring): "
+		    "NUSE cannot carry those bytes in order, so the connection was reset");
 	return v;
 }

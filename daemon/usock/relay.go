@@ -160,6 +160,14 @@ func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 func (s *Session) handover(so *sock) {
 	srv, r := s.srv, so.relay
 	so.relay = nil
+	if n := s.rawQueued(so); n > 0 && so.state&abi.SSRaw == 0 {
+		s.rawReset(so, n) // written past the shim before it was handed on
+	}
+	if so.state&abi.SSRaw != 0 {
+		r.discard()
+		s.release(so)
+		return
+	}
 	toEng, toApp, err := s.ringContents(so)
 	if err != nil {
 		s.logf("socket %d: %v; the relay %s ends", so.slot, err, r.name)

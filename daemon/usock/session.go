@@ -88,6 +88,7 @@ type sock struct {
 	rxHead  uint64 // daemon-owned producer counter of rx
 	txBytes atomic.Uint64
 	rxBytes atomic.Uint64
+	drained uint64 // bytes read from pair: the shim's junk (raw.go)
 
 	// What a fresh engine socket must be given again (renew): the
 	// options set, in order, and an explicit bind.
@@ -252,7 +253,11 @@ func (s *Session) release(so *sock) {
 	atomic.StoreUint32(&sh.State, abi.SSWrDead|abi.SSReset)
 	s.socks[so.slot] = nil
 	s.free = append(s.free, so.slot)
-	s.closed = append(s.closed, s.sockStats(so, "closed"))
+	state := "closed"
+	if so.state&abi.SSRaw != 0 {
+		state = "raw-reset" // raw.go: the reason stays in the history
+	}
+	s.closed = append(s.closed, s.sockStats(so, state))
 	if len(s.closed) > maxClosedSocks {
 		s.closed = s.closed[len(s.closed)-maxClosedSocks:]
 	}
@@ -404,18 +409,31 @@ func (s *Session) reapHangups() {
 	var socks []*sock
 	for _, so := range s.socks {
 		if so != nil && !so.closing {
-			fds = append(fds, unix.PollFd{Fd: int32(so.pair), Events: unix.POLLRDHUP})
+			fds = append(fds, unix.PollFd{Fd: int32(so.pair), Events: unix.POLLRDHUP | unix.POLLIN})
 			socks = append(socks, so)
 		}
 	}
 	if len(fds) == 0 {
 		return
 	}
-	if n, err := unix.Poll(fds, 0); n <= 0 || err != nil {
+	if _, err := unix.Poll(fds, 0); err != nil {
 		return
 	}
 	for i, so := range socks {
-		if fds[i].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0 && s.socks[so.slot] == so {
+		// Bytes past the shim: not on a hung-up pair, where the app's end
+		// and its queue are gone (the close path checks what we hold).
+		hup := fds[i].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
+		if !hup && s.socks[so.slot] == so && so.state&abi.SSConnected != 0 && so.state&abi.SSRaw == 0 {
+			n := uint64(0)
+			if fds[i].Revents&unix.POLLIN != 0 {
+				n = s.rawQueued(so)
+			}
+			if n > 0 || s.rawRead(so) {
+				s.rawReset(so, n) // raw.go
+				s.service(so)
+			}
+		}
+		if hup && s.socks[so.slot] == so {
 			so.closing = true
 			so.closeBy = time.Now().Add(s.srv.cfg.Linger)
 			s.service(so)
@@ -736,7 +754,12 @@ func (s *Session) service(so *sock) {
 		// Only a connected socket has anywhere to send its tx ring; what
 		// an unconnected one holds (or claims to) is dropped at once.
 		if s.txEmpty(so) || so.state&(abi.SSWrDead|abi.SSReset) != 0 || so.state&abi.SSConnected == 0 {
-			if s.rxUnread(so) {
+			if n := s.rawQueued(so); n > 0 && so.state&abi.SSConnected != 0 {
+				// The program's last bytes went past the shim: the peer
+				// must not take the FIN for the end of what was sent.
+				s.rawReset(so, n)
+			}
+			if s.rxUnread(so) || so.state&abi.SSRaw != 0 {
 				so.es.Abort() // unread data at close: reset, as Linux does
 			} else {
 				so.es.Close()
@@ -754,7 +777,10 @@ func (s *Session) service(so *sock) {
 	// so whatever it writes after our reads is covered by its next DONE.
 	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) &&
 		atomic.CompareAndSwapUint32(&sh.Fill, abi.FillDone, abi.FillNone) {
-		drain(so.pair)
+		so.drained += drain(so.pair)
+		if so.drained > atomic.LoadUint64(&sh.FillBytes) {
+			s.rawReset(so, so.drained-atomic.LoadUint64(&sh.FillBytes))
+		}
 	}
 }
 
@@ -799,14 +825,19 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 const edgeStates = abi.SSRdEOF | abi.SSReset | abi.SSError | abi.SSAcceptQ
 
 // drain empties the daemon's end of a socketpair (what the shim wrote to
-// make it unwritable), without ever blocking: see service.
-func drain(fd int) {
+// make it unwritable), without ever blocking: see service. It returns the
+// bytes it read.
+func drain(fd int) uint64 {
 	var buf [4096]byte
+	var got uint64
 	for i := 0; i < 64; i++ {
-		if n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT); n <= 0 || err != nil {
-			return
+		n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
+		if n <= 0 || err != nil {
+			break
 		}
+		got += uint64(n)
 	}
+	return got
 }
 
 func (s *Session) readable(so *sock) bool {
@@ -1015,6 +1046,8 @@ func stateName(so *sock) string {
 		return "listen"
 	case so.connecting:
 		return "connecting"
+	case so.state&abi.SSRaw != 0:
+		return "raw-reset" // raw.go
 	case so.state&abi.SSReset != 0:
 		return "reset"
 	case so.state&abi.SSRdEOF != 0:

@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 3
+	Version = 4
 
 	CacheLine = 64
 
@@ -156,6 +156,7 @@ const (
 	SSError      = 1 << 7
 	SSReset      = 1 << 8
 	SSTxStall    = 1 << 9
+	SSRaw        = 1 << 10
 )
 
 // Sock.Sig and Sock.Fill values.
@@ -188,7 +189,7 @@ type Sock struct {
 	Sig        uint32
 	Fill       uint32
 	DaemonWait uint32
-	_          [2]uint32
+	FillBytes  uint64
 	TxBytes    uint64
 	RxBytes    uint64
 	_          [CacheLine - 48]byte

@@ -49,7 +49,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_ring": unsafe.Sizeof(ring), "nuse_ring.head": unsafe.Offsetof(ring.Head), "nuse_ring.tail": unsafe.Offsetof(ring.Tail),
 		"nuse_sock": unsafe.Sizeof(sock), "nuse_sock.gen": unsafe.Offsetof(sock.Gen), "nuse_sock.state": unsafe.Offsetof(sock.State),
 		"nuse_sock.so_error": unsafe.Offsetof(sock.SoError), "nuse_sock.sig": unsafe.Offsetof(sock.Sig), "nuse_sock.fill": unsafe.Offsetof(sock.Fill),
-		"nuse_sock.daemon_wait": unsafe.Offsetof(sock.DaemonWait), "nuse_sock.tx_bytes": unsafe.Offsetof(sock.TxBytes),
+		"nuse_sock.daemon_wait": unsafe.Offsetof(sock.DaemonWait), "nuse_sock.fill_bytes": unsafe.Offsetof(sock.FillBytes), "nuse_sock.tx_bytes": unsafe.Offsetof(sock.TxBytes),
 		"nuse_sock.rx_bytes": unsafe.Offsetof(sock.RxBytes), "nuse_sock.rx": unsafe.Offsetof(sock.Rx), "nuse_sock.tx": unsafe.Offsetof(sock.Tx),
 		"nuse_sock.info": unsafe.Offsetof(sock.Info),
 	}
@@ -82,7 +82,7 @@ func TestConstantsMatchHeader(t *testing.T) {
 		"OP_GETSOCKNAME": OpGetsockname, "OP_GETPEERNAME": OpGetpeername, "OP_SETSOCKOPT": OpSetsockopt, "OP_GETSOCKOPT": OpGetsockopt,
 		"SS_OPEN": SSOpen, "SS_CONNECTING": SSConnecting, "SS_CONNECTED": SSConnected, "SS_LISTENING": SSListening,
 		"SS_ACCEPTQ": SSAcceptQ, "SS_RD_EOF": SSRdEOF, "SS_WR_DEAD": SSWrDead, "SS_ERROR": SSError, "SS_RESET": SSReset,
-		"SS_TX_STALL": SSTxStall, "SIG_NONE": SigNone, "SIG_SET": SigSet, "FILL_NONE": FillNone, "FILL_DONE": FillDone, "FILL_BUSY": FillBusy, "DWAIT_RX_SPACE": DWaitRxSpace,
+		"SS_TX_STALL": SSTxStall, "SS_RAW": SSRaw, "SIG_NONE": SigNone, "SIG_SET": SigSet, "FILL_NONE": FillNone, "FILL_DONE": FillDone, "FILL_BUSY": FillBusy, "DWAIT_RX_SPACE": DWaitRxSpace,
 		"CMD_FREE": CmdFree, "CMD_CLAIMED": CmdClaimed, "CMD_SUBMITTED": CmdSubmitted, "CMD_DONE": CmdDone,
 		"DEFAULT_RING_SIZE": DefaultRing, "DEFAULT_MAX_SOCKS": DefaultSocks,
 	}

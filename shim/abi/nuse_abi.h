@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 3u
+#define NUSE_ABI_VERSION 4u
 
 #define NUSE_CACHELINE 64
 
@@ -196,6 +196,7 @@ enum nuse_sock_state {
 	NUSE_SS_ERROR = 1u << 7,    /* so_error holds a pending error */
 	NUSE_SS_RESET = 1u << 8,    /* connection reset: rx gives ECONNRESET */
 	NUSE_SS_TX_STALL = 1u << 9, /* daemon waits for the engine to drain */
+	NUSE_SS_RAW = 1u << 10,     /* bytes came past the shim: reset (PROTOCOL.md) */
 };
 
 /* nuse_sock.sig: how many readiness bytes are queued in the application's
@@ -225,7 +226,10 @@ struct nuse_sock {
 	uint32_t sig;         /* enum nuse_sig */
 	uint32_t fill;        /* enum nuse_fill */
 	uint32_t daemon_wait; /* enum nuse_dwait */
-	uint32_t pad0[2];
+	/* Junk bytes the shim ever wrote to fill its end, counted before each
+	 * write: more bytes at the daemon's end than this are the program's own,
+	 * written past the shim (PROTOCOL.md "Raw writes"). */
+	uint64_t fill_bytes;
 	/* daemon-maintained counters, for the curious */
 	uint64_t tx_bytes;
 	uint64_t rx_bytes;

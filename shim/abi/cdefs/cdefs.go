@@ -22,7 +22,7 @@ static struct nv layout[] = {
 	S(nuse_cmd), F(nuse_cmd, state), F(nuse_cmd, waiting), F(nuse_cmd, op), F(nuse_cmd, flags), F(nuse_cmd, sock), F(nuse_cmd, gen),
 	F(nuse_cmd, result), F(nuse_cmd, arg0), F(nuse_cmd, arg1), F(nuse_cmd, addrlen), F(nuse_cmd, optlen), F(nuse_cmd, addr), F(nuse_cmd, opt),
 	S(nuse_ring), F(nuse_ring, head), F(nuse_ring, tail),
-	S(nuse_sock), F(nuse_sock, gen), F(nuse_sock, state), F(nuse_sock, so_error), F(nuse_sock, sig), F(nuse_sock, fill), F(nuse_sock, daemon_wait),
+	S(nuse_sock), F(nuse_sock, gen), F(nuse_sock, state), F(nuse_sock, so_error), F(nuse_sock, sig), F(nuse_sock, fill), F(nuse_sock, daemon_wait), F(nuse_sock, fill_bytes),
 	F(nuse_sock, tx_bytes), F(nuse_sock, rx_bytes), F(nuse_sock, rx), F(nuse_sock, tx), F(nuse_sock, info),
 };
 #define TI(f) { #f, offsetof(struct tcp_info, f) }
@@ -51,7 +51,7 @@ static struct nv consts[] = {
 	{"OP_SETSOCKOPT", NUSE_OP_SETSOCKOPT}, {"OP_GETSOCKOPT", NUSE_OP_GETSOCKOPT},
 	{"SS_OPEN", NUSE_SS_OPEN}, {"SS_CONNECTING", NUSE_SS_CONNECTING}, {"SS_CONNECTED", NUSE_SS_CONNECTED},
 	{"SS_LISTENING", NUSE_SS_LISTENING}, {"SS_ACCEPTQ", NUSE_SS_ACCEPTQ}, {"SS_RD_EOF", NUSE_SS_RD_EOF},
-	{"SS_WR_DEAD", NUSE_SS_WR_DEAD}, {"SS_ERROR", NUSE_SS_ERROR}, {"SS_RESET", NUSE_SS_RESET}, {"SS_TX_STALL", NUSE_SS_TX_STALL},
+	{"SS_WR_DEAD", NUSE_SS_WR_DEAD}, {"SS_ERROR", NUSE_SS_ERROR}, {"SS_RESET", NUSE_SS_RESET}, {"SS_TX_STALL", NUSE_SS_TX_STALL}, {"SS_RAW", NUSE_SS_RAW},
 	{"SIG_NONE", NUSE_SIG_NONE}, {"SIG_SET", NUSE_SIG_SET}, {"FILL_NONE", NUSE_FILL_NONE}, {"FILL_DONE", NUSE_FILL_DONE}, {"FILL_BUSY", NUSE_FILL_BUSY}, {"DWAIT_RX_SPACE", NUSE_DWAIT_RX_SPACE},
 	{"CMD_FREE", NUSE_CMD_FREE}, {"CMD_CLAIMED", NUSE_CMD_CLAIMED}, {"CMD_SUBMITTED", NUSE_CMD_SUBMITTED}, {"CMD_DONE", NUSE_CMD_DONE},
 	{"DEFAULT_RING_SIZE", NUSE_DEFAULT_RING_SIZE}, {"DEFAULT_MAX_SOCKS", NUSE_DEFAULT_MAX_SOCKS},
