@@ -84,6 +84,7 @@ struct nsock {
 	int quiet;        /* dead listener: its fd number names a never-ready socket */
 	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
 	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
+	uint32_t rcvlowat; /* SO_RCVLOWAT (0: 1), also the daemon's for poll */
 	unsigned mark; /* counted in the current fork/exec sweep */
 	int exec_dropped; /* its process count was lowered for an exec */
 	struct nsock *next_free;

@@ -9,6 +9,7 @@
  */
 #include "options.h"
 
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -114,6 +115,11 @@ int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t
 	if (len > NUSE_OPT_LEN)
 		return -EINVAL;
 	r = cmd_call(s, NUSE_OP_SETSOCKOPT, &io);
+	if (r == 0 && level == SOL_SOCKET && name == SO_RCVLOWAT && len >= sizeof(int)) {
+		int v = *(const int *)val;
+
+		s->rcvlowat = v < 0 ? INT_MAX : v ? (uint32_t)v : 1; /* as Linux stores it */
+	}
 	if (r == -ENOPROTOOPT &&
 	    (level == SOL_SOCKET || level == IPPROTO_IP || level == IPPROTO_IPV6 || level == IPPROTO_TCP)) {
 		/* A real option the daemon does not carry (IP_TOS, SO_PRIORITY,

@@ -38,7 +38,8 @@ static inline int readable(struct nsock *s)
 {
 	uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
 
-	return head != s->sh->rx.tail ||
+	/* SO_RCVLOWAT: fewer bytes than it do not make the socket readable */
+	return (head != s->sh->rx.tail && head - s->sh->rx.tail >= s->rcvlowat) ||
 	       (st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET | NUSE_SS_ERROR | NUSE_SS_ACCEPTQ));
 }
 

@@ -235,6 +235,13 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			ret = done ? (ssize_t)done : fail(ECONNRESET);
 			break;
 		}
+		/* Blocking, with fewer than SO_RCVLOWAT (or the length asked
+		 * for) there: wait for more, as Linux does, unless no more can
+		 * come (the checks below). */
+		if (head != tail && !done && !nonblock && !(flags & MSG_PEEK) && head - tail < s->rcvlowat &&
+		    head - tail < total && !(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET | NUSE_SS_ERROR)) &&
+		    !s->shut_rd)
+			head = tail; /* treated as empty: the wait below needs readable() */
 		if (head != tail) {
 			uint64_t avail = head - tail;
 			size_t n = total - done < avail ? total - done : (size_t)avail;

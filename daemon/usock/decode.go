@@ -131,6 +131,7 @@ const (
 	soKeepAlive  = 9
 	soLinger     = 13
 	soReusePort  = 15
+	soRcvLowat   = 18
 	soAcceptConn = 30
 	soProtocol   = 38
 	soDomain     = 39

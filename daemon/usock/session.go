@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"net/netip"
 	"strings"
@@ -96,7 +97,8 @@ type sock struct {
 	congestion string
 	bound      netip.AddrPort
 
-	errTaken bool // SO_ERROR has reported the engine socket's error
+	errTaken bool   // SO_ERROR has reported the engine socket's error
+	rcvLowat uint32 // SO_RCVLOWAT (0: 1): readable from this many bytes
 	// Readiness edges (signal): what the reader had been told of at the
 	// last byte, and whether the engine reported a connection since.
 	edgeHead              uint64
@@ -619,6 +621,18 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		out.addrLen = putSockaddr(out.addr[:], so.family, ap)
 		return 0
 	case abi.OpSetsockopt:
+		if r.arg0 == solSocket && r.arg1 == soRcvLowat {
+			// The daemon's own: it decides when the fd polls readable.
+			if len(r.opt) < 4 {
+				return -int32(syscall.EINVAL)
+			}
+			v := int32(binary.LittleEndian.Uint32(r.opt))
+			so.rcvLowat = uint32(max(v, 1))
+			if v < 0 {
+				so.rcvLowat = math.MaxInt32
+			}
+			return 0
+		}
 		if r.arg0 == ipprotoTCP && r.arg1 == tcpCongestion {
 			name := r.opt
 			if i := bytes.IndexByte(name, 0); i >= 0 {
@@ -664,6 +678,10 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		}
 		if r.optcap < 4 {
 			return -int32(syscall.EINVAL)
+		}
+		if r.arg0 == solSocket && r.arg1 == soRcvLowat {
+			out.optLen = putOptValue(out.opt[:], 0, int(max(so.rcvLowat, 1)))
+			return 0
 		}
 		if r.arg0 == solSocket && r.arg1 == soError {
 			v := so.soErr
@@ -844,8 +862,9 @@ func (s *Session) readable(so *sock) bool {
 	if so.state&(abi.SSRdEOF|abi.SSReset|abi.SSError|abi.SSAcceptQ) != 0 {
 		return true
 	}
+	// SO_RCVLOWAT: fewer bytes than it do not make the socket readable.
 	tail := atomic.LoadUint64(&s.a.Sock(so.slot).Rx.Tail)
-	return tail != so.rxHead
+	return tail != so.rxHead && so.rxHead-tail >= uint64(max(so.rcvLowat, 1))
 }
 
 func (s *Session) writable(so *sock) bool {

@@ -2397,6 +2397,34 @@ static void i13_rcvlowat_poll(void)
 	emit("got=%s", esc(b, r));
 }
 
+/* A blocking recv waits for SO_RCVLOWAT bytes (or the length asked for). */
+static void i13_rcvlowat_recv(void)
+{
+	int c, a;
+	char b[16];
+	pthread_t th;
+	struct later lt;
+
+	if (mkpair(&c, &a) < 0)
+		return;
+	set_int(c, SOL_SOCKET, SO_RCVLOWAT, 5);
+	sendall(a, "abc");
+	msleep(100);
+	lt = (struct later){a, 300, "defgh"};
+	pthread_create(&th, NULL, send_later, &lt);
+	ssize_t r = recv(c, b, sizeof(b), 0);
+	emit("got=%s", esc(b, r));
+	pthread_join(th, NULL);
+	sendall(a, "fg");
+	msleep(100);
+	r = recv(c, b, 2, 0); /* asks for fewer than SO_RCVLOWAT: no wait */
+	emit("short=%s", esc(b, r));
+	int v = 0;
+	socklen_t l = sizeof(v);
+	rv("getsockopt", getsockopt(c, SOL_SOCKET, SO_RCVLOWAT, &v, &l));
+	emit("lowat=%d", v);
+}
+
 static void i13_ioctls(void)
 {
 	int c, a, n;
@@ -2729,6 +2757,7 @@ static const struct kase {
 	C(i13_options_before_connect),
 	C(i13_options_replay_beyond_16),
 	C(i13_rcvlowat_poll),
+	C(i13_rcvlowat_recv),
 	C(i13_ioctls),
 	C(i13_fionread_listener),
 	C(i13_failed_getsockopt_keeps_value),
