@@ -13,6 +13,7 @@
 
 #include "data.h"
 #include "fdtab.h"
+#include "inherit.h"
 #include "relay.h"
 #include "stale.h"
 
@@ -99,6 +100,8 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 	if (likely(!s)) {
 		r = R.recvmsg(fd, m, flags);
 		fd_fresh_msg(r, m); /* SCM_RIGHTS fds are new numbers */
+		if (r >= 0 && m)
+			adopt_msg_fds(m); /* a NUSE listener among them: take it up */
 		return r;
 	}
 	if (!m || m->msg_iovlen > IOV_MAX)

@@ -3,23 +3,26 @@
  * ix_exec.c - the exec interposers: execve, execv, execvpe, execvp,
  * fexecve and execl/execle/execlp.  Around the real call they lower and,
  * if the exec fails, restore this process's counts on the sockets other
- * processes share (exec_prepare/exec_failed, procs.h).
+ * processes share (exec_prepare/exec_failed, procs.h), and keep NUSE's
+ * variables in the new image's environment (execenv.h).
  */
 #include "nuse.h"
 
 #include <stdarg.h>
 
+#include "execenv.h"
 #include "procs.h"
 
 extern char **environ;
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
+	char *const *env;
 	int p, r;
 
 	REAL(execve);
 	p = exec_prepare();
-	r = R.execve(path, argv, envp);
+	r = WITH_NUSE_ENV(envp, env, R.execve(path, argv, env));
 	exec_failed(p);
 	return r;
 }
@@ -31,11 +34,12 @@ EXPORT int execv(const char *path, char *const argv[])
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
+	char *const *env;
 	int p, r;
 
 	REAL(execvpe);
 	p = exec_prepare();
-	r = R.execvpe(file, argv, envp);
+	r = WITH_NUSE_ENV(envp, env, R.execvpe(file, argv, env));
 	exec_failed(p);
 	return r;
 }
@@ -47,11 +51,12 @@ EXPORT int execvp(const char *file, char *const argv[])
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
+	char *const *env;
 	int p, r;
 
 	REAL(fexecve);
 	p = exec_prepare();
-	r = R.fexecve(fd, argv, envp);
+	r = WITH_NUSE_ENV(envp, env, R.fexecve(fd, argv, env));
 	exec_failed(p);
 	return r;
 }

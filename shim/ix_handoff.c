@@ -14,6 +14,7 @@
 #include <spawn.h>
 #include <stdio.h>
 
+#include "execenv.h"
 #include "fdtab.h"
 #include "relay.h"
 
@@ -42,9 +43,11 @@ EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_acti
 	static int (*real)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
 			   char *const[], char *const[]);
 
+	char *const *env;
+
 	NEXT(real, "posix_spawn");
-	relay_for_exec();
-	return real(pid, path, fa, attr, argv, envp);
+	relay_for_exec(0);
+	return WITH_NUSE_ENV(envp, env, real(pid, path, fa, attr, argv, env));
 }
 
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
@@ -53,9 +56,11 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 	static int (*real)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
 			   char *const[], char *const[]);
 
+	char *const *env;
+
 	NEXT(real, "posix_spawnp");
-	relay_for_exec();
-	return real(pid, file, fa, attr, argv, envp);
+	relay_for_exec(0);
+	return WITH_NUSE_ENV(envp, env, real(pid, file, fa, attr, argv, env));
 }
 
 EXPORT int posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t *fa, int fd, int nfd)

@@ -37,6 +37,7 @@
 
 #include "decide.h"
 #include "fdtab.h"
+#include "inherit.h"
 #include "procs.h"
 
 __attribute__((constructor)) static void nuse_init(void)
@@ -69,5 +70,6 @@ __attribute__((constructor)) static void nuse_init(void)
 	g_tab = p;
 	load_rules();
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-	g_tabmax = (int)max; /* last: from here on sockets are tracked */
+	g_tabmax = (int)max; /* from here on sockets are tracked */
+	adopt_inherited();   /* listeners handed to this image (inherit.h) */
 }

@@ -9,6 +9,7 @@
 #include "procs.h"
 
 #include "cmd.h"
+#include "inherit.h"
 #include "relay.h"
 
 int procs_release(struct nsock *s)
@@ -45,7 +46,7 @@ static void exec_restore(struct nsock *s)
 int exec_prepare(void)
 {
 	/* Sockets the new image keeps: relayed, so that they work there. */
-	relay_for_exec();
+	relay_for_exec(1);
 	/* A vfork child shares our memory and runs no atfork handler: it was
 	 * never counted, so its exec must not uncount the parent. */
 	if (S.state != SESS_UP || !g_sh || getpid() != g_mypid)
@@ -65,6 +66,7 @@ void exec_failed(int prepared)
 	pthread_mutex_lock(&g_tablock);
 	each_nuse_locked(exec_restore);
 	pthread_mutex_unlock(&g_tablock);
+	adopt_inherited(); /* the listeners let go of for the exec */
 	errno = e;
 }
 

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 
 #include "cmd.h"
+#include "inherit.h"
 #include "procs.h"
 #include "session.h"
 
@@ -74,13 +75,12 @@ int relay_sock(struct nsock *s)
 {
 	int end, i;
 
+	if (s->kind == K_NUSE && s->listening)
+		return keep_listener(s); /* shared, not relayed (inherit.h) */
 	lock3(s);
 	if (!relayable(s)) {
 		/* A thread blocked on it would wake to a socket that moved. */
 		end = s->kind == K_NUSE && atomic_load(&s->busy) ? -EBUSY : -EINVAL;
-		if (s->kind == K_NUSE && s->listening)
-			say("nuse: slot %u is a listening socket: it cannot be handed to another program or process",
-			    s->slot);
 		unlock3(s);
 		debug("nuse: slot %u cannot be relayed (%s)", s->slot, strerror(-end));
 		return end;
@@ -150,6 +150,10 @@ static void relay_child_fds(struct nsock *s, int fd, int hi)
 	uint64_t ino = s->ino;
 	int end, i;
 
+	if (s->kind == K_NUSE && s->listening) {
+		keep_listener(s); /* the child's image takes it up (inherit.h) */
+		return;
+	}
 	lock3(s);
 	end = relayable(s) ? relay_request(s) : -EINVAL;
 	unlock3(s);
@@ -161,7 +165,7 @@ static void relay_child_fds(struct nsock *s, int fd, int hi)
 	R.close(end);
 }
 
-void relay_for_exec(void)
+void relay_for_exec(int leaving)
 {
 	int i, hi;
 
@@ -174,7 +178,12 @@ void relay_for_exec(void)
 
 			if (!s || (fl = R.fcntl(i, F_GETFD)) < 0 || (fl & FD_CLOEXEC))
 				continue;
-			relay_sock(s);
+			if (s->listening && leaving)
+				keep_listener_exec(s);
+			else if (s->listening)
+				keep_listener(s);
+			else
+				relay_sock(s);
 		}
 		return;
 	}

@@ -24,8 +24,10 @@
 int relay_sock(struct nsock *s);
 
 /* Before an exec (in a vfork child too): relays every NUSE socket that an
- * fd surviving the exec names. */
-void relay_for_exec(void);
+ * fd surviving the exec names, and has the daemon keep every such listener
+ * for the new image (inherit.h).  leaving: this image is the one that
+ * execs (not posix_spawn's parent, which goes on holding its listeners). */
+void relay_for_exec(int leaving);
 
 /* Before a sendmsg: relays the NUSE sockets an SCM_RIGHTS message carries. */
 void relay_msg_fds(const struct msghdr *m);

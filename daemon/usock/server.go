@@ -123,16 +123,18 @@ type Handler func(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte)
 type Server struct {
 	cfg Config
 
-	mu       sync.Mutex
-	sessions map[uint32]*Session
-	relays   map[string]*relay // sockets handed on (relay.go), by name
-	history  []SessionStats    // ended sessions, newest last
-	nextID   uint32
-	closed   bool
-	ln       *net.UnixListener
-	wg       sync.WaitGroup
-	workers  []*worker
-	perWork  int // sessions one worker may serve
+	mu        sync.Mutex
+	sessions  map[uint32]*Session
+	relays    map[string]*relay    // sockets handed on (relay.go), by name
+	lsns      map[string]*lsnShare // listeners that can be handed on (inherit.go), by name
+	parkWatch atomic.Bool          // watchParked runs
+	history   []SessionStats       // ended sessions, newest last
+	nextID    uint32
+	closed    bool
+	ln        *net.UnixListener
+	wg        sync.WaitGroup
+	workers   []*worker
+	perWork   int // sessions one worker may serve
 
 	// What each uid holds, for the limits (under mu).
 	pending, stats int
@@ -194,7 +196,7 @@ func NewServer(cfg Config) *Server {
 		}
 		cfg.Engines = all
 	}
-	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[string]*relay{}, perWork: 1, perUID: map[uint32]*uidUse{},
+	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[string]*relay{}, lsns: map[string]*lsnShare{}, perWork: 1, perUID: map[uint32]*uidUse{},
 		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
 	for name := range cfg.Engines {
 		srv.engTotals[name] = &totals{}
@@ -500,6 +502,17 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 				break
 			}
 			s.relay(&msg.req, fds[0], &rep)
+		case abi.MsgKeep:
+			closeFDs(fds)
+			s.keep(&msg.req, &rep)
+		case abi.MsgAdopt:
+			if len(fds) != 1 {
+				closeFDs(fds)
+				rep.Result = -int32(syscall.EINVAL)
+				break
+			}
+			s.adopt(fds[0], &rep)
+			unix.Close(fds[0])
 		case abi.MsgIdent:
 			for i, fd := range fds {
 				if i == 0 && len(fds) == 1 {

@@ -108,6 +108,7 @@ type sock struct {
 	connecting, listening bool
 	shutWr                bool   // SHUT_WR requested: after tx drains
 	closing               bool   // the application closed it
+	keep                  bool   // a listener handed on: parked at close (inherit.go)
 	relay                 *relay // handed on (relay.go): takes over when the session lets go
 	closeBy               time.Time
 	local, remote         netip.AddrPort
@@ -531,6 +532,7 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		}
 		so.listening = true
 		so.state |= abi.SSListening
+		s.share(so) // inherit.go: it may be handed on
 		return 0
 	case abi.OpConnect:
 		if len(r.addr) >= 2 && binary.LittleEndian.Uint16(r.addr) == unix.AF_UNSPEC {
@@ -763,6 +765,10 @@ func (s *Session) service(so *sock) {
 	if so.shutWr && s.txEmpty(so) {
 		so.shutWr = false
 		_ = so.es.Shutdown(unix.SHUT_WR)
+	}
+	if so.closing && so.keep && so.listening {
+		s.park(so) // inherit.go: handed on, its new holder may adopt it
+		return
 	}
 	if so.closing && so.relay != nil {
 		s.handover(so) // handed on: the relay takes the connection

@@ -36,6 +36,8 @@ const (
 	MsgUC      = 8  // a uc proxy session (uc/proxy)
 	MsgRelay   = 9  // a socket handed on: the daemon relays it through a fresh pair
 	MsgIdent   = 10 // a relayed socket's fd: which TCP addresses it has
+	MsgKeep    = 11 // a listener handed on: keep it for its next holder
+	MsgAdopt   = 12 // an inherited listener's fd: give it a slot in this session
 )
 
 // CtlHdr starts every control message.

@@ -52,6 +52,10 @@ enum nuse_ctl_type {
 	                        * end: the daemon relays the connection through that pair */
 	NUSE_CTL_IDENT = 10,   /* shim -> daemon: nuse_ctl_req (sock: 0 local, 1 peer) + a
 	                        * relayed socket's fd: the reply gives that TCP address */
+	NUSE_CTL_KEEP = 11,    /* shim -> daemon: nuse_ctl_req (sock, gen) of a listener handed
+	                        * on: kept for its new holder when this session lets go */
+	NUSE_CTL_ADOPT = 12,   /* shim -> daemon: nuse_ctl_req + a listener's fd this process
+	                        * inherited: the reply gives it a slot here (sock, gen, addr) */
 };
 
 struct nuse_ctl_hdr {

@@ -689,6 +689,92 @@ static void i02_scm_rights_fork(void)
 	child_status("child", pid, WAIT_MS);
 }
 
+/* Execs this binary as --child-accept L N. */
+static void exec_accept(int l, int n)
+{
+	char a[16], b[16];
+	snprintf(a, sizeof(a), "%d", l);
+	snprintf(b, sizeof(b), "%d", n);
+	execl("/proc/self/exe", self_argv0, "--child-accept", a, b, (char *)NULL);
+	_exit(127);
+}
+
+/* One connection to PORT: hello out, the echo back. */
+static void hello_conn(const char *what)
+{
+	int c = con_to(A4, PORT);
+
+	if (c < 0) {
+		emit("%s=-1:%s", what, en(errno));
+		return;
+	}
+	sendall(c, "hello");
+	readn(what, c, 9, WAIT_MS);
+	close(c);
+}
+
+/* A listener shared with an exec'd child: both accept from it. */
+static void i02_listener_exec_shared(void)
+{
+	int l = lsn(PORT), a;
+	pid_t pid;
+
+	pid = fork();
+	if (pid == 0)
+		exec_accept(l, 1);
+	hello_conn("child_conn");
+	child_status("child", pid, WAIT_MS);
+	int c = con_to(A4, PORT);
+	sendall(c, "again");
+	a = accept(l, NULL, NULL);
+	readn("parent_accept", a, 5, WAIT_MS);
+	close(a);
+	close(c);
+	close(l);
+}
+
+/* The parent lets go of it first: the exec'd child is its only holder
+ * (nginx's and unicorn's binary upgrade, a server that re-execs). */
+static void i02_listener_exec_handoff(void)
+{
+	int l = lsn(PORT);
+	pid_t pid;
+
+	pid = fork();
+	if (pid == 0) {
+		msleep(200); /* the parent's close first */
+		exec_accept(l, 2);
+	}
+	close(l);
+	hello_conn("conn1");
+	hello_conn("conn2");
+	child_status("child", pid, WAIT_MS);
+	msleep(300); /* the daemon learns of the exit over its control socket */
+	rv("after", con_to(A4, PORT) < 0 ? -1 : 0); /* nobody holds it: refused */
+}
+
+/* Sent over SCM_RIGHTS to a process that execs first (haproxy -x). */
+static void i02_listener_scm_rights(void)
+{
+	int u[2], l;
+	pid_t pid;
+
+	socketpair(AF_UNIX, SOCK_STREAM, 0, u);
+	pid = fork();
+	if (pid == 0) {
+		close(u[0]);
+		dup2(u[1], 5);
+		exec_accept(-5, 1);
+	}
+	close(u[1]);
+	l = lsn(PORT);
+	rv("sendmsg", send_fd(u[0], l));
+	close(l);
+	hello_conn("conn");
+	child_status("child", pid, WAIT_MS);
+	close(u[0]);
+}
+
 static void i02_scm_rights_exec(void)
 {
 	int u[2], c, a;
@@ -2693,6 +2779,9 @@ static const struct kase {
 	C(i02_inetd_dup2_exec),
 	C(i02_scm_rights_fork),
 	C(i02_scm_rights_exec),
+	C(i02_listener_exec_shared),
+	C(i02_listener_exec_handoff),
+	C(i02_listener_scm_rights),
 	C(i02_scm_rights_names),
 	C(i02_exec_leaked_parent_keeps),
 	C(i03_stdio_fdopen),
@@ -2783,6 +2872,30 @@ static int child_echo(int in, int out)
 		in = out = fd;
 	}
 	return echo5(in, out);
+}
+
+/* A listener handed on (issue 11 case 2): accept n connections on l (a
+ * negative l: receive it over the unix socket -l first), echo5 each. */
+static int child_accept(int l, int n)
+{
+	int i;
+
+	if (l < 0 && (l = recv_fd(-l)) < 0)
+		return 8;
+	for (i = 0; i < n; i++) {
+		int a, r;
+
+		if (!waitev(l, POLLIN, WAIT_MS))
+			return 20 + i; /* the listener never polled readable */
+		a = accept(l, NULL, NULL);
+		if (a < 0)
+			return 30 + i;
+		r = echo5(a, a);
+		close(a);
+		if (r)
+			return r;
+	}
+	return 0;
 }
 
 /* An fdopen client: one line out with fprintf, one line back with fgets. */
@@ -2897,6 +3010,8 @@ int main(int argc, char **argv)
 	self_argv0 = argv[0];
 	if (argc == 4 && !strcmp(argv[1], "--child-echo"))
 		return child_echo(atoi(argv[2]), atoi(argv[3]));
+	if (argc == 4 && !strcmp(argv[1], "--child-accept"))
+		return child_accept(atoi(argv[2]), atoi(argv[3]));
 	if (argc == 4 && !strcmp(argv[1], "--stdio-client"))
 		return stdio_client(argv[2], atoi(argv[3]));
 	while ((opt = getopt(argc, argv, "4:6:p:c:f:l")) != -1) {
