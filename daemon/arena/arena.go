@@ -134,13 +134,21 @@ func (a *Arena) Tx(i uint32) []byte {
 	return a.mem[off : off+uint64(a.L.RingSize) : off+uint64(a.L.RingSize)]
 }
 
-// Reset clears socket slot i (keeping its generation) and gives its ring
-// pages back to the kernel, so a closed socket holds no memory.
+// Reset clears socket slot i's header (keeping its generation). Its ring
+// pages keep what the last socket left, which is no one else's (the
+// counters start again at 0): a slot reused at once costs no page faults.
 func (a *Arena) Reset(i uint32) {
 	s := a.Sock(i)
 	gen := atomic.LoadUint32(&s.Gen)
 	*s = abi.Sock{}
 	atomic.StoreUint32(&s.Gen, gen)
+}
+
+// Reclaim gives slot i's ring pages back to the kernel, so a slot free for
+// a while holds no memory. Punching a hole unmaps the pages in every
+// process that maps the arena (an IPI to each of their CPUs): done for
+// idle slots, off the connection's path.
+func (a *Arena) Reclaim(i uint32) {
 	off := a.L.SocksOff + uint64(i)*a.L.SockStride + abi.SockHdrSize
 	_ = unix.Fallocate(a.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), 2*int64(a.L.RingSize))
 }

@@ -63,8 +63,12 @@ func TestCreateMapShareMemory(t *testing.T) {
 		t.Fatal("the two mappings do not share memory")
 	}
 	a.Reset(3)
+	if b.Tx(3)[0] != 'h' {
+		t.Fatal("Reset touched the ring pages: a slot reused at once must not fault them in again")
+	}
+	a.Reclaim(3)
 	if b.Tx(3)[0] != 0 {
-		t.Fatal("Reset did not release the ring pages")
+		t.Fatal("Reclaim did not release the ring pages")
 	}
 	if _, err := Map(a.FD(), l.Size+4096); err == nil {
 		t.Fatal("Map accepted a size that disagrees with the header")

@@ -200,6 +200,7 @@ func (s *Session) handover(so *sock) {
 	atomic.StoreUint32(&s.a.Sock(so.slot).State, abi.SSWrDead|abi.SSReset)
 	s.socks[so.slot] = nil
 	s.free = append(s.free, so.slot)
+	s.freed[so.slot] = time.Now()
 	s.logf("socket %d (%v -> %v) is relayed through %s", so.slot, r.local, r.remote, r.name)
 	r.start()
 }

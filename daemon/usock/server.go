@@ -440,7 +440,7 @@ func (srv *Server) newSession(cred *unix.Ucred, comm string) (*Session, error) {
 	n := int(srv.cfg.Layout.MaxSocks)
 	s := &Session{
 		srv: srv, ID: id, Pid: cred.Pid, Uid: cred.Uid, Comm: comm, Start: time.Now(),
-		a: a, nwords: (n + 63) / 64, socks: make([]*sock, n), gens: make([]uint32, n),
+		a: a, socks: make([]*sock, n), gens: make([]uint32, n), freed: make([]time.Time, n),
 		events: make([]atomic.Uint64, (n+63)/64), carry: make([]atomic.Uint64, (n+63)/64),
 		done: make(chan struct{}), use: u,
 	}

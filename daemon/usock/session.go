@@ -31,8 +31,7 @@ type Session struct {
 	Comm  string
 	Start time.Time
 
-	a      *arena.Arena
-	nwords int // attention words in use
+	a *arena.Arena
 
 	// amu keeps the arena mapped while someone rings its doorbell.
 	amu     sync.RWMutex
@@ -45,6 +44,9 @@ type Session struct {
 	socks []*sock
 	gens  []uint32 // each slot's last generation: the daemon's, not the arena's
 	free  []uint32
+	// freed is when each free slot was freed, zero once its ring pages
+	// went back to the kernel (reclaim) or while it is in use.
+	freed []time.Time
 	dead  bool        // the process is gone (or misbehaved): no new work
 	gone  atomic.Bool // dead, for readers without mu (the worker's sleep)
 	why   string
@@ -58,6 +60,10 @@ type Session struct {
 	// carry has a bit per slot waiting to be serviced: what a pass
 	// collected (attention, events) and its budget left for the next.
 	carry []atomic.Uint64
+	// words is how many bitmap words hold every slot ever attached (a
+	// slot is taken lowest first): the worker scans no further, so a
+	// session of a few sockets costs a few words per pass, not all of them.
+	words atomic.Int32
 	// cursor is the slot the next pass starts at: sockets of a session
 	// take turns too.
 	cursor uint32
@@ -175,6 +181,10 @@ func (s *Session) attach(slot uint32, es stack.Socket, engine string, family, pa
 	}
 	s.gens[slot] = gen
 	s.a.Reset(slot)
+	s.freed[slot] = time.Time{}
+	if w := int32(slot/64) + 1; w > s.words.Load() {
+		s.words.Store(w)
+	}
 	atomic.StoreUint32(&sh.Gen, gen)
 	so := &sock{slot: slot, gen: gen, family: family, es: es, engine: engine, pair: pair, pairIno: ino, created: time.Now(), state: abi.SSOpen}
 	atomic.StoreUint32(&sh.State, so.state)
@@ -256,6 +266,7 @@ func (s *Session) release(so *sock) {
 	atomic.StoreUint32(&sh.State, abi.SSWrDead|abi.SSReset)
 	s.socks[so.slot] = nil
 	s.free = append(s.free, so.slot)
+	s.freed[so.slot] = time.Now()
 	state := "closed"
 	if so.state&abi.SSRaw != 0 {
 		state = "raw-reset" // raw.go: the reason stays in the history
@@ -291,7 +302,7 @@ func (s *Session) pending() bool {
 	if !dead && atomic.LoadUint64(&h.CmdPending) != 0 {
 		return true
 	}
-	for w := 0; w < s.nwords; w++ {
+	for w := 0; w < int(s.words.Load()); w++ {
 		if s.events[w].Load() != 0 || s.carry[w].Load() != 0 ||
 			(!dead && atomic.LoadUint64(&h.Attention[w]) != 0) {
 			return true
@@ -321,7 +332,7 @@ func (s *Session) pass() bool {
 // mu held.
 func (s *Session) collect() {
 	h := s.a.Hdr()
-	for w := 0; w < s.nwords; w++ {
+	for w := 0; w < int(s.words.Load()); w++ {
 		var x uint64
 		if !s.dead && atomic.LoadUint64(&h.Attention[w]) != 0 {
 			x = atomic.SwapUint64(&h.Attention[w], 0)
@@ -361,15 +372,19 @@ func (s *Session) serve() bool {
 	lim := s.srv.cfg.Limits
 	var done passWork
 	defer s.noteWork(&done)
-	w0, b0 := int(s.cursor/64), s.cursor%64
+	nw := int(s.words.Load())
+	if nw == 0 {
+		return false
+	}
+	w0, b0 := int(s.cursor/64)%nw, s.cursor%64
 	// Word w0 twice: its bits from the cursor on first, those below last.
-	for i := 0; i <= s.nwords; i++ {
-		w := (w0 + i) % s.nwords
+	for i := 0; i <= nw; i++ {
+		w := (w0 + i) % nw
 		x := s.carry[w].Load()
 		switch i {
 		case 0:
 			x &= ^uint64(0) << b0
-		case s.nwords:
+		case nw:
 			x &^= ^uint64(0) << b0
 		}
 		for ; x != 0; x &= x - 1 {
@@ -440,6 +455,21 @@ func (s *Session) reapHangups() {
 			so.closing = true
 			so.closeBy = time.Now().Add(s.srv.cfg.Linger)
 			s.service(so)
+		}
+	}
+}
+
+// reclaimAfter is how long a slot stays free before its ring pages go
+// back to the kernel: a server's next connection reuses a slot at once.
+const reclaimAfter = time.Second
+
+// reclaim gives back the ring pages of slots free for a while. Called
+// with mu held, when the worker is idle.
+func (s *Session) reclaim(now time.Time) {
+	for i, t := range s.freed {
+		if !t.IsZero() && now.Sub(t) > reclaimAfter && s.socks[i] == nil {
+			s.a.Reclaim(uint32(i))
+			s.freed[i] = time.Time{}
 		}
 	}
 }

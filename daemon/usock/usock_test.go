@@ -310,3 +310,35 @@ func TestAppFdGoneClosesSocket(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A closed socket's ring pages stay for a slot reused at once (no page
+// faults on the next connection's path) and go back to the kernel once
+// the slot has been free a while.
+func TestFreeSlotPagesReclaimed(t *testing.T) {
+	_, path := startServer(t, 64<<10)
+	srvCl := dialClient(t, path)
+	cliCl := dialClient(t, path)
+	defer srvCl.close()
+	defer cliCl.close()
+	ls := srvCl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7350))
+	cs := cliCl.socket(syscall.AF_INET)
+	if err := cliCl.connect(cs, netip.AddrPortFrom(lo4, 7350)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cliCl.send(cs, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	slot := cs.slot
+	cliCl.closeSock(cs)
+	if cliCl.a.Tx(slot)[0] != 'h' {
+		t.Fatal("the tx ring does not hold what was sent")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for cliCl.a.Tx(slot)[0] != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a slot free for seconds still holds its ring pages")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	srvCl.closeSock(ls)
+}
