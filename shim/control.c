@@ -222,6 +222,7 @@ static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *
 		unsignal(s, fd);
 		if (readable(s))
 			continue;
+		take_stray(s, fd);
 		if (nonblock)
 			return (int)fail(hung_up(s, fd) ? ECONNABORTED : EAGAIN);
 		if (!*held && !(*held = sock_hold(s, fd)))

@@ -81,6 +81,35 @@ void unsignal(struct nsock *s, int fd)
 }
 
 /*
+ * A shared listener (handed on, inherit.h) with nothing to accept whose fd
+ * still reads readable: the bytes are another session's holder's, one a
+ * holder left behind when it went away, or one queued for a connection
+ * another holder took.  A leftover would keep a level-triggered poller
+ * spinning on EAGAIN, so take them all and start our count again; a
+ * holder whose byte this was gets another with the next connection (every
+ * new connection is an edge for every holder's slot, Session.signal).
+ */
+void take_stray(struct nsock *s, int fd)
+{
+	char b[64];
+	int e = errno;
+
+	if (!s->listening || !(st_load(s) & NUSE_SS_SHARED))
+		return; /* one session's holders share one count: theirs to take */
+	fd = sock_fd(s, fd);
+	atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE);
+	while (R.recv(fd, b, sizeof(b), MSG_DONTWAIT) > 0)
+		;
+	/* Counted while we read: its byte may be gone or still coming; a stray
+	 * one is taken next time, a missing one would be a wake-up lost. */
+	atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE);
+	s->sig_owed = 0;
+	if (readable(s))
+		attention(s); /* a connection came meanwhile: signal it again */
+	errno = e;
+}
+
+/*
  * A read or accept left the socket readable: take back all but one of the
  * readiness bytes, so that the fd stays readable and the daemon's byte for
  * the next arrival is a new edge (an EPOLLET program that takes one

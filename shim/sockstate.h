@@ -76,6 +76,10 @@ static inline int wait_fd(struct nsock *s, int fd, short ev, int (*ready)(struct
 /* Points s at arena slot `slot` (generation gen): s becomes a NUSE socket
  * whose application end is fd. */
 void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd);
+/* A listener with nothing to accept: takes the readiness bytes its own
+ * count does not cover (another holder's, or left behind). */
+void take_stray(struct nsock *s, int fd);
+
 /* Takes the readiness bytes back when the socket is no longer readable. */
 void unsignal(struct nsock *s, int fd);
 /* ... and all but one when it still is (after a read or an accept). */

@@ -194,6 +194,8 @@ func (s *Session) keep(req *abi.CtlReq, rep *abi.CtlReply) {
 			return
 		}
 		so.keep = true
+		so.state |= abi.SSShared
+		s.service(so)
 	}
 }
 
@@ -308,7 +310,7 @@ func (s *Session) adopt(fd int, rep *abi.CtlReply) {
 	}
 	so := s.attach(slot, ss, ls.engine, ls.family, pair, 0)
 	so.listening = true
-	so.state |= abi.SSListening
+	so.state |= abi.SSListening | abi.SSShared
 	so.local = ls.local
 	rep.Sock, rep.Gen = so.slot, so.gen
 	rep.AddrLen = putSockaddr(rep.Addr[:], ls.family, ls.local)

@@ -159,6 +159,7 @@ const (
 	SSReset      = 1 << 8
 	SSTxStall    = 1 << 9
 	SSRaw        = 1 << 10
+	SSShared     = 1 << 11
 )
 
 // Sock.Sig and Sock.Fill values.

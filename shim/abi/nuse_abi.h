@@ -201,6 +201,7 @@ enum nuse_sock_state {
 	NUSE_SS_RESET = 1u << 8,    /* connection reset: rx gives ECONNRESET */
 	NUSE_SS_TX_STALL = 1u << 9, /* daemon waits for the engine to drain */
 	NUSE_SS_RAW = 1u << 10,     /* bytes came past the shim: reset (PROTOCOL.md) */
+	NUSE_SS_SHARED = 1u << 11,  /* a listener handed on: other sessions hold it too */
 };
 
 /* nuse_sock.sig: how many readiness bytes are queued in the application's

@@ -66,7 +66,7 @@ func TestPerfFigures(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatalf("figures.json: %v", err)
 	}
-	want := map[string]int{"uc-msgrate": 2, "uc-latency": 2, "tcp-msgrate": 3, "tcp-latency": 3} // paths per figure
+	want := map[string]int{"uc-msgrate": 2, "uc-latency": 2, "tcp-msgrate": 4, "tcp-latency": 4} // paths per figure (TCP: kernel and 3 engines)
 	if len(doc.Figures) != len(want) || len(doc.Runs) != len(want) {
 		t.Fatalf("figures.json: %d figures and %d runs, want %d of each", len(doc.Figures), len(doc.Runs), len(want))
 	}

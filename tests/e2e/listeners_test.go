@@ -187,3 +187,68 @@ sys.exit(w.wait())
 		return nil
 	})
 }
+
+// A listener shared by two sessions, one of which never accepts: its
+// readiness bytes must not keep the other's level-triggered poller
+// spinning on EAGAIN once the queue is empty (Linux: no readiness then).
+func TestConformSharedListenerNoSpin(t *testing.T) {
+	requireTool(t, "python3")
+	realProgram(t, 18620, "", []string{"python3"}, func(t *testing.T, ns *netns, rules string, port int) error {
+		srv, err := ns.startServer(rules, "python3", "-c", fmt.Sprintf(`
+import socket, subprocess, sys
+l = socket.socket()
+l.bind(("127.0.0.1", %d))
+l.listen(8)
+worker = """
+import selectors, socket, sys, time
+l = socket.socket(fileno=int(sys.argv[1]))
+l.setblocking(False)
+sel = selectors.PollSelector()
+sel.register(l, selectors.EVENT_READ)
+print("ready", flush=True)
+got = spins = 0
+end = None
+while end is None or time.time() < end:
+    if not sel.select(timeout=0.2):
+        continue
+    try:
+        c, _ = l.accept()
+    except BlockingIOError:
+        spins += 1
+        continue
+    got += 1
+    c.setblocking(True)
+    c.sendall(b"worker: " + c.recv(100))
+    c.close()
+    end = time.time() + 1.0
+print("accepted", got, "spins", spins, flush=True)
+"""
+w = subprocess.Popen([sys.executable, "-c", worker, str(l.fileno())], pass_fds=[l.fileno()],
+                     stdout=subprocess.PIPE, text=True)
+assert w.stdout.readline().strip() == "ready"
+print("listening", flush=True)
+print(w.communicate()[0].strip(), flush=True)  # the parent keeps l and never accepts
+`, port))
+		if err != nil {
+			return err
+		}
+		out, err := ns.run(20*time.Second, ns.under(rules, "python3", "-c", lineClient(port))...)
+		if err != nil || !strings.Contains(out, "reply: worker: world") {
+			return fmt.Errorf("client: %v %s\nserver: %s", err, out, srv.output())
+		}
+		select {
+		case <-srv.done:
+		case <-time.After(20 * time.Second):
+			return fmt.Errorf("the worker did not finish:\n%s", srv.output())
+		}
+		var got, spins int
+		if _, err := fmt.Sscanf(srv.output()[strings.Index(srv.output(), "accepted"):], "accepted %d spins %d", &got, &spins); err != nil {
+			return fmt.Errorf("server output: %v\n%s", err, srv.output())
+		}
+		t.Logf("accepted %d, woken for nothing %d times", got, spins)
+		if got != 1 || spins > 5 {
+			return fmt.Errorf("accepted %d, and the poller woke %d times with nothing to accept", got, spins)
+		}
+		return nil
+	})
+}
