@@ -69,7 +69,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		r = cmd_call(s, NUSE_OP_CONNECT, &io);
 		if (r == 0) {
 			s->connecting = s->established = s->listening = 0;
-			s->shut_rd = s->shut_wr = 0;
+			s->shut_rd = s->shut_wr = s->reset_told = 0;
 		}
 		return r;
 	}
@@ -98,6 +98,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		if (is_connected(s, st))
 			return -EISCONN;
 		r = cmd_call(s, NUSE_OP_CONNECT, &io);
+		s->reset_told = 0;
 		if (r == 0)
 			s->established = 1;
 		if (r != -EINPROGRESS)

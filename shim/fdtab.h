@@ -74,6 +74,7 @@ struct nsock {
 	int shut_rd, shut_wr;
 	int connecting;   /* a connect was started and not yet reported */
 	int conn_aborted; /* a failed connect was reported by SO_ERROR only */
+	int reset_told;   /* a reset's error was reported: reads now say EOF */
 	/* What our own commands established: the daemon publishes state in the
 	 * arena after it answers, so a call right after listen()/connect() may
 	 * not see it there yet. */

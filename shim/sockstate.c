@@ -134,6 +134,21 @@ void fill(struct nsock *s, int fd)
 	errno = e;
 }
 
+/*
+ * The daemon hangs the pair up itself when the socket is reset or a
+ * listener is shut down (PROTOCOL.md "Readiness"): the app fd then polls
+ * HUP as Linux's socket does, and only the control socket says whether the
+ * daemon is still there.
+ */
+static int daemon_hup(struct nsock *s)
+{
+	uint32_t st = st_load(s);
+
+	if (!(st & NUSE_SS_RESET) && (!(st & NUSE_SS_RD_EOF) || (st & NUSE_SS_CONNECTED)))
+		return 0;
+	return !atomic_load(&S.dead) && ctl_alive();
+}
+
 int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
 {
 	uint64_t until = now_ns() + S.spin_ns;
@@ -180,7 +195,7 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 			return 0;
 		return sig_restart(&m, deadline != 0) ? 0 : -EINTR;
 	}
-	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !daemon_hup(s)) {
 		char b;
 
 		/* POLLHUP with queued bytes: EOF shows only after them */
@@ -207,7 +222,7 @@ int hung_up(struct nsock *s, int fd)
 
 	if (s->dead || atomic_load(&S.dead))
 		return 1;
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)))
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !daemon_hup(s))
 		s->dead = 1;
 	errno = e;
 	return s->dead;
@@ -240,5 +255,28 @@ int take_so_error(struct nsock *s)
 
 	if (r < 0)
 		return -r;
+	return v;
+}
+
+/*
+ * What a read of a reset (or failed) socket with nothing left says: the
+ * pending error, taken; once SO_ERROR (or an earlier read) has reported
+ * it, Linux's reads see the shut receive side and return 0.  A slot the
+ * daemon let go of, or a daemon gone, still says ECONNRESET.
+ */
+int reset_error(struct nsock *s, uint32_t st)
+{
+	int v = 0;
+	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
+
+	if (s->dead || atomic_load(&S.dead))
+		return ECONNRESET;
+	if (!(st & NUSE_SS_ERROR) && s->reset_told)
+		return 0;
+	if (cmd_call(s, NUSE_OP_GETSOCKOPT, &io) < 0)
+		return ECONNRESET;
+	if (!v && !(st & NUSE_SS_RESET))
+		return ECONNRESET; /* failed, not reset: as before */
+	s->reset_told = 1;
 	return v;
 }

@@ -89,6 +89,8 @@ int tx_ready(struct nsock *s);
 int conn_ready(struct nsock *s);
 /* SO_ERROR from the daemon: returns and clears the pending error. */
 int take_so_error(struct nsock *s);
+/* A read's answer on a reset or failed socket: its error, or 0 once told. */
+int reset_error(struct nsock *s, uint32_t st);
 
 #pragma GCC visibility pop
 

@@ -102,6 +102,9 @@ type sock struct {
 	edgeState             uint32
 	edgeConn              bool
 	pairShut              bool // the pair is shut for writing (FIN or reset mirrored)
+	pairHup               bool // ... and for reading: the app fd polls HUP (reset, shut listener)
+	appGone               bool // our end read ECONNRESET: the app end was let go of
+	lsnShut               bool // a listener shut down (SHUT_RD or SHUT_RDWR)
 	connecting, listening bool
 	shutWr                bool   // SHUT_WR requested: after tx drains
 	closing               bool   // the application closed it
@@ -415,7 +418,13 @@ func (s *Session) reapHangups() {
 		return
 	}
 	for i, so := range socks {
-		if fds[i].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0 && s.socks[so.slot] == so {
+		gone := fds[i].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
+		if so.pairHup {
+			// Our own shutdown polls HUP|RDHUP: the app end's close
+			// shows as our end's error (hangUp's byte was queued there).
+			gone = fds[i].Revents&unix.POLLERR != 0 || so.appGone
+		}
+		if gone && s.socks[so.slot] == so {
 			so.closing = true
 			so.closeBy = time.Now().Add(s.srv.cfg.Linger)
 			s.service(so)
@@ -563,7 +572,7 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 			// readable to wake the threads blocked in accept.
 			if how != unix.SHUT_WR {
 				_ = so.es.Shutdown(unix.SHUT_RD)
-				so.listening = false
+				so.listening, so.lsnShut = false, true
 				so.state &^= abi.SSListening | abi.SSAcceptQ
 				so.state |= abi.SSRdEOF
 			}
@@ -754,7 +763,7 @@ func (s *Session) service(so *sock) {
 	// so whatever it writes after our reads is covered by its next DONE.
 	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) &&
 		atomic.CompareAndSwapUint32(&sh.Fill, abi.FillDone, abi.FillNone) {
-		drain(so.pair)
+		so.appGone = drain(so.pair) || so.appGone
 	}
 }
 
@@ -766,9 +775,9 @@ const maxEdges = 64
 // signal mirrors readability on the app fd (PROTOCOL.md "Readiness").
 // sig counts the bytes queued there: the first makes the fd readable; one
 // more whenever something new arrives while it is (data, a connection, EOF,
-// a reset) gives an EPOLLET waiter the edge Linux would. The peer's FIN
-// (and a reset) shut the pair for writing: the fd then polls IN|RDHUP for
-// good, as the socket does. Called with mu held.
+// a reset) gives an EPOLLET waiter the edge Linux would. The peer's FIN,
+// a reset and a listener's shutdown hang the pair up (hangUp). Called with
+// mu held.
 func (s *Session) signal(so *sock, sh *abi.Sock) {
 	if !s.readable(so) {
 		so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
@@ -788,25 +797,50 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 		}
 	}
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
-	if !so.pairShut && so.state&abi.SSConnected != 0 && so.state&(abi.SSRdEOF|abi.SSReset) != 0 {
-		// Linux polls IN|RDHUP from the peer's FIN on (and a reset).
-		_ = unix.Shutdown(so.pair, unix.SHUT_WR)
-		so.pairShut = true
+	s.hangUp(so)
+}
+
+// hangUp mirrors the end of a connection on the app fd. Linux polls
+// IN|RDHUP from the peer's FIN on: we shut the pair for writing. A reset
+// (and a listener shut down) polls HUP as well: we shut it both ways,
+// which sets both shutdown bits on the app end. Before the first shutdown
+// one uncounted byte goes into the app end (the shim takes only the bytes
+// sig counts), so that the app end never closes empty: its close then
+// sets our end's error, which is how reapHangups tells a closed app end
+// from our own shutdown. Called with mu held.
+func (s *Session) hangUp(so *sock) {
+	conn := so.state&abi.SSConnected != 0
+	hup := (conn && so.state&abi.SSReset != 0) || (so.lsnShut && !so.listening)
+	shut := hup || (conn && so.state&abi.SSRdEOF != 0)
+	if !shut || so.pairHup || (so.pairShut && !hup) {
+		return
 	}
+	if !so.pairShut {
+		_ = unix.Sendto(so.pair, []byte{0}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil)
+	}
+	how := unix.SHUT_WR
+	if hup {
+		how = unix.SHUT_RDWR
+	}
+	_ = unix.Shutdown(so.pair, how)
+	so.pairShut, so.pairHup = true, hup
 }
 
 // edgeStates are the state bits whose arrival is news to a reader.
 const edgeStates = abi.SSRdEOF | abi.SSReset | abi.SSError | abi.SSAcceptQ
 
 // drain empties the daemon's end of a socketpair (what the shim wrote to
-// make it unwritable), without ever blocking: see service.
-func drain(fd int) {
+// make it unwritable), without ever blocking: see service. It reports
+// whether the read took our end's error: the app end was closed with
+// bytes queued (reapHangups).
+func drain(fd int) bool {
 	var buf [4096]byte
 	for i := 0; i < 64; i++ {
 		if n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT); n <= 0 || err != nil {
-			return
+			return err == unix.ECONNRESET
 		}
 	}
+	return false
 }
 
 func (s *Session) readable(so *sock) bool {
