@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "procs.h"
 #include "sockstate.h"
@@ -28,11 +29,96 @@ int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
 	return cmd_call(s, NUSE_OP_BIND, &io);
 }
 
+/*
+ * Puts file `end` under every fd of this process that names s (and under
+ * our copy of one the program closed), keeping each fd's close-on-exec
+ * flag and what the kernel keeps with the open file: O_NONBLOCK, O_ASYNC,
+ * the SIGIO owner and signal.  Epoll registrations stay with the old file
+ * (and go when it closes): they are the program's, out of our sight.
+ */
+static void swap_end(struct nsock *s, int fd, int end)
+{
+	int old = sock_fd(s, fd), fl = R.fcntl(old, F_GETFL), sig = R.fcntl(old, F_GETSIG), i, o, fdfl;
+	struct f_owner_ex owner;
+	struct stat st;
+
+	if (R.fcntl(old, F_GETOWN_EX, &owner) == 0 && owner.pid)
+		R.fcntl(end, F_SETOWN_EX, &owner);
+	if (sig > 0)
+		R.fcntl(end, F_SETSIG, sig);
+	if (fl >= 0)
+		R.fcntl(end, F_SETFL, O_RDWR | (fl & (O_NONBLOCK | O_ASYNC)));
+	pthread_mutex_lock(&g_tablock);
+	for (i = 0; i < g_tabhi; i++) {
+		if (atomic_load_explicit(&g_tab[i], memory_order_relaxed) != s)
+			continue;
+		fdfl = R.fcntl(i, F_GETFD);
+		R.dup3(end, i, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	}
+	o = atomic_load(&s->orphan_fd);
+	if (o >= 0)
+		R.dup3(end, o, O_CLOEXEC);
+	s->ino = fstat(end, &st) == 0 ? st.st_ino : 0;
+	pthread_mutex_unlock(&g_tablock);
+}
+
+/*
+ * Linux's socket is closed after a failed connect was reported and the
+ * next connect() said ECONNABORTED: it polls OUT|HUP, as an unconnected
+ * AF_UNIX socket does.  Ours is put in place until the socket connects
+ * anew (repair); the daemon's end of the pair is cut already.
+ */
+static void unpair(struct nsock *s, int fd)
+{
+	int q;
+
+	if (s->unpaired)
+		return;
+	q = R.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (q < 0)
+		return;
+	swap_end(s, fd, q);
+	R.close(q);
+	s->unpaired = 1;
+}
+
+/*
+ * The daemon hangs a pair up for good when the socket fails to connect,
+ * is reset or stops listening (PROTOCOL.md "Readiness"), and a hang-up
+ * cannot be undone: before the socket connects or listens anew it gets a
+ * fresh pair (NUSE_CTL_REPAIR).  One poll per connect or listen tells.
+ */
+static int repair(struct nsock *s, int fd)
+{
+	struct pollfd p = {.fd = sock_fd(s, fd), .events = 0};
+	struct nuse_ctl_reply rep;
+	int sp[2], r;
+
+	if (!s->unpaired && !(poll(&p, 1, 0) == 1 && (p.revents & POLLHUP)))
+		return 0;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return -errno;
+	r = ctl_request(NUSE_CTL_REPAIR, s->family, s->slot, s->gen, sp[1], &rep);
+	R.close(sp[1]);
+	if (r < 0) {
+		R.close(sp[0]);
+		return r;
+	}
+	swap_end(s, fd, sp[0]);
+	R.close(sp[0]);
+	s->unpaired = 0;
+	s->sig_owed = 0;
+	s->sndbuf_small = 0;
+	return 0;
+}
+
 int nuse_listen(struct nsock *s, int fd, int backlog)
 {
 	struct cmd_io io = {.arg0 = (uint32_t)backlog};
-	int r = cmd_call(s, NUSE_OP_LISTEN, &io);
+	int r = repair(s, fd);
 
+	if (r == 0)
+		r = cmd_call(s, NUSE_OP_LISTEN, &io);
 	if (r == 0) {
 		s->listening = 1;
 		fill(s, fd); /* a listener never polls writable; the daemon leaves it so */
@@ -78,6 +164,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		 * failure seen through SO_ERROR: the next connect() gets
 		 * ECONNABORTED, and only the one after it starts anew. */
 		s->conn_aborted = 0;
+		unpair(s, fd);
 		return -ECONNABORTED;
 	}
 	if (s->connecting) {
@@ -89,7 +176,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		}
 		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
 			s->connecting = 0;
-			r = take_so_error(s);
+			r = take_so_error(s, fd);
 			return -(r ? r : ECONNREFUSED);
 		}
 		if (s->nonblock)
@@ -97,6 +184,9 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 	} else {
 		if (is_connected(s, st))
 			return -EISCONN;
+		r = repair(s, fd);
+		if (r < 0)
+			return r;
 		r = cmd_call(s, NUSE_OP_CONNECT, &io);
 		s->reset_told = 0;
 		if (r == 0)
@@ -118,7 +208,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		}
 		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
 			s->connecting = 0;
-			r = take_so_error(s);
+			r = take_so_error(s, fd);
 			return -(r ? r : ECONNREFUSED);
 		}
 		if (!*held && !(*held = sock_hold(s, fd)))

@@ -83,6 +83,7 @@ struct nsock {
 	uint64_t ino;     /* the app end's inode: finds it among a vfork child's fds */
 	uint32_t sig_owed; /* readiness bytes counted but not read yet (sockstate.c) */
 	int quiet;        /* dead listener: its fd number names a never-ready socket */
+	int unpaired;     /* its fds name a never-ready socket until it connects anew */
 	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
 	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
 	unsigned mark; /* counted in the current fork/exec sweep */

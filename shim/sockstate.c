@@ -36,6 +36,21 @@ void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
  * for nothing.  Our end reading EOF is the daemon mirroring the peer's FIN
  * or a reset (the state says so) -- or the daemon gone.
  */
+/*
+ * The daemon hangs the pair up itself when the socket is reset, fails to
+ * connect or is a listener shut down (PROTOCOL.md "Readiness"): the app fd
+ * then polls HUP (and reads EOF) as Linux's socket does, and only the
+ * control socket says whether the daemon is still there.
+ */
+int daemon_hup(struct nsock *s)
+{
+	uint32_t st = st_load(s);
+
+	if (!(st & NUSE_SS_RESET) && (!(st & (NUSE_SS_RD_EOF | NUSE_SS_WR_DEAD)) || (st & NUSE_SS_CONNECTED)))
+		return 0;
+	return !atomic_load(&S.dead) && ctl_alive();
+}
+
 static void take_bytes(struct nsock *s, int fd, uint32_t n, int wait)
 {
 	char b[64];
@@ -52,7 +67,7 @@ static void take_bytes(struct nsock *s, int fd, uint32_t n, int wait)
 			continue;
 		}
 		if (r == 0) {
-			if (!(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET)))
+			if (!(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET)) && !daemon_hup(s))
 				s->dead = 1;
 			return;
 		}
@@ -132,21 +147,6 @@ void fill(struct nsock *s, int fd)
 	    (st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)))
 		attention(s);
 	errno = e;
-}
-
-/*
- * The daemon hangs the pair up itself when the socket is reset or a
- * listener is shut down (PROTOCOL.md "Readiness"): the app fd then polls
- * HUP as Linux's socket does, and only the control socket says whether the
- * daemon is still there.
- */
-static int daemon_hup(struct nsock *s)
-{
-	uint32_t st = st_load(s);
-
-	if (!(st & NUSE_SS_RESET) && (!(st & NUSE_SS_RD_EOF) || (st & NUSE_SS_CONNECTED)))
-		return 0;
-	return !atomic_load(&S.dead) && ctl_alive();
 }
 
 int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *), uint64_t deadline)
@@ -246,8 +246,22 @@ int conn_ready(struct nsock *s)
 	       (!(st & NUSE_SS_CONNECTING) && !s->connecting);
 }
 
+/*
+ * A failed connect's pair is cut with junk unread in the daemon's end, so
+ * the app end holds ECONNRESET and polls ERR (PROTOCOL.md "Readiness"):
+ * once the socket's error is reported, as in Linux, it goes.
+ */
+void clear_app_err(struct nsock *s, int fd)
+{
+	int v, e = errno;
+	socklen_t l = sizeof(v);
+
+	R.getsockopt(sock_fd(s, fd), SOL_SOCKET, SO_ERROR, &v, &l);
+	errno = e;
+}
+
 /* SO_ERROR from the daemon: returns and clears the pending error. */
-int take_so_error(struct nsock *s)
+int take_so_error(struct nsock *s, int fd)
 {
 	int v = 0;
 	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
@@ -255,6 +269,7 @@ int take_so_error(struct nsock *s)
 
 	if (r < 0)
 		return -r;
+	clear_app_err(s, fd);
 	return v;
 }
 
@@ -264,7 +279,7 @@ int take_so_error(struct nsock *s)
  * it, Linux's reads see the shut receive side and return 0.  A slot the
  * daemon let go of, or a daemon gone, still says ECONNRESET.
  */
-int reset_error(struct nsock *s, uint32_t st)
+int reset_error(struct nsock *s, int fd, uint32_t st)
 {
 	int v = 0;
 	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
@@ -275,6 +290,7 @@ int reset_error(struct nsock *s, uint32_t st)
 		return 0;
 	if (cmd_call(s, NUSE_OP_GETSOCKOPT, &io) < 0)
 		return ECONNRESET;
+	clear_app_err(s, fd);
 	if (!v && !(st & NUSE_SS_RESET))
 		return ECONNRESET; /* failed, not reset: as before */
 	s->reset_told = 1;

@@ -500,6 +500,13 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 				break
 			}
 			s.relay(&msg.req, fds[0], &rep)
+		case abi.MsgRepair:
+			if len(fds) != 1 {
+				closeFDs(fds)
+				rep.Result = -int32(syscall.EINVAL)
+				break
+			}
+			s.repair(&msg.req, fds[0], &rep)
 		case abi.MsgIdent:
 			for i, fd := range fds {
 				if i == 0 && len(fds) == 1 {

@@ -103,6 +103,7 @@ type sock struct {
 	edgeConn              bool
 	pairShut              bool // the pair is shut for writing (FIN or reset mirrored)
 	pairHup               bool // ... and for reading: the app fd polls HUP (reset, shut listener)
+	pairCut               bool // ... by letting go of our end: a failed connect (cutPair)
 	appGone               bool // our end read ECONNRESET: the app end was let go of
 	lsnShut               bool // a listener shut down (SHUT_RD or SHUT_RDWR)
 	connecting, listening bool
@@ -406,7 +407,7 @@ func (s *Session) reapHangups() {
 	var fds []unix.PollFd
 	var socks []*sock
 	for _, so := range s.socks {
-		if so != nil && !so.closing {
+		if so != nil && !so.closing && !so.pairCut { // a cut pair tells nothing
 			fds = append(fds, unix.PollFd{Fd: int32(so.pair), Events: unix.POLLRDHUP})
 			socks = append(socks, so)
 		}
@@ -518,8 +519,9 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		if err := so.es.Listen(backlog); err != nil {
 			return errno(err)
 		}
-		so.listening = true
+		so.listening, so.lsnShut = true, false
 		so.state |= abi.SSListening
+		so.state &^= abi.SSRdEOF // listening anew after a shutdown
 		return 0
 	case abi.OpConnect:
 		if len(r.addr) >= 2 && binary.LittleEndian.Uint16(r.addr) == unix.AF_UNSPEC {
@@ -812,7 +814,23 @@ func (s *Session) hangUp(so *sock) {
 	conn := so.state&abi.SSConnected != 0
 	hup := (conn && so.state&abi.SSReset != 0) || (so.lsnShut && !so.listening)
 	shut := hup || (conn && so.state&abi.SSRdEOF != 0)
-	if !shut || so.pairHup || (so.pairShut && !hup) {
+	if so.pairHup || (so.pairShut && !hup) {
+		return
+	}
+	if !conn && so.state&abi.SSWrDead != 0 {
+		// A failed connect. Linux's socket polls ERR too: that takes
+		// letting go of our end while the junk the shim filled it with
+		// at connect is queued there. The shim stores DONE after its
+		// junk and rings when it sees the failure, so we wait for that.
+		if atomic.LoadUint32(&s.a.Sock(so.slot).Fill) != abi.FillDone {
+			return
+		}
+		if cutPair(so) {
+			return
+		}
+		shut, hup = true, true
+	}
+	if !shut {
 		return
 	}
 	if !so.pairShut {
@@ -824,6 +842,26 @@ func (s *Session) hangUp(so *sock) {
 	}
 	_ = unix.Shutdown(so.pair, how)
 	so.pairShut, so.pairHup = true, hup
+}
+
+// cutPair lets go of our end of so's pair with the shim's junk unread in
+// it: af_unix then sets ECONNRESET on the app end, which polls
+// IN|OUT|ERR|HUP|RDHUP as Linux's socket after a failed connect, until
+// SO_ERROR (the shim reads the app end's error too). The fd number stays
+// ours, on an unconnected socket, so its accounting and every later call
+// on it stay as they were; the shim gives the socket a fresh pair
+// (repair) when it connects again. Called with mu held.
+func cutPair(so *sock) bool {
+	ph, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(ph)
+	if unix.Dup3(ph, so.pair, unix.O_CLOEXEC) != nil {
+		return false
+	}
+	so.pairShut, so.pairHup, so.pairCut = true, true, true
+	return true
 }
 
 // edgeStates are the state bits whose arrival is news to a reader.
@@ -1071,4 +1109,60 @@ func addrString(ap netip.AddrPort) string {
 		return "-"
 	}
 	return ap.String()
+}
+
+// repair gives a socket whose pair we hung up for good (a failed connect,
+// a reset, a listener shut down: hangUp) a fresh one, for
+// NUSE_CTL_REPAIR: the shim asks before it connects or listens anew, so
+// that the app fd does not poll HUP for good.
+func (s *Session) repair(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
+	srv := s.srv
+	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
+	if !srv.takeFDs(1) {
+		s.logf("the daemon is short of file descriptors; new pair refused")
+		fail(syscall.ENFILE)
+		return
+	}
+	fail = func(e syscall.Errno) { unix.Close(pair); srv.clientFDs.Add(-1); rep.Result = -int32(e) }
+	ino, e := srv.checkPair(pair)
+	if e != 0 {
+		s.logf("new pair refused: the fd passed as its channel is unusable (%v)", e)
+		fail(e)
+		return
+	}
+	fail = func(e syscall.Errno) {
+		unix.Close(pair)
+		srv.forgetPair(ino)
+		srv.clientFDs.Add(-1)
+		rep.Result = -int32(e)
+	}
+	if err := unix.SetNonblock(pair, true); err != nil {
+		fail(syscall.EINVAL)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		fail(syscall.ECONNRESET)
+		return
+	}
+	so := s.lookup(req.Sock, req.Gen)
+	switch {
+	case so == nil || so.closing || so.relay != nil:
+		fail(syscall.EBADF)
+		return
+	case so.connecting || so.listening || so.state&abi.SSConnected != 0:
+		fail(syscall.EISCONN)
+		return
+	}
+	unix.Close(so.pair)
+	srv.forgetPair(so.pairIno)
+	srv.clientFDs.Add(-1)
+	so.pair, so.pairIno = pair, ino
+	so.pairShut, so.pairHup, so.pairCut, so.appGone = false, false, false, false
+	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, 0, false
+	sh := s.a.Sock(so.slot)
+	atomic.StoreUint32(&sh.Sig, abi.SigNone)
+	atomic.StoreUint32(&sh.Fill, abi.FillNone)
+	rep.Sock, rep.Gen = so.slot, so.gen
 }

@@ -36,6 +36,7 @@ const (
 	MsgUC      = 8  // a uc proxy session (uc/proxy)
 	MsgRelay   = 9  // a socket handed on: the daemon relays it through a fresh pair
 	MsgIdent   = 10 // a relayed socket's fd: which TCP addresses it has
+	MsgRepair  = 11 // a fresh pair for a socket whose pair the daemon let go of
 )
 
 // CtlHdr starts every control message.

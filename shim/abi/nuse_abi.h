@@ -52,6 +52,8 @@ enum nuse_ctl_type {
 	                        * end: the daemon relays the connection through that pair */
 	NUSE_CTL_IDENT = 10,   /* shim -> daemon: nuse_ctl_req (sock: 0 local, 1 peer) + a
 	                        * relayed socket's fd: the reply gives that TCP address */
+	NUSE_CTL_REPAIR = 11,  /* shim -> daemon: nuse_ctl_req (sock, gen) + a fresh socketpair
+	                        * end: the new pair of a socket whose pair the daemon let go of */
 };
 
 struct nuse_ctl_hdr {
