@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "epcarry.h"
 #include "procs.h"
 #include "sockstate.h"
 
@@ -33,13 +34,14 @@ int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
  * Puts file `end` under every fd of this process that names s (and under
  * our copy of one the program closed), keeping each fd's close-on-exec
  * flag and what the kernel keeps with the open file: O_NONBLOCK, O_ASYNC,
- * the SIGIO owner and signal.  Epoll registrations stay with the old file
- * (and go when it closes): they are the program's, out of our sight.
+ * the SIGIO owner and signal, and this process's epoll registrations of
+ * those fd numbers (epcarry.h).
  */
 static void swap_end(struct nsock *s, int fd, int end)
 {
 	int old = sock_fd(s, fd), fl = R.fcntl(old, F_GETFL), sig = R.fcntl(old, F_GETSIG), i, o, fdfl;
 	struct f_owner_ex owner;
+	struct epcarry c;
 	struct stat st;
 
 	if (R.fcntl(old, F_GETOWN_EX, &owner) == 0 && owner.pid)
@@ -48,6 +50,7 @@ static void swap_end(struct nsock *s, int fd, int end)
 		R.fcntl(end, F_SETSIG, sig);
 	if (fl >= 0)
 		R.fcntl(end, F_SETFL, O_RDWR | (fl & (O_NONBLOCK | O_ASYNC)));
+	epcarry_save(&c, s->ino);
 	pthread_mutex_lock(&g_tablock);
 	for (i = 0; i < g_tabhi; i++) {
 		if (atomic_load_explicit(&g_tab[i], memory_order_relaxed) != s)
@@ -59,7 +62,13 @@ static void swap_end(struct nsock *s, int fd, int end)
 	if (o >= 0)
 		R.dup3(end, o, O_CLOEXEC);
 	s->ino = fstat(end, &st) == 0 ? st.st_ino : 0;
+	/* A registration under a number that no longer names s (the program
+	 * moved the fd) stays as it was. */
+	for (i = 0; i < c.n; i++)
+		if (c.r[i].fd < 0 || c.r[i].fd >= g_tabhi || atomic_load(&g_tab[c.r[i].fd]) != s)
+			c.r[i--] = c.r[--c.n];
 	pthread_mutex_unlock(&g_tablock);
+	epcarry_restore(&c);
 }
 
 /*
