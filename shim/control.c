@@ -72,10 +72,11 @@ static void swap_end(struct nsock *s, int fd, int end)
 }
 
 /*
- * Linux's socket is closed after a failed connect was reported and the
- * next connect() said ECONNABORTED: it polls OUT|HUP, as an unconnected
- * AF_UNIX socket does.  Ours is put in place until the socket connects
- * anew (repair); the daemon's end of the pair is cut already.
+ * Linux's socket is closed (TCP_CLOSE, no shutdown bits) after a failed
+ * connect was reported and the next connect() said ECONNABORTED, and after
+ * a listener's shutdown: it polls OUT|HUP, as an unconnected AF_UNIX
+ * socket does.  Ours is put in place until the socket connects or listens
+ * anew (repair); the daemon hangs up the old pair itself.
  */
 static void unpair(struct nsock *s, int fd)
 {
@@ -454,7 +455,7 @@ void sock_unhold(struct nsock *s)
 	pthread_mutex_unlock(&g_tablock);
 }
 
-int nuse_shutdown(struct nsock *s, int how)
+int nuse_shutdown(struct nsock *s, int fd, int how)
 {
 	struct cmd_io io = {.arg0 = (uint32_t)how};
 	int r;
@@ -468,9 +469,14 @@ int nuse_shutdown(struct nsock *s, int how)
 	if (s->listening || (st_load(s) & NUSE_SS_LISTENING)) {
 		/* A listener stops listening (SHUT_RD): accept() then fails
 		 * with EINVAL, as Linux's does, in the threads blocked in it
-		 * too (the daemon makes the fd readable to wake them). */
-		if (how != SHUT_WR)
+		 * too (the daemon hangs their pair up to wake them), and the
+		 * fd polls OUT|HUP as Linux's closed socket (unpair). */
+		if (how != SHUT_WR) {
 			s->listening = 0;
+			pthread_mutex_lock(&s->lock); /* as listen() and connect() */
+			unpair(s, fd);
+			pthread_mutex_unlock(&s->lock);
+		}
 		return 0;
 	}
 	if (how != SHUT_RD)
