@@ -195,7 +195,7 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 			return 0;
 		return sig_restart(&m, deadline != 0) ? 0 : -EINTR;
 	}
-	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !daemon_hup(s)) {
+	if (r > 0 && ((p.revents & POLLNVAL) || ((p.revents & (POLLHUP | POLLERR)) && !daemon_hup(s)))) {
 		char b;
 
 		/* POLLHUP with queued bytes: EOF shows only after them */
@@ -222,7 +222,8 @@ int hung_up(struct nsock *s, int fd)
 
 	if (s->dead || atomic_load(&S.dead))
 		return 1;
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !daemon_hup(s))
+	if (poll(&p, 1, 0) == 1 &&
+	    ((p.revents & POLLNVAL) || ((p.revents & (POLLHUP | POLLERR)) && !daemon_hup(s))))
 		s->dead = 1;
 	errno = e;
 	return s->dead;
