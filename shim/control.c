@@ -80,9 +80,12 @@ static void swap_end(struct nsock *s, int fd, int end)
  */
 static void unpair(struct nsock *s, int fd)
 {
+	struct pollfd p = {.fd = sock_fd(s, fd), .events = 0};
 	int q;
 
-	if (s->unpaired)
+	/* Only a pair the daemon hung up: closing our end of a whole one
+	 * would read to it as the program's last close. */
+	if (s->unpaired || poll(&p, 1, 0) != 1 || !(p.revents & POLLHUP))
 		return;
 	q = R.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (q < 0)

@@ -781,6 +781,9 @@ const maxEdges = 64
 // a reset and a listener's shutdown hang the pair up (hangUp). Called with
 // mu held.
 func (s *Session) signal(so *sock, sh *abi.Sock) {
+	// After the byte, and whether or not the socket is readable: a failed
+	// connect whose error SO_ERROR has taken is not.
+	defer s.hangUp(so)
 	if !s.readable(so) {
 		so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
 		return
@@ -799,7 +802,6 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 		}
 	}
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
-	s.hangUp(so)
 }
 
 // hangUp mirrors the end of a connection on the app fd. Linux polls
