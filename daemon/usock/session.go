@@ -763,7 +763,9 @@ func (s *Session) service(so *sock) {
 	s.signal(so, sh)
 	// Unfill: NONE first, then read. The shim fills again on every EAGAIN,
 	// so whatever it writes after our reads is covered by its next DONE.
-	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) &&
+	// A failed connect's junk stays until hangUp has cut the pair with it
+	// (the shim may store DONE between hangUp's look and this one).
+	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) && (!failedConnect(so) || so.pairHup) &&
 		atomic.CompareAndSwapUint32(&sh.Fill, abi.FillDone, abi.FillNone) {
 		so.appGone = drain(so.pair) || so.appGone
 	}
@@ -819,7 +821,7 @@ func (s *Session) hangUp(so *sock) {
 	if so.pairHup || (so.pairShut && !hup) {
 		return
 	}
-	if !conn && so.state&abi.SSWrDead != 0 {
+	if failedConnect(so) {
 		// A failed connect. Linux's socket polls ERR too: that takes
 		// letting go of our end while the junk the shim filled it with
 		// at connect is queued there. The shim stores DONE after its
@@ -844,6 +846,11 @@ func (s *Session) hangUp(so *sock) {
 	}
 	_ = unix.Shutdown(so.pair, how)
 	so.pairShut, so.pairHup = true, hup
+}
+
+// failedConnect: a connect failed and the socket has not connected since.
+func failedConnect(so *sock) bool {
+	return so.state&(abi.SSConnected|abi.SSWrDead) == abi.SSWrDead
 }
 
 // cutPair lets go of our end of so's pair with the shim's junk unread in
