@@ -151,3 +151,41 @@ func TestResetHangsUpAndIsReapedOnClose(t *testing.T) {
 	cl.closeFD(c.fd)
 	cl.slotGone(c)
 }
+
+// A listener shut down has its pair cut: the shim puts another socket
+// under its fds, and the close of the old app end is not the program's
+// (the socket stays, and listens again on a fresh pair).
+func TestShutListenerCutsPairAndListensAgain(t *testing.T) {
+	_, path := startServer(t, 64<<10)
+	cl := dialClient(t, path)
+	ls := cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7014))
+	if res, _ := cl.cmd(ls, abi.OpShutdown, unix.SHUT_RDWR, 0, nil, nil); res != 0 {
+		t.Fatalf("shutdown: %v", syscall.Errno(-res))
+	}
+	if ev := revents(ls.fd); ev&unix.POLLHUP == 0 {
+		t.Fatalf("after the shutdown the old app end polls %#x: no HUP", ev)
+	}
+	cl.closeFD(ls.fd) // the shim's unpair
+	other := cl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7015))
+	cl.closeFD(other.fd)
+	cl.slotGone(other) // a hang-up sweep has run since
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := cl.birthFD(abi.MsgRepair, abi.CtlReq{Sock: ls.slot, Gen: ls.gen}, pair[1]); rep.Result != 0 {
+		t.Fatalf("repair of the shut listener: %v", syscall.Errno(-rep.Result))
+	}
+	unix.Close(pair[1])
+	_ = unix.SetNonblock(pair[0], true)
+	ls.fd = pair[0]
+	cl.fds[ls.fd] = true
+	if res, _ := cl.cmd(ls, abi.OpListen, 16, 0, nil, nil); res != 0 {
+		t.Fatalf("listen again: %v", syscall.Errno(-res))
+	}
+	c := cl.socket(syscall.AF_INET)
+	if err := cl.connect(c, netip.AddrPortFrom(lo4, 7014)); err != nil {
+		t.Fatalf("connect to the listener again: %v", err)
+	}
+	cl.accept(ls)
+}

@@ -808,25 +808,28 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 
 // hangUp mirrors the end of a connection on the app fd. Linux polls
 // IN|RDHUP from the peer's FIN on: we shut the pair for writing. A reset
-// (and a listener shut down) polls HUP as well: we shut it both ways,
-// which sets both shutdown bits on the app end. Before the first shutdown
+// polls HUP as well: we shut it both ways, which sets both shutdown bits
+// on the app end. A failed connect and a listener shut down cut it. Before the first shutdown
 // one uncounted byte goes into the app end (the shim takes only the bytes
 // sig counts), so that the app end never closes empty: its close then
 // sets our end's error, which is how reapHangups tells a closed app end
 // from our own shutdown. Called with mu held.
 func (s *Session) hangUp(so *sock) {
 	conn := so.state&abi.SSConnected != 0
-	hup := (conn && so.state&abi.SSReset != 0) || (so.lsnShut && !so.listening)
+	hup := conn && so.state&abi.SSReset != 0
 	shut := hup || (conn && so.state&abi.SSRdEOF != 0)
 	if so.pairHup || (so.pairShut && !hup) {
 		return
 	}
-	if failedConnect(so) {
-		// A failed connect. Linux's socket polls ERR too: that takes
+	if failedConnect(so) || (so.lsnShut && !so.listening) {
+		// A failed connect: Linux's socket polls ERR too, which takes
 		// letting go of our end while the junk the shim filled it with
 		// at connect is queued there. The shim stores DONE after its
 		// junk and rings when it sees the failure, so we wait for that.
-		if atomic.LoadUint32(&s.a.Sock(so.slot).Fill) != abi.FillDone {
+		// A listener shut down: the shim puts a closed socket under its
+		// fds, and its close of this app end must not read as the
+		// program's (reapHangups looks at no cut pair).
+		if failedConnect(so) && atomic.LoadUint32(&s.a.Sock(so.slot).Fill) != abi.FillDone {
 			return
 		}
 		if cutPair(so) {
@@ -856,7 +859,9 @@ func failedConnect(so *sock) bool {
 // cutPair lets go of our end of so's pair with the shim's junk unread in
 // it: af_unix then sets ECONNRESET on the app end, which polls
 // IN|OUT|ERR|HUP|RDHUP as Linux's socket after a failed connect, until
-// SO_ERROR (the shim reads the app end's error too). The fd number stays
+// SO_ERROR (the shim reads the app end's error too). (A shut listener's
+// fds get another socket from the shim; only copies it cannot reach, a
+// forked process's, keep this end.) The fd number stays
 // ours, on an unconnected socket, so its accounting and every later call
 // on it stay as they were; the shim gives the socket a fresh pair
 // (repair) when it connects again. Called with mu held.
