@@ -15,7 +15,9 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
+#include "epcarry.h"
 #include "procs.h"
 #include "sockstate.h"
 
@@ -28,11 +30,108 @@ int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
 	return cmd_call(s, NUSE_OP_BIND, &io);
 }
 
+/*
+ * Puts file `end` under every fd of this process that names s (and under
+ * our copy of one the program closed), keeping each fd's close-on-exec
+ * flag and what the kernel keeps with the open file: O_NONBLOCK, O_ASYNC,
+ * the SIGIO owner and signal, and this process's epoll registrations of
+ * those fd numbers (epcarry.h).
+ */
+static void swap_end(struct nsock *s, int fd, int end)
+{
+	int old = sock_fd(s, fd), fl = R.fcntl(old, F_GETFL), sig = R.fcntl(old, F_GETSIG), i, o, fdfl;
+	struct f_owner_ex owner;
+	struct epcarry c;
+	struct stat st;
+
+	if (R.fcntl(old, F_GETOWN_EX, &owner) == 0 && owner.pid)
+		R.fcntl(end, F_SETOWN_EX, &owner);
+	if (sig > 0)
+		R.fcntl(end, F_SETSIG, sig);
+	if (fl >= 0)
+		R.fcntl(end, F_SETFL, O_RDWR | (fl & (O_NONBLOCK | O_ASYNC)));
+	epcarry_save(&c, s->ino);
+	pthread_mutex_lock(&g_tablock);
+	for (i = 0; i < g_tabhi; i++) {
+		if (atomic_load_explicit(&g_tab[i], memory_order_relaxed) != s)
+			continue;
+		fdfl = R.fcntl(i, F_GETFD);
+		R.dup3(end, i, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	}
+	o = atomic_load(&s->orphan_fd);
+	if (o >= 0)
+		R.dup3(end, o, O_CLOEXEC);
+	s->ino = fstat(end, &st) == 0 ? st.st_ino : 0;
+	/* A registration under a number that no longer names s (the program
+	 * moved the fd) stays as it was. */
+	for (i = 0; i < c.n; i++)
+		if (c.r[i].fd < 0 || c.r[i].fd >= g_tabhi || atomic_load(&g_tab[c.r[i].fd]) != s)
+			c.r[i--] = c.r[--c.n];
+	pthread_mutex_unlock(&g_tablock);
+	epcarry_restore(&c);
+}
+
+/*
+ * Linux's socket is closed (TCP_CLOSE, no shutdown bits) after a failed
+ * connect was reported and the next connect() said ECONNABORTED, and after
+ * a listener's shutdown: it polls OUT|HUP, as an unconnected AF_UNIX
+ * socket does.  Ours is put in place until the socket connects or listens
+ * anew (repair); the daemon hangs up the old pair itself.
+ */
+static void unpair(struct nsock *s, int fd)
+{
+	struct pollfd p = {.fd = sock_fd(s, fd), .events = 0};
+	int q;
+
+	/* Only a pair the daemon hung up: closing our end of a whole one
+	 * would read to it as the program's last close. */
+	if (s->unpaired || poll(&p, 1, 0) != 1 || !(p.revents & POLLHUP))
+		return;
+	q = R.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (q < 0)
+		return;
+	swap_end(s, fd, q);
+	R.close(q);
+	s->unpaired = 1;
+}
+
+/*
+ * The daemon hangs a pair up for good when the socket fails to connect,
+ * is reset or stops listening (PROTOCOL.md "Readiness"), and a hang-up
+ * cannot be undone: before the socket connects or listens anew it gets a
+ * fresh pair (NUSE_CTL_REPAIR).  One poll per connect or listen tells.
+ */
+static int repair(struct nsock *s, int fd)
+{
+	struct pollfd p = {.fd = sock_fd(s, fd), .events = 0};
+	struct nuse_ctl_reply rep;
+	int sp[2], r;
+
+	if (!s->unpaired && !(poll(&p, 1, 0) == 1 && (p.revents & POLLHUP)))
+		return 0;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return -errno;
+	r = ctl_request(NUSE_CTL_REPAIR, s->family, s->slot, s->gen, sp[1], &rep);
+	R.close(sp[1]);
+	if (r < 0) {
+		R.close(sp[0]);
+		return r;
+	}
+	swap_end(s, fd, sp[0]);
+	R.close(sp[0]);
+	s->unpaired = 0;
+	s->sig_owed = 0;
+	s->sndbuf_small = 0;
+	return 0;
+}
+
 int nuse_listen(struct nsock *s, int fd, int backlog)
 {
 	struct cmd_io io = {.arg0 = (uint32_t)backlog};
-	int r = cmd_call(s, NUSE_OP_LISTEN, &io);
+	int r = repair(s, fd);
 
+	if (r == 0)
+		r = cmd_call(s, NUSE_OP_LISTEN, &io);
 	if (r == 0) {
 		s->listening = 1;
 		fill(s, fd); /* a listener never polls writable; the daemon leaves it so */
@@ -69,7 +168,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		r = cmd_call(s, NUSE_OP_CONNECT, &io);
 		if (r == 0) {
 			s->connecting = s->established = s->listening = 0;
-			s->shut_rd = s->shut_wr = 0;
+			s->shut_rd = s->shut_wr = s->reset_told = 0;
 		}
 		return r;
 	}
@@ -78,6 +177,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		 * failure seen through SO_ERROR: the next connect() gets
 		 * ECONNABORTED, and only the one after it starts anew. */
 		s->conn_aborted = 0;
+		unpair(s, fd);
 		return -ECONNABORTED;
 	}
 	if (s->connecting) {
@@ -89,7 +189,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		}
 		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
 			s->connecting = 0;
-			r = take_so_error(s);
+			r = take_so_error(s, fd);
 			return -(r ? r : ECONNREFUSED);
 		}
 		if (s->nonblock)
@@ -97,7 +197,11 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 	} else {
 		if (is_connected(s, st))
 			return -EISCONN;
+		r = repair(s, fd);
+		if (r < 0)
+			return r;
 		r = cmd_call(s, NUSE_OP_CONNECT, &io);
+		s->reset_told = 0;
 		if (r == 0)
 			s->established = 1;
 		if (r != -EINPROGRESS)
@@ -117,7 +221,7 @@ static int connect_held(struct nsock *s, int fd, const struct sockaddr *sa, sock
 		}
 		if (st & (NUSE_SS_ERROR | NUSE_SS_RESET)) {
 			s->connecting = 0;
-			r = take_so_error(s);
+			r = take_so_error(s, fd);
 			return -(r ? r : ECONNREFUSED);
 		}
 		if (!*held && !(*held = sock_hold(s, fd)))
@@ -355,7 +459,7 @@ void sock_unhold(struct nsock *s)
 	pthread_mutex_unlock(&g_tablock);
 }
 
-int nuse_shutdown(struct nsock *s, int how)
+int nuse_shutdown(struct nsock *s, int fd, int how)
 {
 	struct cmd_io io = {.arg0 = (uint32_t)how};
 	int r;
@@ -369,9 +473,14 @@ int nuse_shutdown(struct nsock *s, int how)
 	if (s->listening || (st_load(s) & NUSE_SS_LISTENING)) {
 		/* A listener stops listening (SHUT_RD): accept() then fails
 		 * with EINVAL, as Linux's does, in the threads blocked in it
-		 * too (the daemon makes the fd readable to wake them). */
-		if (how != SHUT_WR)
+		 * too (the daemon hangs their pair up to wake them), and the
+		 * fd polls OUT|HUP as Linux's closed socket (unpair). */
+		if (how != SHUT_WR) {
 			s->listening = 0;
+			pthread_mutex_lock(&s->lock); /* as listen() and connect() */
+			unpair(s, fd);
+			pthread_mutex_unlock(&s->lock);
+		}
 		return 0;
 	}
 	if (how != SHUT_RD)

@@ -23,7 +23,7 @@ int nuse_connect(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t l
 /* accept4(): a new fd for the next connection of listener s. */
 int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags);
 /* shutdown() with how checked by the caller. */
-int nuse_shutdown(struct nsock *s, int how);
+int nuse_shutdown(struct nsock *s, int fd, int how);
 /* getsockname() (NUSE_OP_GETSOCKNAME) or getpeername(). */
 int nuse_name(struct nsock *s, uint16_t op, struct sockaddr *sa, socklen_t *len);
 

@@ -270,6 +270,65 @@ static int to_nuse(struct nsock *s, int fd, const char *engine, int ridx)
 	return 0;
 }
 
+/* The port a kernel socket is bound to, or 0. */
+static int bound_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof(ss);
+
+	if (R.getsockname(fd, (struct sockaddr *)&ss, &l) < 0)
+		return 0;
+	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* Does an engine of the daemon hold port (NUSE_CTL_PORTFREE)?  No if the
+ * daemon cannot be asked. */
+static int engine_holds(int family, int port)
+{
+	struct nuse_ctl_reply rep;
+
+	return session_get() && ctl_request(NUSE_CTL_PORTFREE, family, (uint32_t)port, 0, -1, &rep) == -EADDRINUSE;
+}
+
+/*
+ * fd was just bound to the wildcard at port 0: the kernel picked a port
+ * free in the kernel, but NUSE's engines take ports from the same range
+ * for their own connections (and keep them in TIME_WAIT), so a listen or
+ * connect that takes the socket to NUSE could fail there with EADDRINUSE.
+ * While an engine holds the kernel's pick, bind a fresh kernel socket
+ * (again port 0, the held ones kept open so that the kernel picks another)
+ * and put it in fd's place, with fd's flags, options and epoll sets.
+ */
+static void pick_port_free_in_nuse(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
+{
+	int held[8], n = 0, i;
+
+	while (n < (int)(sizeof(held) / sizeof(held[0])) && engine_holds(s->family, bound_port(fd))) {
+		int ns = R.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0), fdfl;
+		struct carry c;
+
+		if (ns < 0)
+			break;
+		for (i = 0; i < s->nopts; i++)
+			R.setsockopt(ns, s->opts[i].level, s->opts[i].name, s->opts[i].val, s->opts[i].len);
+		if (R.bind(ns, sa, len) < 0 || (held[n] = R.fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+			R.close(ns);
+			break;
+		}
+		n++;
+		carry_save(s, fd, &c);
+		fdfl = R.fcntl(fd, F_GETFD);
+		R.dup3(ns, fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+		R.close(ns);
+		carry_restore(fd, &c);
+		s->neps = c.neps; /* still undecided: the decision carries them again */
+		memcpy(s->eps, c.eps, sizeof(c.eps[0]) * (size_t)c.neps);
+	}
+	for (i = 0; i < n; i++)
+		R.close(held[i]);
+}
+
 int sock_bind(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
 {
 	const char *eng;
@@ -292,6 +351,8 @@ int sock_bind(struct nsock *s, int fd, const struct sockaddr *sa, socklen_t len)
 		socklen_t l = sizeof(s->bind_addr);
 
 		r = R.bind(fd, sa, len);
+		if (r == 0)
+			pick_port_free_in_nuse(s, fd, sa, len);
 		if (r == 0 && R.getsockname(fd, (struct sockaddr *)&s->bind_addr, &l) == 0) {
 			s->bind_len = l;
 			s->bound = B_EPHEMERAL;

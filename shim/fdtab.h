@@ -74,6 +74,7 @@ struct nsock {
 	int shut_rd, shut_wr;
 	int connecting;   /* a connect was started and not yet reported */
 	int conn_aborted; /* a failed connect was reported by SO_ERROR only */
+	int reset_told;   /* a reset's error was reported: reads now say EOF */
 	/* What our own commands established: the daemon publishes state in the
 	 * arena after it answers, so a call right after listen()/connect() may
 	 * not see it there yet. */
@@ -82,6 +83,7 @@ struct nsock {
 	uint64_t ino;     /* the app end's inode: finds it among a vfork child's fds */
 	uint32_t sig_owed; /* readiness bytes counted but not read yet (sockstate.c) */
 	int quiet;        /* dead listener: its fd number names a never-ready socket */
+	int unpaired;     /* its fds name a never-ready socket until it connects anew */
 	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
 	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
 	uint32_t rcvlowat; /* SO_RCVLOWAT (0: 1), also the daemon's for poll */

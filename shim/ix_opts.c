@@ -47,7 +47,7 @@ EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 			return put_dev(val, len);
 		return R.getsockopt(fd, level, name, val, len);
 	}
-	return nuse_getsockopt(s, level, name, val, len);
+	return nuse_getsockopt(s, fd, level, name, val, len);
 }
 
 static int nuse_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)

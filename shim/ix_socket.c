@@ -109,7 +109,7 @@ EXPORT int shutdown(int fd, int how)
 		return R.shutdown(fd, how);
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return (int)fail(EINVAL);
-	return nuse_shutdown(s, how);
+	return nuse_shutdown(s, fd, how);
 }
 
 /* A relayed NUSE socket (handed to this process) is a unix socket to the

@@ -162,7 +162,7 @@ int nuse_listener(struct nsock *s)
 	return !!(st_load(s) & NUSE_SS_LISTENING) || s->listening;
 }
 
-int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *len)
+int nuse_getsockopt(struct nsock *s, int fd, int level, int name, void *val, socklen_t *len)
 {
 	struct cmd_io io = {0};
 	int r;
@@ -243,6 +243,8 @@ int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *
 	 * connect() is not EALREADY (Linux: ECONNABORTED, and the one after
 	 * starts anew).  A connect that succeeded stays for connect() to
 	 * report (0, then EISCONN), as Linux's does. */
+	if (level == SOL_SOCKET && name == SO_ERROR)
+		clear_app_err(s, fd);
 	if (level == SOL_SOCKET && name == SO_ERROR && s->connecting &&
 	    !(st_load(s) & (NUSE_SS_CONNECTING | NUSE_SS_CONNECTED))) {
 		s->connecting = 0;

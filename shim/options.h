@@ -13,7 +13,7 @@
 #pragma GCC visibility push(hidden)
 
 int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len);
-int nuse_getsockopt(struct nsock *s, int level, int name, void *val, socklen_t *len);
+int nuse_getsockopt(struct nsock *s, int fd, int level, int name, void *val, socklen_t *len);
 /* SO_ACCEPTCONN: s listens (queue-size ioctls then fail with EINVAL). */
 int nuse_listener(struct nsock *s);
 /* SO_BINDTODEVICE's answer: the NUSE device's name (val, len not NULL). */

@@ -36,6 +36,21 @@ void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
  * for nothing.  Our end reading EOF is the daemon mirroring the peer's FIN
  * or a reset (the state says so) -- or the daemon gone.
  */
+/*
+ * The daemon hangs the pair up itself when the socket is reset, fails to
+ * connect or is a listener shut down (PROTOCOL.md "Readiness"): the app fd
+ * then polls HUP (and reads EOF) as Linux's socket does, and only the
+ * control socket says whether the daemon is still there.
+ */
+int daemon_hup(struct nsock *s)
+{
+	uint32_t st = st_load(s);
+
+	if (!(st & NUSE_SS_RESET) && (!(st & (NUSE_SS_RD_EOF | NUSE_SS_WR_DEAD)) || (st & NUSE_SS_CONNECTED)))
+		return 0;
+	return !atomic_load(&S.dead) && ctl_alive();
+}
+
 static void take_bytes(struct nsock *s, int fd, uint32_t n, int wait)
 {
 	char b[64];
@@ -52,7 +67,7 @@ static void take_bytes(struct nsock *s, int fd, uint32_t n, int wait)
 			continue;
 		}
 		if (r == 0) {
-			if (!(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET)))
+			if (!(st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET)) && !daemon_hup(s))
 				s->dead = 1;
 			return;
 		}
@@ -218,7 +233,7 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 			return 0;
 		return sig_restart(&m, deadline != 0) ? 0 : -EINTR;
 	}
-	if (r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+	if (r > 0 && ((p.revents & POLLNVAL) || ((p.revents & (POLLHUP | POLLERR)) && !daemon_hup(s)))) {
 		char b;
 
 		/* POLLHUP with queued bytes: EOF shows only after them */
@@ -245,7 +260,8 @@ int hung_up(struct nsock *s, int fd)
 
 	if (s->dead || atomic_load(&S.dead))
 		return 1;
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)))
+	if (poll(&p, 1, 0) == 1 &&
+	    ((p.revents & POLLNVAL) || ((p.revents & (POLLHUP | POLLERR)) && !daemon_hup(s))))
 		s->dead = 1;
 	errno = e;
 	return s->dead;
@@ -269,21 +285,69 @@ int conn_ready(struct nsock *s)
 	       (!(st & NUSE_SS_CONNECTING) && !s->connecting);
 }
 
-/* SO_ERROR from the daemon: returns and clears the pending error. */
-int take_so_error(struct nsock *s)
+/*
+ * A failed connect's pair is cut with junk unread in the daemon's end, so
+ * the app end holds ECONNRESET and polls ERR (PROTOCOL.md "Readiness"):
+ * once the socket's error is reported, as in Linux, it goes.
+ */
+void clear_app_err(struct nsock *s, int fd)
+{
+	int v, e = errno;
+	socklen_t l = sizeof(v);
+
+	R.getsockopt(sock_fd(s, fd), SOL_SOCKET, SO_ERROR, &v, &l);
+	errno = e;
+}
+
+/*
+ * The daemon reset the connection because the program wrote bytes the shim
+ * never saw: say why, once per process, where the program's user can see
+ * it (PROTOCOL.md "Raw writes and reads").
+ */
+static void raw_notice(struct nsock *s)
 {
 	static _Atomic int told;
+
+	if ((st_load(s) & NUSE_SS_RAW) && !atomic_exchange(&told, 1))
+		say("nuse: the program wrote to a NUSE socket past the preload (a raw syscall or io_uring): "
+		    "NUSE cannot carry those bytes in order, so the connection was reset");
+}
+
+/* SO_ERROR from the daemon: returns and clears the pending error. */
+int take_so_error(struct nsock *s, int fd)
+{
 	int v = 0;
 	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
 	int r = cmd_call(s, NUSE_OP_GETSOCKOPT, &io);
 
 	if (r < 0)
 		return -r;
-	/* The daemon reset the connection because the program wrote bytes
-	 * the shim never saw: say why, once per process, where the program's
-	 * user can see it (PROTOCOL.md "Raw writes"). */
-	if ((st_load(s) & NUSE_SS_RAW) && !atomic_exchange(&told, 1))
-		say("nuse: the program wrote to a NUSE socket past the preload (a raw syscall or io_uring): "
-		    "NUSE cannot carry those bytes in order, so the connection was reset");
+	raw_notice(s);
+	clear_app_err(s, fd);
+	return v;
+}
+
+/*
+ * What a read of a reset (or failed) socket with nothing left says: the
+ * pending error, taken; once SO_ERROR (or an earlier read) has reported
+ * it, Linux's reads see the shut receive side and return 0.  A slot the
+ * daemon let go of, or a daemon gone, still says ECONNRESET.
+ */
+int reset_error(struct nsock *s, int fd, uint32_t st)
+{
+	int v = 0;
+	struct cmd_io io = {.arg0 = SOL_SOCKET, .arg1 = SO_ERROR, .opt_out = &v, .opt_out_len = sizeof(v)};
+
+	if (s->dead || atomic_load(&S.dead))
+		return ECONNRESET;
+	if (!(st & NUSE_SS_ERROR) && s->reset_told)
+		return 0;
+	if (cmd_call(s, NUSE_OP_GETSOCKOPT, &io) < 0)
+		return ECONNRESET;
+	raw_notice(s);
+	clear_app_err(s, fd);
+	if (!v && !(st & NUSE_SS_RESET))
+		return ECONNRESET; /* failed, not reset: as before */
+	s->reset_told = 1;
 	return v;
 }

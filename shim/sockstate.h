@@ -86,6 +86,8 @@ void unsignal(struct nsock *s, int fd);
 void unsignal_extra(struct nsock *s, int fd);
 /* Makes the app fd poll unwritable (tx ring full, connect under way). */
 void fill(struct nsock *s, int fd);
+/* Is the app fd's hang-up the daemon's mirror of the socket's end? */
+int daemon_hup(struct nsock *s);
 /* Before answering EAGAIN: has the daemon's end gone away? */
 int hung_up(struct nsock *s, int fd);
 /* What wait_fd waits for: data/EOF/accept, tx space, a connect's outcome. */
@@ -93,7 +95,11 @@ int rx_ready(struct nsock *s);
 int tx_ready(struct nsock *s);
 int conn_ready(struct nsock *s);
 /* SO_ERROR from the daemon: returns and clears the pending error. */
-int take_so_error(struct nsock *s);
+int take_so_error(struct nsock *s, int fd);
+/* A read's answer on a reset or failed socket: its error, or 0 once told. */
+int reset_error(struct nsock *s, int fd, uint32_t st);
+/* Clears the app end's own error (a cut pair's POLLERR) once reported. */
+void clear_app_err(struct nsock *s, int fd);
 
 #pragma GCC visibility pop
 

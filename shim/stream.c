@@ -122,7 +122,7 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			break;
 		}
 		if (st & (NUSE_SS_WR_DEAD | NUSE_SS_RESET | NUSE_SS_ERROR)) {
-			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
+			int e = (st & NUSE_SS_ERROR) ? take_so_error(s, fd) : 0;
 
 			if (done) {
 				ret = (ssize_t)done;
@@ -273,9 +273,9 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			break;
 		}
 		if (st & (NUSE_SS_RESET | NUSE_SS_ERROR)) {
-			int e = (st & NUSE_SS_ERROR) ? take_so_error(s) : 0;
+			int e = done ? 0 : reset_error(s, fd, st);
 
-			ret = done ? (ssize_t)done : fail(e ? e : ECONNRESET);
+			ret = done ? (ssize_t)done : e ? fail(e) : 0;
 			break;
 		}
 		if (s->dead || atomic_load(&S.dead)) {

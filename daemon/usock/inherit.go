@@ -107,13 +107,34 @@ func (ls *lsnShare) drop(ss *sharedSock, abort bool) {
 	} else {
 		ls.es.Close()
 	}
+	ls.unname()
+	ls.srv.clientFDs.Add(-int64(ls.engFDs))
+	ls.srv.logf("listener %v (%s) closed: its last holder let go", ls.local, ls.name)
+}
+
+// unname lets go of the named end: the listener can be adopted no more
+// (it closed, or it was shut down: the shut listener's pair is cut, and
+// our dup must not keep it from hanging up).
+func (ls *lsnShare) unname() {
 	srv := ls.srv
 	srv.mu.Lock()
 	delete(srv.lsns, ls.name)
 	srv.mu.Unlock()
-	unix.Close(ls.pair)
-	srv.clientFDs.Add(-int64(1 + ls.engFDs))
-	srv.logf("listener %v (%s) closed: its last holder let go", ls.local, ls.name)
+	ls.mu.Lock()
+	pair := ls.pair
+	ls.pair = -1
+	ls.mu.Unlock()
+	if pair >= 0 {
+		unix.Close(pair)
+		srv.clientFDs.Add(-1)
+	}
+}
+
+// unshare is called before so's pair is cut (a listener shut down).
+func unshare(so *sock) {
+	if ss, ok := so.es.(*sharedSock); ok {
+		ss.ls.unname()
+	}
 }
 
 // hold adds a holder; false if the listener is gone.
@@ -239,8 +260,14 @@ func (srv *Server) watchParked() {
 			}
 			srv.mu.Unlock()
 			for _, ls := range parked {
+				ls.mu.Lock()
 				p := []unix.PollFd{{Fd: int32(ls.pair), Events: unix.POLLRDHUP}}
-				if n, _ := unix.Poll(p, 0); closed || (n > 0 && p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0) {
+				n := 0
+				if ls.pair >= 0 {
+					n, _ = unix.Poll(p, 0)
+				}
+				ls.mu.Unlock()
+				if closed || ls.pair < 0 || (n > 0 && p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0) {
 					ls.mu.Lock()
 					n := ls.parked
 					ls.mu.Unlock()
@@ -267,7 +294,12 @@ func (s *Session) adopt(fd int, rep *abi.CtlReply) {
 		rep.Result = -int32(syscall.ENOTSOCK)
 		return
 	}
-	pair, err := unix.FcntlInt(uintptr(ls.pair), unix.F_DUPFD_CLOEXEC, 0)
+	ls.mu.Lock()
+	pair, err := -1, error(syscall.ENOTSOCK)
+	if ls.pair >= 0 {
+		pair, err = unix.FcntlInt(uintptr(ls.pair), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	ls.mu.Unlock()
 	if err != nil {
 		rep.Result = -int32(syscall.ENFILE)
 		return
@@ -329,7 +361,12 @@ func (srv *Server) lsnOf(fd int) *lsnShare {
 	srv.mu.Lock()
 	ls := srv.lsns[su.Name]
 	srv.mu.Unlock()
-	if ls == nil || !sameNetns(fd, ls.pair) {
+	if ls == nil {
+		return nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.pair < 0 || !sameNetns(fd, ls.pair) {
 		return nil
 	}
 	return ls

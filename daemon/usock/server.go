@@ -513,6 +513,16 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 			}
 			s.adopt(fds[0], &rep)
 			unix.Close(fds[0])
+		case abi.MsgPortFree:
+			closeFDs(fds)
+			s.srv.portFree(&msg.req, &rep)
+		case abi.MsgRepair:
+			if len(fds) != 1 {
+				closeFDs(fds)
+				rep.Result = -int32(syscall.EINVAL)
+				break
+			}
+			s.repair(&msg.req, fds[0], &rep)
 		case abi.MsgIdent:
 			for i, fd := range fds {
 				if i == 0 && len(fds) == 1 {

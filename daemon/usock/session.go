@@ -111,6 +111,10 @@ type sock struct {
 	edgeState             uint32
 	edgeConn              bool
 	pairShut              bool // the pair is shut for writing (FIN or reset mirrored)
+	pairHup               bool // ... and for reading: the app fd polls HUP (reset, shut listener)
+	pairCut               bool // ... by letting go of our end: a failed connect (cutPair)
+	appGone               bool // our end read ECONNRESET: the app end was let go of
+	lsnShut               bool // a listener shut down (SHUT_RD or SHUT_RDWR)
 	connecting, listening bool
 	shutWr                bool   // SHUT_WR requested: after tx drains
 	closing               bool   // the application closed it
@@ -426,7 +430,7 @@ func (s *Session) reapHangups() {
 	var fds []unix.PollFd
 	var socks []*sock
 	for _, so := range s.socks {
-		if so != nil && !so.closing {
+		if so != nil && !so.closing && !so.pairCut { // a cut pair tells nothing
 			fds = append(fds, unix.PollFd{Fd: int32(so.pair), Events: unix.POLLRDHUP | unix.POLLIN})
 			socks = append(socks, so)
 		}
@@ -438,6 +442,12 @@ func (s *Session) reapHangups() {
 		return
 	}
 	for i, so := range socks {
+		gone := fds[i].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
+		if so.pairHup {
+			// Our own shutdown polls HUP|RDHUP: the app end's close
+			// shows as our end's error (hangUp's byte was queued there).
+			gone = fds[i].Revents&unix.POLLERR != 0 || so.appGone
+		}
 		// Bytes past the shim: not on a hung-up pair, where the app's end
 		// and its queue are gone (the close path checks what we hold).
 		hup := fds[i].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
@@ -451,7 +461,7 @@ func (s *Session) reapHangups() {
 				s.service(so)
 			}
 		}
-		if hup && s.socks[so.slot] == so {
+		if gone && s.socks[so.slot] == so {
 			so.closing = true
 			so.closeBy = time.Now().Add(s.srv.cfg.Linger)
 			s.service(so)
@@ -560,9 +570,10 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 		if err := so.es.Listen(backlog); err != nil {
 			return errno(err)
 		}
-		so.listening = true
+		so.listening, so.lsnShut = true, false
 		so.state |= abi.SSListening
-		s.share(so) // inherit.go: it may be handed on
+		so.state &^= abi.SSRdEOF // listening anew after a shutdown
+		s.share(so)              // inherit.go: it may be handed on
 		return 0
 	case abi.OpConnect:
 		if len(r.addr) >= 2 && binary.LittleEndian.Uint16(r.addr) == unix.AF_UNSPEC {
@@ -615,7 +626,7 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 			// readable to wake the threads blocked in accept.
 			if how != unix.SHUT_WR {
 				_ = so.es.Shutdown(unix.SHUT_RD)
-				so.listening = false
+				so.listening, so.lsnShut = false, true
 				so.state &^= abi.SSListening | abi.SSAcceptQ
 				so.state |= abi.SSRdEOF
 			}
@@ -829,9 +840,13 @@ func (s *Session) service(so *sock) {
 	s.signal(so, sh)
 	// Unfill: NONE first, then read. The shim fills again on every EAGAIN,
 	// so whatever it writes after our reads is covered by its next DONE.
-	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) &&
+	// A failed connect's junk stays until hangUp has cut the pair with it
+	// (the shim may store DONE between hangUp's look and this one).
+	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) && (!failedConnect(so) || so.pairHup) &&
 		atomic.CompareAndSwapUint32(&sh.Fill, abi.FillDone, abi.FillNone) {
-		so.drained += drain(so.pair)
+		n, gone := drain(so.pair)
+		so.appGone = gone || so.appGone
+		so.drained += n
 		if so.drained > atomic.LoadUint64(&sh.FillBytes) {
 			s.rawReset(so, so.drained-atomic.LoadUint64(&sh.FillBytes))
 		}
@@ -846,10 +861,13 @@ const maxEdges = 64
 // signal mirrors readability on the app fd (PROTOCOL.md "Readiness").
 // sig counts the bytes queued there: the first makes the fd readable; one
 // more whenever something new arrives while it is (data, a connection, EOF,
-// a reset) gives an EPOLLET waiter the edge Linux would. The peer's FIN
-// (and a reset) shut the pair for writing: the fd then polls IN|RDHUP for
-// good, as the socket does. Called with mu held.
+// a reset) gives an EPOLLET waiter the edge Linux would. The peer's FIN,
+// a reset and a listener's shutdown hang the pair up (hangUp). Called with
+// mu held.
 func (s *Session) signal(so *sock, sh *abi.Sock) {
+	// After the byte, and whether or not the socket is readable: a failed
+	// connect whose error SO_ERROR has taken is not.
+	defer s.hangUp(so)
 	if !s.readable(so) {
 		so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
 		return
@@ -868,11 +886,79 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 		}
 	}
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
-	if !so.pairShut && so.state&abi.SSConnected != 0 && so.state&(abi.SSRdEOF|abi.SSReset) != 0 {
-		// Linux polls IN|RDHUP from the peer's FIN on (and a reset).
-		_ = unix.Shutdown(so.pair, unix.SHUT_WR)
-		so.pairShut = true
+}
+
+// hangUp mirrors the end of a connection on the app fd. Linux polls
+// IN|RDHUP from the peer's FIN on: we shut the pair for writing. A reset
+// polls HUP as well: we shut it both ways, which sets both shutdown bits
+// on the app end. A failed connect and a listener shut down cut it. Before the first shutdown
+// one uncounted byte goes into the app end (the shim takes only the bytes
+// sig counts), so that the app end never closes empty: its close then
+// sets our end's error, which is how reapHangups tells a closed app end
+// from our own shutdown. Called with mu held.
+func (s *Session) hangUp(so *sock) {
+	conn := so.state&abi.SSConnected != 0
+	hup := conn && so.state&abi.SSReset != 0
+	shut := hup || (conn && so.state&abi.SSRdEOF != 0)
+	if so.pairHup || (so.pairShut && !hup) {
+		return
 	}
+	if failedConnect(so) || (so.lsnShut && !so.listening) {
+		// A failed connect: Linux's socket polls ERR too, which takes
+		// letting go of our end while the junk the shim filled it with
+		// at connect is queued there. The shim stores DONE after its
+		// junk and rings when it sees the failure, so we wait for that.
+		// A listener shut down: the shim puts a closed socket under its
+		// fds, and its close of this app end must not read as the
+		// program's (reapHangups looks at no cut pair).
+		if failedConnect(so) && atomic.LoadUint32(&s.a.Sock(so.slot).Fill) != abi.FillDone {
+			return
+		}
+		unshare(so) // inherit.go: its named dup must not hold the pair up
+		if cutPair(so) {
+			return
+		}
+		shut, hup = true, true
+	}
+	if !shut {
+		return
+	}
+	if !so.pairShut {
+		_ = unix.Sendto(so.pair, []byte{0}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil)
+	}
+	how := unix.SHUT_WR
+	if hup {
+		how = unix.SHUT_RDWR
+	}
+	_ = unix.Shutdown(so.pair, how)
+	so.pairShut, so.pairHup = true, hup
+}
+
+// failedConnect: a connect failed and the socket has not connected since.
+func failedConnect(so *sock) bool {
+	return so.state&(abi.SSConnected|abi.SSWrDead) == abi.SSWrDead
+}
+
+// cutPair lets go of our end of so's pair with the shim's junk unread in
+// it: af_unix then sets ECONNRESET on the app end, which polls
+// IN|OUT|ERR|HUP|RDHUP as Linux's socket after a failed connect, until
+// SO_ERROR (the shim reads the app end's error too). (A shut listener's
+// fds get another socket from the shim; only copies it cannot reach, a
+// forked process's, keep this end.) The fd number stays
+// ours, on an unconnected socket, so its accounting and every later call
+// on it stay as they were; the shim gives the socket a fresh pair
+// (repair) when it connects again. Called with mu held.
+func cutPair(so *sock) bool {
+	ph, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(ph)
+	if unix.Dup3(ph, so.pair, unix.O_CLOEXEC) != nil {
+		return false
+	}
+	so.pairShut, so.pairHup, so.pairCut = true, true, true
+	return true
 }
 
 // edgeStates are the state bits whose arrival is news to a reader.
@@ -880,18 +966,19 @@ const edgeStates = abi.SSRdEOF | abi.SSReset | abi.SSError | abi.SSAcceptQ
 
 // drain empties the daemon's end of a socketpair (what the shim wrote to
 // make it unwritable), without ever blocking: see service. It returns the
-// bytes it read.
-func drain(fd int) uint64 {
+// bytes it read, and whether the read took our end's error: the app end
+// was closed with bytes queued (reapHangups).
+func drain(fd int) (uint64, bool) {
 	var buf [4096]byte
 	var got uint64
 	for i := 0; i < 64; i++ {
 		n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
 		if n <= 0 || err != nil {
-			break
+			return got, err == unix.ECONNRESET
 		}
 		got += uint64(n)
 	}
-	return got
+	return got, false
 }
 
 func (s *Session) readable(so *sock) bool {
@@ -1125,4 +1212,60 @@ func addrString(ap netip.AddrPort) string {
 		return "-"
 	}
 	return ap.String()
+}
+
+// repair gives a socket whose pair we hung up for good (a failed connect,
+// a reset, a listener shut down: hangUp) a fresh one, for
+// NUSE_CTL_REPAIR: the shim asks before it connects or listens anew, so
+// that the app fd does not poll HUP for good.
+func (s *Session) repair(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
+	srv := s.srv
+	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
+	if !srv.takeFDs(1) {
+		s.logf("the daemon is short of file descriptors; new pair refused")
+		fail(syscall.ENFILE)
+		return
+	}
+	fail = func(e syscall.Errno) { unix.Close(pair); srv.clientFDs.Add(-1); rep.Result = -int32(e) }
+	ino, e := srv.checkPair(pair)
+	if e != 0 {
+		s.logf("new pair refused: the fd passed as its channel is unusable (%v)", e)
+		fail(e)
+		return
+	}
+	fail = func(e syscall.Errno) {
+		unix.Close(pair)
+		srv.forgetPair(ino)
+		srv.clientFDs.Add(-1)
+		rep.Result = -int32(e)
+	}
+	if err := unix.SetNonblock(pair, true); err != nil {
+		fail(syscall.EINVAL)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		fail(syscall.ECONNRESET)
+		return
+	}
+	so := s.lookup(req.Sock, req.Gen)
+	switch {
+	case so == nil || so.closing || so.relay != nil:
+		fail(syscall.EBADF)
+		return
+	case so.connecting || so.listening || so.state&abi.SSConnected != 0:
+		fail(syscall.EISCONN)
+		return
+	}
+	unix.Close(so.pair)
+	srv.forgetPair(so.pairIno)
+	srv.clientFDs.Add(-1)
+	so.pair, so.pairIno = pair, ino
+	so.pairShut, so.pairHup, so.pairCut, so.appGone = false, false, false, false
+	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, 0, false
+	sh := s.a.Sock(so.slot)
+	atomic.StoreUint32(&sh.Sig, abi.SigNone)
+	atomic.StoreUint32(&sh.Fill, abi.FillNone)
+	rep.Sock, rep.Gen = so.slot, so.gen
 }

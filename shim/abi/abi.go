@@ -26,18 +26,20 @@ const (
 
 // Control message types.
 const (
-	MsgHello   = 1
-	MsgHelloOK = 2
-	MsgSocket  = 3
-	MsgAccept  = 4
-	MsgReply   = 5
-	MsgError   = 6
-	MsgStats   = 7
-	MsgUC      = 8  // a uc proxy session (uc/proxy)
-	MsgRelay   = 9  // a socket handed on: the daemon relays it through a fresh pair
-	MsgIdent   = 10 // a relayed socket's fd: which TCP addresses it has
-	MsgKeep    = 11 // a listener handed on: keep it for its next holder
-	MsgAdopt   = 12 // an inherited listener's fd: give it a slot in this session
+	MsgHello    = 1
+	MsgHelloOK  = 2
+	MsgSocket   = 3
+	MsgAccept   = 4
+	MsgReply    = 5
+	MsgError    = 6
+	MsgStats    = 7
+	MsgUC       = 8  // a uc proxy session (uc/proxy)
+	MsgRelay    = 9  // a socket handed on: the daemon relays it through a fresh pair
+	MsgIdent    = 10 // a relayed socket's fd: which TCP addresses it has
+	MsgKeep     = 11 // a listener handed on: keep it for its next holder
+	MsgAdopt    = 12 // an inherited listener's fd: give it a slot in this session
+	MsgRepair   = 13 // a fresh pair for a socket whose pair the daemon let go of
+	MsgPortFree = 14 // is a port the kernel picked free in every engine too
 )
 
 // CtlHdr starts every control message.

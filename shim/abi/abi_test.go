@@ -77,7 +77,7 @@ func TestConstantsMatchHeader(t *testing.T) {
 		"MAGIC": Magic, "VERSION": Version, "CMD_SLOTS": CmdSlots, "MAX_SOCKS_LIMIT": MaxSocksLimit,
 		"SOCK_HDR_SIZE": SockHdrSize, "ADDR_LEN": AddrLen, "MSG_LEN": MsgLen, "OPT_LEN": OptLen, "INFO_LEN": InfoLen, "COMM_LEN": CommLen, "ENGINE_LEN": EngineLen,
 		"CTL_HELLO": MsgHello, "CTL_HELLO_OK": MsgHelloOK, "CTL_SOCKET": MsgSocket, "CTL_ACCEPT": MsgAccept,
-		"CTL_REPLY": MsgReply, "CTL_ERROR": MsgError, "CTL_STATS": MsgStats, "CTL_UC": MsgUC, "CTL_RELAY": MsgRelay, "CTL_IDENT": MsgIdent, "CTL_KEEP": MsgKeep, "CTL_ADOPT": MsgAdopt,
+		"CTL_REPLY": MsgReply, "CTL_ERROR": MsgError, "CTL_STATS": MsgStats, "CTL_UC": MsgUC, "CTL_RELAY": MsgRelay, "CTL_IDENT": MsgIdent, "CTL_KEEP": MsgKeep, "CTL_ADOPT": MsgAdopt, "CTL_REPAIR": MsgRepair, "CTL_PORTFREE": MsgPortFree,
 		"OP_BIND": OpBind, "OP_LISTEN": OpListen, "OP_CONNECT": OpConnect, "OP_SHUTDOWN": OpShutdown, "OP_CLOSE": OpClose,
 		"OP_GETSOCKNAME": OpGetsockname, "OP_GETPEERNAME": OpGetpeername, "OP_SETSOCKOPT": OpSetsockopt, "OP_GETSOCKOPT": OpGetsockopt,
 		"SS_OPEN": SSOpen, "SS_CONNECTING": SSConnecting, "SS_CONNECTED": SSConnected, "SS_LISTENING": SSListening,

@@ -56,6 +56,10 @@ enum nuse_ctl_type {
 	                        * on: kept for its new holder when this session lets go */
 	NUSE_CTL_ADOPT = 12,   /* shim -> daemon: nuse_ctl_req + a listener's fd this process
 	                        * inherited: the reply gives it a slot here (sock, gen, addr) */
+	NUSE_CTL_PORTFREE = 14, /* shim -> daemon: nuse_ctl_req (family; sock: a port the kernel
+	                         * picked at bind(port 0)): 0 if no engine holds it either */
+	NUSE_CTL_REPAIR = 13,  /* shim -> daemon: nuse_ctl_req (sock, gen) + a fresh socketpair
+	                        * end: the new pair of a socket whose pair the daemon let go of */
 };
 
 struct nuse_ctl_hdr {

@@ -2764,6 +2764,48 @@ static void i08_refused_so_error(void)
 	rv("connect6", connect_to(s6, A6, PORT + 9));
 }
 
+/* A socket in an epoll set before a refused connect stays in it through the
+ * reconnect (NUSE gives it a new file then: issue 11 cases 8, 11). */
+static void i08_reconnect_epoll(void)
+{
+	int l = lsn(PORT), s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLOUT | EPOLLET, .data.u64 = 0x5eed0000beefull};
+	struct epoll_event got;
+	int n;
+
+	if (l < 0)
+		return;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	rv("connect_refused", connect_to(s, A4, PORT + 9));
+	settled("poll", s, POLLOUT, WAIT_MS); /* NUSE's ERR|HUP and OUT come as two wake-ups */
+	epwait("epoll", ep, 0);
+	so_error("so_error", s);
+	rv("connect_again", connect_to(s, A4, PORT));
+	rv("connect_third", connect_to(s, A4, PORT));
+	n = epoll_wait(ep, &got, 1, WAIT_MS);
+	emit("epoll_third=%d:%s:%s", n, n > 0 ? evs(got.events) : "-",
+	     n > 0 && got.data.u64 == ev.data.u64 ? "same_data" : "other_data");
+	so_error("so_error3", s);
+	roundtrip("data", s, l);
+}
+
+/* A listener shut down listens again (NUSE gives it a new file: case 9). */
+static void i09_relisten_after_shutdown(void)
+{
+	int l = lsn(PORT), c;
+
+	if (l < 0)
+		return;
+	rv("shutdown", shutdown(l, SHUT_RDWR));
+	settled("poll", l, POLLOUT, WAIT_MS);
+	rv("listen_again", listen(l, 8));
+	emit("idle=%s", evs(waitev(l, ALLEV, 0)));
+	c = con(PORT);
+	rv("connect", c < 0 ? -1 : 0);
+	settled("pending", l, POLLIN, WAIT_MS);
+	roundtrip("data", c, l);
+}
+
 /* ---- the table ------------------------------------------------------------ */
 
 static const struct kase {
@@ -2814,6 +2856,8 @@ static const struct kase {
 	C(i08_reconnect_nonblock),
 	C(i08_connect_unspec),
 	C(i08_refused_so_error),
+	C(i08_reconnect_epoll),
+	C(i09_relisten_after_shutdown),
 	C(i09_shutdown_listener),
 	C(i09_shut_rd_then_data),
 	C(i09_shut_wr_then_poll),

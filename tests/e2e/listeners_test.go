@@ -45,6 +45,14 @@ http {
 	server { listen 127.0.0.1:%[3]d; root %[4]s; }
 }
 `, pidf, ns.dir, port, www)), 0o644)
+		pidOf := func(f string) int {
+			b, _ := os.ReadFile(f)
+			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			return n
+		}
+		// The masters leave our process group (nginx's own group, their
+		// workers in it): end them by their pids, whatever happens.
+		t.Cleanup(func() { stopPids(pidOf(pidf+".oldbin"), pidOf(pidf)) })
 		// nginx execs itself by the path it was started with.
 		if out, err := ns.run(20*time.Second, ns.under(rules, nginx, "-c", conf)...); err != nil {
 			return fmt.Errorf("nginx: %v %s", err, out)
@@ -61,15 +69,7 @@ http {
 			}
 			return nil
 		}
-		pidOf := func(f string) int {
-			b, _ := os.ReadFile(f)
-			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return n
-		}
 		errlog := func() string { b, _ := os.ReadFile(filepath.Join(ns.dir, "error.log")); return string(b) }
-		// The masters left our process group: end them by their pids.
-		var masters []int
-		t.Cleanup(func() { stopPids(masters) })
 		deadline := time.Now().Add(20 * time.Second)
 		for pidOf(pidf) == 0 || fetch() != nil {
 			if time.Now().After(deadline) {
@@ -78,7 +78,6 @@ http {
 			time.Sleep(100 * time.Millisecond)
 		}
 		oldPid := pidOf(pidf)
-		masters = append(masters, oldPid)
 		if err := syscall.Kill(oldPid, syscall.SIGUSR2); err != nil {
 			return err
 		}
@@ -90,7 +89,6 @@ http {
 			time.Sleep(100 * time.Millisecond)
 		}
 		newPid := pidOf(pidf)
-		masters = append(masters, newPid)
 		for i := 0; i < 3; i++ {
 			if err := fetch(); err != nil {
 				return fmt.Errorf("with both masters: %v\n%s", err, errlog())
@@ -128,17 +126,25 @@ http {
 	})
 }
 
-// stopPids ends processes a test started that left its process group
-// (daemons), politely first.
-func stopPids(pids []int) {
+// stopPids ends daemons a test started that left its process group, each
+// with the process group it leads (its workers), politely first. A pid of
+// 0 (no pid file) is skipped.
+func stopPids(pids ...int) {
 	for _, p := range pids {
-		_ = syscall.Kill(p, syscall.SIGTERM)
+		if p > 0 {
+			_ = syscall.Kill(-p, syscall.SIGTERM)
+			_ = syscall.Kill(p, syscall.SIGTERM)
+		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for _, p := range pids {
+		if p <= 0 {
+			continue
+		}
 		for syscall.Kill(p, 0) == nil && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
+		_ = syscall.Kill(-p, syscall.SIGKILL)
 		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
 }
