@@ -81,7 +81,12 @@ func TestListenerHandedOn(t *testing.T) {
 	if n, err := taker.recv(as, got); err != nil || string(got[:n]) != "hello" {
 		t.Fatalf("the taker's connection read %q, %v", got[:n], err)
 	}
+	// The client closes first and the server after its EOF: no TIME_WAIT
+	// on the listener's port (a simultaneous close leaves one).
 	cl.closeSock(cs)
+	if rest, err := taker.recvAll(as); err != nil || len(rest) != 0 {
+		t.Fatalf("the taker's connection: %q, %v before EOF", rest, err)
+	}
 	taker.closeSock(as)
 
 	// The taker's CLOSE, then the last copy of the fd: the listener ends
