@@ -21,8 +21,13 @@ void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
 	s->slot = slot;
 	s->gen = gen;
 	s->sh = (struct nuse_sock *)base;
+	s->rx = &s->sh->rx;
+	s->tx = &s->sh->tx;
 	s->rx_data = base + NUSE_SOCK_HDR_SIZE;
 	s->tx_data = base + NUSE_SOCK_HDR_SIZE + S.ring_size;
+	s->ring_size = S.ring_size;
+	s->dir = NULL;
+	atomic_store(&s->dir_ready, 0);
 	s->kind = K_NUSE;
 	atomic_store(&g_sh->procs[slot], 1);
 }
@@ -127,6 +132,10 @@ void fill(struct nsock *s, int fd)
 	for (i = 0; i < 1024; i++)
 		if (R.send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 			break;
+	/* Direct: the peer's program frees our room; it flags its socket for
+	 * the daemon (which unfills us) when it sees this. */
+	if (atomic_load_explicit(&s->dir_ready, memory_order_acquire))
+		atomic_store(A32(&s->dir->wwait[s->dside]), 1);
 	atomic_store(A32(&s->sh->fill), NUSE_FILL_DONE);
 	if ((tx_has_space(s) && !(st_load(s) & NUSE_SS_CONNECTING)) ||
 	    (st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)))

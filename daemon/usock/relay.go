@@ -160,6 +160,13 @@ func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 func (s *Session) handover(so *sock) {
 	srv, r := s.srv, so.relay
 	so.relay = nil
+	if so.direct {
+		// The region's unread bytes stay where they are: the engine's
+		// Read gives them to the relay first, in order; what the
+		// program wrote is in the peer's ring already.
+		so.ds.Detach()
+		so.direct = false
+	}
 	toEng, toApp, err := s.ringContents(so)
 	if err != nil {
 		s.logf("socket %d: %v; the relay %s ends", so.slot, err, r.name)

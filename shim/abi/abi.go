@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 3
+	Version = 4
 
 	CacheLine = 64
 
@@ -36,6 +36,7 @@ const (
 	MsgUC      = 8  // a uc proxy session (uc/proxy)
 	MsgRelay   = 9  // a socket handed on: the daemon relays it through a fresh pair
 	MsgIdent   = 10 // a relayed socket's fd: which TCP addresses it has
+	MsgDirect  = 11 // a shm connection's direct region: the reply carries its memfd
 )
 
 // CtlHdr starts every control message.
@@ -156,6 +157,7 @@ const (
 	SSError      = 1 << 7
 	SSReset      = 1 << 8
 	SSTxStall    = 1 << 9
+	SSDirect     = 1 << 10
 )
 
 // Sock.Sig and Sock.Fill values.
@@ -195,4 +197,24 @@ type Sock struct {
 	Rx         Ring
 	Tx         Ring
 	Info       [InfoLen]byte
+}
+
+// DirectMagic marks a direct region (nuse_abi.h struct nuse_direct).
+const (
+	DirectMagic   = 0x54434944
+	DirectHdrSize = 4096
+)
+
+// Direct is the header of a shm connection's direct region: Ring[i]
+// carries the bytes side i writes (side 0 connected, side 1 accepted).
+type Direct struct {
+	Magic    uint32
+	Version  uint32
+	RingSize uint32
+	_        uint32
+	DataOff  uint64
+	_        [CacheLine - 24]byte
+	Ring     [2]Ring
+	WWait    [2]uint32
+	_        [CacheLine - 8]byte
 }

@@ -18,6 +18,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		cmd   Cmd
 		ring  Ring
 		sock  Sock
+		dir   Direct
 	)
 	goLayout := map[string]uintptr{
 		"nuse_ctl_hdr": unsafe.Sizeof(hdr), "nuse_ctl_hdr.version": unsafe.Offsetof(hdr.Version),
@@ -52,6 +53,9 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_sock.daemon_wait": unsafe.Offsetof(sock.DaemonWait), "nuse_sock.tx_bytes": unsafe.Offsetof(sock.TxBytes),
 		"nuse_sock.rx_bytes": unsafe.Offsetof(sock.RxBytes), "nuse_sock.rx": unsafe.Offsetof(sock.Rx), "nuse_sock.tx": unsafe.Offsetof(sock.Tx),
 		"nuse_sock.info": unsafe.Offsetof(sock.Info),
+		"nuse_direct":    unsafe.Sizeof(dir), "nuse_direct.ring_size": unsafe.Offsetof(dir.RingSize),
+		"nuse_direct.data_off": unsafe.Offsetof(dir.DataOff), "nuse_direct.ring": unsafe.Offsetof(dir.Ring),
+		"nuse_direct.wwait": unsafe.Offsetof(dir.WWait),
 	}
 	cLayout := cdefs.Layout()
 	if len(cLayout) != len(goLayout) {
