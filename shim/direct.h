@@ -31,6 +31,16 @@ static inline int direct_map(struct nsock *s)
 	return unlikely(direct_need(s)) ? direct_map_slow(s) : 0;
 }
 
+/* After publishing tx bytes: does a thread of the peer spin for them?  Then
+ * nobody need be told (the fence orders our head store before the load). */
+static inline int direct_peer_spins(struct nsock *s)
+{
+	if (!s->dir)
+		return 0;
+	atomic_thread_fence(memory_order_seq_cst);
+	return atomic_load_explicit(A32(&s->dir->rspin[s->dside ^ 1]), memory_order_relaxed) != 0;
+}
+
 /* The socket is let go of in this process: its mapping goes (the memory
  * stays valid to read for a thread racing the close, see direct.c). */
 void direct_release(struct nsock *s);

@@ -148,17 +148,33 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 	uint64_t until = now_ns() + S.spin_ns;
 	struct pollfd p = {.fd = sock_fd(s, fd), .events = ev};
 	struct sig_mark m = g_sig_call; /* handlers since the call began decide EINTR */
+	/* A direct reader says it spins (nuse_direct.rspin): its writer then
+	 * rings nobody, and the bytes come without the daemon. */
+	_Atomic uint32_t *spin =
+		ev == POLLIN && atomic_load_explicit(&s->dir_ready, memory_order_acquire) ? A32(&s->dir->rspin[s->dside]) : NULL;
 	int i, r, ms = 1000;
 
+	if (spin)
+		atomic_fetch_add(spin, 1);
 	for (i = 0;; i++) {
-		if (ready(s))
+		if (ready(s)) {
+			if (spin)
+				atomic_fetch_sub(spin, 1);
 			return 0;
+		}
 		if ((i & 63) == 63) {
 			if (now_ns() >= until)
 				break;
 			spin_yield();
 		}
 		cpu_relax();
+	}
+	if (spin) {
+		/* Dekker with the writer (head, fence, rspin): it saw us spin
+		 * and rang nobody, or we see its bytes now. */
+		atomic_fetch_sub(spin, 1);
+		if (ready(s))
+			return 0;
 	}
 	/* A handler ran since the call began: Linux's call was inside by then. */
 	if (sig_interrupted(&m, deadline != 0))

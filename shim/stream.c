@@ -166,7 +166,8 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 
 			iov_to_ring(s->tx_data, s->ring_size, head, iov, cnt, done, n);
 			atomic_store_explicit(A64(&s->tx->head), head + n, memory_order_release);
-			attention(s);
+			if (!direct_peer_spins(s))
+				attention(s);
 			done += n;
 		}
 		if (done == total) {
@@ -319,10 +320,15 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		}
 	}
 	if (!(flags & MSG_PEEK)) {
-		if (!readable(s))
+		if (!readable(s)) {
 			unsignal(s, fd);
-		else if (ret > 0)
+		} else if (ret > 0) {
 			unsignal_extra(s, fd);
+			/* Bytes left that a spinning reader's writer told nobody
+			 * of: the daemon mirrors them on the fd. */
+			if (s->dir && atomic_load(A32(&s->sh->sig)) == NUSE_SIG_NONE)
+				attention(s);
+		}
 	}
 	pthread_mutex_unlock(&s->rx_lock);
 	if (held)

@@ -216,5 +216,6 @@ type Direct struct {
 	_        [CacheLine - 24]byte
 	Ring     [2]Ring
 	WWait    [2]uint32
-	_        [CacheLine - 8]byte
+	RSpin    [2]uint32
+	_        [CacheLine - 16]byte
 }

@@ -55,7 +55,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_sock.info": unsafe.Offsetof(sock.Info),
 		"nuse_direct":    unsafe.Sizeof(dir), "nuse_direct.ring_size": unsafe.Offsetof(dir.RingSize),
 		"nuse_direct.data_off": unsafe.Offsetof(dir.DataOff), "nuse_direct.ring": unsafe.Offsetof(dir.Ring),
-		"nuse_direct.wwait": unsafe.Offsetof(dir.WWait),
+		"nuse_direct.wwait": unsafe.Offsetof(dir.WWait), "nuse_direct.rspin": unsafe.Offsetof(dir.RSpin),
 	}
 	cLayout := cdefs.Layout()
 	if len(cLayout) != len(goLayout) {

@@ -270,7 +270,14 @@ struct nuse_direct {
 	 * The reader that frees room takes it (exchange to 0) and flags its
 	 * own socket for the daemon, which wakes the writer. */
 	uint32_t wwait[2];
-	uint8_t pad1[NUSE_CACHELINE - 8];
+	/* rspin[i]: side i's threads spinning for data on ring[1-i] (a count:
+	 * add before the spin, subtract before sleeping, then look again).
+	 * A writer whose reader spins publishes its head and rings nobody:
+	 * the reader takes the bytes itself, and the daemon is not woken per
+	 * message.  A reader that leaves bytes unread flags its socket so the
+	 * daemon mirrors them on the fd. */
+	uint32_t rspin[2];
+	uint8_t pad1[NUSE_CACHELINE - 16];
 };
 
 #define NUSE_DIRECT_HDR_SIZE 4096
