@@ -64,6 +64,11 @@ type Config struct {
 	// SndBuf, RcvBuf are every new socket's SO_SNDBUF and SO_RCVBUF
 	// (bytes; 0: 256 KiB).
 	SndBuf, RcvBuf int
+	// Ring is the least capacity of each direction of a connection's
+	// region (bytes, rounded up to a power of two; 0: 1 MiB). A
+	// direction holds at least the writer's SO_SNDBUF plus the reader's
+	// SO_RCVBUF as they were at connect.
+	Ring int
 	// LocalAddrs are addresses Bind accepts besides the unspecified
 	// address, loopback and the host's interface addresses (the daemon's
 	// stack addresses).
@@ -71,14 +76,16 @@ type Config struct {
 }
 
 const (
-	defaultBuf = 256 << 10
-	minBuf     = 4608    // SOCK_MIN_SNDBUF
-	maxBuf     = 8 << 20 // the largest buffer a socket may ask for
-	nominalMSS = 65483   // loopback's
+	defaultBuf  = 256 << 10
+	defaultRing = 1 << 20
+	minBuf      = 4608    // SOCK_MIN_SNDBUF
+	maxBuf      = 8 << 20 // the largest buffer a socket may ask for
+	nominalMSS  = 65483   // loopback's
 )
 
 var settings = []stack.Setting{
 	{Key: "sndbuf", Default: "256k", Help: "SO_SNDBUF of every new socket (bytes, k/m suffixes)"},
+	{Key: "ring", Default: "1m", Help: "least bytes per direction of a connection's shared region (power of two; bulk transfers run without a wake-up while the reader keeps up)"},
 	{Key: "rcvbuf", Default: "256k", Help: "SO_RCVBUF of every new socket (bytes, k/m suffixes)"},
 }
 
@@ -106,6 +113,13 @@ func init() {
 // Set applies one key=value setting.
 func (c *Config) Set(key, val string) error {
 	n, err := parseSize(val)
+	if key == "ring" {
+		if err != nil || n < 4096 || n > 64<<20 || n&(n-1) != 0 {
+			return fmt.Errorf("shm.ring: %q is not a power of two between 4k and 64m", val)
+		}
+		c.Ring = n
+		return nil
+	}
 	if err != nil || n < minBuf/2 || n > maxBuf/2 {
 		return fmt.Errorf("shm.%s: %q is not a buffer size between %d and %d bytes", key, val, minBuf/2, maxBuf/2)
 	}
@@ -152,6 +166,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.RcvBuf == 0 {
 		cfg.RcvBuf = defaultBuf
+	}
+	if cfg.Ring == 0 {
+		cfg.Ring = defaultRing
 	}
 	lo, hi := portRange()
 	return &Engine{cfg: cfg, lo: lo, hi: hi, somaxconn: somaxconn(),

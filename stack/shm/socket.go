@@ -384,7 +384,7 @@ func (s *socket) fail(err syscall.Errno) {
 // establish connects client cl to listener l (the connection is for the
 // world address t) and queues the server's end. Called with e.mu held.
 func (e *Engine) establish(l, cl *socket, t netip.Addr) (*socket, error) {
-	reg, err := newRegion(regionSize(int(cl.sndBuf.Load() + l.rcvBuf.Load())))
+	reg, err := newRegion(regionSize(max(int(cl.sndBuf.Load()+l.rcvBuf.Load()), e.cfg.Ring)))
 	if err != nil {
 		return nil, syscall.ENOBUFS
 	}
