@@ -1,11 +1,12 @@
-// Package shm is the `shm` transport engine, first step: connections
-// between two sockets of the same engine (both ends NUSE sockets of one
-// daemon) are in-memory byte pipes inside the daemon. No protocol stack
-// is involved: no segments, no checksums, no retransmission timers; the
-// daemon still copies each byte from the writer's shim ring into the pipe
-// and from the pipe into the reader's ring. The direct path (the two
-// programs' shims sharing memory, the daemon only brokering setup and
-// wake-ups) builds on this one; see issue 12.
+// Package shm is the `shm` transport engine: connections between two
+// sockets of the same engine (both ends NUSE sockets of one daemon), with
+// no protocol stack: no segments, no checksums, no retransmission timers.
+// Each connection's bytes live in a region (region.go), one sealed memfd
+// holding both directions' rings. The engine's own Read and Write move
+// bytes through it; through stack.DirectSocket (direct.go) the daemon
+// hands the region to the two ends' programs, which then move their bytes
+// themselves while the engine keeps TCP's state and tells each end of what
+// the other did (shim/PROTOCOL.md, "Direct connections").
 //
 // To the program it is TCP:
 //
@@ -27,10 +28,11 @@
 //     calls Accept again (that Accept is EAGAIN and lets the waiting
 //     clients in; the listener stays readable while clients wait, so an
 //     event loop does call it).
-//   - Each direction is a pipe of capacity SO_SNDBUF (writer) + SO_RCVBUF
-//     (reader), 256 KiB each by default; writes are partial or EAGAIN when
-//     it is full; EventOut holds while at most 2/3 of it is queued (as
-//     Linux's sk_stream_is_writeable).
+//   - Each direction is a ring of at least SO_SNDBUF (writer) + SO_RCVBUF
+//     (reader) as they are at connect, 256 KiB each by default, and at
+//     least Config.Ring (1 MiB), a power of two; writes are partial or
+//     EAGAIN when it is full; EventOut holds while at most 2/3 of it is
+//     queued (as Linux's sk_stream_is_writeable).
 //   - Shutdown(SHUT_WR) gives the peer EOF after the data; Close is
 //     graceful, except with unread received data (or SO_LINGER 0) when it
 //     resets; Abort resets. A reset peer reads what is left, then
@@ -92,7 +94,7 @@ var settings = []stack.Setting{
 func init() {
 	stack.Register(stack.Registration{
 		Name:     "shm",
-		Summary:  "same-host pipes, no protocol stack: both ends NUSE sockets of this daemon, bytes copied between their rings by the daemon (first step of the shim-to-shim path)",
+		Summary:  "same-host connections, no protocol stack: both ends NUSE sockets of this daemon, bytes moved by the two programs in memory only they share; the daemon brokers setup and wake-ups",
 		Settings: settings,
 		New: func(env stack.Env) (stack.Engine, error) {
 			cfg := Config{LocalAddrs: env.StackAddrs}
