@@ -319,3 +319,28 @@ wait(s)
 		}
 	}
 }
+
+// Issue 12 with issue 11's relay: an inetd-style server hands each shm
+// connection to an exec'd handler; the daemon detaches the end from its
+// region and relays it, the bytes still in order.
+func TestShmRelay(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "python3")
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "shm", "--netdev", "none")
+	const rules = "tcp 127.0.0.0/8 engine shm"
+	const port = 18570
+	srv, err := ns.startServer(rules, "python3", "-u", testdata("minetd.py"), "127.0.0.1", fmt.Sprint(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		out, err := ns.run(time.Minute, ns.nuseRun(rules, "python3", "-c", lineClient(port))...)
+		if err != nil || !strings.Contains(out, "reply: hello world") {
+			t.Fatalf("connection %d: %v\n%s\nserver:\n%s", i+1, err, out, srv.output())
+		}
+	}
+	if err := ns.wantRelayed(rules, 2); err != nil {
+		t.Fatal(err)
+	}
+}
