@@ -174,6 +174,7 @@ func TestCorruptRingKillsOnlyThatSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	good.accept(ls)
+	skipDirect(t, bad, bs)
 	sh := bad.a.Sock(bs.slot)
 	atomic.StoreUint64(&sh.Tx.Head, 10*uint64(bad.a.L.RingSize)) // impossible
 	bad.attention(bs)
