@@ -20,12 +20,13 @@
 static pthread_mutex_t g_dirlock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
- * Regions let go of are not unmapped but replaced by zero pages and kept
- * for the next region of the same size: a thread that races a close()
- * (another thread's non-blocking recv) reads zeros, never a hole, and the
- * peer's memory is no longer ours.  Beyond SPARES they are unmapped.
+ * Regions let go of are not unmapped but replaced by zero pages (reserving
+ * no memory) and kept for the next region of the same size: a thread that
+ * races a close() (another thread's non-blocking call, which still has the
+ * socket's pointers) reads zeros, never a hole, and the peer's memory is
+ * no longer ours.  Beyond SPARES at once they are unmapped.
  */
-#define SPARES 64
+#define SPARES 1024
 static struct spare {
 	void *p;
 	size_t len;
@@ -122,10 +123,11 @@ void direct_release(struct nsock *s)
 	size_t len = s->dir_len;
 	int i;
 
-	if (!p)
+	if (!p || !len)
 		return;
 	pthread_mutex_lock(&g_dirlock);
-	s->dir = NULL;
+	/* s->dir keeps pointing at the zero pages: see SPARES. */
+	s->dir_len = 0;
 	if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) ==
 	    MAP_FAILED) {
 		munmap(p, len);

@@ -46,7 +46,7 @@ func (s *Session) pumpDirect(so *sock) {
 		so.rxBytes.Add(dc.RxHead - so.dc.RxHead)
 	}
 	so.dc = dc
-	if err != nil {
+	if err != nil && so.state&abi.SSReset == 0 {
 		s.logf("socket %d: direct ring counters out of range; the connection is reset", so.slot)
 	}
 	if so.state&abi.SSReset != 0 {
