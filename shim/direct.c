@@ -47,13 +47,19 @@ static void *spare_take(size_t len)
 	return NULL;
 }
 
-static int check(const struct nuse_direct *d, size_t len)
+/*
+ * The ring size comes from the file's size, which is sealed, never from
+ * the header after this check: the peer maps the header too and could
+ * change it between our check and our use.
+ */
+static uint64_t check(const struct nuse_direct *d, size_t len)
 {
-	uint64_t rs = d->ring_size;
+	uint64_t rs = (len - NUSE_DIRECT_HDR_SIZE) / 2;
 
-	return d->magic == NUSE_DIRECT_MAGIC && d->version == NUSE_ABI_VERSION && rs >= 4096 &&
-	       (rs & (rs - 1)) == 0 && d->data_off == NUSE_DIRECT_HDR_SIZE &&
-	       (uint64_t)NUSE_DIRECT_HDR_SIZE + 2 * rs == len;
+	if (d->magic != NUSE_DIRECT_MAGIC || d->version != NUSE_ABI_VERSION || rs < 4096 || (rs & (rs - 1)) ||
+	    (uint64_t)NUSE_DIRECT_HDR_SIZE + 2 * rs != len)
+		return 0;
+	return rs;
 }
 
 int direct_map_slow(struct nsock *s)
@@ -63,6 +69,7 @@ int direct_map_slow(struct nsock *s)
 	struct stat st;
 	void *want;
 	size_t len;
+	uint64_t rs;
 	int fd = -1, r;
 
 	pthread_mutex_lock(&g_dirlock);
@@ -90,7 +97,8 @@ int direct_map_slow(struct nsock *s)
 	}
 	R.close(fd);
 	fd = -1;
-	if (!check(d, len)) {
+	rs = check(d, len);
+	if (!rs) {
 		munmap(d, len);
 		r = -EIO;
 		goto fail;
@@ -98,15 +106,14 @@ int direct_map_slow(struct nsock *s)
 	s->dir = d;
 	s->dir_len = len;
 	s->dside = r;
-	s->ring_size = d->ring_size;
+	s->ring_size = rs;
 	s->tx = &d->ring[r];
 	s->rx = &d->ring[r ^ 1];
-	s->tx_data = (uint8_t *)d + d->data_off + (uint64_t)r * d->ring_size;
-	s->rx_data = (uint8_t *)d + d->data_off + (uint64_t)(r ^ 1) * d->ring_size;
+	s->tx_data = (uint8_t *)d + NUSE_DIRECT_HDR_SIZE + (uint64_t)r * rs;
+	s->rx_data = (uint8_t *)d + NUSE_DIRECT_HDR_SIZE + (uint64_t)(r ^ 1) * rs;
 	atomic_store_explicit(&s->dir_ready, 1, memory_order_release);
 	pthread_mutex_unlock(&g_dirlock);
-	debug("nuse: slot %u: direct region mapped (side %d, rings %llu bytes)", s->slot, r,
-	      (unsigned long long)d->ring_size);
+	debug("nuse: slot %u: direct region mapped (side %d, rings %llu bytes)", s->slot, r, (unsigned long long)rs);
 	return 0;
 fail:
 	if (fd >= 0)
