@@ -329,6 +329,8 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			if (s->dir && atomic_load(A32(&s->sh->sig)) == NUSE_SIG_NONE)
 				attention(s);
 		}
+	} else if (s->dir && ret > 0 && atomic_load(A32(&s->sh->sig)) == NUSE_SIG_NONE) {
+		attention(s); /* peeked bytes stay: the same */
 	}
 	pthread_mutex_unlock(&s->rx_lock);
 	if (held)

@@ -344,3 +344,51 @@ func TestShmRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Issue 12: a reader spinning in a blocking recv gets its bytes without
+// the daemon (the writer rings nobody), yet the fd still says readable
+// while bytes are left -- after a peek, after a partial read -- and not
+// once they are all read, as select sees it on Linux.
+func TestShmSpinningReaderReadiness(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "python3")
+	ns := newNetns(t)
+	// Long spins (the daemon caps them at 10 ms): the reader spins while
+	// the writer sends, 2 ms after the connection is up.
+	ns.startDaemon("--engine", "shm", "--netdev", "none", "--shim-spin", "10ms")
+	const rules = "tcp 127.0.0.1 engine shm"
+	srv := ns.start(ns.nuseRun(rules, "python3", "-c", shmLateSender)...)
+	ns.waitFor("the server to listen", 20*time.Second, func() bool { return strings.Contains(srv.output(), "listening") })
+	out, err := ns.run(time.Minute, ns.nuseRun(rules, "python3", "-c", shmPeekClient)...)
+	for _, want := range []string{"peek 4 readable", "read 4 readable", "read 6 idle"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("want %q: %v\n%s\nserver:\n%s", want, err, out, srv.output())
+		}
+	}
+}
+
+const shmLateSender = `
+import socket, time
+l = socket.socket()
+l.bind(("127.0.0.1", 18580))
+l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+time.sleep(0.002)
+c.sendall(b"x" * 10)
+time.sleep(3600)
+`
+
+const shmPeekClient = `
+import select, socket
+s = socket.create_connection(("127.0.0.1", 18580))
+def state(what, timeout=3):
+    r, _, _ = select.select([s], [], [], timeout)
+    print(what, "readable" if r else "idle", flush=True)
+d = s.recv(4, socket.MSG_PEEK)
+state("peek %d" % len(d))
+d = s.recv(4)
+state("read %d" % len(d))
+d = s.recv(100)
+state("read %d" % len(d), 0.3)
+`
