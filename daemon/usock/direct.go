@@ -1,6 +1,7 @@
 package usock
 
 import (
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -119,4 +120,21 @@ func (s *Session) directFD(req *abi.CtlReq, rep *abi.CtlReply) int {
 	rep.Result = int32(so.dside)
 	rep.Sock, rep.Gen = so.slot, so.gen
 	return fd
+}
+
+// recheckDirect services the direct sockets that wait for something the
+// daemon does (an fd to unfill, bytes not yet mirrored on the fd): a
+// safety net, on the worker's idle sweep, that bounds a wake-up lost
+// between two programs and the daemon to one sweep instead of a hang.
+// Called with mu held.
+func (s *Session) recheckDirect() {
+	for _, so := range s.socks {
+		if so == nil || !so.direct || so.closing {
+			continue
+		}
+		sh := s.a.Sock(so.slot)
+		if atomic.LoadUint32(&sh.Fill) == abi.FillDone || atomic.LoadUint32(&sh.Sig) == abi.SigNone {
+			s.service(so)
+		}
+	}
 }

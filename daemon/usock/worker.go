@@ -169,6 +169,7 @@ func (w *worker) run() {
 				s.reaped = now
 				s.mu.Lock()
 				s.reapHangups()
+				s.recheckDirect()
 				s.mu.Unlock()
 			}
 		}
