@@ -12,6 +12,7 @@ import (
 
 	"github.com/nuse-project/nuse/shim/abi"
 	"github.com/nuse-project/nuse/stack"
+	"github.com/nuse-project/nuse/stack/gvisor"
 	"github.com/nuse-project/nuse/stack/shm"
 )
 
@@ -56,8 +57,15 @@ func TestDirectRequestRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { seng.Close() })
+	// gvisor by name, whatever NUSE_TEST_ENGINE made the default.
+	geng, err := gvisor.New(gvisor.Config{Loopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { geng.Close() })
 	_, path := startServerWith(t, 64<<10, func(cfg *Config) {
-		cfg.Engines = map[string]stack.Engine{"gvisor": cfg.Engine, "shm": seng}
+		cfg.Engine = geng
+		cfg.Engines = map[string]stack.Engine{"gvisor": geng, "shm": seng}
 	})
 	cl := dialClient(t, path)
 	t.Cleanup(cl.close)
