@@ -5,5 +5,5 @@ package daemon
 import (
 	_ "github.com/nuse-project/nuse/stack/gvisor" // gvisor: gVisor's netstack, the default
 	_ "github.com/nuse-project/nuse/stack/kernel" // kernel: daemon-held kernel sockets
-	_ "github.com/nuse-project/nuse/stack/shm"    // shm: same-host pipes, no protocol stack
+	_ "github.com/nuse-project/nuse/stack/shm"    // shm: same-host, shared memory between the two ends, no protocol stack
 )

@@ -19,6 +19,7 @@
 
 #include "epcarry.h"
 #include "procs.h"
+#include "direct.h"
 #include "sockstate.h"
 
 int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
@@ -381,6 +382,7 @@ static void release_sock(struct nsock *s, int fd)
 		if (lastproc && !s->dead && !atomic_load(&S.dead))
 			cmd_call(s, NUSE_OP_CLOSE, NULL);
 	}
+	direct_release(s);
 	pthread_mutex_lock(&g_tablock);
 	nsock_free_locked(s);
 	pthread_mutex_unlock(&g_tablock);

@@ -67,10 +67,17 @@ struct nsock {
 	struct optrec kept[MAX_KEPT];
 
 	/* NUSE: the arena slot (sockstate.c) and the stream path (stream.c).
-	 * A datagram or direct shared-memory path adds its own fields here. */
+	 * The rings are the slot's, or a shm connection's direct region
+	 * (direct.c) once dir_ready is set. */
 	uint32_t slot, gen;
 	struct nuse_sock *sh;
+	struct nuse_ring *rx, *tx;
 	uint8_t *rx_data, *tx_data;
+	uint64_t ring_size;
+	atomic_int dir_ready;     /* rx/tx point into dir (set last, release) */
+	struct nuse_direct *dir;  /* the mapped region, or NULL */
+	size_t dir_len;
+	int dside;                /* our side: we write ring[dside] */
 	int shut_rd, shut_wr;
 	int connecting;   /* a connect was started and not yet reported */
 	int conn_aborted; /* a failed connect was reported by SO_ERROR only */

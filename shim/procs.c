@@ -9,6 +9,7 @@
 #include "procs.h"
 
 #include "cmd.h"
+#include "direct.h"
 #include "inherit.h"
 #include "relay.h"
 
@@ -124,6 +125,7 @@ void atfork_child(void)
 
 	g_mypid = getpid();
 	pthread_mutex_init(&g_tablock, NULL);
+	direct_atfork_child();
 	pthread_mutex_init(&S.lock, NULL);
 	for (i = 0; i < g_tabhi; i++) {
 		struct nsock *s = atomic_load_explicit(&g_tab[i], memory_order_relaxed);

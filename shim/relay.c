@@ -13,6 +13,8 @@
  */
 #include "relay.h"
 
+#include "direct.h"
+
 #include <fcntl.h>
 #include <stddef.h>
 #include <string.h>
@@ -109,6 +111,7 @@ int relay_sock(struct nsock *s)
 	if (procs_release(s) && !atomic_load(&S.dead))
 		cmd_call(s, NUSE_OP_CLOSE, NULL);
 	debug("nuse: slot %u is handed on through the daemon's relay", s->slot);
+	direct_release(s);
 	pthread_mutex_lock(&g_tablock);
 	nsock_free_locked(s);
 	pthread_mutex_unlock(&g_tablock);

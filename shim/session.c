@@ -303,8 +303,8 @@ int ctl_request(uint16_t type, int family, uint32_t sock, uint32_t gen, int dfd,
 	return ctl_request_engine(type, family, sock, gen, NULL, dfd, rep);
 }
 
-int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
-		       struct nuse_ctl_reply *rep)
+static int ctl_exchange(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
+			int *fdout, struct nuse_ctl_reply *rep)
 {
 	struct nuse_ctl_req q;
 	ssize_t n;
@@ -330,7 +330,11 @@ int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, c
 		goto dead;
 	for (;;) {
 		memset(rep, 0, sizeof(*rep));
-		n = ctl_recv(rep, sizeof(*rep), NULL);
+		if (fdout && *fdout >= 0) { /* came with a reply we skipped */
+			R.close(*fdout);
+			*fdout = -1;
+		}
+		n = ctl_recv(rep, sizeof(*rep), fdout);
 		if (n < 0)
 			goto dead;
 		if (n < (ssize_t)offsetof(struct nuse_ctl_reply, addr) || rep->hdr.magic != NUSE_ABI_MAGIC)
@@ -358,4 +362,23 @@ out:
 	ctl_unlock();
 	errno = saved;
 	return e;
+}
+
+int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
+		       struct nuse_ctl_reply *rep)
+{
+	return ctl_exchange(type, family, sock, gen, engine, dfd, NULL, rep);
+}
+
+int ctl_request_fd(uint16_t type, uint32_t sock, uint32_t gen, int *fdout, struct nuse_ctl_reply *rep)
+{
+	int r;
+
+	*fdout = -1;
+	r = ctl_exchange(type, 0, sock, gen, NULL, -1, fdout, rep);
+	if (r < 0 && *fdout >= 0) {
+		R.close(*fdout);
+		*fdout = -1;
+	}
+	return r;
 }

@@ -66,6 +66,10 @@ int ctl_request(uint16_t type, int family, uint32_t sock, uint32_t gen, int dfd,
 int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
 		       struct nuse_ctl_reply *rep);
 
+/* A request (sock, gen) whose reply carries an fd (NUSE_CTL_DIRECT): *fdout
+ * is that fd (the caller's to close), or -1. */
+int ctl_request_fd(uint16_t type, uint32_t sock, uint32_t gen, int *fdout, struct nuse_ctl_reply *rep);
+
 #pragma GCC visibility pop
 
 #endif /* NUSE_SESSION_H */

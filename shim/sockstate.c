@@ -21,8 +21,13 @@ void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
 	s->slot = slot;
 	s->gen = gen;
 	s->sh = (struct nuse_sock *)base;
+	s->rx = &s->sh->rx;
+	s->tx = &s->sh->tx;
 	s->rx_data = base + NUSE_SOCK_HDR_SIZE;
 	s->tx_data = base + NUSE_SOCK_HDR_SIZE + S.ring_size;
+	s->ring_size = S.ring_size;
+	s->dir = NULL;
+	atomic_store(&s->dir_ready, 0);
 	s->kind = K_NUSE;
 	atomic_store(&g_sh->procs[slot], 1);
 }
@@ -180,6 +185,10 @@ void fill(struct nsock *s, int fd)
 		if (n < 0)
 			break;
 	}
+	/* Direct: the peer's program frees our room; it flags its socket for
+	 * the daemon (which unfills us) when it sees this. */
+	if (atomic_load_explicit(&s->dir_ready, memory_order_acquire))
+		atomic_store(A32(&s->dir->wwait[s->dside]), 1);
 	atomic_store(A32(&s->sh->fill), NUSE_FILL_DONE);
 	if ((tx_has_space(s) && !(st_load(s) & NUSE_SS_CONNECTING)) ||
 	    (st_load(s) & (NUSE_SS_CONNECTED | NUSE_SS_ERROR | NUSE_SS_RESET)))
@@ -192,17 +201,33 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 	uint64_t until = now_ns() + S.spin_ns;
 	struct pollfd p = {.fd = sock_fd(s, fd), .events = ev};
 	struct sig_mark m = g_sig_call; /* handlers since the call began decide EINTR */
+	/* A direct reader says it spins (nuse_direct.rspin): its writer then
+	 * rings nobody, and the bytes come without the daemon. */
+	_Atomic uint32_t *spin =
+		ev == POLLIN && atomic_load_explicit(&s->dir_ready, memory_order_acquire) ? A32(&s->dir->rspin[s->dside]) : NULL;
 	int i, r, ms = 1000;
 
+	if (spin)
+		atomic_fetch_add(spin, 1);
 	for (i = 0;; i++) {
-		if (ready(s))
+		if (ready(s)) {
+			if (spin)
+				atomic_fetch_sub(spin, 1);
 			return 0;
+		}
 		if ((i & 63) == 63) {
 			if (now_ns() >= until)
 				break;
 			spin_yield();
 		}
 		cpu_relax();
+	}
+	if (spin) {
+		/* Dekker with the writer (head, fence, rspin): it saw us spin
+		 * and rang nobody, or we see its bytes now. */
+		atomic_fetch_sub(spin, 1);
+		if (ready(s))
+			return 0;
 	}
 	/* A handler ran since the call began: Linux's call was inside by then. */
 	if (sig_interrupted(&m, deadline != 0))

@@ -36,18 +36,21 @@ static inline int is_connecting(struct nsock *s, uint32_t st)
 /* The daemon would call this socket readable (PROTOCOL.md "Readiness"). */
 static inline int readable(struct nsock *s)
 {
-	uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
+	struct nuse_ring *rx = s->rx;
+	uint64_t head = atomic_load_explicit(A64(&rx->head), memory_order_acquire);
 
 	/* SO_RCVLOWAT: fewer bytes than it do not make the socket readable */
-	return (head != s->sh->rx.tail && head - s->sh->rx.tail >= s->rcvlowat) ||
+	return (head != rx->tail && head - rx->tail >= s->rcvlowat) ||
 	       (st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET | NUSE_SS_ERROR | NUSE_SS_ACCEPTQ));
 }
 
 static inline int tx_has_space(struct nsock *s)
 {
-	uint64_t tail = atomic_load_explicit(A64(&s->sh->tx.tail), memory_order_acquire);
+	struct nuse_ring *tx = s->tx;
+	uint64_t tail = atomic_load_explicit(A64(&tx->tail), memory_order_acquire);
 
-	return nuse_ring_free(s->sh->tx.head, tail, S.ring_size) > 0;
+	/* a peer's bogus tail counts as room: the send then finds it insane */
+	return nuse_ring_free(tx->head, tail, s->ring_size) > 0;
 }
 
 static inline uint64_t deadline_of(int64_t ms)

@@ -11,6 +11,7 @@
 #include "stream.h"
 
 #include "control.h"
+#include "direct.h"
 #include "signals.h"
 
 #include <limits.h>
@@ -151,19 +152,22 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			}
 			continue;
 		}
-		head = s->sh->tx.head;
-		tail = atomic_load_explicit(A64(&s->sh->tx.tail), memory_order_acquire);
-		if (!nuse_ring_sane(head, tail, S.ring_size)) {
+		if (direct_map(s) < 0)
+			continue; /* dead: answered at the top */
+		head = s->tx->head;
+		tail = atomic_load_explicit(A64(&s->tx->tail), memory_order_acquire);
+		if (!nuse_ring_sane(head, tail, s->ring_size)) {
 			s->dead = 1;
 			continue;
 		}
-		room = nuse_ring_free(head, tail, S.ring_size);
+		room = nuse_ring_free(head, tail, s->ring_size);
 		if (room && done < total) {
 			size_t n = total - done < room ? total - done : (size_t)room;
 
-			iov_to_ring(s->tx_data, S.ring_size, head, iov, cnt, done, n);
-			atomic_store_explicit(A64(&s->sh->tx.head), head + n, memory_order_release);
-			attention(s);
+			iov_to_ring(s->tx_data, s->ring_size, head, iov, cnt, done, n);
+			atomic_store_explicit(A64(&s->tx->head), head + n, memory_order_release);
+			if (!direct_peer_spins(s))
+				attention(s);
 			done += n;
 		}
 		if (done == total) {
@@ -226,12 +230,17 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 	sig_call_begin();
 	pthread_mutex_lock(&s->rx_lock);
 	for (;;) {
-		uint64_t head = atomic_load_explicit(A64(&s->sh->rx.head), memory_order_acquire);
-		uint64_t tail = s->sh->rx.tail;
+		uint64_t head, tail;
 		uint32_t st;
 		int r;
 
-		if (!nuse_ring_sane(head, tail, S.ring_size)) {
+		if (direct_map(s) < 0) {
+			ret = done ? (ssize_t)done : fail(ECONNRESET);
+			break;
+		}
+		head = atomic_load_explicit(A64(&s->rx->head), memory_order_acquire);
+		tail = s->rx->tail;
+		if (!nuse_ring_sane(head, tail, s->ring_size)) {
 			ret = done ? (ssize_t)done : fail(ECONNRESET);
 			break;
 		}
@@ -247,20 +256,27 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			size_t n = total - done < avail ? total - done : (size_t)avail;
 
 			if (!(flags & MSG_TRUNC)) /* TCP's MSG_TRUNC: discard, copy nothing */
-				ring_to_iov(s->rx_data, S.ring_size, tail, iov, cnt, done, n);
+				ring_to_iov(s->rx_data, s->ring_size, tail, iov, cnt, done, n);
 			done += n;
 			if (flags & MSG_PEEK) {
 				ret = (ssize_t)done;
 				break;
 			}
-			atomic_store_explicit(A64(&s->sh->rx.tail), tail + n, memory_order_release);
-			/* Dekker with the daemon (it sets daemon_wait, then re-reads
-			 * tail): without the fence our tail store can pass this load
-			 * and both sides miss each other, leaving the ring drained and
-			 * the daemon waiting for space forever. */
+			atomic_store_explicit(A64(&s->rx->tail), tail + n, memory_order_release);
+			/* Dekker with the producer (the daemon sets daemon_wait, a
+			 * direct peer's writer wwait, then re-reads tail): without the
+			 * fence our tail store can pass this load and both sides miss
+			 * each other, leaving the ring drained and the writer waiting
+			 * for space forever. */
 			atomic_thread_fence(memory_order_seq_cst);
-			if (atomic_load(A32(&s->sh->daemon_wait)) & NUSE_DWAIT_RX_SPACE)
+			if (s->dir) {
+				_Atomic uint32_t *w = A32(&s->dir->wwait[s->dside ^ 1]);
+
+				if (atomic_load_explicit(w, memory_order_relaxed) && atomic_exchange(w, 0))
+					attention(s); /* the daemon wakes the peer's writer */
+			} else if (atomic_load(A32(&s->sh->daemon_wait)) & NUSE_DWAIT_RX_SPACE) {
 				attention(s);
+			}
 			if (done == total || !(flags & MSG_WAITALL)) {
 				ret = (ssize_t)done;
 				break;
@@ -311,10 +327,17 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		}
 	}
 	if (!(flags & MSG_PEEK)) {
-		if (!readable(s))
+		if (!readable(s)) {
 			unsignal(s, fd);
-		else if (ret > 0)
+		} else if (ret > 0) {
 			unsignal_extra(s, fd);
+			/* Bytes left that a spinning reader's writer told nobody
+			 * of: the daemon mirrors them on the fd. */
+			if (s->dir && atomic_load(A32(&s->sh->sig)) == NUSE_SIG_NONE)
+				attention(s);
+		}
+	} else if (s->dir && ret > 0 && atomic_load(A32(&s->sh->sig)) == NUSE_SIG_NONE) {
+		attention(s); /* peeked bytes stay: the same */
 	}
 	pthread_mutex_unlock(&s->rx_lock);
 	if (held)

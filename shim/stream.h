@@ -7,6 +7,7 @@
 #ifndef NUSE_STREAM_H
 #define NUSE_STREAM_H
 
+#include "direct.h"
 #include "sockstate.h"
 
 #pragma GCC visibility push(hidden)
@@ -21,9 +22,14 @@ ssize_t stream_sendfile(struct nsock *s, int out, int in, off_t *off, size_t cou
 /* Bytes queued: in the rx ring (rx, FIONREAD) or in the tx ring (TIOCOUTQ). */
 static inline uint64_t stream_queued(struct nsock *s, int rx)
 {
+	uint64_t n;
+
+	direct_map(s);
 	if (rx)
-		return atomic_load(A64(&s->sh->rx.head)) - s->sh->rx.tail;
-	return s->sh->tx.head - atomic_load(A64(&s->sh->tx.tail));
+		n = atomic_load(A64(&s->rx->head)) - s->rx->tail;
+	else
+		n = s->tx->head - atomic_load(A64(&s->tx->tail));
+	return n <= s->ring_size ? n : 0; /* a peer's bogus counters */
 }
 
 #pragma GCC visibility pop

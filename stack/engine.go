@@ -137,3 +137,47 @@ type Socket interface {
 	Congestion() (string, error)
 	SetCongestion(name string) error
 }
+
+// DirectSocket is a Socket whose connection's bytes can travel in memory
+// the two ends' programs map themselves (stack/shm): the daemon hands the
+// region to the end's program and no longer moves that end's bytes; it
+// only keeps the connection's state and wakes a side that sleeps.
+type DirectSocket interface {
+	Socket
+	// Attach gives the connection's region once the socket is
+	// established: a memfd (the engine keeps it open while the
+	// connection lives; the caller must not close it) and this end's
+	// side (0: the connecting end). From then on this end's program
+	// produces into ring[side] and consumes ring[1-side] itself; Read
+	// and Write move no bytes for it (Read still reports EOF and
+	// errors). ok is false when the socket has no region.
+	Attach() (fd, side int, ok bool)
+	// Detach ends Attach: the program let go of the region, and Read
+	// and Write serve it again (a relay takes over in order).
+	Detach()
+	// Moved is called after the attached end's program may have moved
+	// its counters: the engine re-reads them, tells the peer of news
+	// (data, room), and resets the connection if they are out of range.
+	// It returns the counters as checked.
+	Moved() (DirectCounts, error)
+	// WaitSpace marks this end's writer as waiting for room (the
+	// reader's program then flags its socket for the daemon when it
+	// frees some) and returns the counters as read after the mark.
+	WaitSpace() DirectCounts
+	// RingSize is the capacity of each direction of the region.
+	RingSize() uint64
+}
+
+// DirectCounts are an attached end's ring counters as the engine checked
+// them: Rx is what it reads (RxHead-RxTail unread), Tx what it writes
+// (TxHead-TxTail not yet read by the peer). Heads only grow while the
+// connection is sane, so they also count the bytes moved.
+type DirectCounts struct {
+	RxHead, RxTail, TxHead, TxTail uint64
+}
+
+// Unread is what the end has to read.
+func (d DirectCounts) Unread() uint64 { return d.RxHead - d.RxTail }
+
+// Unsent is what the end wrote that its peer has not read.
+func (d DirectCounts) Unsent() uint64 { return d.TxHead - d.TxTail }

@@ -42,6 +42,77 @@ type testSock struct {
 	family    int
 	txHead    uint64
 	rxTail    uint64
+	dir       *directView // the connection's region, once mapped (shm)
+}
+
+// directView is a test socket's mapping of its connection's region, as
+// the shim makes it (PROTOCOL.md "Direct connections").
+type directView struct {
+	mem            []byte
+	hdr            *abi.Direct
+	side           int
+	txData, rxData []byte
+}
+
+// rings are the socket's rings: its slot's, or its region's once the
+// state says DIRECT (mapped here at the first use, as the shim does).
+func (cl *testClient) rings(s *testSock) (tx, rx *abi.Ring, txData, rxData []byte, dir *directView) {
+	if s.dir == nil && cl.state(s)&abi.SSDirect != 0 {
+		s.dir = cl.mapDirect(s)
+	}
+	if d := s.dir; d != nil {
+		return &d.hdr.Ring[d.side], &d.hdr.Ring[1-d.side], d.txData, d.rxData, d
+	}
+	sh := cl.a.Sock(s.slot)
+	return &sh.Tx, &sh.Rx, cl.a.Tx(s.slot), cl.a.Rx(s.slot), nil
+}
+
+// skipDirect skips a test of the slot's own rings on a socket that does
+// not use them (NUSE_TEST_ENGINE=shm): stack/shm's direct tests check the
+// region's counters.
+func skipDirect(t *testing.T, cl *testClient, s *testSock) {
+	if cl.state(s)&abi.SSDirect != 0 {
+		t.Skip("a direct (shm) socket leaves its slot's rings unused; stack/shm TestDirect* check the region")
+	}
+}
+
+func (cl *testClient) mapDirect(s *testSock) *directView {
+	cl.seq++
+	req := abi.CtlReq{Sock: s.slot, Gen: s.gen}
+	req.Hdr = hdr(abi.MsgDirect, cl.seq, int(unsafe.Sizeof(req)))
+	if _, err := cl.c.Write(bytesOf(&req)); err != nil {
+		cl.t.Fatal(err)
+	}
+	var rep abi.CtlReply
+	oob := make([]byte, unix.CmsgSpace(4))
+	_ = cl.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, oobn, _, _, err := cl.c.ReadMsgUnix(bytesOf(&rep), oob)
+	_ = cl.c.SetReadDeadline(time.Time{})
+	if err != nil || rep.Result < 0 || oobn == 0 {
+		cl.t.Fatalf("DIRECT: result %d, %d bytes of rights, %v", rep.Result, oobn, err)
+	}
+	cms, _ := unix.ParseSocketControlMessage(oob[:oobn])
+	fds, err := unix.ParseUnixRights(&cms[0])
+	if err != nil || len(fds) != 1 {
+		cl.t.Fatalf("DIRECT: rights %v %v", fds, err)
+	}
+	defer unix.Close(fds[0])
+	var st unix.Stat_t
+	if err := unix.Fstat(fds[0], &st); err != nil {
+		cl.t.Fatal(err)
+	}
+	mem, err := unix.Mmap(fds[0], 0, int(st.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.t.Cleanup(func() { _ = unix.Munmap(mem) })
+	h := (*abi.Direct)(unsafe.Pointer(&mem[0]))
+	size, side := uint64(h.RingSize), int(rep.Result)
+	data := func(i int) []byte {
+		off := h.DataOff + uint64(i)*size
+		return mem[off : off+size : off+size]
+	}
+	return &directView{mem: mem, hdr: h, side: side, txData: data(side), rxData: data(1 - side)}
 }
 
 // startServer runs a user-socket engine over a stack-internal gVisor engine.
@@ -284,17 +355,16 @@ func (cl *testClient) accept(ls *testSock) (*testSock, netip.AddrPort) {
 
 // send copies all of p into the tx ring, waiting for room.
 func (cl *testClient) send(s *testSock, p []byte) error {
-	sh := cl.a.Sock(s.slot)
-	size := uint64(cl.a.L.RingSize)
-	data := cl.a.Tx(s.slot)
 	for len(p) > 0 {
 		if st := cl.state(s); st&(abi.SSWrDead|abi.SSReset) != 0 {
 			return syscall.EPIPE
 		}
-		free := size - (s.txHead - atomic.LoadUint64(&sh.Tx.Tail))
+		tx, _, data, _, _ := cl.rings(s)
+		size := uint64(len(data))
+		free := size - (s.txHead - atomic.LoadUint64(&tx.Tail))
 		if free == 0 {
 			cl.waitFor(s, unix.POLLOUT, func() bool {
-				return s.txHead-atomic.LoadUint64(&sh.Tx.Tail) < size || cl.state(s)&abi.SSWrDead != 0
+				return s.txHead-atomic.LoadUint64(&tx.Tail) < size || cl.state(s)&abi.SSWrDead != 0
 			})
 			continue
 		}
@@ -303,7 +373,7 @@ func (cl *testClient) send(s *testSock, p []byte) error {
 		copy(a, p)
 		copy(b, p[len(a):])
 		s.txHead += n
-		atomic.StoreUint64(&sh.Tx.Head, s.txHead)
+		atomic.StoreUint64(&tx.Head, s.txHead)
 		cl.attention(s)
 		p = p[n:]
 	}
@@ -318,17 +388,22 @@ func (cl *testClient) attention(s *testSock) {
 // recv reads what is there (at least one byte, or EOF as 0).
 func (cl *testClient) recv(s *testSock, p []byte) (int, error) {
 	sh := cl.a.Sock(s.slot)
-	data := cl.a.Rx(s.slot)
 	for {
-		avail := atomic.LoadUint64(&sh.Rx.Head) - s.rxTail
+		_, rx, _, data, dir := cl.rings(s)
+		avail := atomic.LoadUint64(&rx.Head) - s.rxTail
 		if avail > 0 {
 			n := min(avail, uint64(len(p)))
 			a, b := arena.Span(data, s.rxTail, n)
 			copy(p, a)
 			copy(p[len(a):], b)
 			s.rxTail += n
-			atomic.StoreUint64(&sh.Rx.Tail, s.rxTail)
-			if atomic.LoadUint32(&sh.DaemonWait)&abi.DWaitRxSpace != 0 {
+			atomic.StoreUint64(&rx.Tail, s.rxTail)
+			switch {
+			case dir != nil:
+				if atomic.SwapUint32(&dir.hdr.WWait[1-dir.side], 0) != 0 {
+					cl.attention(s)
+				}
+			case atomic.LoadUint32(&sh.DaemonWait)&abi.DWaitRxSpace != 0:
 				cl.attention(s)
 			}
 			cl.unsignal(s)
@@ -354,13 +429,14 @@ func (cl *testClient) recv(s *testSock, p []byte) (int, error) {
 // unsignal drains the readiness byte once the ring is empty.
 func (cl *testClient) unsignal(s *testSock) {
 	sh := cl.a.Sock(s.slot)
-	if atomic.LoadUint64(&sh.Rx.Head) != s.rxTail {
+	_, rx, _, _, _ := cl.rings(s)
+	if atomic.LoadUint64(&rx.Head) != s.rxTail {
 		return
 	}
 	if n := atomic.SwapUint32(&sh.Sig, abi.SigNone); n != abi.SigNone {
 		var b [64]byte
 		_, _, _ = unix.Recvfrom(s.fd, b[:min(int(n), len(b))], unix.MSG_DONTWAIT)
-		if atomic.LoadUint64(&sh.Rx.Head) != s.rxTail || cl.state(s)&(abi.SSRdEOF|abi.SSReset) != 0 {
+		if atomic.LoadUint64(&rx.Head) != s.rxTail || cl.state(s)&(abi.SSRdEOF|abi.SSReset) != 0 {
 			cl.attention(s)
 		}
 	}

@@ -3,6 +3,7 @@ package usock
 import (
 	"encoding/binary"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -60,6 +61,9 @@ func TestRefusedConnectCutsPairAndRepairs(t *testing.T) {
 	cl := dialClient(t, path)
 	s := cl.socket(syscall.AF_INET)
 	res, _ := cl.cmd(s, abi.OpConnect, 0, 0, sockaddr(syscall.AF_INET, netip.AddrPortFrom(lo4, 7019)), nil)
+	if res == -int32(syscall.ECONNREFUSED) && os.Getenv("NUSE_TEST_ENGINE") == "shm" {
+		t.Skip("shm refuses at once: no connect in progress to fail later")
+	}
 	if res != -int32(syscall.EINPROGRESS) {
 		t.Fatalf("connect: %d, want -EINPROGRESS", res)
 	}
@@ -130,6 +134,7 @@ func TestResetHangsUpAndIsReapedOnClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _ := cl.accept(ls)
+	skipDirect(t, cl, a) // the test watches the slot's rx ring
 	if err := cl.send(c, []byte("unread")); err != nil {
 		t.Fatal(err)
 	}

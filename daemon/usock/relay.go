@@ -168,6 +168,13 @@ func (s *Session) handover(so *sock) {
 		s.release(so)
 		return
 	}
+	if so.direct {
+		// The region's unread bytes stay where they are: the engine's
+		// Read gives them to the relay first, in order; what the
+		// program wrote is in the peer's ring already.
+		so.ds.Detach()
+		so.direct = false
+	}
 	toEng, toApp, err := s.ringContents(so)
 	if err != nil {
 		s.logf("socket %d: %v; the relay %s ends", so.slot, err, r.name)

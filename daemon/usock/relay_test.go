@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -68,8 +69,8 @@ func TestRelayCarriesRingsAndOutlivesSession(t *testing.T) {
 	if err := srvCl.send(as, []byte("early")); err != nil {
 		t.Fatal(err)
 	}
-	sh := cliCl.a.Sock(cs.slot)
-	cliCl.waitFor(cs, unix.POLLIN, func() bool { return sh.Rx.Head-cs.rxTail >= 5 })
+	_, rx, _, _, _ := cliCl.rings(cs) // the slot's, or the shm region's
+	cliCl.waitFor(cs, unix.POLLIN, func() bool { return atomic.LoadUint64(&rx.Head)-cs.rxTail >= 5 })
 
 	f, e := cliCl.relayPair(cs)
 	if e != 0 {

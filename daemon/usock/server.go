@@ -483,7 +483,11 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 			return
 		}
 		var rep abi.CtlReply
+		dfd := -1 // an fd to send with the reply
 		switch msg.typ {
+		case abi.MsgDirect:
+			closeFDs(fds)
+			dfd = s.directFD(&msg.req, &rep)
 		case abi.MsgSocket, abi.MsgAccept:
 			if len(fds) != 1 {
 				closeFDs(fds)
@@ -538,7 +542,13 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 			rep.Result = -int32(syscall.EINVAL)
 		}
 		rep.Hdr = hdr(abi.MsgReply, msg.seq, int(unsafe.Sizeof(rep)))
-		if _, err := c.Write(bytesOf(&rep)); err != nil {
+		if dfd >= 0 {
+			_, _, err = c.WriteMsgUnix(bytesOf(&rep), unix.UnixRights(dfd), nil)
+			unix.Close(dfd)
+		} else {
+			_, err = c.Write(bytesOf(&rep))
+		}
+		if err != nil {
 			return
 		}
 		s.wake()
@@ -708,6 +718,7 @@ func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	so.state |= abi.SSConnected
 	so.remote = peer
 	so.local, _ = es.LocalAddr()
+	s.goDirect(so)
 	rep.Sock, rep.Gen = so.slot, so.gen
 	rep.AddrLen = putSockaddr(rep.Addr[:], ls.family, peer)
 	s.service(so)

@@ -122,6 +122,15 @@ type sock struct {
 	relay                 *relay // handed on (relay.go): takes over when the session lets go
 	closeBy               time.Time
 	local, remote         netip.AddrPort
+
+	// The direct path (direct.go): the program moves this socket's bytes
+	// in the connection's region; the daemon watches the counters.
+	direct bool
+	ds     stack.DirectSocket
+	dfd    int // the engine's memfd of the region (not ours to close)
+	dside  int
+	dsize  uint64
+	dc     stack.DirectCounts // as last checked
 }
 
 func (s *Session) logf(format string, args ...any) {
@@ -251,6 +260,7 @@ func (s *Session) renew(so *sock) error {
 		}
 	}
 	so.state = abi.SSOpen
+	so.direct, so.ds, so.dc = false, nil, stack.DirectCounts{}
 	so.soErr, so.errTaken = 0, false
 	so.connecting, so.listening, so.shutWr = false, false, false
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, 0, false
@@ -607,6 +617,7 @@ func (s *Session) exec(r request, out *cmdOut) int32 {
 			so.state |= abi.SSConnected
 			so.local, _ = so.es.LocalAddr()
 			so.remote, _ = so.es.RemoteAddr()
+			s.goDirect(so)
 			return 0
 		case errors.Is(err, stack.ErrInProgress):
 			so.connecting = true
@@ -789,10 +800,13 @@ func (s *Session) service(so *sock) {
 			so.state |= abi.SSConnected
 			so.local, _ = so.es.LocalAddr()
 			so.remote, _ = so.es.RemoteAddr()
+			s.goDirect(so)
 		}
 	}
 	if so.state&abi.SSConnected != 0 {
-		if !s.pumpTx(so) || !s.pumpRx(so) {
+		if so.direct {
+			s.pumpDirect(so)
+		} else if !s.pumpTx(so) || !s.pumpRx(so) {
 			return // the session was killed
 		}
 	}
@@ -842,7 +856,7 @@ func (s *Session) service(so *sock) {
 	// so whatever it writes after our reads is covered by its next DONE.
 	// A failed connect's junk stays until hangUp has cut the pair with it
 	// (the shim may store DONE between hangUp's look and this one).
-	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writable(so) && (!failedConnect(so) || so.pairHup) &&
+	if atomic.LoadUint32(&sh.Fill) == abi.FillDone && s.writableOrWait(so) && (!failedConnect(so) || so.pairHup) &&
 		atomic.CompareAndSwapUint32(&sh.Fill, abi.FillDone, abi.FillNone) {
 		n, gone := drain(so.pair)
 		so.appGone = gone || so.appGone
@@ -869,11 +883,11 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 	// connect whose error SO_ERROR has taken is not.
 	defer s.hangUp(so)
 	if !s.readable(so) {
-		so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
+		so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
 		return
 	}
 	n := atomic.LoadUint32(&sh.Sig)
-	news := so.rxHead != so.edgeHead || so.state&edgeStates&^so.edgeState != 0 || so.edgeConn
+	news := so.rxMark() != so.edgeHead || so.state&edgeStates&^so.edgeState != 0 || so.edgeConn
 	if !so.pairShut && (n == 0 || (news && n < maxEdges)) {
 		// Counted first, written after (MSG_DONTWAIT, never a plain
 		// write: the client shares this open file description and may
@@ -885,7 +899,7 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 			atomic.AddUint32(&sh.Sig, ^uint32(0))
 		}
 	}
-	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, so.state&edgeStates, false
+	so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
 }
 
 // hangUp mirrors the end of a connection on the app fd. Linux polls
@@ -985,6 +999,9 @@ func (s *Session) readable(so *sock) bool {
 	if so.state&(abi.SSRdEOF|abi.SSReset|abi.SSError|abi.SSAcceptQ) != 0 {
 		return true
 	}
+	if so.direct {
+		return so.dc.Unread() >= uint64(max(so.rcvLowat, 1))
+	}
 	// SO_RCVLOWAT: fewer bytes than it do not make the socket readable.
 	tail := atomic.LoadUint64(&s.a.Sock(so.slot).Rx.Tail)
 	return tail != so.rxHead && so.rxHead-tail >= uint64(max(so.rcvLowat, 1))
@@ -1000,17 +1017,26 @@ func (s *Session) writable(so *sock) bool {
 	// Writable again once a quarter of the ring is free (like the kernel's
 	// and gVisor's half-buffer rule): waking a writer for a few bytes only
 	// makes it fill the ring and sleep again.
+	if so.direct {
+		return so.dc.Unsent() <= so.dsize-so.dsize/4
+	}
 	n, err := s.a.TxPending(so.slot, so.txTail)
 	size := uint64(s.a.L.RingSize)
 	return err == nil && n <= size-size/4
 }
 
 func (s *Session) txEmpty(so *sock) bool {
+	if so.direct {
+		return true // its bytes are in the peer's ring already
+	}
 	n, err := s.a.TxPending(so.slot, so.txTail)
 	return err != nil || n == 0
 }
 
 func (s *Session) rxUnread(so *sock) bool {
+	if so.direct {
+		return so.dc.Unread() > 0
+	}
 	return atomic.LoadUint64(&s.a.Sock(so.slot).Rx.Tail) != so.rxHead
 }
 
@@ -1134,6 +1160,9 @@ func (s *Session) sockStats(so *sock, state string) SockStats {
 	sh := s.a.Sock(so.slot)
 	txq, _ := s.a.TxPending(so.slot, so.txTail)
 	rxq, _ := checkedUsed(so.rxHead, atomic.LoadUint64(&sh.Rx.Tail), s.a.L.RingSize)
+	if so.direct {
+		txq, rxq = so.dc.Unsent(), so.dc.Unread()
+	}
 	return SockStats{
 		TxQueued: txq, RxQueued: rxq, Signals: signals(so, sh),
 		Slot: so.slot, Engine: so.engine, Family: familyName(so.family), State: state,
@@ -1166,6 +1195,9 @@ func signals(so *sock, sh *abi.Sock) string {
 	}
 	if so.state&abi.SSTxStall != 0 {
 		w = append(w, "tx-stall")
+	}
+	if so.direct {
+		w = append(w, "direct")
 	}
 	switch atomic.LoadUint32(&sh.Fill) {
 	case abi.FillDone:

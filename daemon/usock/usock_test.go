@@ -174,6 +174,7 @@ func TestCorruptRingKillsOnlyThatSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	good.accept(ls)
+	skipDirect(t, bad, bs)
 	sh := bad.a.Sock(bs.slot)
 	atomic.StoreUint64(&sh.Tx.Head, 10*uint64(bad.a.L.RingSize)) // impossible
 	bad.attention(bs)
@@ -325,6 +326,7 @@ func TestFreeSlotPagesReclaimed(t *testing.T) {
 	if err := cliCl.connect(cs, netip.AddrPortFrom(lo4, 7350)); err != nil {
 		t.Fatal(err)
 	}
+	skipDirect(t, cliCl, cs)
 	if err := cliCl.send(cs, []byte("hello")); err != nil {
 		t.Fatal(err)
 	}

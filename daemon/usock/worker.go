@@ -170,6 +170,7 @@ func (w *worker) run() {
 				s.mu.Lock()
 				s.reapHangups()
 				s.reclaim(now)
+				s.recheckDirect()
 				s.mu.Unlock()
 			}
 		}

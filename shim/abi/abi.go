@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 4
+	Version = 5
 
 	CacheLine = 64
 
@@ -40,6 +40,7 @@ const (
 	MsgAdopt    = 12 // an inherited listener's fd: give it a slot in this session
 	MsgRepair   = 13 // a fresh pair for a socket whose pair the daemon let go of
 	MsgPortFree = 14 // is a port the kernel picked free in every engine too
+	MsgDirect   = 15 // a shm connection's direct region: the reply carries its memfd
 )
 
 // CtlHdr starts every control message.
@@ -162,6 +163,7 @@ const (
 	SSTxStall    = 1 << 9
 	SSRaw        = 1 << 10
 	SSShared     = 1 << 11
+	SSDirect     = 1 << 12
 )
 
 // Sock.Sig and Sock.Fill values.
@@ -201,4 +203,25 @@ type Sock struct {
 	Rx         Ring
 	Tx         Ring
 	Info       [InfoLen]byte
+}
+
+// DirectMagic marks a direct region (nuse_abi.h struct nuse_direct).
+const (
+	DirectMagic   = 0x54434944
+	DirectHdrSize = 4096
+)
+
+// Direct is the header of a shm connection's direct region: Ring[i]
+// carries the bytes side i writes (side 0 connected, side 1 accepted).
+type Direct struct {
+	Magic    uint32
+	Version  uint32
+	RingSize uint32
+	_        uint32
+	DataOff  uint64
+	_        [CacheLine - 24]byte
+	Ring     [2]Ring
+	WWait    [2]uint32
+	RSpin    [2]uint32
+	_        [CacheLine - 16]byte
 }

@@ -18,6 +18,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		cmd   Cmd
 		ring  Ring
 		sock  Sock
+		dir   Direct
 	)
 	goLayout := map[string]uintptr{
 		"nuse_ctl_hdr": unsafe.Sizeof(hdr), "nuse_ctl_hdr.version": unsafe.Offsetof(hdr.Version),
@@ -52,6 +53,9 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_sock.daemon_wait": unsafe.Offsetof(sock.DaemonWait), "nuse_sock.fill_bytes": unsafe.Offsetof(sock.FillBytes), "nuse_sock.tx_bytes": unsafe.Offsetof(sock.TxBytes),
 		"nuse_sock.rx_bytes": unsafe.Offsetof(sock.RxBytes), "nuse_sock.rx": unsafe.Offsetof(sock.Rx), "nuse_sock.tx": unsafe.Offsetof(sock.Tx),
 		"nuse_sock.info": unsafe.Offsetof(sock.Info),
+		"nuse_direct":    unsafe.Sizeof(dir), "nuse_direct.ring_size": unsafe.Offsetof(dir.RingSize),
+		"nuse_direct.data_off": unsafe.Offsetof(dir.DataOff), "nuse_direct.ring": unsafe.Offsetof(dir.Ring),
+		"nuse_direct.wwait": unsafe.Offsetof(dir.WWait), "nuse_direct.rspin": unsafe.Offsetof(dir.RSpin),
 	}
 	cLayout := cdefs.Layout()
 	if len(cLayout) != len(goLayout) {
@@ -77,12 +81,12 @@ func TestConstantsMatchHeader(t *testing.T) {
 		"MAGIC": Magic, "VERSION": Version, "CMD_SLOTS": CmdSlots, "MAX_SOCKS_LIMIT": MaxSocksLimit,
 		"SOCK_HDR_SIZE": SockHdrSize, "ADDR_LEN": AddrLen, "MSG_LEN": MsgLen, "OPT_LEN": OptLen, "INFO_LEN": InfoLen, "COMM_LEN": CommLen, "ENGINE_LEN": EngineLen,
 		"CTL_HELLO": MsgHello, "CTL_HELLO_OK": MsgHelloOK, "CTL_SOCKET": MsgSocket, "CTL_ACCEPT": MsgAccept,
-		"CTL_REPLY": MsgReply, "CTL_ERROR": MsgError, "CTL_STATS": MsgStats, "CTL_UC": MsgUC, "CTL_RELAY": MsgRelay, "CTL_IDENT": MsgIdent, "CTL_KEEP": MsgKeep, "CTL_ADOPT": MsgAdopt, "CTL_REPAIR": MsgRepair, "CTL_PORTFREE": MsgPortFree,
+		"CTL_REPLY": MsgReply, "CTL_ERROR": MsgError, "CTL_STATS": MsgStats, "CTL_UC": MsgUC, "CTL_RELAY": MsgRelay, "CTL_IDENT": MsgIdent, "CTL_KEEP": MsgKeep, "CTL_ADOPT": MsgAdopt, "CTL_REPAIR": MsgRepair, "CTL_PORTFREE": MsgPortFree, "CTL_DIRECT": MsgDirect,
 		"OP_BIND": OpBind, "OP_LISTEN": OpListen, "OP_CONNECT": OpConnect, "OP_SHUTDOWN": OpShutdown, "OP_CLOSE": OpClose,
 		"OP_GETSOCKNAME": OpGetsockname, "OP_GETPEERNAME": OpGetpeername, "OP_SETSOCKOPT": OpSetsockopt, "OP_GETSOCKOPT": OpGetsockopt,
 		"SS_OPEN": SSOpen, "SS_CONNECTING": SSConnecting, "SS_CONNECTED": SSConnected, "SS_LISTENING": SSListening,
 		"SS_ACCEPTQ": SSAcceptQ, "SS_RD_EOF": SSRdEOF, "SS_WR_DEAD": SSWrDead, "SS_ERROR": SSError, "SS_RESET": SSReset,
-		"SS_TX_STALL": SSTxStall, "SS_RAW": SSRaw, "SS_SHARED": SSShared, "SIG_NONE": SigNone, "SIG_SET": SigSet, "FILL_NONE": FillNone, "FILL_DONE": FillDone, "FILL_BUSY": FillBusy, "DWAIT_RX_SPACE": DWaitRxSpace,
+		"SS_TX_STALL": SSTxStall, "SS_RAW": SSRaw, "SS_SHARED": SSShared, "SS_DIRECT": SSDirect, "SIG_NONE": SigNone, "SIG_SET": SigSet, "FILL_NONE": FillNone, "FILL_DONE": FillDone, "FILL_BUSY": FillBusy, "DWAIT_RX_SPACE": DWaitRxSpace,
 		"CMD_FREE": CmdFree, "CMD_CLAIMED": CmdClaimed, "CMD_SUBMITTED": CmdSubmitted, "CMD_DONE": CmdDone,
 		"DEFAULT_RING_SIZE": DefaultRing, "DEFAULT_MAX_SOCKS": DefaultSocks,
 	}

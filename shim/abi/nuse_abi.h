@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 4u
+#define NUSE_ABI_VERSION 5u
 
 #define NUSE_CACHELINE 64
 
@@ -60,6 +60,9 @@ enum nuse_ctl_type {
 	                         * picked at bind(port 0)): 0 if no engine holds it either */
 	NUSE_CTL_REPAIR = 13,  /* shim -> daemon: nuse_ctl_req (sock, gen) + a fresh socketpair
 	                        * end: the new pair of a socket whose pair the daemon let go of */
+	NUSE_CTL_DIRECT = 15,  /* shim -> daemon: nuse_ctl_req (sock, gen) of a socket whose state
+	                        * has NUSE_SS_DIRECT; the reply (result = this end's side, 0 or
+	                        * 1) carries the connection's memfd (struct nuse_direct) */
 };
 
 struct nuse_ctl_hdr {
@@ -206,6 +209,8 @@ enum nuse_sock_state {
 	NUSE_SS_TX_STALL = 1u << 9, /* daemon waits for the engine to drain */
 	NUSE_SS_RAW = 1u << 10,     /* bytes came past the shim: reset (PROTOCOL.md) */
 	NUSE_SS_SHARED = 1u << 11,  /* a listener handed on: other sessions hold it too */
+	NUSE_SS_DIRECT = 1u << 12,  /* connected over a direct region (NUSE_CTL_DIRECT): the
+	                             * slot's own rings are unused */
 };
 
 /* nuse_sock.sig: how many readiness bytes are queued in the application's
@@ -251,6 +256,44 @@ struct nuse_sock {
 };
 
 #define NUSE_SOCK_HDR_SIZE 4096
+
+/* ---- the direct region of a shm connection (since version 4) --------- */
+
+/*
+ * One memfd per connection between two NUSE sockets of the shm engine,
+ * given by the daemon to exactly the two ends' sessions (NUSE_CTL_DIRECT):
+ * [nuse_direct (one page)][ring 0 data][ring 1 data].  ring[i] carries the
+ * bytes side i writes and side 1-i reads (side 0 is the connecting end).
+ * The end of side i owns ring[i].head and ring[1-i].tail; it trusts
+ * nothing its peer writes (a count out of range breaks the connection).
+ * The memfd is sealed (no shrink, no grow), so neither end can make the
+ * other's or the daemon's access fault.
+ */
+#define NUSE_DIRECT_MAGIC 0x54434944u /* "DICT" little-endian */
+
+struct nuse_direct {
+	uint32_t magic;
+	uint32_t version;   /* NUSE_ABI_VERSION */
+	uint32_t ring_size; /* per direction, power of two */
+	uint32_t pad;
+	uint64_t data_off;  /* ring i's data at data_off + i * ring_size */
+	uint8_t pad0[NUSE_CACHELINE - 24];
+	struct nuse_ring ring[2];
+	/* wwait[i]: side i's writer found ring[i] full and waits for room.
+	 * The reader that frees room takes it (exchange to 0) and flags its
+	 * own socket for the daemon, which wakes the writer. */
+	uint32_t wwait[2];
+	/* rspin[i]: side i's threads spinning for data on ring[1-i] (a count:
+	 * add before the spin, subtract before sleeping, then look again).
+	 * A writer whose reader spins publishes its head and rings nobody:
+	 * the reader takes the bytes itself, and the daemon is not woken per
+	 * message.  A reader that leaves bytes unread flags its socket so the
+	 * daemon mirrors them on the fd. */
+	uint32_t rspin[2];
+	uint8_t pad1[NUSE_CACHELINE - 16];
+};
+
+#define NUSE_DIRECT_HDR_SIZE 4096
 
 /* Daemon defaults; the arena header carries the values in force. */
 #define NUSE_DEFAULT_RING_SIZE (256u * 1024u)

@@ -1,11 +1,12 @@
-// Package shm is the `shm` transport engine, first step: connections
-// between two sockets of the same engine (both ends NUSE sockets of one
-// daemon) are in-memory byte pipes inside the daemon. No protocol stack
-// is involved: no segments, no checksums, no retransmission timers; the
-// daemon still copies each byte from the writer's shim ring into the pipe
-// and from the pipe into the reader's ring. The direct path (the two
-// programs' shims sharing memory, the daemon only brokering setup and
-// wake-ups) builds on this one; see issue 12.
+// Package shm is the `shm` transport engine: connections between two
+// sockets of the same engine (both ends NUSE sockets of one daemon), with
+// no protocol stack: no segments, no checksums, no retransmission timers.
+// Each connection's bytes live in a region (region.go), one sealed memfd
+// holding both directions' rings. The engine's own Read and Write move
+// bytes through it; through stack.DirectSocket (direct.go) the daemon
+// hands the region to the two ends' programs, which then move their bytes
+// themselves while the engine keeps TCP's state and tells each end of what
+// the other did (shim/PROTOCOL.md, "Direct connections").
 //
 // To the program it is TCP:
 //
@@ -27,10 +28,11 @@
 //     calls Accept again (that Accept is EAGAIN and lets the waiting
 //     clients in; the listener stays readable while clients wait, so an
 //     event loop does call it).
-//   - Each direction is a pipe of capacity SO_SNDBUF (writer) + SO_RCVBUF
-//     (reader), 256 KiB each by default; writes are partial or EAGAIN when
-//     it is full; EventOut holds while at most 2/3 of it is queued (as
-//     Linux's sk_stream_is_writeable).
+//   - Each direction is a ring of at least SO_SNDBUF (writer) + SO_RCVBUF
+//     (reader) as they are at connect, 256 KiB each by default, and at
+//     least Config.Ring (1 MiB), a power of two; writes are partial or
+//     EAGAIN when it is full; EventOut holds while at most 2/3 of it is
+//     queued (as Linux's sk_stream_is_writeable).
 //   - Shutdown(SHUT_WR) gives the peer EOF after the data; Close is
 //     graceful, except with unread received data (or SO_LINGER 0) when it
 //     resets; Abort resets. A reset peer reads what is left, then
@@ -64,6 +66,11 @@ type Config struct {
 	// SndBuf, RcvBuf are every new socket's SO_SNDBUF and SO_RCVBUF
 	// (bytes; 0: 256 KiB).
 	SndBuf, RcvBuf int
+	// Ring is the least capacity of each direction of a connection's
+	// region (bytes, rounded up to a power of two; 0: 1 MiB). A
+	// direction holds at least the writer's SO_SNDBUF plus the reader's
+	// SO_RCVBUF as they were at connect.
+	Ring int
 	// LocalAddrs are addresses Bind accepts besides the unspecified
 	// address, loopback and the host's interface addresses (the daemon's
 	// stack addresses).
@@ -71,21 +78,23 @@ type Config struct {
 }
 
 const (
-	defaultBuf = 256 << 10
-	minBuf     = 4608    // SOCK_MIN_SNDBUF
-	maxBuf     = 8 << 20 // the largest buffer a socket may ask for
-	nominalMSS = 65483   // loopback's
+	defaultBuf  = 256 << 10
+	defaultRing = 1 << 20
+	minBuf      = 4608    // SOCK_MIN_SNDBUF
+	maxBuf      = 8 << 20 // the largest buffer a socket may ask for
+	nominalMSS  = 65483   // loopback's
 )
 
 var settings = []stack.Setting{
 	{Key: "sndbuf", Default: "256k", Help: "SO_SNDBUF of every new socket (bytes, k/m suffixes)"},
+	{Key: "ring", Default: "1m", Help: "least bytes per direction of a connection's shared region (power of two; bulk transfers run without a wake-up while the reader keeps up)"},
 	{Key: "rcvbuf", Default: "256k", Help: "SO_RCVBUF of every new socket (bytes, k/m suffixes)"},
 }
 
 func init() {
 	stack.Register(stack.Registration{
 		Name:     "shm",
-		Summary:  "same-host pipes, no protocol stack: both ends NUSE sockets of this daemon, bytes copied between their rings by the daemon (first step of the shim-to-shim path)",
+		Summary:  "same-host connections, no protocol stack: both ends NUSE sockets of this daemon, bytes moved by the two programs in memory only they share; the daemon brokers setup and wake-ups",
 		Settings: settings,
 		New: func(env stack.Env) (stack.Engine, error) {
 			cfg := Config{LocalAddrs: env.StackAddrs}
@@ -106,6 +115,13 @@ func init() {
 // Set applies one key=value setting.
 func (c *Config) Set(key, val string) error {
 	n, err := parseSize(val)
+	if key == "ring" {
+		if err != nil || n < 4096 || n > 64<<20 || n&(n-1) != 0 {
+			return fmt.Errorf("shm.ring: %q is not a power of two between 4k and 64m", val)
+		}
+		c.Ring = n
+		return nil
+	}
 	if err != nil || n < minBuf/2 || n > maxBuf/2 {
 		return fmt.Errorf("shm.%s: %q is not a buffer size between %d and %d bytes", key, val, minBuf/2, maxBuf/2)
 	}
@@ -152,6 +168,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.RcvBuf == 0 {
 		cfg.RcvBuf = defaultBuf
+	}
+	if cfg.Ring == 0 {
+		cfg.Ring = defaultRing
 	}
 	lo, hi := portRange()
 	return &Engine{cfg: cfg, lo: lo, hi: hi, somaxconn: somaxconn(),

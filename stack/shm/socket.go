@@ -62,83 +62,113 @@ type socket struct {
 
 func (s *socket) st() int32 { return s.state.Load() }
 
-// conn is one connection: two ends, one lock.
+// conn is one connection: two ends, one lock, and the region that holds
+// its bytes (region.go).
 type conn struct {
 	mu   sync.Mutex
 	end  [2]end
 	sock [2]*socket
+	reg  *region // nil once both ends are closed
+
+	// The engine's copy of each counter of ring d (what side d writes):
+	// written by the engine itself, or read from the region, checked,
+	// while an attached end's program owns it.
+	head, tail [2]uint64
+	// What Moved last told of: ring d's head to its reader, its tail to
+	// its writer.
+	toldHead, toldTail [2]uint64
+	broken             bool // a program wrote counters out of range: reset
 }
 
 // end is one end's receiving side and state. Guarded by conn.mu.
 type end struct {
-	rx      ring // bytes for this end to read
-	fin     bool // the peer shut down its writing: EOF after rx
-	shutWr  bool
-	shutRd  bool
-	closed  bool // closed or aborted: reads nothing more
-	rst     bool // reset: writes fail, reads EOF once rx and err are taken
-	err     syscall.Errno
-	wantOut bool // the writer was told "full": tell it when there is room
-}
-
-// ring is a byte FIFO that grows as needed.
-type ring struct {
-	b    []byte
-	r, n int
-}
-
-func (q *ring) write(p []byte, limit int) {
-	if need := q.n + len(p); need > len(q.b) {
-		size := max(2*len(q.b), need, 4096)
-		if size > limit && need <= limit {
-			size = limit
-		}
-		nb := make([]byte, size)
-		q.read(nb[:q.n])
-		q.b, q.r, q.n = nb, 0, need-len(p)
-	}
-	w := (q.r + q.n) % len(q.b)
-	k := copy(q.b[w:], p)
-	copy(q.b, p[k:])
-	q.n += len(p)
-}
-
-// read takes up to len(p) bytes from the front.
-func (q *ring) read(p []byte) int {
-	n := min(len(p), q.n)
-	if n == 0 {
-		return 0
-	}
-	k := copy(p[:n], q.b[q.r:])
-	copy(p[k:n], q.b)
-	q.r = (q.r + n) % len(q.b)
-	q.n -= n
-	if q.n == 0 {
-		q.r = 0
-	}
-	return n
-}
-
-// capacity is what the direction towards rd holds: the writer's send
-// buffer and the reader's receive buffer.
-func capacity(wr, rd *socket) int {
-	return int(wr.sndBuf.Load() + rd.rcvBuf.Load())
+	fin      bool // the peer shut down its writing: EOF after rx
+	shutWr   bool
+	shutRd   bool
+	closed   bool // closed or aborted: reads nothing more
+	rst      bool // reset: writes fail, reads EOF once rx and err are taken
+	err      syscall.Errno
+	wantOut  bool // the writer was told "full": tell it when there is room
+	attached bool // its program reads and writes the region itself
 }
 
 // writable is Linux's sk_stream_is_writeable: free space at least half
 // of what is queued.
-func writable(queued, capa int) bool { return 2*(capa-queued) >= queued && queued < capa }
+func writable(queued, capa uint64) bool { return 2*(capa-queued) >= queued && queued < capa }
+
+// sync brings the engine's copy of the counters up to date with what the
+// attached ends' programs wrote, and reports whether they are in range. A
+// closed end reads nothing more: what is sent to it is dropped at once.
+// Called with c.mu held.
+func (c *conn) sync() bool {
+	if c.broken {
+		return false
+	}
+	if c.reg == nil {
+		return true
+	}
+	for d := range 2 {
+		h, t := c.head[d], c.tail[d]
+		if c.end[d].attached {
+			h = c.reg.loadHead(d)
+		}
+		if c.end[1-d].attached {
+			t = c.reg.loadTail(d)
+		}
+		if h-t > c.reg.size {
+			return false
+		}
+		if c.end[1-d].closed && t != h {
+			t = h
+			c.reg.storeTail(d, t)
+		}
+		c.head[d], c.tail[d] = h, t
+	}
+	return true
+}
+
+// queued is what ring d holds (after sync).
+func (c *conn) queued(d int) uint64 { return c.head[d] - c.tail[d] }
+
+func (c *conn) size() uint64 {
+	if c.reg == nil {
+		return 1
+	}
+	return c.reg.size
+}
+
+// breakLocked resets both ends of a connection whose counters a program
+// corrupted; it returns who to notify. Called with c.mu held.
+func (c *conn) breakLocked() []notice {
+	c.broken = true
+	var ns []notice
+	for i := range 2 {
+		e := &c.end[i]
+		if e.closed {
+			continue
+		}
+		if !e.rst {
+			e.err, e.rst = syscall.ECONNRESET, true
+		}
+		ns = append(ns, c.sock[i].noticeLocked())
+	}
+	return ns
+}
 
 // readiness of end i of c. Called with c.mu held.
 func (c *conn) readiness(i int) stack.Events {
+	if !c.sync() {
+		c.broken = true
+		return stack.EventIn | stack.EventOut | stack.EventErr | stack.EventHup
+	}
 	me, peer := &c.end[i], &c.end[1-i]
 	var ev stack.Events
 	rcvShut := me.fin || me.shutRd || me.rst
 	sndShut := me.shutWr || me.rst
-	if me.rx.n > 0 || rcvShut || me.err != 0 {
+	if c.queued(1-i) > 0 || rcvShut || me.err != 0 {
 		ev |= stack.EventIn
 	}
-	if sndShut || peer.closed || writable(peer.rx.n, capacity(c.sock[i], c.sock[1-i])) {
+	if sndShut || peer.closed || writable(c.queued(i), c.size()) {
 		ev |= stack.EventOut
 	}
 	if me.err != 0 {
@@ -157,7 +187,11 @@ type notice struct {
 }
 
 func (s *socket) noticeLocked() notice {
-	return notice{s, s.c.readiness(s.side)}
+	ev := stack.EventIn | stack.EventOut | stack.EventErr | stack.EventHup
+	if !s.c.broken {
+		ev = s.c.readiness(s.side)
+	}
+	return notice{s, ev}
 }
 
 func fire(ns ...notice) {
@@ -318,7 +352,12 @@ func (s *socket) Connect(ap netip.AddrPort) error {
 		// Established now, but answered as Linux answers a non-blocking
 		// connect over loopback: EINPROGRESS, then EventOut (already
 		// there), and the next Connect is 0.
-		e.establish(l, s, t)
+		if _, err := e.establish(l, s, t); err != nil {
+			s.fail(err.(syscall.Errno))
+			s.errTaken = true
+			e.mu.Unlock()
+			return err
+		}
 		e.mu.Unlock()
 		fire(notice{l, stack.EventIn}, notice{s, stack.EventOut})
 		return stack.ErrInProgress
@@ -344,7 +383,11 @@ func (s *socket) fail(err syscall.Errno) {
 
 // establish connects client cl to listener l (the connection is for the
 // world address t) and queues the server's end. Called with e.mu held.
-func (e *Engine) establish(l, cl *socket, t netip.Addr) *socket {
+func (e *Engine) establish(l, cl *socket, t netip.Addr) (*socket, error) {
+	reg, err := newRegion(regionSize(max(int(cl.sndBuf.Load()+l.rcvBuf.Load()), e.cfg.Ring)))
+	if err != nil {
+		return nil, syscall.ENOBUFS
+	}
 	srv := e.newSocket(l.family)
 	srv.sndBuf.Store(l.sndBuf.Load())
 	srv.rcvBuf.Store(l.rcvBuf.Load())
@@ -361,7 +404,7 @@ func (e *Engine) establish(l, cl *socket, t netip.Addr) *socket {
 	srv.connectTold = true
 	e.ports[srv.local.Port()] = append(e.ports[srv.local.Port()], srv)
 	srv.inTable = true
-	c := &conn{sock: [2]*socket{cl, srv}}
+	c := &conn{sock: [2]*socket{cl, srv}, reg: reg}
 	cl.c, cl.side = c, 0
 	srv.c, srv.side = c, 1
 	// SYN, SYN-ACK, ACK.
@@ -373,7 +416,7 @@ func (e *Engine) establish(l, cl *socket, t netip.Addr) *socket {
 	cl.lst = nil
 	cl.state.Store(stEstablished)
 	l.queue = append(l.queue, srv)
-	return srv
+	return srv, nil
 }
 
 func (s *socket) ConnectResult() error {
@@ -401,7 +444,11 @@ func (s *socket) Accept() (stack.Socket, netip.AddrPort, error) {
 		for len(s.waiting) > 0 && len(s.queue) <= s.backlog {
 			w := s.waiting[0]
 			s.waiting = s.waiting[1:]
-			e.establish(s, w, w.remote.Addr().Unmap())
+			if _, err := e.establish(s, w, w.remote.Addr().Unmap()); err != nil {
+				w.fail(err.(syscall.Errno))
+				ns = append(ns, notice{w, stack.EventIn | stack.EventOut | stack.EventErr | stack.EventHup})
+				continue
+			}
 			ns = append(ns, notice{w, stack.EventOut})
 		}
 		e.mu.Unlock()
@@ -432,24 +479,35 @@ func (s *socket) Read(p []byte) (int, bool, error) {
 		c.mu.Unlock()
 		return 0, false, syscall.EBADF
 	}
-	if me.rx.n > 0 {
+	if !c.sync() && !c.broken {
+		ns := c.breakLocked()
+		c.mu.Unlock()
+		fire(ns...)
+		return 0, false, syscall.ECONNRESET
+	}
+	in := 1 - s.side
+	// An attached end's program reads the ring itself: only EOF and
+	// errors are the engine's to say.
+	if !me.attached && !c.broken && c.queued(in) > 0 {
 		if len(p) == 0 {
 			c.mu.Unlock()
 			return 0, false, nil
 		}
-		n := me.rx.read(p)
+		n := min(uint64(len(p)), c.queued(in))
+		wasFull := !writable(c.queued(in), c.size())
+		c.reg.copyOut(in, c.tail[in], p[:n])
+		c.tail[in] += n
+		c.toldTail[in] = c.tail[in]
+		c.reg.storeTail(in, c.tail[in])
 		var ns notice
-		peer := &c.end[1-s.side]
-		if peer.wantOut && writable(me.rx.n, capacity(c.sock[1-s.side], s)) {
+		peer := &c.end[in]
+		if (peer.wantOut || (peer.attached && wasFull)) && writable(c.queued(in), c.size()) {
 			peer.wantOut = false
-			ns = c.sock[1-s.side].noticeLocked()
-		}
-		if me.rx.n == 0 && len(me.rx.b) > 1<<20 {
-			me.rx = ring{} // a burst's buffer is not kept
+			ns = c.sock[in].noticeLocked()
 		}
 		c.mu.Unlock()
 		fire(ns)
-		return n, false, nil
+		return int(n), false, nil
 	}
 	if me.err != 0 {
 		err := me.err
@@ -482,13 +540,19 @@ func (s *socket) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	if me.shutWr || me.rst || me.closed {
+	if me.shutWr || me.rst || me.closed || me.attached {
 		c.mu.Unlock()
 		return 0, syscall.EPIPE
 	}
 	if len(p) == 0 {
 		c.mu.Unlock()
 		return 0, nil
+	}
+	if !c.sync() {
+		ns := c.breakLocked()
+		c.mu.Unlock()
+		fire(ns...)
+		return 0, syscall.ECONNRESET
 	}
 	if peer.closed {
 		// Nobody reads: TCP's peer answers with a reset.
@@ -498,31 +562,35 @@ func (s *socket) Write(p []byte) (int, error) {
 		fire(ns)
 		return len(p), nil
 	}
+	out := s.side
 	ps := c.sock[1-s.side]
-	capa := capacity(s, ps)
-	n := min(len(p), capa-peer.rx.n)
-	if n <= 0 {
+	n := min(uint64(len(p)), c.size()-c.queued(out))
+	if n == 0 {
 		me.wantOut = true
 		c.mu.Unlock()
 		return 0, stack.ErrWouldBlock
 	}
-	wasEmpty := peer.rx.n == 0
-	peer.rx.write(p[:n], capa)
-	if !writable(peer.rx.n, capa) {
+	wasEmpty := c.queued(out) == 0
+	c.reg.copyIn(out, c.head[out], p[:n])
+	c.head[out] += n
+	c.toldHead[out] = c.head[out]
+	c.reg.storeHead(out, c.head[out])
+	if !writable(c.queued(out), c.size()) {
 		me.wantOut = true
 	}
 	s.segsOut.Add(1)
 	ps.segsIn.Add(1)
 	var ns notice
-	if wasEmpty {
+	if wasEmpty || peer.attached {
 		// The reader's readiness changes only when the pipe stops being
 		// empty; a reader that got EAGAIN found it empty, so every
-		// arrival after an EAGAIN is told.
+		// arrival after an EAGAIN is told. An attached reader's daemon
+		// counts every arrival (an edge for EPOLLET).
 		ns = ps.noticeLocked()
 	}
 	c.mu.Unlock()
 	fire(ns)
-	return n, nil
+	return int(n), nil
 }
 
 func (s *socket) Shutdown(how int) error {
@@ -623,13 +691,25 @@ func (s *socket) closeConn(reset bool) notice {
 		return notice{}
 	}
 	ps := c.sock[1-s.side]
-	if me.rx.n > 0 {
+	if !c.sync() {
+		c.broken = true
+	}
+	if c.queued(1-s.side) > 0 {
 		reset = true // unread data: RST, as Linux
 	}
+	// What the peer's program wrote up to now came before the close
+	// (Moved may not have heard of it yet): only later bytes are a write
+	// to a closed socket, which resets the writer.
+	c.toldHead[1-s.side] = c.head[1-s.side]
 	me.closed = true
-	me.rx = ring{}
+	me.attached = false
 	me.wantOut = false
+	c.sync() // drops what it had not read
 	if peer.closed {
+		if c.reg != nil {
+			c.reg.free() // both ends gone: the programs' mappings are theirs
+			c.reg = nil
+		}
 		return notice{}
 	}
 	if reset {

@@ -20,7 +20,7 @@ import (
 func TestKernelEngine(t *testing.T) { enginePrograms(t, "kernel") }
 
 // Issue 12: the same under --engine shm: both ends of every connection are
-// the programs' own NUSE sockets, joined by the shm engine's pipes.
+// the programs' own NUSE sockets, joined by the shm engine's regions.
 func TestShmEngine(t *testing.T) { enginePrograms(t, "shm") }
 
 // enginePrograms runs tcp_semantics and epoll_et against a daemon whose

@@ -1,0 +1,140 @@
+package usock
+
+import (
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nuse-project/nuse/shim/abi"
+	"github.com/nuse-project/nuse/stack"
+)
+
+// The direct path (PROTOCOL.md "Direct connections"): a connection of an
+// engine that offers stack.DirectSocket (shm) is carried by a region the
+// two ends' programs map; the daemon hands the region to the socket's own
+// session only (NUSE_CTL_DIRECT), never moves its bytes, and keeps doing
+// what needs it: state, EOF and resets, readiness on the app fd, and
+// waking the side that sleeps.
+
+// goDirect puts a socket that just connected on the direct path, if its
+// engine has one. Called with mu held.
+func (s *Session) goDirect(so *sock) {
+	ds, ok := so.es.(stack.DirectSocket)
+	if !ok || so.direct {
+		return
+	}
+	fd, side, ok := ds.Attach()
+	if !ok {
+		return
+	}
+	so.direct, so.ds, so.dfd, so.dside, so.dsize = true, ds, fd, side, ds.RingSize()
+	so.state |= abi.SSDirect
+	so.dc, _ = ds.Moved()
+}
+
+// pumpDirect is pumpTx and pumpRx of a direct socket: it tells the engine
+// what the program moved (the engine wakes the peer) and takes the
+// connection's EOF and errors into the state. Called with mu held.
+func (s *Session) pumpDirect(so *sock) {
+	dc, err := so.ds.Moved()
+	// Stats count what the heads moved on (a program moving its head
+	// back takes back only what nobody read: no count for it).
+	if dc.TxHead > so.dc.TxHead {
+		so.txBytes.Add(dc.TxHead - so.dc.TxHead)
+	}
+	if dc.RxHead > so.dc.RxHead {
+		so.rxBytes.Add(dc.RxHead - so.dc.RxHead)
+	}
+	so.dc = dc
+	if err != nil && so.state&abi.SSReset == 0 {
+		s.logf("socket %d: direct ring counters out of range; the connection is reset", so.slot)
+	}
+	if so.state&abi.SSReset != 0 {
+		return
+	}
+	// The engine's Read moves no bytes for an attached end: it says EOF
+	// (after the program's own reads, which see the ring first) or an
+	// error -- also after EOF: a write to a peer that closed is reset
+	// (there is no engine Write here to say so).
+	_, eof, rerr := so.es.Read(nil)
+	switch {
+	case eof:
+		so.state |= abi.SSRdEOF
+	case rerr == nil, rerr == stack.ErrWouldBlock:
+	default:
+		so.state |= abi.SSReset | abi.SSWrDead | abi.SSError
+		if so.soErr == 0 {
+			so.soErr = -errno(rerr)
+		}
+	}
+}
+
+// rxMark counts what arrived for the socket's reader: a change is news
+// (a readiness edge, see signal).
+func (so *sock) rxMark() uint64 {
+	if so.direct {
+		return so.dc.RxHead
+	}
+	return so.rxHead
+}
+
+// writableOrWait is writable; a direct socket that is not asks the
+// reader's program to flag its socket when it frees room, and looks again.
+// Called with mu held.
+func (s *Session) writableOrWait(so *sock) bool {
+	if s.writable(so) {
+		return true
+	}
+	if !so.direct || so.connecting || so.listening || so.state&(abi.SSWrDead|abi.SSReset|abi.SSError) != 0 {
+		return false
+	}
+	so.dc = so.ds.WaitSpace()
+	return s.writable(so)
+}
+
+// directFD answers NUSE_CTL_DIRECT: a copy of the connection's memfd (the
+// caller sends and closes it) for a direct socket of this session, and
+// the socket's side as the result.
+func (s *Session) directFD(req *abi.CtlReq, rep *abi.CtlReply) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		rep.Result = -int32(syscall.ECONNABORTED)
+		return -1
+	}
+	so := s.lookup(req.Sock, req.Gen)
+	switch {
+	case so == nil:
+		rep.Result = -int32(syscall.EBADF)
+		return -1
+	case !so.direct:
+		rep.Result = -int32(syscall.EINVAL)
+		return -1
+	}
+	fd, err := unix.FcntlInt(uintptr(so.dfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		rep.Result = -int32(syscall.EMFILE)
+		return -1
+	}
+	rep.Result = int32(so.dside)
+	rep.Sock, rep.Gen = so.slot, so.gen
+	return fd
+}
+
+// recheckDirect services the direct sockets that wait for something the
+// daemon does (an fd to unfill, bytes not yet mirrored on the fd): a
+// safety net, on the worker's idle sweep, that bounds a wake-up lost
+// between two programs and the daemon to one sweep instead of a hang.
+// Called with mu held.
+func (s *Session) recheckDirect() {
+	for _, so := range s.socks {
+		if so == nil || !so.direct || so.closing {
+			continue
+		}
+		sh := s.a.Sock(so.slot)
+		if atomic.LoadUint32(&sh.Fill) == abi.FillDone || atomic.LoadUint32(&sh.Sig) == abi.SigNone {
+			s.service(so)
+		}
+	}
+}
