@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 struct nuse_real R;
 
@@ -116,4 +117,25 @@ void resolve(void)
 	R.recv_chk = dlsym(RTLD_NEXT, "__recv_chk");
 	R.recvfrom_chk = dlsym(RTLD_NEXT, "__recvfrom_chk");
 	R.vdprintf_chk = dlsym(RTLD_NEXT, "__vdprintf_chk");
+}
+
+void each_rights_fd(const struct msghdr *m, void (*f)(int fd))
+{
+	struct cmsghdr *c;
+
+	if (!m || !m->msg_control || m->msg_controllen < sizeof(struct cmsghdr))
+		return;
+	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+		size_t i, n;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+			f(fd);
+		}
+	}
 }

@@ -138,21 +138,5 @@ void adopt_inherited(void)
 
 void adopt_msg_fds(const struct msghdr *m)
 {
-	struct cmsghdr *c;
-
-	if (!m->msg_control || m->msg_controllen < sizeof(struct cmsghdr))
-		return;
-	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
-		size_t i, n;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
-			continue;
-		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (i = 0; i < n; i++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-			adopt_fd(fd);
-		}
-	}
+	each_rights_fd(m, adopt_fd);
 }

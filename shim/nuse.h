@@ -120,6 +120,9 @@ void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "a.b.c.d:port" or "[v6]:port" for the debug lines. */
 const char *fmt_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t n);
 
+/* Calls f on every fd an SCM_RIGHTS message of m carries. */
+void each_rights_fd(const struct msghdr *m, void (*f)(int fd));
+
 /* The kernel raises SIGPIPE on the sending thread; so do we. */
 void raise_sigpipe(void);
 

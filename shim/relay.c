@@ -202,27 +202,18 @@ void relay_for_exec(int leaving)
 	}
 }
 
+static void relay_fd(int fd)
+{
+	struct nsock *s = fd_nuse(fd);
+
+	if (s)
+		relay_sock(s);
+}
+
 void relay_msg_fds(const struct msghdr *m)
 {
-	struct cmsghdr *c;
-
-	if (!m->msg_control || m->msg_controllen < sizeof(struct cmsghdr) || in_vfork_child())
-		return;
-	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
-		int n, i;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
-			continue;
-		n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		for (i = 0; i < n; i++) {
-			int fd;
-			struct nsock *s;
-
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if ((s = fd_nuse(fd)) != NULL)
-				relay_sock(s);
-		}
-	}
+	if (!in_vfork_child())
+		each_rights_fd(m, relay_fd);
 }
 
 #define RELAY_NAME "nuse-relay/" /* the daemon's end: "\0nuse-relay/PID/N" */

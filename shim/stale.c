@@ -81,21 +81,12 @@ void stale_drop(int fd)
 	drop_fd(fd);
 }
 
+static void fresh_fd(int fd)
+{
+	fd_fresh(fd);
+}
+
 void stale_drop_cmsg(const struct msghdr *m)
 {
-	struct cmsghdr *c;
-
-	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
-		size_t i, n;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
-			continue;
-		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (i = 0; i < n; i++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-			fd_fresh(fd);
-		}
-	}
+	each_rights_fd(m, fresh_fd);
 }

@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -353,13 +352,12 @@ func (s *Session) adopt(fd int, rep *abi.CtlReply) {
 // lsnOf finds the shared listener whose program end fd is: its peer is our
 // named end, in our network namespace (a name means nothing in another).
 func (srv *Server) lsnOf(fd int) *lsnShare {
-	sa, err := unix.Getpeername(fd)
-	su, ok := sa.(*unix.SockaddrUnix)
-	if err != nil || !ok || !strings.HasPrefix(su.Name, "@nuse-lsn/") {
+	name := peerNamed(fd, "@nuse-lsn/")
+	if name == "" {
 		return nil
 	}
 	srv.mu.Lock()
-	ls := srv.lsns[su.Name]
+	ls := srv.lsns[name]
 	srv.mu.Unlock()
 	if ls == nil {
 		return nil

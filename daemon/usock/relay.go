@@ -609,14 +609,24 @@ func (srv *Server) ident(req *abi.CtlReq, fd int, rep *abi.CtlReply) {
 	rep.AddrLen = putSockaddr(rep.Addr[:], r.family, ap)
 }
 
-func (srv *Server) relayOf(fd int) *relay {
+// peerNamed returns the abstract name fd's peer is bound to, if it starts
+// with prefix (one of our named ends: a relay's, a listener's), else "".
+func peerNamed(fd int, prefix string) string {
 	sa, err := unix.Getpeername(fd)
 	su, ok := sa.(*unix.SockaddrUnix)
-	if err != nil || !ok || !strings.HasPrefix(su.Name, "@nuse-relay/") {
+	if err != nil || !ok || !strings.HasPrefix(su.Name, prefix) {
+		return ""
+	}
+	return su.Name
+}
+
+func (srv *Server) relayOf(fd int) *relay {
+	name := peerNamed(fd, "@nuse-relay/")
+	if name == "" {
 		return nil
 	}
 	srv.mu.Lock()
-	found := srv.relays[su.Name]
+	found := srv.relays[name]
 	srv.mu.Unlock()
 	if found == nil {
 		return nil
