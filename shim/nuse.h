@@ -120,6 +120,10 @@ void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "a.b.c.d:port" or "[v6]:port" for the debug lines. */
 const char *fmt_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t n);
 
+/* This thread is one of the shim's own runtime (runtime.c), not the
+ * program's. */
+extern __thread int g_shim_thread __attribute__((tls_model("initial-exec")));
+
 /* Calls f on every fd an SCM_RIGHTS message of m carries. */
 void each_rights_fd(const struct msghdr *m, void (*f)(int fd));
 

@@ -68,11 +68,48 @@ static void no_handler(int sig, void *fn)
 	syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), sig);
 }
 
+/*
+ * The kernel gave a signal to a thread of the shim's own runtime (Go keeps
+ * SIGCHLD, SIGURG and SIGPROF unblocked on its threads, runtime.c): one
+ * sent to that thread alone is the runtime's (Go's preemption SIGURG) and
+ * is none of the program's business; one sent to the process is the
+ * program's, and goes on to its main thread, pending there until that
+ * thread unblocks it (nginx's master takes SIGCHLD in sigsuspend), as
+ * Linux would keep it for a program whose every thread blocks it.  Returns
+ * 1 if the handler is not to run here.
+ */
+static int not_here(int sig, const siginfo_t *si)
+{
+	int e = errno, r;
+	pid_t pid;
+
+	if (!g_shim_thread)
+		return 0;
+	if (si ? si->si_code == SI_TKILL : sig == SIGURG)
+		return 1;
+	pid = getpid();
+	if (si) {
+		siginfo_t c = *si;
+
+		/* Only the main thread may queue a kernel's or kill()'s si_code
+		 * to its process: the sender and status stay, the code says
+		 * queued. */
+		if (c.si_code >= 0)
+			c.si_code = SI_QUEUE;
+		r = syscall(SYS_rt_tgsigqueueinfo, pid, pid, sig, &c) == 0 ||
+		    syscall(SYS_tgkill, pid, pid, sig) == 0;
+	} else {
+		r = syscall(SYS_tgkill, pid, pid, sig) == 0;
+	}
+	errno = e;
+	return r;
+}
+
 static void tramp_plain(int sig)
 {
 	void *fn;
 
-	if (sig <= 0 || sig >= NSIG)
+	if (sig <= 0 || sig >= NSIG || not_here(sig, NULL))
 		return;
 	note(sig);
 	fn = atomic_load_explicit(&acts[sig].fn, memory_order_acquire);
@@ -87,7 +124,7 @@ static void tramp_info(int sig, siginfo_t *si, void *uc)
 {
 	void *fn;
 
-	if (sig <= 0 || sig >= NSIG)
+	if (sig <= 0 || sig >= NSIG || not_here(sig, si))
 		return;
 	note(sig);
 	fn = atomic_load_explicit(&acts[sig].fn, memory_order_acquire);

@@ -37,16 +37,7 @@ func (s *Session) goDirect(so *sock) {
 // what the program moved (the engine wakes the peer) and takes the
 // connection's EOF and errors into the state. Called with mu held.
 func (s *Session) pumpDirect(so *sock) {
-	dc, err := so.ds.Moved()
-	// Stats count what the heads moved on (a program moving its head
-	// back takes back only what nobody read: no count for it).
-	if dc.TxHead > so.dc.TxHead {
-		so.txBytes.Add(dc.TxHead - so.dc.TxHead)
-	}
-	if dc.RxHead > so.dc.RxHead {
-		so.rxBytes.Add(dc.RxHead - so.dc.RxHead)
-	}
-	so.dc = dc
+	err := s.countDirect(so)
 	if err != nil && so.state&abi.SSReset == 0 {
 		s.logf("socket %d: direct ring counters out of range; the connection is reset", so.slot)
 	}
@@ -68,6 +59,26 @@ func (s *Session) pumpDirect(so *sock) {
 			so.soErr = -errno(rerr)
 		}
 	}
+}
+
+// countDirect brings so's byte counts up to what the programs moved (at
+// each service, and before stats or a release read them: the last bytes
+// may have moved since). Called with mu held.
+func (s *Session) countDirect(so *sock) error {
+	if !so.direct {
+		return nil
+	}
+	dc, err := so.ds.Moved()
+	// Stats count what the heads moved on (a program moving its head
+	// back takes back only what nobody read: no count for it).
+	if dc.TxHead > so.dc.TxHead {
+		so.txBytes.Add(dc.TxHead - so.dc.TxHead)
+	}
+	if dc.RxHead > so.dc.RxHead {
+		so.rxBytes.Add(dc.RxHead - so.dc.RxHead)
+	}
+	so.dc = dc
+	return err
 }
 
 // rxMark counts what arrived for the socket's reader: a change is news

@@ -271,6 +271,7 @@ func (s *Session) renew(so *sock) error {
 
 // release frees a slot whose engine socket was closed or aborted.
 func (s *Session) release(so *sock) {
+	_ = s.countDirect(so) // direct.go: the last bytes, before the history
 	so.es.Notify(nil)
 	s.srv.unbind(so)
 	s.dropPair(so.pair, so.pairIno)
@@ -838,6 +839,7 @@ func (s *Session) service(so *sock) {
 				// must not take the FIN for the end of what was sent.
 				s.rawReset(so, n)
 			}
+			_ = s.countDirect(so) // while the region is still there
 			if s.rxUnread(so) || so.state&abi.SSRaw != 0 {
 				so.es.Abort() // unread data at close: reset, as Linux does
 			} else {
@@ -1142,6 +1144,8 @@ func (s *Session) pumpRx(so *sock) bool {
 
 // sockStats snapshots a socket. Called with mu held.
 func (s *Session) sockStats(so *sock, state string) SockStats {
+	// A direct socket's bytes move without the daemon: count them now.
+	_ = s.countDirect(so)
 	st := so.es.Stats()
 	if state == "" {
 		state = stateName(so)

@@ -186,7 +186,7 @@ func (ns *netns) startNginx(t *testing.T, nginx, rules, host4, host6 string, siz
 user root;
 worker_processes 2;
 pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
+error_log %[1]s/error.log notice;
 events { worker_connections 256; }
 http {
 	access_log off;

@@ -151,6 +151,14 @@ func (p *proc) stop(t *testing.T) {
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
+		var logf string
+		for i, a := range p.cmd.Args {
+			if a == "-c" && i+1 < len(p.cmd.Args) {
+				logf = filepath.Join(filepath.Dir(p.cmd.Args[i+1]), "error.log")
+			}
+		}
+		b, _ := os.ReadFile(logf)
+		fmt.Printf("STUCK %v:\n%s\n", p.cmd.Args, b)
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.done
 	}
