@@ -192,6 +192,13 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			ret = done ? (ssize_t)done : fail(EBADF);
 			break;
 		}
+		/* A handler that already ran in this call (in a short wait of
+		 * its own: a readiness byte in flight) with bytes moved: return
+		 * them now, not after a sleep, as Linux's call would. */
+		if (done && sig_restarted(1)) {
+			ret = (ssize_t)done;
+			break;
+		}
 		/* As in Linux, another thread may send while this one sleeps
 		 * for room (its bytes then come between this call's). */
 		r = wait_unlocked(s, fd, POLLOUT, tx_ready, deadline, &s->tx_lock);
@@ -314,6 +321,10 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		}
 		if (!held && !(held = sock_hold(s, fd))) {
 			ret = done ? (ssize_t)done : fail(EBADF);
+			break;
+		}
+		if (done && sig_restarted(1)) { /* as in send: decided before a sleep */
+			ret = (ssize_t)done;
 			break;
 		}
 		r = wait_unlocked(s, fd, POLLIN, rx_ready, deadline, &s->rx_lock);
