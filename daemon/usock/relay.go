@@ -91,28 +91,16 @@ type RelayStats struct {
 // connection to the relay.
 func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	srv := s.srv
-	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
-	if !srv.takeFDs(1) {
-		s.logf("the daemon is short of file descriptors; relay refused")
-		fail(syscall.ENFILE)
-		return
-	}
-	fail = func(e syscall.Errno) { unix.Close(pair); srv.clientFDs.Add(-1); rep.Result = -int32(e) }
-	ino, e := srv.checkPair(pair)
+	ino, e := s.takeChannel(pair, "relay")
 	if e != 0 {
-		s.logf("relay refused: the fd passed as its channel is unusable (%v)", e)
-		fail(e)
+		rep.Result = -int32(e)
 		return
 	}
-	fail = func(e syscall.Errno) {
+	fail := func(e syscall.Errno) {
 		unix.Close(pair)
 		srv.forgetPair(ino)
 		srv.clientFDs.Add(-1)
 		rep.Result = -int32(e)
-	}
-	if err := unix.SetNonblock(pair, true); err != nil {
-		fail(syscall.EINVAL)
-		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -655,4 +643,32 @@ func sameNetns(a, b int) bool {
 	}
 	x := ino(a)
 	return x != 0 && x == ino(b)
+}
+
+// takeChannel checks and counts a socketpair end a client passes to replace
+// or carry an existing socket's channel (what: a relay, a new pair): the
+// daemon's fd budget, its kind, and that it is not one the daemon holds.
+// It closes pair if it fails; on success the caller owns it (one fd
+// counted in clientFDs, ino in srv.pairs) and it is non-blocking.
+func (s *Session) takeChannel(pair int, what string) (uint64, syscall.Errno) {
+	srv := s.srv
+	if !srv.takeFDs(1) {
+		s.logf("the daemon is short of file descriptors; %s refused", what)
+		unix.Close(pair)
+		return 0, syscall.ENFILE
+	}
+	ino, e := srv.checkPair(pair)
+	if e != 0 {
+		s.logf("%s refused: the fd passed as its channel is unusable (%v)", what, e)
+		unix.Close(pair)
+		srv.clientFDs.Add(-1)
+		return 0, e
+	}
+	if err := unix.SetNonblock(pair, true); err != nil {
+		unix.Close(pair)
+		srv.forgetPair(ino)
+		srv.clientFDs.Add(-1)
+		return 0, syscall.EINVAL
+	}
+	return ino, 0
 }

@@ -1256,28 +1256,16 @@ func addrString(ap netip.AddrPort) string {
 // that the app fd does not poll HUP for good.
 func (s *Session) repair(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	srv := s.srv
-	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
-	if !srv.takeFDs(1) {
-		s.logf("the daemon is short of file descriptors; new pair refused")
-		fail(syscall.ENFILE)
-		return
-	}
-	fail = func(e syscall.Errno) { unix.Close(pair); srv.clientFDs.Add(-1); rep.Result = -int32(e) }
-	ino, e := srv.checkPair(pair)
+	ino, e := s.takeChannel(pair, "new pair")
 	if e != 0 {
-		s.logf("new pair refused: the fd passed as its channel is unusable (%v)", e)
-		fail(e)
+		rep.Result = -int32(e)
 		return
 	}
-	fail = func(e syscall.Errno) {
+	fail := func(e syscall.Errno) {
 		unix.Close(pair)
 		srv.forgetPair(ino)
 		srv.clientFDs.Add(-1)
 		rep.Result = -int32(e)
-	}
-	if err := unix.SetNonblock(pair, true); err != nil {
-		fail(syscall.EINVAL)
-		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
