@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "session.h"
+#include "wake.h"
 
 static pthread_mutex_t g_dirlock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -103,6 +104,8 @@ int direct_map_slow(struct nsock *s)
 		r = -EIO;
 		goto fail;
 	}
+	s->wake_fd = -1;
+	s->wake_tried = 0;
 	s->dir = d;
 	s->dir_len = len;
 	s->dside = r;
@@ -132,6 +135,7 @@ void direct_release(struct nsock *s)
 
 	if (!p || !len)
 		return;
+	wake_release(s);
 	pthread_mutex_lock(&g_dirlock);
 	/* s->dir keeps pointing at the zero pages: see SPARES. */
 	s->dir_len = 0;

@@ -78,6 +78,8 @@ struct nsock {
 	struct nuse_direct *dir;  /* the mapped region, or NULL */
 	size_t dir_len;
 	int dside;                /* our side: we write ring[dside] */
+	int wake_fd;              /* the peer's waker (wake.h), or -1; valid once dir is set */
+	int wake_tried;           /* asked for it (or may not): the daemon wakes the peer */
 	int shut_rd, shut_wr;
 	int connecting;   /* a connect was started and not yet reported */
 	int conn_aborted; /* a failed connect was reported by SO_ERROR only */

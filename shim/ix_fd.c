@@ -14,6 +14,7 @@
 #include "relay.h"
 #include "session.h"
 #include "stale.h"
+#include "wake.h"
 
 /*
  * A NUSE socket made a standard stream (inetd-style handlers, bash's
@@ -33,8 +34,9 @@ EXPORT int close(int fd)
 	REAL(close);
 	if (unlikely(fd_get(fd) != NULL) && !in_vfork_child())
 		drop_fd(fd);
-	else if (unlikely(fd == S.ctl && fd >= 0)) {
-		/* closefrom()-style sweeps must not take our session with them */
+	else if (unlikely((fd == S.ctl && fd >= 0) || wake_owns(fd))) {
+		/* closefrom()-style sweeps must not take our session (or a
+		 * peer's waker, wake.h) with them */
 		return 0;
 	}
 	return R.close(fd);
@@ -56,6 +58,8 @@ EXPORT int dup2(int fd, int nfd)
 	int r;
 
 	REAL(dup2);
+	if (fd != nfd)
+		wake_yield(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
 		drop_fd(nfd);
 	r = R.dup2(fd, nfd);
@@ -71,6 +75,8 @@ EXPORT int dup3(int fd, int nfd, int flags)
 	int r;
 
 	REAL(dup3);
+	if (fd != nfd)
+		wake_yield(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
 		drop_fd(nfd);
 	r = R.dup3(fd, nfd, flags);
@@ -86,6 +92,17 @@ EXPORT int dup3(int fd, int nfd, int flags)
  * Tracked sockets in the range are let go of as by close(), and the control
  * socket is kept out of the sweep.
  */
+/* The first fd in [from, last] that the shim keeps (its control socket, a
+ * waker), or ~0u. */
+static unsigned next_kept(unsigned from, unsigned last)
+{
+	unsigned ctl = S.ctl >= 0 ? (unsigned)S.ctl : ~0u, w = wake_next(from, last);
+
+	if (ctl < from || ctl > last)
+		ctl = ~0u;
+	return ctl < w ? ctl : w;
+}
+
 EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
 	unsigned i, hi;
@@ -98,13 +115,15 @@ EXPORT int close_range(unsigned first, unsigned last, int flags)
 			if (fd_get((int)i))
 				drop_fd((int)i);
 	}
-	if (S.ctl >= 0 && (unsigned)S.ctl >= first && (unsigned)S.ctl <= last) {
-		r = 0;
-		if ((unsigned)S.ctl > first)
-			r = R.close_range(first, (unsigned)S.ctl - 1, flags);
-		if (r == 0 && (unsigned)S.ctl < last)
-			r = R.close_range((unsigned)S.ctl + 1, last, flags);
-		return r;
+	/* The fds we keep split the range: close what lies between. */
+	for (;;) {
+		i = next_kept(first, last);
+		if (i == ~0u)
+			break;
+		r = i > first ? R.close_range(first, i - 1, flags) : 0;
+		if (r != 0 || i == last)
+			return r;
+		first = i + 1;
 	}
 	return R.close_range(first, last, flags);
 }

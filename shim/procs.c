@@ -12,6 +12,7 @@
 #include "direct.h"
 #include "inherit.h"
 #include "relay.h"
+#include "wake.h"
 
 int procs_release(struct nsock *s)
 {
@@ -126,6 +127,7 @@ void atfork_child(void)
 	g_mypid = getpid();
 	pthread_mutex_init(&g_tablock, NULL);
 	direct_atfork_child();
+	wake_atfork_child();
 	pthread_mutex_init(&S.lock, NULL);
 	for (i = 0; i < g_tabhi; i++) {
 		struct nsock *s = atomic_load_explicit(&g_tab[i], memory_order_relaxed);

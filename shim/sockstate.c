@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "signals.h"
+#include "wake.h"
 
 void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
 {
@@ -92,6 +93,7 @@ void unsignal(struct nsock *s, int fd)
 {
 	int e = errno;
 
+	wake_fold(s);
 	if (atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed) == NUSE_SIG_NONE && !s->sig_owed)
 		return;
 	take_bytes(s, sock_fd(s, fd), atomic_exchange(A32(&s->sh->sig), NUSE_SIG_NONE), 1);
@@ -137,9 +139,11 @@ void take_stray(struct nsock *s, int fd)
  */
 void unsignal_extra(struct nsock *s, int fd)
 {
-	uint32_t v = atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed);
+	uint32_t v;
 	int e = errno;
 
+	wake_fold(s);
+	v = atomic_load_explicit(A32(&s->sh->sig), memory_order_relaxed);
 	while (v > 1 && !atomic_compare_exchange_weak(A32(&s->sh->sig), &v, 1))
 		;
 	if (v <= 1)

@@ -12,6 +12,7 @@
 
 #include "control.h"
 #include "direct.h"
+#include "wake.h"
 #include "signals.h"
 
 #include <limits.h>
@@ -166,7 +167,7 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 
 			iov_to_ring(s->tx_data, s->ring_size, head, iov, cnt, done, n);
 			atomic_store_explicit(A64(&s->tx->head), head + n, memory_order_release);
-			if (!direct_peer_spins(s))
+			if (!direct_peer_spins(s) && (!s->dir || wake_peer(s) < 0))
 				attention(s);
 			done += n;
 		}
@@ -344,10 +345,10 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			unsignal_extra(s, fd);
 			/* Bytes left that a spinning reader's writer told nobody
 			 * of: the daemon mirrors them on the fd. */
-			if (s->dir && atomic_load(A32(&s->sh->sig)) == NUSE_SIG_NONE)
+			if (s->dir && !sig_queued(s))
 				attention(s);
 		}
-	} else if (s->dir && ret > 0 && atomic_load(A32(&s->sh->sig)) == NUSE_SIG_NONE) {
+	} else if (s->dir && ret > 0 && !sig_queued(s)) {
 		attention(s); /* peeked bytes stay: the same */
 	}
 	pthread_mutex_unlock(&s->rx_lock);

@@ -166,6 +166,15 @@ type DirectSocket interface {
 	WaitSpace() DirectCounts
 	// RingSize is the capacity of each direction of the region.
 	RingSize() uint64
+	// SetWaker gives the attached end's waker: the fd whose peer its
+	// program polls (the daemon's end of its app pair), so that the other
+	// end's program can wake it itself, without the daemon (-1: forget
+	// it). The engine never closes it; the caller forgets it, or closes
+	// the socket, before it closes the fd. An engine may ignore it.
+	SetWaker(fd int)
+	// PeerWaker returns a copy (close-on-exec, the caller's to close) of
+	// the other end's waker, or an error when it has none (yet).
+	PeerWaker() (int, error)
 }
 
 // DirectCounts are an attached end's ring counters as the engine checked

@@ -76,26 +76,42 @@ func skipDirect(t *testing.T, cl *testClient, s *testSock) {
 	}
 }
 
-func (cl *testClient) mapDirect(s *testSock) *directView {
+// ctlFDs sends a control request of type typ for (slot, gen) and returns
+// the reply's result and the fds that came with it (the caller's).
+func (cl *testClient) ctlFDs(typ uint16, slot, gen uint32) (int32, []int) {
+	cl.t.Helper()
 	cl.seq++
-	req := abi.CtlReq{Sock: s.slot, Gen: s.gen}
-	req.Hdr = hdr(abi.MsgDirect, cl.seq, int(unsafe.Sizeof(req)))
+	req := abi.CtlReq{Sock: slot, Gen: gen}
+	req.Hdr = hdr(typ, cl.seq, int(unsafe.Sizeof(req)))
 	if _, err := cl.c.Write(bytesOf(&req)); err != nil {
 		cl.t.Fatal(err)
 	}
 	var rep abi.CtlReply
-	oob := make([]byte, unix.CmsgSpace(4))
+	oob := make([]byte, unix.CmsgSpace(4*4))
 	_ = cl.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, oobn, _, _, err := cl.c.ReadMsgUnix(bytesOf(&rep), oob)
 	_ = cl.c.SetReadDeadline(time.Time{})
-	if err != nil || rep.Result < 0 || oobn == 0 {
-		cl.t.Fatalf("DIRECT: result %d, %d bytes of rights, %v", rep.Result, oobn, err)
+	if err != nil {
+		cl.t.Fatal(err)
 	}
-	cms, _ := unix.ParseSocketControlMessage(oob[:oobn])
-	fds, err := unix.ParseUnixRights(&cms[0])
-	if err != nil || len(fds) != 1 {
-		cl.t.Fatalf("DIRECT: rights %v %v", fds, err)
+	var all []int
+	if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, cm := range cms {
+			if fds, err := unix.ParseUnixRights(&cm); err == nil {
+				all = append(all, fds...)
+			}
+		}
 	}
+	return rep.Result, all
+}
+
+func (cl *testClient) mapDirect(s *testSock) *directView {
+	res, fds := cl.ctlFDs(abi.MsgDirect, s.slot, s.gen)
+	if res < 0 || len(fds) != 1 {
+		closeFDs(fds)
+		cl.t.Fatalf("DIRECT: result %d, fds %v", res, fds)
+	}
+	rep := abi.CtlReply{Result: res}
 	defer unix.Close(fds[0])
 	var st unix.Stat_t
 	if err := unix.Fstat(fds[0], &st); err != nil {

@@ -277,7 +277,7 @@ func decodeCtl(b []byte) (ctlMsg, error) {
 		m.hello.Pid = binary.LittleEndian.Uint32(b[16:])
 		m.hello.Flags = binary.LittleEndian.Uint32(b[20:])
 		copy(m.hello.Comm[:], b[24:])
-	case abi.MsgSocket, abi.MsgAccept, abi.MsgRelay, abi.MsgIdent, abi.MsgKeep, abi.MsgAdopt, abi.MsgRepair, abi.MsgPortFree, abi.MsgDirect:
+	case abi.MsgSocket, abi.MsgAccept, abi.MsgRelay, abi.MsgIdent, abi.MsgKeep, abi.MsgAdopt, abi.MsgRepair, abi.MsgPortFree, abi.MsgDirect, abi.MsgWake:
 		if len(b) != 16+24+abi.EngineLen {
 			return m, errBadCtl
 		}

@@ -31,6 +31,9 @@ func (s *Session) goDirect(so *sock) {
 	so.direct, so.ds, so.dfd, so.dside, so.dsize = true, ds, fd, side, ds.RingSize()
 	so.state |= abi.SSDirect
 	so.dc, _ = ds.Moved()
+	// The peer's program may wake this end's reader itself (MsgWake):
+	// through our end of the pair, which the program polls.
+	ds.SetWaker(so.pair)
 }
 
 // pumpDirect is pumpTx and pumpRx of a direct socket: it tells the engine
@@ -108,27 +111,47 @@ func (s *Session) writableOrWait(so *sock) bool {
 // caller sends and closes it) for a direct socket of this session, and
 // the socket's side as the result.
 func (s *Session) directFD(req *abi.CtlReq, rep *abi.CtlReply) int {
+	return s.directReply(req, rep, func(so *sock) (int, error) {
+		fd, err := unix.FcntlInt(uintptr(so.dfd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return -1, syscall.EMFILE
+		}
+		rep.Result = int32(so.dside)
+		return fd, nil
+	})
+}
+
+// wakeFD answers NUSE_CTL_WAKE: a copy of the peer end's waker (the
+// daemon's end of the peer's app pair; the caller sends and closes it),
+// for a direct socket of this session, so that its program's writes wake
+// the peer's reader without the daemon (PROTOCOL.md "Direct
+// connections"). The copy reaches only that one peer's readiness.
+func (s *Session) wakeFD(req *abi.CtlReq, rep *abi.CtlReply) int {
+	return s.directReply(req, rep, func(so *sock) (int, error) { return so.ds.PeerWaker() })
+}
+
+// directReply answers a request for an fd of a direct socket of this
+// session: get's fd, or the refusal in rep.Result and -1.
+func (s *Session) directReply(req *abi.CtlReq, rep *abi.CtlReply, get func(*sock) (int, error)) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead {
-		rep.Result = -int32(syscall.ECONNABORTED)
-		return -1
-	}
 	so := s.lookup(req.Sock, req.Gen)
+	var err error
+	fd := -1
 	switch {
+	case s.dead:
+		err = syscall.ECONNABORTED
 	case so == nil:
-		rep.Result = -int32(syscall.EBADF)
-		return -1
+		err = syscall.EBADF
 	case !so.direct:
-		rep.Result = -int32(syscall.EINVAL)
-		return -1
+		err = syscall.EINVAL
+	default:
+		fd, err = get(so)
 	}
-	fd, err := unix.FcntlInt(uintptr(so.dfd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		rep.Result = -int32(syscall.EMFILE)
+		rep.Result = errno(err)
 		return -1
 	}
-	rep.Result = int32(so.dside)
 	rep.Sock, rep.Gen = so.slot, so.gen
 	return fd
 }

@@ -488,6 +488,9 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 		case abi.MsgDirect:
 			closeFDs(fds)
 			dfd = s.directFD(&msg.req, &rep)
+		case abi.MsgWake:
+			closeFDs(fds)
+			dfd = s.wakeFD(&msg.req, &rep)
 		case abi.MsgSocket, abi.MsgAccept:
 			if len(fds) != 1 {
 				closeFDs(fds)

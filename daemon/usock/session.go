@@ -272,6 +272,9 @@ func (s *Session) renew(so *sock) error {
 // release frees a slot whose engine socket was closed or aborted.
 func (s *Session) release(so *sock) {
 	_ = s.countDirect(so) // direct.go: the last bytes, before the history
+	if so.direct {
+		so.ds.SetWaker(-1) // before its pair goes
+	}
 	so.es.Notify(nil)
 	s.srv.unbind(so)
 	s.dropPair(so.pair, so.pairIno)

@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 5
+	Version = 6
 
 	CacheLine = 64
 
@@ -41,6 +41,7 @@ const (
 	MsgRepair   = 13 // a fresh pair for a socket whose pair the daemon let go of
 	MsgPortFree = 14 // is a port the kernel picked free in every engine too
 	MsgDirect   = 15 // a shm connection's direct region: the reply carries its memfd
+	MsgWake     = 16 // a copy of the direct peer's waker (its app pair's daemon end)
 )
 
 // CtlHdr starts every control message.
@@ -223,5 +224,8 @@ type Direct struct {
 	Ring     [2]Ring
 	WWait    [2]uint32
 	RSpin    [2]uint32
+	_        [CacheLine - 16]byte
+	PSig     [2]uint32 // readiness bytes the peer wrote into side i's app fd
+	WakeOK   [2]uint32 // the daemon holds side i's waker (MsgWake)
 	_        [CacheLine - 16]byte
 }

@@ -56,6 +56,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_direct":    unsafe.Sizeof(dir), "nuse_direct.ring_size": unsafe.Offsetof(dir.RingSize),
 		"nuse_direct.data_off": unsafe.Offsetof(dir.DataOff), "nuse_direct.ring": unsafe.Offsetof(dir.Ring),
 		"nuse_direct.wwait": unsafe.Offsetof(dir.WWait), "nuse_direct.rspin": unsafe.Offsetof(dir.RSpin),
+		"nuse_direct.psig": unsafe.Offsetof(dir.PSig), "nuse_direct.wake_ok": unsafe.Offsetof(dir.WakeOK),
 	}
 	cLayout := cdefs.Layout()
 	if len(cLayout) != len(goLayout) {
@@ -81,7 +82,7 @@ func TestConstantsMatchHeader(t *testing.T) {
 		"MAGIC": Magic, "VERSION": Version, "CMD_SLOTS": CmdSlots, "MAX_SOCKS_LIMIT": MaxSocksLimit,
 		"SOCK_HDR_SIZE": SockHdrSize, "ADDR_LEN": AddrLen, "MSG_LEN": MsgLen, "OPT_LEN": OptLen, "INFO_LEN": InfoLen, "COMM_LEN": CommLen, "ENGINE_LEN": EngineLen,
 		"CTL_HELLO": MsgHello, "CTL_HELLO_OK": MsgHelloOK, "CTL_SOCKET": MsgSocket, "CTL_ACCEPT": MsgAccept,
-		"CTL_REPLY": MsgReply, "CTL_ERROR": MsgError, "CTL_STATS": MsgStats, "CTL_UC": MsgUC, "CTL_RELAY": MsgRelay, "CTL_IDENT": MsgIdent, "CTL_KEEP": MsgKeep, "CTL_ADOPT": MsgAdopt, "CTL_REPAIR": MsgRepair, "CTL_PORTFREE": MsgPortFree, "CTL_DIRECT": MsgDirect,
+		"CTL_REPLY": MsgReply, "CTL_ERROR": MsgError, "CTL_STATS": MsgStats, "CTL_UC": MsgUC, "CTL_RELAY": MsgRelay, "CTL_IDENT": MsgIdent, "CTL_KEEP": MsgKeep, "CTL_ADOPT": MsgAdopt, "CTL_REPAIR": MsgRepair, "CTL_PORTFREE": MsgPortFree, "CTL_DIRECT": MsgDirect, "CTL_WAKE": MsgWake,
 		"OP_BIND": OpBind, "OP_LISTEN": OpListen, "OP_CONNECT": OpConnect, "OP_SHUTDOWN": OpShutdown, "OP_CLOSE": OpClose,
 		"OP_GETSOCKNAME": OpGetsockname, "OP_GETPEERNAME": OpGetpeername, "OP_SETSOCKOPT": OpSetsockopt, "OP_GETSOCKOPT": OpGetsockopt,
 		"SS_OPEN": SSOpen, "SS_CONNECTING": SSConnecting, "SS_CONNECTED": SSConnected, "SS_LISTENING": SSListening,

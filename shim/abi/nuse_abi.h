@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 5u
+#define NUSE_ABI_VERSION 6u
 
 #define NUSE_CACHELINE 64
 
@@ -63,6 +63,10 @@ enum nuse_ctl_type {
 	NUSE_CTL_DIRECT = 15,  /* shim -> daemon: nuse_ctl_req (sock, gen) of a socket whose state
 	                        * has NUSE_SS_DIRECT; the reply (result = this end's side, 0 or
 	                        * 1) carries the connection's memfd (struct nuse_direct) */
+	NUSE_CTL_WAKE = 16,    /* shim -> daemon: nuse_ctl_req (sock, gen) of a direct socket
+	                        * whose region says wake_ok for the peer's side; the reply
+	                        * carries a copy of the daemon's end of the peer's app pair:
+	                        * the writer wakes its reader itself (psig) */
 };
 
 struct nuse_ctl_hdr {
@@ -291,6 +295,16 @@ struct nuse_direct {
 	 * daemon mirrors them on the fd. */
 	uint32_t rspin[2];
 	uint8_t pad1[NUSE_CACHELINE - 16];
+	/* psig[i]: readiness bytes side i's peer wrote into side i's app fd
+	 * itself, through the waker the daemon gave it (NUSE_CTL_WAKE):
+	 * counted before each is written, as a socket's sig, and taken back
+	 * by side i's shim with sig's (it folds them into sig). */
+	uint32_t psig[2];
+	/* wake_ok[i]: the daemon holds side i's waker (the daemon's end of its
+	 * app pair), so side 1-i may ask for a copy.  Set and cleared by the
+	 * daemon only. */
+	uint32_t wake_ok[2];
+	uint8_t pad2[NUSE_CACHELINE - 16];
 };
 
 #define NUSE_DIRECT_HDR_SIZE 4096

@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nuse-project/nuse/stack"
 )
 
@@ -40,12 +42,58 @@ func (s *socket) Detach() {
 	c := s.c
 	c.mu.Lock()
 	var ns []notice
+	// Before the sync: the peer's program then tells the daemon of every
+	// byte the sync does not see (it looks at wake_ok after each write).
+	c.dropWaker(s.side)
 	if !c.sync() && !c.broken {
 		ns = c.breakLocked()
 	}
 	c.end[s.side].attached = false
 	c.mu.Unlock()
 	fire(ns...)
+}
+
+// SetWaker implements stack.DirectSocket.
+func (s *socket) SetWaker(fd int) {
+	if s.st() != stEstablished {
+		return
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	me := &c.end[s.side]
+	if fd < 0 || s.e.cfg.DaemonWakes || c.reg == nil || c.broken || me.closed || !me.attached {
+		c.dropWaker(s.side)
+		return
+	}
+	me.waker, me.hasWaker = fd, true
+	atomic.StoreUint32(&c.reg.hdr.WakeOK[s.side], 1)
+}
+
+// PeerWaker implements stack.DirectSocket.
+func (s *socket) PeerWaker() (int, error) {
+	if s.st() != stEstablished {
+		return -1, syscall.ENOTCONN
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	peer := &c.end[1-s.side]
+	if c.reg == nil || c.broken || c.end[s.side].closed || !peer.hasWaker {
+		return -1, syscall.EAGAIN
+	}
+	// Copied while we hold it: the daemon drops the waker (SetWaker -1,
+	// Close, Detach) before it closes the fd.
+	return unix.FcntlInt(uintptr(peer.waker), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// dropWaker forgets end i's waker and clears wake_ok[i] (the peer's
+// program then wakes nobody itself). Called with c.mu held.
+func (c *conn) dropWaker(i int) {
+	c.end[i].hasWaker, c.end[i].waker = false, -1
+	if c.reg != nil {
+		atomic.StoreUint32(&c.reg.hdr.WakeOK[i], 0)
+	}
 }
 
 func (c *conn) counts(side int) stack.DirectCounts {

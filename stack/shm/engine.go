@@ -75,6 +75,10 @@ type Config struct {
 	// address, loopback and the host's interface addresses (the daemon's
 	// stack addresses).
 	LocalAddrs []netip.Prefix
+	// DaemonWakes makes every wake-up of a direct reader go through the
+	// daemon (its readiness byte), as before writers woke their readers
+	// themselves (stack.DirectSocket's SetWaker): for comparison.
+	DaemonWakes bool
 }
 
 const (
@@ -89,6 +93,7 @@ var settings = []stack.Setting{
 	{Key: "sndbuf", Default: "256k", Help: "SO_SNDBUF of every new socket (bytes, k/m suffixes)"},
 	{Key: "ring", Default: "1m", Help: "least bytes per direction of a connection's shared region (power of two; bulk transfers run without a wake-up while the reader keeps up)"},
 	{Key: "rcvbuf", Default: "256k", Help: "SO_RCVBUF of every new socket (bytes, k/m suffixes)"},
+	{Key: "wake", Default: "peer", Help: "who wakes a sleeping reader: peer (the writer's program, through a copy of the reader's fd pair) or daemon (the writer tells the daemon, which does)"},
 }
 
 func init() {
@@ -114,6 +119,17 @@ func init() {
 
 // Set applies one key=value setting.
 func (c *Config) Set(key, val string) error {
+	if key == "wake" {
+		switch val {
+		case "peer":
+			c.DaemonWakes = false
+		case "daemon":
+			c.DaemonWakes = true
+		default:
+			return fmt.Errorf("shm.wake: %q is neither peer nor daemon", val)
+		}
+		return nil
+	}
 	n, err := parseSize(val)
 	if key == "ring" {
 		if err != nil || n < 4096 || n > 64<<20 || n&(n-1) != 0 {

@@ -557,8 +557,18 @@ func TestRegistered(t *testing.T) {
 	if _, err := stack.Start("shm", stack.Env{Settings: map[string]string{"sndbuf": "64k", "rcvbuf": "1m"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stack.Start("shm", stack.Env{Settings: map[string]string{"sndbuf": "lots"}}); err == nil {
-		t.Errorf("a bad size was taken")
+	for k, v := range map[string]string{"sndbuf": "lots", "ring": "3000", "wake": "sometimes", "colour": "1k"} {
+		if _, err := stack.Start("shm", stack.Env{Settings: map[string]string{k: v}}); err == nil {
+			t.Errorf("shm.%s=%s was taken", k, v)
+		}
+	}
+	for _, v := range []string{"peer", "daemon"} {
+		e, err := stack.Start("shm", stack.Env{Settings: map[string]string{"wake": v}})
+		if err != nil {
+			t.Errorf("shm.wake=%s: %v", v, err)
+			continue
+		}
+		e.Close()
 	}
 	e, err := stack.Start("shm", stack.Env{Settings: map[string]string{"rcvbuf": "64k"}})
 	if err != nil {

@@ -90,6 +90,11 @@ type end struct {
 	err      syscall.Errno
 	wantOut  bool // the writer was told "full": tell it when there is room
 	attached bool // its program reads and writes the region itself
+	// waker is the fd the daemon mirrors this end's readiness on (the
+	// daemon's end of its program's pair), if hasWaker: the peer's
+	// program may get a copy (PeerWaker). Not ours to close.
+	waker    int
+	hasWaker bool
 }
 
 // writable is Linux's sk_stream_is_writeable: free space at least half
@@ -141,6 +146,8 @@ func (c *conn) size() uint64 {
 // corrupted; it returns who to notify. Called with c.mu held.
 func (c *conn) breakLocked() []notice {
 	c.broken = true
+	c.dropWaker(0)
+	c.dropWaker(1)
 	var ns []notice
 	for i := range 2 {
 		e := &c.end[i]
@@ -691,6 +698,10 @@ func (s *socket) closeConn(reset bool) notice {
 		return notice{}
 	}
 	ps := c.sock[1-s.side]
+	// The peer's program wakes us itself only while wake_ok says so; it
+	// looks after each head store, so the sync below sees every byte
+	// written while it still did (those came before the close).
+	c.dropWaker(s.side)
 	if !c.sync() {
 		c.broken = true
 	}

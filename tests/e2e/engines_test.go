@@ -50,6 +50,14 @@ func enginePrograms(t *testing.T, engine string) {
 	t.Run("epoll_et-v6", func(t *testing.T) {
 		ns.runProgram(t, rules, false, "12 rounds x 6000000 bytes ok", bin("epoll_et"), "::1", "18401", "12", "6000000")
 	})
+	// The sanitizer build of the shim on this engine's paths (shm: the
+	// region, the wakers).
+	t.Run("tcp_semantics-asan", func(t *testing.T) {
+		ns.runProgram(t, rules, true, " 0 failed", bin("tcp_semantics"), "-4", "127.0.0.1", "-6", "::1", "-p", "18320")
+	})
+	t.Run("epoll_et-asan", func(t *testing.T) {
+		ns.runProgram(t, rules, true, "12 rounds x 6000000 bytes ok", bin("epoll_et"), "127.0.0.1", "18402", "12", "6000000")
+	})
 	st := ns.stats()
 	var carried, gv bool
 	for _, e := range st.Engines {

@@ -255,8 +255,15 @@ func TestShmDaemonKilled(t *testing.T) {
 	ns := newNetns(t)
 	d := ns.startDaemon("--engine", "shm", "--netdev", "none")
 	const rules = "tcp 127.0.0.1 engine shm"
+	// Each end waits in select(), in the program, where the shim cannot
+	// look: its fd must hang up although the peer holds a copy of its
+	// pair's other end (the waker, shim/wake.h), which the peer's watcher
+	// thread shuts.
 	const wait = `
+import select
 def wait(s):
+    if not select.select([s], [], [], 60)[0]:
+        print("select timeout", flush=True)
     try:
         print("eof" if s.recv(10) == b"" else "data", flush=True)
     except ConnectionResetError:
@@ -391,4 +398,83 @@ d = s.recv(4)
 state("read %d" % len(d))
 d = s.recv(100)
 state("read %d" % len(d), 0.3)
+`
+
+// Issue 13 on shm: a writer wakes its sleeping reader itself, through a
+// copy of the daemon's end of the reader's pair (a waker, shim/wake.h),
+// which the shim keeps at high fd numbers, out of the program's way: a
+// closerange sweep leaves it, and a dup2 onto its number takes the number
+// from the shim, which then wakes through the daemon again -- never a
+// byte into the program's own file. The script holds both ends.
+func TestShmWakerOutOfTheWay(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "python3")
+	ns := newNetns(t)
+	ns.startDaemon("--engine", "shm", "--netdev", "none")
+	out, err := ns.run(time.Minute, ns.nuseRun("tcp 127.0.0.1 engine shm", "python3", "-c", shmWakerScript)...)
+	for _, want := range []string{"wakers 2", "swept ok", "dup2 ok", "junk 0", "wakers 0"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("want %q: %v\n%s", want, err, out)
+		}
+	}
+}
+
+const shmWakerScript = `
+import os, resource, select, socket, stat
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+l = socket.socket()
+l.bind(("127.0.0.1", 18590))
+l.listen(1)
+c = socket.create_connection(("127.0.0.1", 18590))
+a, _ = l.accept()
+def exchange(tag, n=50):
+    for i in range(n):
+        msg = (tag * 300)[:300] + b"%d" % i
+        # the reader sleeps in select, so each write must wake it
+        c.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            select.select([a], [], [], 10)
+            got += a.recv(4096)
+        assert got == msg, (got, msg)
+        a.sendall(got)
+        got = b""
+        while len(got) < len(msg):
+            select.select([c], [], [], 10)
+            got += c.recv(4096)
+        assert got == msg, (got, msg)
+def wakers():
+    n = []
+    for f in os.listdir("/proc/self/fd"):
+        fd = int(f)
+        try:
+            if fd >= 2048 and stat.S_ISSOCK(os.fstat(fd).st_mode):
+                n.append(fd)
+        except OSError:
+            pass
+    return n
+exchange(b"a")
+print("wakers", len(wakers()), flush=True)
+keep = sorted([l.fileno(), c.fileno(), a.fileno()])
+lo = 3
+for k in keep:
+    os.closerange(lo, k)
+    lo = k + 1
+os.closerange(lo, 4096)
+exchange(b"b")
+print("swept ok" if len(wakers()) == 2 else "swept LOST", flush=True)
+j0, j1 = socket.socketpair()
+for fd in wakers():
+    os.dup2(j0.fileno(), fd)
+exchange(b"c")
+print("dup2 ok", flush=True)
+j1.setblocking(False)
+try:
+    junk = len(j1.recv(4096))
+except BlockingIOError:
+    junk = 0
+print("junk", junk, flush=True)
+for fd in wakers():
+    os.close(fd)
+print("wakers", len(wakers()), flush=True)
 `

@@ -25,6 +25,7 @@ static struct nv layout[] = {
 	S(nuse_sock), F(nuse_sock, gen), F(nuse_sock, state), F(nuse_sock, so_error), F(nuse_sock, sig), F(nuse_sock, fill), F(nuse_sock, daemon_wait), F(nuse_sock, fill_bytes),
 	F(nuse_sock, tx_bytes), F(nuse_sock, rx_bytes), F(nuse_sock, rx), F(nuse_sock, tx), F(nuse_sock, info),
 	S(nuse_direct), F(nuse_direct, ring_size), F(nuse_direct, data_off), F(nuse_direct, ring), F(nuse_direct, wwait), F(nuse_direct, rspin),
+	F(nuse_direct, psig), F(nuse_direct, wake_ok),
 };
 #define TI(f) { #f, offsetof(struct tcp_info, f) }
 static struct nv tcpinfo[] = {
@@ -46,7 +47,7 @@ static struct nv consts[] = {
 	{"MAX_SOCKS_LIMIT", NUSE_MAX_SOCKS_LIMIT}, {"SOCK_HDR_SIZE", NUSE_SOCK_HDR_SIZE},
 	{"ADDR_LEN", NUSE_ADDR_LEN}, {"MSG_LEN", NUSE_MSG_LEN}, {"OPT_LEN", NUSE_OPT_LEN}, {"INFO_LEN", NUSE_INFO_LEN}, {"COMM_LEN", NUSE_COMM_LEN}, {"ENGINE_LEN", NUSE_ENGINE_LEN},
 	{"CTL_HELLO", NUSE_CTL_HELLO}, {"CTL_HELLO_OK", NUSE_CTL_HELLO_OK}, {"CTL_SOCKET", NUSE_CTL_SOCKET},
-	{"CTL_ACCEPT", NUSE_CTL_ACCEPT}, {"CTL_REPLY", NUSE_CTL_REPLY}, {"CTL_ERROR", NUSE_CTL_ERROR}, {"CTL_STATS", NUSE_CTL_STATS}, {"CTL_UC", NUSE_CTL_UC}, {"CTL_RELAY", NUSE_CTL_RELAY}, {"CTL_IDENT", NUSE_CTL_IDENT}, {"CTL_KEEP", NUSE_CTL_KEEP}, {"CTL_ADOPT", NUSE_CTL_ADOPT}, {"CTL_REPAIR", NUSE_CTL_REPAIR}, {"CTL_PORTFREE", NUSE_CTL_PORTFREE}, {"CTL_DIRECT", NUSE_CTL_DIRECT},
+	{"CTL_ACCEPT", NUSE_CTL_ACCEPT}, {"CTL_REPLY", NUSE_CTL_REPLY}, {"CTL_ERROR", NUSE_CTL_ERROR}, {"CTL_STATS", NUSE_CTL_STATS}, {"CTL_UC", NUSE_CTL_UC}, {"CTL_RELAY", NUSE_CTL_RELAY}, {"CTL_IDENT", NUSE_CTL_IDENT}, {"CTL_KEEP", NUSE_CTL_KEEP}, {"CTL_ADOPT", NUSE_CTL_ADOPT}, {"CTL_REPAIR", NUSE_CTL_REPAIR}, {"CTL_PORTFREE", NUSE_CTL_PORTFREE}, {"CTL_DIRECT", NUSE_CTL_DIRECT}, {"CTL_WAKE", NUSE_CTL_WAKE},
 	{"OP_BIND", NUSE_OP_BIND}, {"OP_LISTEN", NUSE_OP_LISTEN}, {"OP_CONNECT", NUSE_OP_CONNECT}, {"OP_SHUTDOWN", NUSE_OP_SHUTDOWN},
 	{"OP_CLOSE", NUSE_OP_CLOSE}, {"OP_GETSOCKNAME", NUSE_OP_GETSOCKNAME}, {"OP_GETPEERNAME", NUSE_OP_GETPEERNAME},
 	{"OP_SETSOCKOPT", NUSE_OP_SETSOCKOPT}, {"OP_GETSOCKOPT", NUSE_OP_GETSOCKOPT},
