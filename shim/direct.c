@@ -115,6 +115,11 @@ int direct_map_slow(struct nsock *s)
 	s->tx_data = (uint8_t *)d + NUSE_DIRECT_HDR_SIZE + (uint64_t)r * rs;
 	s->rx_data = (uint8_t *)d + NUSE_DIRECT_HDR_SIZE + (uint64_t)(r ^ 1) * rs;
 	atomic_store_explicit(&s->dir_ready, 1, memory_order_release);
+	/* Dekker with wake_edge_triggered (et, then dir_ready): one of us
+	 * publishes et[side]. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load(&s->et))
+		atomic_store(A32(&d->et[r]), 1);
 	pthread_mutex_unlock(&g_dirlock);
 	debug("nuse: slot %u: direct region mapped (side %d, rings %llu bytes)", s->slot, r, (unsigned long long)rs);
 	return 0;

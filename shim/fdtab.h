@@ -80,6 +80,7 @@ struct nsock {
 	int dside;                /* our side: we write ring[dside] */
 	int wake_fd;              /* the peer's waker (wake.h), or -1; valid once dir is set */
 	int wake_tried;           /* asked for it (or may not): the daemon wakes the peer */
+	atomic_int et;            /* registered with EPOLLET somewhere (published as dir->et) */
 	int shut_rd, shut_wr;
 	int connecting;   /* a connect was started and not yet reported */
 	int conn_aborted; /* a failed connect was reported by SO_ERROR only */

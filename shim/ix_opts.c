@@ -22,6 +22,7 @@
 #include "decide.h"
 #include "fdtab.h"
 #include "stale.h"
+#include "wake.h"
 
 EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
@@ -148,7 +149,11 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 	REAL(epoll_ctl);
 	r = R.epoll_ctl(epfd, op, fd, ev);
-	if (r == 0 && unlikely((s = fd_get(fd)) != NULL) && s->kind == K_UNDECIDED && !in_vfork_child())
-		undecided_epoll(s, epfd, op, fd, ev);
+	if (r == 0 && unlikely((s = fd_get(fd)) != NULL) && !in_vfork_child()) {
+		if (s->kind == K_UNDECIDED)
+			undecided_epoll(s, epfd, op, fd, ev);
+		if (op != EPOLL_CTL_DEL && ev && (ev->events & EPOLLET))
+			wake_edge_triggered(s);
+	}
 	return r;
 }

@@ -145,18 +145,34 @@ int wake_peer(struct nsock *s)
 	if (s->wake_fd < 0 && (s->wake_tried || wake_get(s) < 0))
 		return -1;
 	ps = A32(&s->dir->psig[peer]);
-	n = atomic_fetch_add(ps, 1);
-	if (n >= NUSE_WAKE_MAX_EDGES) {
-		atomic_fetch_sub(ps, 1);
-		return 0; /* it has plenty to wake it */
-	}
-	/* Counted first, written after, as the daemon does (wake_fold). */
-	e = errno;
-	if (R.send(s->wake_fd, "\1", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+	n = atomic_load_explicit(ps, memory_order_relaxed);
+	/* A byte of ours is queued: it wakes a level-triggered reader (one
+	 * that takes it back looks at the ring again after, and sees our
+	 * head), so only an EPOLLET one needs another, as a new edge. */
+	if (n >= NUSE_WAKE_MAX_EDGES || (n && !atomic_load_explicit(A32(&s->dir->et[peer]), memory_order_relaxed)))
 		return 0;
+	/*
+	 * Written first, counted after (the daemon counts first: its bytes are
+	 * never in flight when it looks).  So the reader never counts a byte
+	 * that is not there yet, and the daemon's check for a byte read past
+	 * the shim (raw.go: counted, yet none queued) holds; the price is
+	 * that the reader may find a byte before its count, and take it the
+	 * next time.
+	 */
+	e = errno;
+	n = (uint32_t)R.send(s->wake_fd, "\1", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	errno = e;
-	atomic_fetch_sub(ps, 1);
-	return -1;
+	if (n != 1)
+		return -1;
+	atomic_fetch_add(ps, 1);
+	return 0;
+}
+
+void wake_edge_triggered(struct nsock *s)
+{
+	atomic_store(&s->et, 1);
+	if (atomic_load(&s->dir_ready))
+		atomic_store(A32(&s->dir->et[s->dside]), 1);
 }
 
 void wake_release(struct nsock *s)

@@ -46,8 +46,13 @@ void wake_yield(int fd);
  * its own), and the watcher is the parent's. */
 void wake_atfork_child(void);
 
-/* The readiness bytes the peer counted in for our fd: folded into our
- * sig, so that the code that takes bytes back sees one count. */
+/* The program put the socket in an epoll set with EPOLLET: its peer's
+ * writes must each be an edge (a byte), not one byte for all. */
+void wake_edge_triggered(struct nsock *s);
+
+/* The readiness bytes the peer counted in for our fd (each already
+ * there): folded into our sig, so that the code that takes bytes back
+ * sees one count. */
 static inline void wake_fold(struct nsock *s)
 {
 	if (s->dir) {

@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 6
+	Version = 7
 
 	CacheLine = 64
 
@@ -227,5 +227,6 @@ type Direct struct {
 	_        [CacheLine - 16]byte
 	PSig     [2]uint32 // readiness bytes the peer wrote into side i's app fd
 	WakeOK   [2]uint32 // the daemon holds side i's waker (MsgWake)
-	_        [CacheLine - 16]byte
+	ET       [2]uint32 // side i's fd is in an EPOLLET set: each write is an edge
+	_        [CacheLine - 24]byte
 }

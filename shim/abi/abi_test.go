@@ -57,6 +57,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_direct.data_off": unsafe.Offsetof(dir.DataOff), "nuse_direct.ring": unsafe.Offsetof(dir.Ring),
 		"nuse_direct.wwait": unsafe.Offsetof(dir.WWait), "nuse_direct.rspin": unsafe.Offsetof(dir.RSpin),
 		"nuse_direct.psig": unsafe.Offsetof(dir.PSig), "nuse_direct.wake_ok": unsafe.Offsetof(dir.WakeOK),
+		"nuse_direct.et": unsafe.Offsetof(dir.ET),
 	}
 	cLayout := cdefs.Layout()
 	if len(cLayout) != len(goLayout) {

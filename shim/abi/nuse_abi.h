@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 6u
+#define NUSE_ABI_VERSION 7u
 
 #define NUSE_CACHELINE 64
 
@@ -304,7 +304,11 @@ struct nuse_direct {
 	 * app pair), so side 1-i may ask for a copy.  Set and cleared by the
 	 * daemon only. */
 	uint32_t wake_ok[2];
-	uint8_t pad2[NUSE_CACHELINE - 16];
+	/* et[i]: side i's fd is (or was) in an epoll set with EPOLLET, so
+	 * every write is an edge it must be told of; otherwise one queued
+	 * byte (psig[i] > 0) is enough and a writer adds none. */
+	uint32_t et[2];
+	uint8_t pad2[NUSE_CACHELINE - 24];
 };
 
 #define NUSE_DIRECT_HDR_SIZE 4096

@@ -2202,6 +2202,31 @@ static void act_nothing(struct sigscript *s, int i)
 	(void)i;
 }
 
+static void i12_epoll_wait_eintr(void)
+{
+	/* epoll_wait is never restarted: EINTR with SA_RESTART too (and the
+	 * shim's spin before the sleep must not hide the handler) */
+	struct sigscript sc = {.sigs = {SIGUSR1, SIGUSR2}, .n = 2, .act = act_nothing};
+	struct epoll_event ev = {.events = EPOLLIN}, got;
+	int c, a, ep = epoll_create1(0);
+	pthread_t th;
+
+	two_handlers(0);
+	if (mkpair(&c, &a) < 0)
+		return;
+	ev.data.fd = c;
+	epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+	sigscript_start(&sc, &th);
+	call_starts(&sc);
+	rv("epoll_usr1", epoll_wait(ep, &got, 1, 3 * WAIT_MS));
+	call_starts(&sc);
+	rv("epoll_pwait_usr2", epoll_pwait(ep, &got, 1, 3 * WAIT_MS, NULL));
+	pthread_join(th, NULL);
+	send(a, "x", 1, MSG_NOSIGNAL);
+	rv("then", epoll_wait(ep, &got, 1, WAIT_MS));
+	close(ep);
+}
+
 static void i12_partial_then_signal(void)
 {
 	/* a blocking send that queued part, and a MSG_WAITALL recv that got
@@ -2948,6 +2973,7 @@ static const struct kase {
 	C(i12_connect_restart_per_signal),
 	C(i12_signal_family),
 	C(i12_timeout_interrupts),
+	C(i12_epoll_wait_eintr),
 	C(i12_partial_then_signal),
 	C(i12_raw_handlers_fall_back),
 	C(i12_vfork_child_handler),

@@ -478,3 +478,33 @@ for fd in wakers():
     os.close(fd)
 print("wakers", len(wakers()), flush=True)
 `
+
+// A writer that wakes its reader itself writes the byte before it counts
+// it: counted first, a reader that read part of the ring could count a
+// byte still in flight (and take the daemon's instead), and the daemon
+// took that (counted, none queued) for a byte read past the shim and
+// reset the connection. tcpperf's rate mode (100000 small sends, one
+// blocking recv each) hit it about one run in ten while every write sent
+// a byte; writers now send one only while none is queued (or the reader
+// is edge-triggered), which makes the window rarer, so this is a
+// regression check, not a reproducer. Every run must end with the
+// server's ack, and the daemon must log no raw reads.
+func TestShmSmallWritesNoFalseRawReset(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	d := ns.startDaemon("--engine", "shm", "--netdev", "none")
+	const rules = "tcp 127.0.0.0/8"
+	srv, err := ns.startServer(rules, bin("tcpperf"), "server", "-p", "18595", "-b", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 25; i++ {
+		out, err := ns.run(time.Minute, ns.nuseRun(rules, bin("tcpperf"), "rate", "-p", "18595", "-n", "100000", "127.0.0.1")...)
+		if err != nil || !strings.Contains(out, "100000") {
+			t.Fatalf("run %d: %v\n%s\nserver:\n%s\ndaemon:\n%s", i+1, err, out, srv.output(), d.output())
+		}
+	}
+	if log := d.output(); strings.Contains(log, "past the preload") {
+		t.Errorf("the daemon saw raw reads or writes that were not:\n%s", log)
+	}
+}

@@ -25,7 +25,7 @@ static struct nv layout[] = {
 	S(nuse_sock), F(nuse_sock, gen), F(nuse_sock, state), F(nuse_sock, so_error), F(nuse_sock, sig), F(nuse_sock, fill), F(nuse_sock, daemon_wait), F(nuse_sock, fill_bytes),
 	F(nuse_sock, tx_bytes), F(nuse_sock, rx_bytes), F(nuse_sock, rx), F(nuse_sock, tx), F(nuse_sock, info),
 	S(nuse_direct), F(nuse_direct, ring_size), F(nuse_direct, data_off), F(nuse_direct, ring), F(nuse_direct, wwait), F(nuse_direct, rspin),
-	F(nuse_direct, psig), F(nuse_direct, wake_ok),
+	F(nuse_direct, psig), F(nuse_direct, wake_ok), F(nuse_direct, et),
 };
 #define TI(f) { #f, offsetof(struct tcp_info, f) }
 static struct nv tcpinfo[] = {
