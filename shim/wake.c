@@ -152,19 +152,37 @@ int wake_peer(struct nsock *s)
 	if (n >= NUSE_WAKE_MAX_EDGES || (n && !atomic_load_explicit(A32(&s->dir->et[peer]), memory_order_relaxed)))
 		return 0;
 	/*
-	 * Written first, counted after (the daemon counts first: its bytes are
-	 * never in flight when it looks).  So the reader never counts a byte
-	 * that is not there yet, and the daemon's check for a byte read past
-	 * the shim (raw.go: counted, yet none queued) holds; the price is
-	 * that the reader may find a byte before its count, and take it the
-	 * next time.
+	 * Counted first, written after, as the daemon does: a reader that
+	 * finds the byte has its count, so it can take every byte back once
+	 * the ring is empty (a byte it could not count would leave the fd
+	 * readable with nothing to read: EAGAIN after poll said readable,
+	 * which programs such as wrk take for an error).  A count whose
+	 * byte is still in flight is waited for, or owed (wake_fold).
 	 */
+	n = atomic_fetch_add(ps, 1);
+	/*
+	 * The reader may have taken all we wrote already (it reads whenever
+	 * it likes, and looks at psig after its tail store and a fence): a
+	 * byte now would make its fd poll readable with nothing to read, and
+	 * EAGAIN after poll said readable is an error to programs such as
+	 * wrk.  So, after our count and a fence, if it did, we take the count
+	 * back -- unless it was folded meanwhile (the reader then waits for
+	 * the byte) or another writer counted too.
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
+	if ((int64_t)(atomic_load_explicit(A64(&s->tx->tail), memory_order_relaxed) - s->tx->head) >= 0) {
+		uint32_t mine = n + 1;
+
+		if (atomic_compare_exchange_strong(ps, &mine, n))
+			return 0;
+	}
 	e = errno;
 	n = (uint32_t)R.send(s->wake_fd, "\1", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	errno = e;
-	if (n != 1)
+	if (n != 1) {
+		atomic_fetch_sub(ps, 1);
 		return -1;
-	atomic_fetch_add(ps, 1);
+	}
 	return 0;
 }
 

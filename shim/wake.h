@@ -50,9 +50,9 @@ void wake_atfork_child(void);
  * writes must each be an edge (a byte), not one byte for all. */
 void wake_edge_triggered(struct nsock *s);
 
-/* The readiness bytes the peer counted in for our fd (each already
- * there): folded into our sig, so that the code that takes bytes back
- * sees one count. */
+/* The readiness bytes the peer counted in for our fd (each there, or
+ * about to be): folded into our sig, so that the code that takes bytes
+ * back sees one count. */
 static inline void wake_fold(struct nsock *s)
 {
 	if (s->dir) {

@@ -175,6 +175,9 @@ type DirectSocket interface {
 	// PeerWaker returns a copy (close-on-exec, the caller's to close) of
 	// the other end's waker, or an error when it has none (yet).
 	PeerWaker() (int, error)
+	// Unread is what the end has to read as the region says now (its
+	// program may have read more than the last Moved saw).
+	Unread() uint64
 }
 
 // DirectCounts are an attached end's ring counters as the engine checked

@@ -16,6 +16,7 @@ package usock
 import (
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -43,13 +44,37 @@ func (s *Session) rawQueued(so *sock) uint64 {
 // reader (a raw read(2) that got the byte as data). SIOCOUTQ of a unix
 // socket counts buffer memory, not bytes: only "none" is exact. Called with
 // mu held (no byte of ours in flight).
+//
+// On a direct socket the peer's program writes readiness bytes too, each
+// counted before it is written (shim/wake.h), and the reader may take our
+// byte for one of those still in flight: the test then holds for an
+// instant. So there it must hold, with the same count, for rawReadHold.
 func (s *Session) rawRead(so *sock) bool {
-	if atomic.LoadUint32(&s.a.Sock(so.slot).Sig) == abi.SigNone {
+	sig := atomic.LoadUint32(&s.a.Sock(so.slot).Sig)
+	if sig == abi.SigNone {
+		so.rawSince = time.Time{}
 		return false
 	}
 	q, err := unix.IoctlGetInt(so.pair, unix.SIOCOUTQ)
-	return err == nil && q == 0 && atomic.LoadUint32(&s.a.Sock(so.slot).Sig) != abi.SigNone
+	if err != nil || q != 0 || atomic.LoadUint32(&s.a.Sock(so.slot).Sig) != sig {
+		so.rawSince = time.Time{}
+		return false
+	}
+	if !so.direct {
+		return true
+	}
+	now := time.Now()
+	if so.rawSince.IsZero() || so.rawSig != sig {
+		so.rawSince, so.rawSig = now, sig
+		return false
+	}
+	return now.Sub(so.rawSince) >= rawReadHold
 }
+
+// rawReadHold is how long a direct socket's raw-read test must hold: far
+// beyond a writer's count-to-write gap, short against a program that reads
+// its fd past the shim.
+const rawReadHold = time.Second
 
 // rawReset resets so because n bytes came past the shim (n == 0: a
 // readiness byte was read past it). Called with mu held.

@@ -96,6 +96,10 @@ type sock struct {
 	txBytes atomic.Uint64
 	rxBytes atomic.Uint64
 	drained uint64 // bytes read from pair: the shim's junk (raw.go)
+	// A direct socket's raw-read test held since rawSince with sig at
+	// rawSig (raw.go).
+	rawSince time.Time
+	rawSig   uint32
 
 	// What a fresh engine socket must be given again (renew): the
 	// options set, in order, and an explicit bind.
@@ -899,7 +903,17 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 		// have made it blocking). The shim then never leaves a byte
 		// behind: a stray one costs a level-triggered program a wasted
 		// wake-up per message (measured: redis GET at 0.6x).
-		atomic.AddUint32(&sh.Sig, 1)
+		v := atomic.AddUint32(&sh.Sig, 1)
+		// A direct socket's program reads without us: if it took every
+		// byte since we looked, a byte now would poll readable with
+		// nothing to read (EAGAIN after poll said readable). Our count
+		// first, then its tail (it stores its tail, then takes counts):
+		// if it did not take our count, it will not wait for the byte.
+		if so.direct && so.state&(abi.SSRdEOF|abi.SSReset|abi.SSError) == 0 && so.ds.Unread() == 0 &&
+			atomic.CompareAndSwapUint32(&sh.Sig, v, v-1) {
+			so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
+			return
+		}
 		if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
 			atomic.AddUint32(&sh.Sig, ^uint32(0))
 		}

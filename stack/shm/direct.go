@@ -87,6 +87,28 @@ func (s *socket) PeerWaker() (int, error) {
 	return unix.FcntlInt(uintptr(peer.waker), unix.F_DUPFD_CLOEXEC, 0)
 }
 
+// Unread implements stack.DirectSocket.
+func (s *socket) Unread() uint64 {
+	if s.st() != stEstablished {
+		return 0
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := 1 - s.side
+	h, t := c.head[in], c.tail[in]
+	if c.reg != nil && c.end[s.side].attached {
+		t = c.reg.loadTail(in) // ours, then the writer's: t <= h
+	}
+	if c.reg != nil && c.end[in].attached {
+		h = c.reg.loadHead(in)
+	}
+	if h < t {
+		return 0
+	}
+	return h - t
+}
+
 // dropWaker forgets end i's waker and clears wake_ok[i] (the peer's
 // program then wakes nobody itself). Called with c.mu held.
 func (c *conn) dropWaker(i int) {

@@ -99,7 +99,7 @@ var settings = []stack.Setting{
 func init() {
 	stack.Register(stack.Registration{
 		Name:     "shm",
-		Summary:  "same-host connections, no protocol stack: both ends NUSE sockets of this daemon, bytes moved by the two programs in memory only they share; the daemon brokers setup and wake-ups",
+		Summary:  "same-host connections, no protocol stack: both ends NUSE sockets of this daemon, bytes moved by the two programs in memory only they share; the daemon brokers setup and state; a writer wakes a sleeping reader itself",
 		Settings: settings,
 		New: func(env stack.Env) (stack.Engine, error) {
 			cfg := Config{LocalAddrs: env.StackAddrs}

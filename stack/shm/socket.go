@@ -113,12 +113,9 @@ func (c *conn) sync() bool {
 		return true
 	}
 	for d := range 2 {
-		h, t := c.head[d], c.tail[d]
-		if c.end[d].attached {
-			h = c.reg.loadHead(d)
-		}
-		if c.end[1-d].attached {
-			t = c.reg.loadTail(d)
+		h, t, ok := c.snapshot(d)
+		if !ok {
+			continue // both programs busy on it: the next look sees it
 		}
 		if h-t > c.reg.size {
 			return false
@@ -130,6 +127,30 @@ func (c *conn) sync() bool {
 		c.head[d], c.tail[d] = h, t
 	}
 	return true
+}
+
+// snapshot reads ring d's counters as its programs left them. With both
+// ends attached each program moves one of them while we look: read
+// separately, a tail read after the head may have passed it, and a head
+// read after the tail may be a ring ahead of it, and either would look
+// like corruption. So the tail is read around the head, and the pair
+// counts only if the tail stood still meanwhile (ok false after a few
+// tries: the caller keeps its old copy). Called with c.mu held.
+func (c *conn) snapshot(d int) (h, t uint64, ok bool) {
+	h, t = c.head[d], c.tail[d]
+	wa, ra := c.end[d].attached, c.end[1-d].attached
+	for range 8 {
+		if ra {
+			t = c.reg.loadTail(d)
+		}
+		if wa {
+			h = c.reg.loadHead(d)
+		}
+		if !ra || !wa || c.reg.loadTail(d) == t {
+			return h, t, true
+		}
+	}
+	return c.head[d], c.tail[d], false
 }
 
 // queued is what ring d holds (after sync).
