@@ -30,7 +30,11 @@ func (s *Session) goDirect(so *sock) {
 	}
 	so.direct, so.ds, so.dfd, so.dside, so.dsize = true, ds, fd, side, ds.RingSize()
 	so.state |= abi.SSDirect
-	so.dc, _ = ds.Moved()
+	// From zero: what the peer's program wrote before this end was
+	// accepted (in the region, counted nowhere yet) counts as received.
+	so.dc = stack.DirectCounts{}
+	dc, _ := ds.Moved()
+	so.takeCounts(dc)
 	// The peer's program may wake this end's reader itself (MsgWake):
 	// through our end of the pair, which the program polls.
 	ds.SetWaker(so.pair)
@@ -72,8 +76,16 @@ func (s *Session) countDirect(so *sock) error {
 		return nil
 	}
 	dc, err := so.ds.Moved()
-	// Stats count what the heads moved on (a program moving its head
-	// back takes back only what nobody read: no count for it).
+	so.takeCounts(dc)
+	return err
+}
+
+// takeCounts makes dc so's counters, counting what the heads moved on in
+// its stats (a program moving its head back takes back only what nobody
+// read: no count for it). Every new dc goes through here: one set
+// without counting loses bytes from the stats (the writer's program
+// moves them without telling the daemon).
+func (so *sock) takeCounts(dc stack.DirectCounts) {
 	if dc.TxHead > so.dc.TxHead {
 		so.txBytes.Add(dc.TxHead - so.dc.TxHead)
 	}
@@ -81,7 +93,6 @@ func (s *Session) countDirect(so *sock) error {
 		so.rxBytes.Add(dc.RxHead - so.dc.RxHead)
 	}
 	so.dc = dc
-	return err
 }
 
 // rxMark counts what arrived for the socket's reader: a change is news
@@ -103,7 +114,7 @@ func (s *Session) writableOrWait(so *sock) bool {
 	if !so.direct || so.connecting || so.listening || so.state&(abi.SSWrDead|abi.SSReset|abi.SSError) != 0 {
 		return false
 	}
-	so.dc = so.ds.WaitSpace()
+	so.takeCounts(so.ds.WaitSpace())
 	return s.writable(so)
 }
 
