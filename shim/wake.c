@@ -180,7 +180,13 @@ int wake_peer(struct nsock *s)
 	n = (uint32_t)R.send(s->wake_fd, "\1", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	errno = e;
 	if (n != 1) {
-		atomic_fetch_sub(ps, 1);
+		/* Refused (the peer's pair is gone or full): our count back,
+		 * never below zero (the reader may have taken it: it then owes
+		 * itself a byte, a late wake-up at worst). */
+		uint32_t v = atomic_load(ps);
+
+		while (v && !atomic_compare_exchange_weak(ps, &v, v - 1))
+			;
 		return -1;
 	}
 	return 0;
