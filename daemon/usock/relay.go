@@ -97,9 +97,7 @@ func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		return
 	}
 	fail := func(e syscall.Errno) {
-		unix.Close(pair)
-		srv.forgetPair(ino)
-		srv.clientFDs.Add(-1)
+		srv.dropChannel(pair, ino)
 		rep.Result = -int32(e)
 	}
 	s.mu.Lock()
@@ -645,6 +643,13 @@ func sameNetns(a, b int) bool {
 	return x != 0 && x == ino(b)
 }
 
+// dropChannel undoes takeChannel: closes pair and forgets it.
+func (srv *Server) dropChannel(pair int, ino uint64) {
+	unix.Close(pair)
+	srv.forgetPair(ino)
+	srv.clientFDs.Add(-1)
+}
+
 // takeChannel checks and counts a socketpair end a client passes to replace
 // or carry an existing socket's channel (what: a relay, a new pair): the
 // daemon's fd budget, its kind, and that it is not one the daemon holds.
@@ -665,9 +670,7 @@ func (s *Session) takeChannel(pair int, what string) (uint64, syscall.Errno) {
 		return 0, e
 	}
 	if err := unix.SetNonblock(pair, true); err != nil {
-		unix.Close(pair)
-		srv.forgetPair(ino)
-		srv.clientFDs.Add(-1)
+		srv.dropChannel(pair, ino)
 		return 0, syscall.EINVAL
 	}
 	return ino, 0

@@ -484,64 +484,45 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 		}
 		var rep abi.CtlReply
 		dfd := -1 // an fd to send with the reply
+		// The messages that carry one fd (the session's to close or
+		// keep); the others carry none, and what came with them is closed.
+		fd := -1
 		switch msg.typ {
-		case abi.MsgDirect:
-			closeFDs(fds)
-			dfd = s.directFD(&msg.req, &rep)
-		case abi.MsgWake:
-			closeFDs(fds)
-			dfd = s.wakeFD(&msg.req, &rep)
-		case abi.MsgSocket, abi.MsgAccept:
-			if len(fds) != 1 {
-				closeFDs(fds)
-				rep.Result = -int32(syscall.EINVAL)
-				break
-			}
-			if msg.typ == abi.MsgSocket {
-				s.openSocket(&msg.req, fds[0], &rep)
+		case abi.MsgSocket, abi.MsgAccept, abi.MsgRelay, abi.MsgAdopt, abi.MsgRepair, abi.MsgIdent:
+			if len(fds) == 1 {
+				fd = fds[0]
 			} else {
-				s.accept(&msg.req, fds[0], &rep)
-			}
-		case abi.MsgRelay:
-			if len(fds) != 1 {
 				closeFDs(fds)
-				rep.Result = -int32(syscall.EINVAL)
-				break
-			}
-			s.relay(&msg.req, fds[0], &rep)
-		case abi.MsgKeep:
-			closeFDs(fds)
-			s.keep(&msg.req, &rep)
-		case abi.MsgAdopt:
-			if len(fds) != 1 {
-				closeFDs(fds)
-				rep.Result = -int32(syscall.EINVAL)
-				break
-			}
-			s.adopt(fds[0], &rep)
-			unix.Close(fds[0])
-		case abi.MsgPortFree:
-			closeFDs(fds)
-			s.srv.portFree(&msg.req, &rep)
-		case abi.MsgRepair:
-			if len(fds) != 1 {
-				closeFDs(fds)
-				rep.Result = -int32(syscall.EINVAL)
-				break
-			}
-			s.repair(&msg.req, fds[0], &rep)
-		case abi.MsgIdent:
-			for i, fd := range fds {
-				if i == 0 && len(fds) == 1 {
-					s.srv.ident(&msg.req, fd, &rep)
-				}
-				unix.Close(fd)
-			}
-			if len(fds) != 1 {
 				rep.Result = -int32(syscall.EINVAL)
 			}
 		default:
 			closeFDs(fds)
+		}
+		switch {
+		case rep.Result != 0:
+		case msg.typ == abi.MsgDirect:
+			dfd = s.directFD(&msg.req, &rep)
+		case msg.typ == abi.MsgWake:
+			dfd = s.wakeFD(&msg.req, &rep)
+		case msg.typ == abi.MsgSocket:
+			s.openSocket(&msg.req, fd, &rep)
+		case msg.typ == abi.MsgAccept:
+			s.accept(&msg.req, fd, &rep)
+		case msg.typ == abi.MsgRelay:
+			s.relay(&msg.req, fd, &rep)
+		case msg.typ == abi.MsgKeep:
+			s.keep(&msg.req, &rep)
+		case msg.typ == abi.MsgAdopt:
+			s.adopt(fd, &rep)
+			unix.Close(fd)
+		case msg.typ == abi.MsgPortFree:
+			s.srv.portFree(&msg.req, &rep)
+		case msg.typ == abi.MsgRepair:
+			s.repair(&msg.req, fd, &rep)
+		case msg.typ == abi.MsgIdent:
+			s.srv.ident(&msg.req, fd, &rep)
+			unix.Close(fd)
+		default:
 			rep.Result = -int32(syscall.EINVAL)
 		}
 		rep.Hdr = hdr(abi.MsgReply, msg.seq, int(unsafe.Sizeof(rep)))

@@ -1279,9 +1279,7 @@ func (s *Session) repair(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		return
 	}
 	fail := func(e syscall.Errno) {
-		unix.Close(pair)
-		srv.forgetPair(ino)
-		srv.clientFDs.Add(-1)
+		srv.dropChannel(pair, ino)
 		rep.Result = -int32(e)
 	}
 	s.mu.Lock()
@@ -1299,9 +1297,7 @@ func (s *Session) repair(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		fail(syscall.EISCONN)
 		return
 	}
-	unix.Close(so.pair)
-	srv.forgetPair(so.pairIno)
-	srv.clientFDs.Add(-1)
+	srv.dropChannel(so.pair, so.pairIno)
 	so.pair, so.pairIno = pair, ino
 	so.pairShut, so.pairHup, so.pairCut, so.appGone = false, false, false, false
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, 0, false

@@ -97,11 +97,8 @@ func (s *socket) Unread() uint64 {
 	defer c.mu.Unlock()
 	in := 1 - s.side
 	h, t := c.head[in], c.tail[in]
-	if c.reg != nil && c.end[s.side].attached {
-		t = c.reg.loadTail(in) // ours, then the writer's: t <= h
-	}
-	if c.reg != nil && c.end[in].attached {
-		h = c.reg.loadHead(in)
+	if c.reg != nil {
+		h, t, _ = c.snapshot(in)
 	}
 	if h < t {
 		return 0
