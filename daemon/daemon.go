@@ -207,7 +207,8 @@ func nicsOf(eng *gvisor.Engine) []usock.NICStats {
 	var out []usock.NICStats
 	for _, n := range eng.Stats() {
 		out = append(out, usock.NICStats{Name: n.Name, RxPackets: n.RxPackets, RxBytes: n.RxBytes,
-			TxPackets: n.TxPackets, TxBytes: n.TxBytes, RxMalformed: n.RxMalformed, TxDropped: n.TxDropped})
+			TxPackets: n.TxPackets, TxBytes: n.TxBytes, RxMalformed: n.RxMalformed, TxDropped: n.TxDropped,
+			AcksHeld: n.DelayedACK.Held, AcksReplaced: n.DelayedACK.Replaced, AcksExpired: n.DelayedACK.Expired, AcksFlushed: n.DelayedACK.Flushed})
 	}
 	return out
 }

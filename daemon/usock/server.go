@@ -868,6 +868,13 @@ type NICStats struct {
 	TxBytes     uint64 `json:"tx_bytes"`
 	RxMalformed uint64 `json:"rx_malformed"`
 	TxDropped   uint64 `json:"tx_dropped"`
+	// Delayed ACKs (gvisor's delayed-ack): held back, then dropped because
+	// a later segment acknowledged as much, or sent when the delay ended
+	// or ahead of a segment of their flow.
+	AcksHeld     uint64 `json:"acks_held"`
+	AcksReplaced uint64 `json:"acks_replaced"`
+	AcksExpired  uint64 `json:"acks_expired"`
+	AcksFlushed  uint64 `json:"acks_flushed"`
 }
 
 func (s *Session) stats() SessionStats {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
@@ -29,6 +30,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/nuse-project/nuse/stack"
+	"github.com/nuse-project/nuse/stack/link/delack"
 	"github.com/nuse-project/nuse/stack/netdev"
 )
 
@@ -80,10 +82,14 @@ type TCPConfig struct {
 	RcvBufDefault, RcvBufMax int
 	// Nagle: NoDelay sets TCP_NODELAY on every new socket.
 	NoDelay bool
-	// DelayedACK asks for delayed acknowledgements. Netstack always ACKs
-	// at once (it does not implement delayed ACKs), so true is rejected
-	// rather than silently ignored.
-	DelayedACK bool
+	// NoDelayedACK sends every ACK at once. Netstack acknowledges each
+	// batch of received segments at once; by default the engine's NICs
+	// hold a pure ACK for ACKDelay (stack/link/delack) so that an answer
+	// can carry it, as Linux's delayed ACKs do.
+	NoDelayedACK bool
+	// ACKDelay is how long an ACK may wait (default delack.DefaultDelay,
+	// at most delack.MaxDelay).
+	ACKDelay time.Duration
 	// MTU of the loopback NIC (default 65536). The netdev's MTU is the
 	// device's own (netdev.Config.MTU), since the kernel side must agree.
 	MTU uint32
@@ -92,7 +98,7 @@ type TCPConfig struct {
 // Set applies one "key=value" setting as a command line or config file
 // gives it: sack, rack, moderate-rcvbuf, nodelay, delayed-ack (on/off),
 // cc (reno/cubic), sndbuf, sndbuf-max, rcvbuf, rcvbuf-max (bytes, k/m
-// suffixes), mtu.
+// suffixes), mtu, ack-delay (a duration such as 500us).
 func (c *TCPConfig) Set(key, value string) error {
 	onoff := func() (bool, error) {
 		switch strings.ToLower(value) {
@@ -132,7 +138,18 @@ func (c *TCPConfig) Set(key, value string) error {
 	case "nodelay":
 		c.NoDelay, err = onoff()
 	case "delayed-ack":
-		c.DelayedACK, err = onoff()
+		b, err = onoff()
+		c.NoDelayedACK = !b
+	case "ack-delay":
+		var d time.Duration
+		d, err = time.ParseDuration(value)
+		if err == nil && (d <= 0 || d > delack.MaxDelay) {
+			err = fmt.Errorf("out of range")
+		}
+		if err != nil {
+			return fmt.Errorf("tcp setting %s: want a duration from 1us to %v, got %q", key, delack.MaxDelay, value)
+		}
+		c.ACKDelay = d
 	case "cc":
 		c.CongestionControl = value
 	case "sndbuf":
@@ -148,7 +165,7 @@ func (c *TCPConfig) Set(key, value string) error {
 		n, err = size()
 		c.MTU = uint32(n)
 	default:
-		return fmt.Errorf("unknown tcp setting %q (known: sack, rack, cc, moderate-rcvbuf, sndbuf, sndbuf-max, rcvbuf, rcvbuf-max, nodelay, delayed-ack, mtu)", key)
+		return fmt.Errorf("unknown tcp setting %q (known: sack, rack, cc, moderate-rcvbuf, sndbuf, sndbuf-max, rcvbuf, rcvbuf-max, nodelay, delayed-ack, ack-delay, mtu)", key)
 	}
 	return err
 }
@@ -165,6 +182,9 @@ type Engine struct {
 	dev      *netdev.Device
 	noDelay  bool
 	moderate bool
+	// delack holds the NICs' delayed-ACK wrappers (none with
+	// delayed-ack=off), by NIC id.
+	delack map[tcpip.NICID]*delack.Endpoint
 }
 
 var _ stack.Engine = (*Engine)(nil)
@@ -172,9 +192,6 @@ var _ stack.Engine = (*Engine)(nil)
 // New builds a netstack as cfg says. On error nothing is left running, but
 // cfg.Netdev is not closed (the caller still owns it then).
 func New(cfg Config) (*Engine, error) {
-	if cfg.TCP.DelayedACK {
-		return nil, fmt.Errorf("gvisor engine: delayed ACKs are not implemented by netstack (it acknowledges at once); drop the delayed-ack setting")
-	}
 	if cfg.Netdev != nil && cfg.Netdev.Link == nil {
 		// Kind "none": a device with no link is the same as no device.
 		cfg.Netdev = nil
@@ -225,7 +242,7 @@ func (e *Engine) setup(cfg Config) error {
 		if name == "" {
 			name = cfg.Netdev.Kind
 		}
-		if err := s.CreateNICWithOptions(nicNetdev, cfg.Netdev.Link, gstack.NICOptions{Name: name}); err != nil {
+		if err := s.CreateNICWithOptions(nicNetdev, e.wrap(nicNetdev, cfg.Netdev.Link, cfg.TCP), gstack.NICOptions{Name: name}); err != nil {
 			return fmt.Errorf("gvisor engine: attaching netdev %s: %v", name, err)
 		}
 	}
@@ -234,7 +251,7 @@ func (e *Engine) setup(cfg Config) error {
 		if cfg.TCP.MTU != 0 {
 			lo.SetMTU(cfg.TCP.MTU)
 		}
-		if err := s.CreateNICWithOptions(nicLoopback, lo, gstack.NICOptions{Name: "lo"}); err != nil {
+		if err := s.CreateNICWithOptions(nicLoopback, e.wrap(nicLoopback, lo, cfg.TCP), gstack.NICOptions{Name: "lo"}); err != nil {
 			return fmt.Errorf("gvisor engine: loopback NIC: %v", err)
 		}
 	}
@@ -268,6 +285,19 @@ func (e *Engine) setup(cfg Config) error {
 	}
 	s.SetRouteTable(routes)
 	return nil
+}
+
+// wrap gives a NIC's link delayed ACKs unless the settings turn them off.
+func (e *Engine) wrap(id tcpip.NICID, l gstack.LinkEndpoint, c TCPConfig) gstack.LinkEndpoint {
+	if c.NoDelayedACK {
+		return l
+	}
+	d := delack.New(l, c.ACKDelay)
+	if e.delack == nil {
+		e.delack = make(map[tcpip.NICID]*delack.Endpoint)
+	}
+	e.delack[id] = d
+	return d
 }
 
 func addAddr(s *gstack.Stack, nic tcpip.NICID, p netip.Prefix) error {
@@ -415,6 +445,9 @@ type NICStats struct {
 	// transport layer; TxDropped, packets dropped for lack of buffer space
 	// in the device.
 	RxMalformed, TxDropped uint64
+	// DelayedACK counts what the NIC's delayed ACKs did (zero with
+	// delayed-ack=off).
+	DelayedACK delack.Stats
 }
 
 // Stats returns the counters of each NIC, by id.
@@ -432,6 +465,9 @@ func (e *Engine) Stats() []NICStats {
 		}
 		if st.MalformedL4RcvdPackets != nil {
 			n.RxMalformed = st.MalformedL4RcvdPackets.Value()
+		}
+		if d := e.delack[id]; d != nil {
+			n.DelayedACK = d.Stats()
 		}
 		out = append(out, n)
 	}

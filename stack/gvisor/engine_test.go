@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand"
 	"net/netip"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
 	"github.com/nuse-project/nuse/stack"
+	"github.com/nuse-project/nuse/stack/link/delack"
 	"github.com/nuse-project/nuse/stack/netdev"
 )
 
@@ -536,8 +538,62 @@ func TestConfig(t *testing.T) {
 	if _, err := New(Config{TCP: TCPConfig{CongestionControl: "bbr"}}); err == nil {
 		t.Error("unknown congestion control accepted")
 	}
-	if _, err := New(Config{TCP: TCPConfig{DelayedACK: true}}); err == nil {
-		t.Error("delayed ACK accepted")
+	for _, kv := range [][2]string{{"delayed-ack", "maybe"}, {"ack-delay", "0"}, {"ack-delay", "1s"}, {"ack-delay", "-1ms"}, {"ack-delay", "soon"}} {
+		if err := c.Set(kv[0], kv[1]); err == nil {
+			t.Errorf("%s=%s accepted", kv[0], kv[1])
+		}
+	}
+	var d TCPConfig
+	if err := d.Set("ack-delay", "250us"); err != nil || d.ACKDelay != 250*time.Microsecond {
+		t.Errorf("ack-delay=250us: %v %v", d.ACKDelay, err)
+	}
+	if err := d.Set("delayed-ack", "off"); err != nil || !d.NoDelayedACK {
+		t.Errorf("delayed-ack=off: %+v %v", d, err)
+	}
+}
+
+// TestDelayedACKs: on the loopback NIC a request/response exchange's ACKs
+// ride on the answers (the delayed ACKs are dropped as redundant), the
+// bytes arrive intact, and nothing is retransmitted; delayed-ack=off sends
+// every ACK.
+func TestDelayedACKs(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		e, err := New(Config{Loopback: true, TCP: TCPConfig{NoDelayedACK: off, NoDelay: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, cl, sv := connPair(t, e, syscall.AF_INET, netip.MustParseAddrPort("127.0.0.1:0"), syscall.AF_INET, netip.MustParseAddr("127.0.0.1"))
+		const rounds = 200
+		for i := range rounds {
+			req := []byte(fmt.Sprintf("request %d", i))
+			if got := pump(t, cl, sv, req, false); !bytes.Equal(got, req) {
+				t.Fatalf("round %d: server got %q", i, got)
+			}
+			resp := bytes.Repeat([]byte{byte(i)}, 100+i)
+			if got := pump(t, sv, cl, resp, false); !bytes.Equal(got, resp) {
+				t.Fatalf("round %d: client got %d bytes", i, len(got))
+			}
+		}
+		var lo NICStats
+		for _, n := range e.Stats() {
+			if n.Name == "lo" {
+				lo = n
+			}
+		}
+		st := lo.DelayedACK
+		if off {
+			if st != (delack.Stats{}) || e.delack != nil {
+				t.Errorf("delayed-ack=off: %+v", st)
+			}
+		} else if st.Held < rounds || st.Replaced < rounds {
+			// Each round's request and response each have their ACK
+			// held, and most are replaced by the next segment.
+			t.Errorf("delayed ACKs over %d rounds: %+v", rounds, st)
+		}
+		if r := e.Stack().Stats().TCP.Retransmits.Value(); r != 0 {
+			t.Errorf("delayed-ack off=%v: %d retransmitted segments on loopback", off, r)
+		}
+		e.Close()
 	}
 }
 

@@ -18,7 +18,8 @@ var settings = []stack.Setting{
 	{Key: "rcvbuf", Default: "1m", Help: "default receive buffer"},
 	{Key: "rcvbuf-max", Default: "4m", Help: "largest receive buffer"},
 	{Key: "nodelay", Default: "off", Help: "TCP_NODELAY on every new socket"},
-	{Key: "delayed-ack", Default: "off", Help: "delayed ACKs (netstack lacks them: on is refused)"},
+	{Key: "delayed-ack", Default: "on", Help: "hold a pure ACK for ack-delay so that an answer can carry it (netstack itself ACKs at once)"},
+	{Key: "ack-delay", Default: "1ms", Help: "how long a delayed ACK may wait (at most 200ms)"},
 	{Key: "mtu", Default: "65536", Help: "MTU of the loopback NIC"},
 }
 

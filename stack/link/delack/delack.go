@@ -1,0 +1,386 @@
+// Package delack gives a gVisor link endpoint delayed acknowledgements.
+//
+// Netstack acknowledges every batch of received segments at once: a
+// request/response exchange costs two pure ACKs besides its two data
+// segments, each one a full trip through both ends of the stack (on the
+// loopback NIC, where both ends are in the daemon) or a packet on the wire.
+// Linux delays such an ACK (40 ms at most, less in its quick-ACK mode), in
+// the hope that the answer carries it. This endpoint does the same below the
+// stack: a pure ACK that only moves the acknowledged sequence forward, by
+// at most one segment's worth, is held for a short delay; a later segment of
+// the same flow that acknowledges as much (the answer) makes it redundant,
+// and it is dropped. Held ACKs are sent when the delay ends, before any
+// other segment of their flow that does not replace them, and at once when
+// a second ACK comes for the flow (Linux acknowledges at least every second
+// full segment), so bulk transfers still see an ACK per two segments.
+//
+// What is never held: SYN, FIN and RST segments; segments with data;
+// duplicate ACKs and window updates (they carry the same acknowledgement
+// number as the last one: loss recovery and zero-window recovery depend on
+// them); ACKs carrying SACK blocks or options other than timestamps; the
+// first ACK of a flow (the handshake's last step: the listener's accept
+// waits for it); an ACK that opens the window more than twofold.
+package delack
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// DefaultDelay is how long an ACK waits for a segment to ride on.
+const DefaultDelay = time.Millisecond
+
+// MaxDelay bounds the delay (Linux's largest delayed-ACK timeout).
+const MaxDelay = 200 * time.Millisecond
+
+// Flows that saw no segment for this long are forgotten; at most maxFlows
+// are tracked (segments of other flows pass untouched).
+const (
+	flowIdle = time.Minute
+	maxFlows = 1 << 18
+)
+
+// Stats count what the endpoint did with pure ACKs.
+type Stats struct {
+	Held       uint64 // ACKs held back
+	Replaced   uint64 // held ACKs dropped: a later segment acknowledged as much
+	Expired    uint64 // held ACKs sent when their delay ended
+	Flushed    uint64 // held ACKs sent ahead of a segment that did not replace them
+	Untracked  uint64 // TCP segments passed untouched: too many flows
+	Unparsable uint64 // TCP segments passed untouched: headers not as expected
+}
+
+// flowKey names one direction of a TCP connection: network protocol,
+// addresses and ports as they appear on the wire.
+type flowKey struct {
+	proto    uint16
+	src, dst [16]byte
+	ports    uint32
+}
+
+type flow struct {
+	hasAck  bool   // a segment with ACK set was sent on the flow
+	ack     uint32 // the last acknowledgement number sent (or held)
+	win     uint16 // and its window field
+	held    *stack.PacketBuffer
+	heldAck uint32
+	gen     uint64 // bumped per hold: tells stale queue entries apart
+	used    int64  // clock() at the last segment
+}
+
+type pending struct {
+	key flowKey
+	gen uint64
+	due int64
+}
+
+// Endpoint wraps a link endpoint with delayed ACKs.
+type Endpoint struct {
+	nested.Endpoint
+	child stack.LinkEndpoint
+	delay int64 // ns
+	start time.Time
+
+	mu        sync.Mutex
+	flows     map[flowKey]*flow
+	queue     []pending // by due time (every hold has the same delay)
+	timer     *time.Timer
+	armed     bool
+	closed    bool
+	lastSweep int64
+
+	held, replaced, expired, flushed, untracked, unparsable atomic.Uint64
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+
+// New wraps child. A delay <= 0 means DefaultDelay; it is capped at
+// MaxDelay.
+func New(child stack.LinkEndpoint, delay time.Duration) *Endpoint {
+	if delay <= 0 {
+		delay = DefaultDelay
+	}
+	delay = min(delay, MaxDelay)
+	e := &Endpoint{child: child, delay: int64(delay), start: time.Now(), flows: make(map[flowKey]*flow)}
+	e.Endpoint.Init(child, e)
+	e.timer = time.AfterFunc(time.Hour, e.expire)
+	e.timer.Stop()
+	return e
+}
+
+// Delay is the delay an ACK is held for.
+func (e *Endpoint) Delay() time.Duration { return time.Duration(e.delay) }
+
+// Stats reads the counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{
+		Held: e.held.Load(), Replaced: e.replaced.Load(), Expired: e.expired.Load(),
+		Flushed: e.flushed.Load(), Untracked: e.untracked.Load(), Unparsable: e.unparsable.Load(),
+	}
+}
+
+func (e *Endpoint) clock() int64 { return int64(time.Since(e.start)) }
+
+// segment is what the endpoint reads of an outgoing TCP segment.
+type segment struct {
+	key   flowKey
+	flags header.TCPFlags
+	ack   uint32
+	win   uint16
+	pure  bool // ACK alone, no data, no options but timestamps
+	reset bool
+}
+
+// parse reads the network and TCP headers the stack built. ok is false for
+// anything but TCP over IPv4 or IPv6 with whole headers.
+func parse(pkt *stack.PacketBuffer) (s segment, ok bool) {
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
+		return s, false
+	}
+	nh := pkt.NetworkHeader().Slice()
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		if len(nh) < header.IPv4MinimumSize {
+			return s, false
+		}
+		copy(s.key.src[:], nh[12:16])
+		copy(s.key.dst[:], nh[16:20])
+	case header.IPv6ProtocolNumber:
+		if len(nh) < header.IPv6MinimumSize {
+			return s, false
+		}
+		copy(s.key.src[:], nh[8:24])
+		copy(s.key.dst[:], nh[24:40])
+	default:
+		return s, false
+	}
+	s.key.proto = uint16(pkt.NetworkProtocolNumber)
+	th := pkt.TransportHeader().Slice()
+	if len(th) < header.TCPMinimumSize {
+		return s, false
+	}
+	off := int(th[12]>>4) * 4
+	if off < header.TCPMinimumSize || off > len(th) {
+		return s, false
+	}
+	s.key.ports = binary.BigEndian.Uint32(th[0:4])
+	s.flags = header.TCPFlags(th[13])
+	s.ack = binary.BigEndian.Uint32(th[8:12])
+	s.win = binary.BigEndian.Uint16(th[14:16])
+	s.reset = s.flags&header.TCPFlagRst != 0
+	s.pure = s.flags == header.TCPFlagAck && pkt.Data().Size() == 0 && onlyTimestamps(th[header.TCPMinimumSize:off])
+	return s, true
+}
+
+// onlyTimestamps reports whether TCP options hold nothing but padding and
+// timestamps (a SACK block, say, must not wait).
+func onlyTimestamps(opts []byte) bool {
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case header.TCPOptionEOL:
+			return true
+		case header.TCPOptionNOP:
+			i++
+		case header.TCPOptionTS:
+			if i+1 >= len(opts) || opts[i+1] != header.TCPOptionTSLength {
+				return false
+			}
+			i += header.TCPOptionTSLength
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// after reports whether sequence number a comes after b.
+func after(a, b uint32) bool { return int32(a-b) > 0 }
+
+// WritePackets implements stack.LinkEndpoint: pure ACKs may be held, held
+// ACKs may go out first or be dropped; everything else passes in order.
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	var (
+		out   stack.PacketBufferList
+		ours  []*stack.PacketBuffer // held ACKs put in out: our references
+		drop  []*stack.PacketBuffer
+		given int // the caller's packets in out
+	)
+	// The per-segment limit on what a held ACK may acknowledge: one
+	// segment of this link's size (Linux acknowledges every second one).
+	limit := uint32(e.child.MTU())
+	now := e.clock()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return e.child.WritePackets(pkts)
+	}
+	e.sweep(now)
+	for _, pkt := range pkts.AsSlice() {
+		s, ok := parse(pkt)
+		if !ok {
+			if pkt.TransportProtocolNumber == header.TCPProtocolNumber {
+				e.unparsable.Add(1)
+			}
+			out.PushBack(pkt)
+			given++
+			continue
+		}
+		f := e.flows[s.key]
+		if f == nil {
+			if len(e.flows) >= maxFlows {
+				e.untracked.Add(1)
+				out.PushBack(pkt)
+				given++
+				continue
+			}
+			f = &flow{}
+			e.flows[s.key] = f
+		}
+		f.used = now
+		if s.pure && f.held == nil && f.hasAck && after(s.ack, f.ack) && s.ack-f.ack <= limit &&
+			s.win != 0 && uint32(s.win) <= 2*uint32(f.win) {
+			f.held = pkt.IncRef()
+			f.heldAck = s.ack
+			f.gen++
+			f.ack, f.win = s.ack, s.win
+			e.queue = append(e.queue, pending{key: s.key, gen: f.gen, due: now + e.delay})
+			if !e.armed {
+				e.armed = true
+				e.timer.Reset(time.Duration(e.delay))
+			}
+			e.held.Add(1)
+			continue
+		}
+		if f.held != nil {
+			if s.flags&header.TCPFlagAck != 0 && !after(f.heldAck, s.ack) && !(s.pure && s.ack == f.heldAck) {
+				// This segment acknowledges as much: the held ACK
+				// says nothing more.
+				drop = append(drop, f.held)
+				e.replaced.Add(1)
+			} else {
+				out.PushBack(f.held)
+				ours = append(ours, f.held)
+				e.flushed.Add(1)
+			}
+			f.held = nil
+		}
+		out.PushBack(pkt)
+		given++
+		if s.flags&header.TCPFlagAck != 0 {
+			f.hasAck, f.ack, f.win = true, s.ack, s.win
+		}
+		if s.reset {
+			delete(e.flows, s.key)
+		}
+	}
+	e.mu.Unlock()
+	for _, p := range drop {
+		p.DecRef()
+	}
+	if out.Len() == 0 {
+		return pkts.Len(), nil
+	}
+	n, err := e.child.WritePackets(out)
+	for _, p := range ours {
+		p.DecRef()
+	}
+	if err != nil {
+		// Count the caller's packets among those written.
+		w := 0
+		for i, p := range out.AsSlice() {
+			if i >= n {
+				break
+			}
+			if !contains(ours, p) {
+				w++
+			}
+		}
+		return w, err
+	}
+	// Held packets count as written: the stack sees them sent.
+	return pkts.Len(), nil
+}
+
+func contains(ps []*stack.PacketBuffer, p *stack.PacketBuffer) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// expire sends the held ACKs whose delay has ended and forgets idle flows.
+func (e *Endpoint) expire() {
+	var out stack.PacketBufferList
+	now := e.clock()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	i := 0
+	for ; i < len(e.queue) && e.queue[i].due <= now; i++ {
+		p := e.queue[i]
+		f := e.flows[p.key]
+		if f == nil || f.held == nil || f.gen != p.gen {
+			continue
+		}
+		out.PushBack(f.held)
+		f.held = nil
+		e.expired.Add(1)
+	}
+	e.queue = append(e.queue[:0], e.queue[i:]...)
+	if len(e.queue) > 0 {
+		e.timer.Reset(time.Duration(e.queue[0].due - now))
+	} else {
+		e.armed = false
+	}
+	e.sweep(now)
+	e.mu.Unlock()
+	if out.Len() > 0 {
+		_, _ = e.child.WritePackets(out)
+		out.DecRef()
+	}
+}
+
+// sweep forgets the flows idle for flowIdle, once per flowIdle.
+func (e *Endpoint) sweep(now int64) {
+	if now-e.lastSweep < int64(flowIdle) {
+		return
+	}
+	e.lastSweep = now
+	for k, f := range e.flows {
+		if f.held == nil && now-f.used > int64(flowIdle) {
+			delete(e.flows, k)
+		}
+	}
+}
+
+// Close implements stack.LinkEndpoint: held ACKs are dropped (the NIC is
+// going away) and the child is closed.
+func (e *Endpoint) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.timer.Stop()
+	var drop []*stack.PacketBuffer
+	for _, f := range e.flows {
+		if f.held != nil {
+			drop = append(drop, f.held)
+			f.held = nil
+		}
+	}
+	e.queue = nil
+	e.mu.Unlock()
+	for _, p := range drop {
+		p.DecRef()
+	}
+	e.Endpoint.Close()
+}

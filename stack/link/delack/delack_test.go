@@ -1,0 +1,336 @@
+package delack
+
+import (
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/refs"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Packets held or dropped by the endpoint must all be released: gVisor's
+// leak checker panics at the end otherwise.
+func TestMain(m *testing.M) {
+	refs.SetLeakMode(refs.LeaksPanic)
+	code := m.Run()
+	refs.DoLeakCheck()
+	os.Exit(code)
+}
+
+const mtu = 1500
+
+// seg describes a TCP segment to send through the endpoint.
+type seg struct {
+	v6         bool
+	sport      uint16 // 1000 unless set (the flow under test)
+	flags      header.TCPFlags
+	ack        uint32
+	win        uint16
+	opts       []byte
+	payload    int
+	udp        bool
+	shortTrans bool // a transport header too short to be TCP
+}
+
+func (s seg) packet() *stack.PacketBuffer {
+	hlen := header.TCPMinimumSize + (len(s.opts)+3)&^3
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: hlen + header.IPv6MinimumSize,
+		Payload:            buffer.MakeWithData(make([]byte, s.payload)),
+	})
+	sport := s.sport
+	if sport == 0 {
+		sport = 1000
+	}
+	switch {
+	case s.udp:
+		u := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
+		u.Encode(&header.UDPFields{SrcPort: sport, DstPort: 2000, Length: uint16(header.UDPMinimumSize + s.payload)})
+		pkt.TransportProtocolNumber = header.UDPProtocolNumber
+	case s.shortTrans:
+		pkt.TransportHeader().Push(8)
+		pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	default:
+		th := header.TCP(pkt.TransportHeader().Push(hlen))
+		th.Encode(&header.TCPFields{SrcPort: sport, DstPort: 2000, SeqNum: 1, AckNum: s.ack, DataOffset: uint8(hlen), Flags: s.flags, WindowSize: s.win})
+		copy(th[header.TCPMinimumSize:], s.opts)
+		pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	}
+	src, dst := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+	if s.v6 {
+		src, dst = netip.MustParseAddr("::1"), netip.MustParseAddr("::2")
+		ip := header.IPv6(pkt.NetworkHeader().Push(header.IPv6MinimumSize))
+		ip.Encode(&header.IPv6Fields{PayloadLength: uint16(pkt.Size() - header.IPv6MinimumSize), TransportProtocol: tcpip.TransportProtocolNumber(pkt.TransportProtocolNumber), HopLimit: 64,
+			SrcAddr: tcpip.AddrFromSlice(src.AsSlice()), DstAddr: tcpip.AddrFromSlice(dst.AsSlice())})
+		pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
+	} else {
+		ip := header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize))
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(pkt.Size()), TTL: 64, Protocol: uint8(pkt.TransportProtocolNumber),
+			SrcAddr: tcpip.AddrFromSlice(src.AsSlice()), DstAddr: tcpip.AddrFromSlice(dst.AsSlice())})
+		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	}
+	return pkt
+}
+
+type rig struct {
+	t  *testing.T
+	ch *channel.Endpoint
+	e  *Endpoint
+}
+
+func newRig(t *testing.T, delay time.Duration) *rig {
+	ch := channel.New(64, mtu, "")
+	r := &rig{t: t, ch: ch, e: New(ch, delay)}
+	r.e.delay = int64(delay) // beyond MaxDelay: "never" in these tests
+	t.Cleanup(func() {
+		r.e.Close()
+		ch.Drain()
+	})
+	return r
+}
+
+// send writes the segments in one call; every one must count as written.
+func (r *rig) send(ss ...seg) {
+	r.t.Helper()
+	var l stack.PacketBufferList
+	for _, s := range ss {
+		l.PushBack(s.packet())
+	}
+	n, err := r.e.WritePackets(l)
+	l.DecRef()
+	if err != nil || n != len(ss) {
+		r.t.Fatalf("WritePackets: %d of %d, %v", n, len(ss), err)
+	}
+}
+
+// out reads what reached the child: "ack N" for pure ACKs, "data N" for
+// segments with a payload, "flags N" otherwise, "other" for non-TCP.
+func (r *rig) out() []string {
+	var got []string
+	for {
+		p := r.ch.Read()
+		if p == nil {
+			return got
+		}
+		var d string
+		if p.TransportProtocolNumber != header.TCPProtocolNumber {
+			d = "other"
+		} else if len(p.TransportHeader().Slice()) < header.TCPMinimumSize {
+			d = "short"
+		} else {
+			th := header.TCP(p.TransportHeader().Slice())
+			switch {
+			case p.Data().Size() > 0:
+				d = "data"
+			case th.Flags() == header.TCPFlagAck:
+				d = "ack"
+			default:
+				d = "flags"
+			}
+			d += " " + itoa(th.AckNumber())
+		}
+		got = append(got, d)
+		p.DecRef()
+	}
+}
+
+func itoa(v uint32) string {
+	if v == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; v > 0; v /= 10 {
+		b = append([]byte{byte('0' + v%10)}, b...)
+	}
+	return string(b)
+}
+
+func (r *rig) expect(want ...string) {
+	r.t.Helper()
+	got := r.out()
+	if len(got) != len(want) {
+		r.t.Fatalf("child got %q, want %q", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			r.t.Fatalf("child got %q, want %q", got, want)
+		}
+	}
+}
+
+var (
+	ack  = header.TCPFlagAck
+	data = func(a uint32) seg { return seg{flags: ack | header.TCPFlagPsh, ack: a, win: 1000, payload: 10} }
+	pure = func(a uint32) seg { return seg{flags: ack, ack: a, win: 1000} }
+)
+
+func TestHeldACKReplacedByAnswer(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		r := newRig(t, time.Hour)
+		first, next, answer := pure(100), pure(110), data(110)
+		first.v6, next.v6, answer.v6 = v6, v6, v6
+		r.send(first)
+		r.expect("ack 100") // a flow's first ACK goes at once
+		r.send(next)
+		r.expect() // held
+		r.send(answer)
+		r.expect("data 110") // carries the acknowledgement
+		if st := r.e.Stats(); st.Held != 1 || st.Replaced != 1 || st.Flushed != 0 {
+			t.Fatalf("v6 %v: stats %+v", v6, st)
+		}
+	}
+}
+
+func TestHeldACKExpires(t *testing.T) {
+	r := newRig(t, time.Millisecond)
+	r.send(pure(100), pure(110))
+	r.expect("ack 100")
+	deadline := time.Now().Add(10 * time.Second)
+	var got []string
+	for len(got) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		got = r.out()
+	}
+	if len(got) != 1 || got[0] != "ack 110" {
+		t.Fatalf("after the delay the child got %q, want the held ACK", got)
+	}
+	if st := r.e.Stats(); st.Held != 1 || st.Expired != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestSecondACKGoesAtOnce(t *testing.T) {
+	r := newRig(t, time.Hour)
+	r.send(pure(100), pure(110))
+	r.expect("ack 100")
+	// Linux acknowledges every second segment: the next ACK goes, and
+	// it covers the held one.
+	r.send(pure(120))
+	r.expect("ack 120")
+	if st := r.e.Stats(); st.Replaced != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The flow can hold again afterwards.
+	r.send(pure(130))
+	r.expect()
+	if st := r.e.Stats(); st.Held != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestNeverHeld(t *testing.T) {
+	sack := []byte{header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionSACK, 10, 0, 0, 0, 1, 0, 0, 0, 2}
+	ts := []byte{header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionTS, header.TCPOptionTSLength, 0, 0, 0, 1, 0, 0, 0, 2}
+	for _, c := range []struct {
+		name string
+		s    seg
+	}{
+		{"duplicate ACK", pure(100)},
+		{"window update", seg{flags: ack, ack: 100, win: 1500}},
+		{"window opened twofold", seg{flags: ack, ack: 110, win: 2001}},
+		{"zero window", seg{flags: ack, ack: 110, win: 0}},
+		{"more than a segment acknowledged", pure(100 + mtu + 1)},
+		{"SACK blocks", seg{flags: ack, ack: 110, win: 1000, opts: sack}},
+		{"FIN", seg{flags: ack | header.TCPFlagFin, ack: 110, win: 1000}},
+		{"data", data(110)},
+		{"RST", seg{flags: ack | header.TCPFlagRst, ack: 110, win: 1000}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, time.Hour)
+			r.send(pure(100))
+			r.expect("ack 100")
+			r.send(c.s)
+			if got := r.out(); len(got) != 1 {
+				t.Fatalf("child got %q, want the segment at once", got)
+			}
+			if st := r.e.Stats(); st.Held != 0 {
+				t.Fatalf("held: %+v", st)
+			}
+		})
+	}
+	// Timestamps alone do not stop an ACK from waiting.
+	r := newRig(t, time.Hour)
+	r.send(pure(100), seg{flags: ack, ack: 110, win: 1000, opts: ts})
+	r.expect("ack 100")
+	if st := r.e.Stats(); st.Held != 1 {
+		t.Fatalf("an ACK with timestamps was not held: %+v", st)
+	}
+}
+
+func TestHeldACKGoesFirst(t *testing.T) {
+	// A duplicate of the held ACK (loss recovery counts them) sends both,
+	// in order.
+	r := newRig(t, time.Hour)
+	r.send(pure(100), pure(110))
+	r.expect("ack 100")
+	r.send(seg{flags: ack, ack: 110, win: 1000})
+	r.expect("ack 110", "ack 110")
+	if st := r.e.Stats(); st.Flushed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A SYN of the same ports (a new connection) does not acknowledge the
+	// held ACK's data: the ACK goes first.
+	r.send(pure(120))
+	r.expect() // held again
+	r.send(seg{flags: header.TCPFlagSyn, win: 1000})
+	r.expect("ack 120", "flags 0")
+}
+
+func TestOtherFlowsAndProtocols(t *testing.T) {
+	r := newRig(t, time.Hour)
+	r.send(pure(100), pure(110))
+	r.expect("ack 100")
+	// Another flow's data and non-TCP packets pass; the held ACK stays.
+	other := data(500)
+	other.sport = 1001
+	r.send(other, seg{udp: true, payload: 4}, seg{shortTrans: true})
+	r.expect("data 500", "other", "short")
+	if st := r.e.Stats(); st.Held != 1 || st.Replaced != 0 || st.Flushed != 0 || st.Unparsable != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	r.send(data(110))
+	r.expect("data 110")
+}
+
+func TestCloseReleasesHeld(t *testing.T) {
+	ch := channel.New(64, mtu, "")
+	e := New(ch, time.Hour)
+	e.delay = int64(time.Hour)
+	var l stack.PacketBufferList
+	l.PushBack(pure(100).packet())
+	l.PushBack(pure(110).packet())
+	if n, err := e.WritePackets(l); n != 2 || err != nil {
+		t.Fatal(n, err)
+	}
+	l.DecRef()
+	e.Close()
+	ch.Drain()
+	if st := e.Stats(); st.Held != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// After Close segments pass straight through.
+	l = stack.PacketBufferList{}
+	l.PushBack(pure(120).packet())
+	_, _ = e.WritePackets(l)
+	l.DecRef()
+	ch.Drain()
+	// The leak check in TestMain fails the run if the held ACK leaked.
+}
+
+func TestDelayBounds(t *testing.T) {
+	ch := channel.New(1, mtu, "")
+	defer ch.Close()
+	for _, c := range [][2]time.Duration{{0, DefaultDelay}, {-1, DefaultDelay}, {time.Hour, MaxDelay}, {300 * time.Microsecond, 300 * time.Microsecond}} {
+		e := New(ch, c[0])
+		if d := e.Delay(); d != c[1] {
+			t.Errorf("delay %v gave %v, want %v", c[0], d, c[1])
+		}
+		e.Close()
+	}
+}
