@@ -69,6 +69,16 @@ func defaultUCSpin() time.Duration {
 	return 100 * time.Microsecond
 }
 
+// autoProcs says whether --procs 0 means --workers: on a small machine
+// a thread of its own for gVisor's TCP processors costs a cross-thread
+// wake-up per segment and competes with the programs for the few CPUs
+// (measured on 2 vCPUs: redis GET through the daemon at 1.3-1.7x the
+// requests/s with one thread, the daemon's CPU per request down by about
+// 40%). $GOMAXPROCS, if set, is the user's choice.
+func autoProcs() bool {
+	return runtime.NumCPU() <= 4 && os.Getenv("GOMAXPROCS") == ""
+}
+
 // engineList is the --engine help: every built-in engine with its summary.
 func engineList() string {
 	var b strings.Builder
@@ -102,7 +112,7 @@ func runDaemon(args []string) int {
 	fs.DurationVar(&cfg.Spin, "spin", 50*time.Microsecond, "how long the daemon spins for work before it sleeps")
 	fs.DurationVar(&cfg.UCSpin, "uc-spin", defaultUCSpin(), "how long the pump of a uc proxy QP (uc/proxy) spins for work before it sleeps")
 	fs.IntVar(&cfg.Workers, "workers", 1, "goroutines that serve the sessions (each spins over all of its sessions)")
-	procs := fs.Int("procs", 0, "threads that run the daemon's Go code at once (GOMAXPROCS, at least --workers); 0 is Go's default, one per CPU or $GOMAXPROCS. 1 cuts the daemon's CPU per request of request-response servers on small machines, at a cost to bulk, pipelined and connection-churning traffic (README, Benchmarks)")
+	procs := fs.Int("procs", 0, "threads that run the daemon's Go code at once (GOMAXPROCS, at least --workers); 0 is automatic: --workers on machines of up to 4 CPUs (the engine's goroutines then run on the workers' threads, which saves a thread wake-up per segment), else Go's default (one per CPU, or $GOMAXPROCS)")
 	fs.DurationVar(&cfg.ShimSpin, "shim-spin", 20*time.Microsecond, "how long application threads spin before they sleep")
 	fs.DurationVar(&cfg.Linger, "linger", 30*time.Second, "how long a closed socket may take to send what is left in its ring")
 	quiet := fs.Bool("q", false, "log only errors")
@@ -117,6 +127,9 @@ func runDaemon(args []string) int {
 	if *procs < 0 {
 		fmt.Fprintf(os.Stderr, "nuse daemon: --procs %d: want 0 or more\n", *procs)
 		return 2
+	}
+	if *procs == 0 && autoProcs() {
+		*procs = cfg.Workers
 	}
 	if *procs > 0 {
 		// Before the engines start: gVisor sizes its TCP processors by it.

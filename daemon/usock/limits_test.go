@@ -109,8 +109,10 @@ func TestFDReserveCountsKernelSockets(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the client process said nothing in 20 s")
 	}
-	// The child's session holds 2 fds; each kernel socket 2 more.
-	want := fmt.Sprintf("%d %s", (room-reserve-2)/2, errName(syscall.ENFILE))
+	// The child's session holds 2 fds; each kernel socket 2 more. The room
+	// is what the limit leaves over the fds the server found open (its
+	// own included).
+	want := fmt.Sprintf("%d %s", (srv.fdLimit-srv.baseFDs-reserve-2)/2, errName(syscall.ENFILE))
 	if got != want {
 		t.Errorf("kernel sockets until refused, and the refusal: %q, want %q", got, want)
 	}

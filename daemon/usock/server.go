@@ -132,6 +132,8 @@ type Server struct {
 	nextID    uint32
 	closed    bool
 	ln        *net.UnixListener
+	lnNudge   *nudgee
+	nudge     *nudger // control connections served under load (nudge.go)
 	wg        sync.WaitGroup
 	workers   []*worker
 	perWork   int // sessions one worker may serve
@@ -196,7 +198,8 @@ func NewServer(cfg Config) *Server {
 		}
 		cfg.Engines = all
 	}
-	srv := &Server{engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[string]*relay{}, lsns: map[string]*lsnShare{}, perWork: 1, perUID: map[uint32]*uidUse{},
+	nd := newNudger() // before baseFDs counts the daemon's own fds
+	srv := &Server{nudge: nd, engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[string]*relay{}, lsns: map[string]*lsnShare{}, perWork: 1, perUID: map[uint32]*uidUse{},
 		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
 	for name := range cfg.Engines {
 		srv.engTotals[name] = &totals{}
@@ -231,6 +234,7 @@ func (srv *Server) Listen(path string) error {
 	_ = os.Chmod(path, 0o666)
 	srv.mu.Lock()
 	srv.ln = ln
+	srv.lnNudge = srv.nudge.add(ln, ln.SetDeadline)
 	srv.mu.Unlock()
 	srv.wg.Add(1)
 	go func() {
@@ -249,6 +253,9 @@ func (srv *Server) acceptLoop(ln *net.UnixListener) {
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
+			if nudged(err, ln.SetDeadline) {
+				continue
+			}
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -289,6 +296,7 @@ func (srv *Server) Close() {
 	}
 	srv.mu.Unlock()
 	if ln != nil {
+		srv.nudge.drop(srv.lnNudge)
 		ln.Close()
 	}
 	for _, s := range ss {
@@ -299,6 +307,7 @@ func (srv *Server) Close() {
 	}
 	srv.stopRelays()
 	srv.wg.Wait()
+	srv.nudge.close()
 }
 
 // serveConn handles one control connection: a session, or a stats query.
@@ -470,10 +479,15 @@ func (srv *Server) ended(s *Session) {
 
 // sessionLoop serves socket births until the process goes away.
 func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
+	nd := srv.nudge.add(c, c.SetReadDeadline)
+	defer srv.nudge.drop(nd)
 	for {
 		msg, fds, err := readCtl(c)
 		if err != nil {
 			closeFDs(fds)
+			if nudged(err, c.SetReadDeadline) {
+				continue
+			}
 			if !errors.Is(err, errEOF) {
 				s.mu.Lock()
 				s.kill(fmt.Sprintf("control message: %v", err))
@@ -729,6 +743,9 @@ func readCtl(c *net.UnixConn) (ctlMsg, []int, error) {
 		}
 	}
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return ctlMsg{}, fds, err
+		}
 		return ctlMsg{}, fds, errEOF
 	}
 	if n == 0 {

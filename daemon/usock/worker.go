@@ -116,8 +116,11 @@ func (w *worker) run() {
 		ver  = ^uint64(0)
 		wv   futex.Waitv
 		last = time.Now()
-		// alone: the worker shares the daemon's only P (--procs 1).
-		alone = runtime.GOMAXPROCS(0) == 1
+		// alone: the workers hold every P (--procs no more than
+		// --workers, the default on small machines): the engine's
+		// goroutines run when a worker yields, and the control socket
+		// is served through nudges (nudge.go).
+		alone = runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers
 	)
 	for {
 		if v := w.ver.Load(); v != ver {
@@ -148,12 +151,14 @@ func (w *worker) run() {
 			}
 			did = did || d
 		}
+		if alone {
+			w.srv.nudge.nudge(time.Now())
+		}
 		if did {
 			last = time.Now()
 			if alone {
-				// With one thread for the daemon's Go code (--procs 1),
-				// the engine's goroutines (gVisor's TCP processors and
-				// timers) run only when the worker yields: let them take
+				// The engine's goroutines (gVisor's TCP processors and
+				// timers) run only when a worker yields: let them take
 				// what this pass handed them.
 				runtime.Gosched()
 			}
