@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,9 +52,14 @@ type Config struct {
 	Spin       time.Duration
 	Workers    int
 	UCSpin     time.Duration // how long a uc proxy QP's pump spins before it sleeps
-	ShimSpin   time.Duration
-	Linger     time.Duration
-	Logf       func(format string, args ...any)
+	// UCProcs is GOMAXPROCS while uc proxy sessions run (0: unchanged).
+	// A daemon cut to a thread per worker (--procs) gives its QP pumps
+	// threads of their own again: a pump that waits for a free thread
+	// adds its wait to every verb's latency.
+	UCProcs  int
+	ShimSpin time.Duration
+	Linger   time.Duration
+	Logf     func(format string, args ...any)
 }
 
 // DefaultEngine is the engine a daemon runs when none is named.
@@ -129,6 +136,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Logf: logf, NetStats: func() []usock.NICStats { return nicStats(engines) },
 		UCStats: ucStats,
 		Handlers: map[uint16]usock.Handler{abi.MsgUC: func(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte) {
+			ucProcs.enter(cfg.UCProcs)
+			defer ucProcs.leave()
 			proxy.Serve(c, cred, seq, body, proxy.ServerConfig{Spin: cfg.UCSpin, Logf: logf})
 		}},
 	})
@@ -183,6 +192,35 @@ func openNetdev(cfg Config, logf func(string, ...any)) (*netdev.Device, error) {
 		return netdev.Open("tap", ncfg)
 	}
 	return nil, err
+}
+
+// procsWhile raises GOMAXPROCS while some callers are inside, and puts
+// it back when the last one leaves.
+type procsWhile struct {
+	mu    sync.Mutex
+	n     int
+	saved int // GOMAXPROCS before the raise, 0 if not raised
+}
+
+var ucProcs procsWhile
+
+func (p *procsWhile) enter(want int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	if p.n == 1 && want > runtime.GOMAXPROCS(0) {
+		p.saved = runtime.GOMAXPROCS(want)
+	}
+}
+
+func (p *procsWhile) leave() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n--
+	if p.n == 0 && p.saved > 0 {
+		runtime.GOMAXPROCS(p.saved)
+		p.saved = 0
+	}
 }
 
 // nicStats gathers the interface counters of the engines that have NICs.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +71,40 @@ func TestRunTwoEngines(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "nused ready on %s: engine %s%s") {
 		t.Fatalf("no ready line:\n%s", logs.String())
+	}
+}
+
+// TestProcsWhile: GOMAXPROCS is raised for the first caller in, kept for
+// nested ones, put back when the last leaves, and never lowered.
+func TestProcsWhile(t *testing.T) {
+	orig := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(orig)
+	var p procsWhile
+	p.enter(3)
+	p.enter(3)
+	if g := runtime.GOMAXPROCS(0); g != 3 {
+		t.Fatalf("inside: GOMAXPROCS %d, want 3", g)
+	}
+	p.leave()
+	if g := runtime.GOMAXPROCS(0); g != 3 {
+		t.Fatalf("one still inside: GOMAXPROCS %d, want 3", g)
+	}
+	p.leave()
+	if g := runtime.GOMAXPROCS(0); g != 1 {
+		t.Fatalf("all out: GOMAXPROCS %d, want 1", g)
+	}
+	runtime.GOMAXPROCS(4)
+	p.enter(2) // lower than now: unchanged
+	if g := runtime.GOMAXPROCS(0); g != 4 {
+		t.Fatalf("GOMAXPROCS %d, want 4", g)
+	}
+	p.leave()
+	if g := runtime.GOMAXPROCS(0); g != 4 {
+		t.Fatalf("after: GOMAXPROCS %d, want 4", g)
+	}
+	p.enter(0) // 0: unchanged
+	p.leave()
+	if g := runtime.GOMAXPROCS(0); g != 4 {
+		t.Fatalf("want 0: GOMAXPROCS %d", g)
 	}
 }

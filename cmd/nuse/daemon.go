@@ -130,6 +130,7 @@ func runDaemon(args []string) int {
 	}
 	if *procs == 0 && autoProcs() {
 		*procs = cfg.Workers
+		cfg.UCProcs = runtime.GOMAXPROCS(0) // Go's own, for the uc pumps
 	}
 	if *procs > 0 {
 		// Before the engines start: gVisor sizes its TCP processors by it.
