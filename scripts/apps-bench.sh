@@ -8,6 +8,9 @@
 #   node http + wrk -c 16
 #   memcached + memcslap (8 x 20000)
 #   iperf3, one stream (-t bounded)
+#   (gvisor engine) one end under NUSE: a NUSE client to a kernel server
+#   through the TAP of a second daemon (--netdev tap), redis-benchmark -c 20
+#   GET and wrk -c 32 against nginx, against the same clients on the kernel
 # Prints a table: the kernel figure, the NUSE figure, NUSE/kernel, and the
 # daemon's CPU per request over the NUSE run (utime+stime deltas from
 # /proc/PID/stat divided by the requests; for iperf3, per GiB moved).
@@ -58,7 +61,7 @@ for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
 [[ -S $SOCK ]] || { echo "apps-bench: the daemon did not start:"; cat "$WORK/daemon.log"; exit 1; }
 HZ=$(getconf CLK_TCK)
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$DPID/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${TICK_PID:-$DPID}/stat"; }
 
 ROWS=()
 ERRS=()
@@ -216,6 +219,56 @@ else
 	done
 	gib=$(awk -v g="${IB[nuse]:-0}" 'BEGIN{print g * 1e9 / 2^30}')
 	row "iperf3 single stream, -t $IPERF_T" "${IP[kern]:-0}" "${IP[nuse]:-0}" "Gbit/s" 1 "$gib" "${IB[nuset]}"
+fi
+
+# --- one end under NUSE: a NUSE client to a kernel server through the TAP ---
+TAPROW="redis-benchmark -c 20 GET, NUSE client -> kernel redis via TAP"
+if [[ $ENGINE != gvisor ]]; then
+	skip "$TAPROW" "the $ENGINE engine has no TAP of its own"
+elif m=$(missing redis-server redis-benchmark nginx wrk) && [[ -n $m ]]; then
+	skip "$TAPROW" "not installed: $m"
+else
+	TSOCK=$WORK/nused-tap.sock
+	ip netns exec "$NS" "$BIN/nuse" daemon --sock "$TSOCK" --netdev tap --engine gvisor -q $DARGS >"$WORK/daemon-tap.log" 2>&1 &
+	TDPID=$!
+	PIDS+=("$TDPID")
+	for _ in $(seq 100); do [[ -S $TSOCK ]] && break; sleep 0.1; done
+	if [[ ! -S $TSOCK ]]; then
+		skip "$TAPROW" "the TAP daemon did not start: $(tail -1 "$WORK/daemon-tap.log")"
+	else
+		# The kernel's side of the TAP is 10.77.0.1; the stack is 10.77.0.2.
+		tapnuse() { in_ns "$BIN/nuse" run --sock "$TSOCK" --rules "tcp 10.77.0.0/16" -- "$@"; }
+		TICK_PID=$TDPID
+		start kern redis-server --port 16383 --bind 10.77.0.1 --save "" --appendonly no --protected-mode no
+		for _ in $(seq 100); do in_ns timeout 1 bash -c "exec 3<>/dev/tcp/10.77.0.1/16383" 2>/dev/null && break; sleep 0.1; done
+		declare -A TK TT
+		for w in kern tapnuse; do
+			measure $w timeout 300 redis-benchmark -h 10.77.0.1 -p 16383 -c 20 -n "$REDIS_N" -t get -q
+			TK[$w]=$(echo "$OUTPUT" | tr '\r' '\n' | awk '$1 == "GET:" {print $2}' | tail -1)
+			TT[$w]=$TICKS
+		done
+		stop
+		row "$TAPROW" "${TK[kern]:-0}" "${TK[tapnuse]:-0}" "req/s" 1 "$REDIS_N" "${TT[tapnuse]}"
+		mkdir -p "$WORK/www" "$WORK/nginx"
+		chmod 755 "$WORK" "$WORK/www"
+		[[ -e $WORK/www/4k.bin ]] || head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
+		nginx_conf "$WORK/nginx" 18082 "$WORK/www" 1024 10.77.0.1
+		start kern nginx -c "$WORK/nginx/18082.conf"
+		for _ in $(seq 100); do in_ns timeout 1 bash -c "exec 3<>/dev/tcp/10.77.0.1/18082" 2>/dev/null && break; sleep 0.1; done
+		declare -A WK WT WR
+		for w in kern tapnuse; do
+			measure $w timeout $((WRK_D + 30)) wrk -t 2 -c 32 -d "${WRK_D}s" "http://10.77.0.1:18082/4k.bin"
+			WK[$w]=$(echo "$OUTPUT" | awk '/^Requests\/sec:/ {print $2}')
+			WR[$w]=$(echo "$OUTPUT" | awk '/requests in/ {print $1}')
+			WT[$w]=$TICKS
+			if echo "$OUTPUT" | grep -qE "Socket errors|Non-2xx"; then
+				ERRS+=("wrk via TAP ($w): $(echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | tr -s ' ' | tr '\n' ';')")
+			fi
+		done
+		stop
+		row "wrk -c 32 -> kernel nginx, 4 KiB, NUSE client via TAP" "${WK[kern]:-0}" "${WK[tapnuse]:-0}" "req/s" 1 "${WR[tapnuse]:-0}" "${WT[tapnuse]}"
+		unset TICK_PID
+	fi
 fi
 
 echo

@@ -5,7 +5,7 @@
 #                          WORK, creates both, and removes them at exit with
 #                          every process started in them
 #   PIDS+=($!)             records a process to stop (then wait for) at exit
-#   nginx_conf DIR PORT ROOT CONNS
+#   nginx_conf DIR PORT ROOT CONNS [ADDR]   (listens on ADDR, default 127.0.0.1)
 #                          writes DIR/PORT.conf: nginx with 2 workers serving
 #                          ROOT on 127.0.0.1:PORT, its files under DIR
 private_netns() {
@@ -29,7 +29,7 @@ _netns_cleanup() {
 }
 
 nginx_conf() {
-	local dir=$1 port=$2 root=$3 conns=$4
+	local dir=$1 port=$2 root=$3 conns=$4 addr=${5:-127.0.0.1}
 	cat >"$dir/$port.conf" <<EOC
 worker_processes 2;
 daemon off;
@@ -40,7 +40,7 @@ http {
 	access_log off;
 	client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
 	fastcgi_temp_path $dir/fcgi; uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
-	server { listen 127.0.0.1:$port; root $root; }
+	server { listen $addr:$port; root $root; }
 }
 EOC
 }

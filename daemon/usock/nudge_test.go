@@ -2,6 +2,7 @@ package usock
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -98,4 +99,64 @@ func TestNudge(t *testing.T) {
 	n.drop(e2)
 	n.drop(ec)
 	n.drop(nil)
+}
+
+// TestRelayReadSurvivesNudge: a relay's reader woken by a nudge reads on
+// (a nudge is not a stop); stopped, it returns.
+func TestRelayReadSurvivesNudge(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "relay end")
+	peer := os.NewFile(uintptr(fds[1]), "program end")
+	defer f.Close()
+	defer peer.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{f: f, rc: rc, done: make(chan struct{})}
+	got := make(chan string, 1)
+	go func() {
+		buf, n, err := r.read()
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- string((*buf)[:n])
+		putBuf(buf)
+	}()
+	// Nudge the parked reader a few times, then give it bytes.
+	for range 3 {
+		time.Sleep(5 * time.Millisecond)
+		_ = f.SetReadDeadline(time.Now())
+	}
+	time.Sleep(5 * time.Millisecond)
+	if _, err := peer.Write([]byte("bytes")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "bytes" {
+			t.Fatalf("read %q, want the bytes", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("read did not return")
+	}
+	// Stopped: read returns (with an error) instead of waiting.
+	go func() {
+		_, _, err := r.read()
+		got <- fmt.Sprint(err)
+	}()
+	time.Sleep(5 * time.Millisecond)
+	r.stop(false)
+	select {
+	case s := <-got:
+		if s == "<nil>" {
+			t.Fatal("read after stop returned no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("read after stop did not return")
+	}
 }

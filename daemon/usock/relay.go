@@ -49,6 +49,7 @@ type relay struct {
 	engFDs int    // the daemon's fds es holds (counted in srv.clientFDs)
 	f      *os.File
 	rc     syscall.RawConn
+	nd     *nudgee // the nudger's entry for f (nudge.go)
 	name   string // the abstract address bound to our end
 
 	emu sync.Mutex // serializes engine calls (Notify's callback aside)
@@ -261,6 +262,7 @@ func (r *relay) start() {
 		poke(r.wakeIn)
 		poke(r.wakeOut)
 	})
+	r.nd = r.srv.nudge.add(r.f, r.f.SetReadDeadline)
 	r.srv.wg.Add(2)
 	go r.up()
 	go r.down()
@@ -417,16 +419,25 @@ func (r *relay) read() (*[]byte, int, error) {
 	var n int
 	var rerr error
 	var buf *[]byte
-	err := r.rc.Read(func(fd uintptr) bool {
-		buf = relayBufs.Get().(*[]byte)
-		n, _, rerr = unix.Recvfrom(int(fd), *buf, unix.MSG_DONTWAIT)
-		if rerr == unix.EAGAIN || rerr == unix.EINTR {
-			relayBufs.Put(buf)
-			buf = nil
-			return false
+	var err error
+	for {
+		err = r.rc.Read(func(fd uintptr) bool {
+			buf = relayBufs.Get().(*[]byte)
+			n, _, rerr = unix.Recvfrom(int(fd), *buf, unix.MSG_DONTWAIT)
+			if rerr == unix.EAGAIN || rerr == unix.EINTR {
+				relayBufs.Put(buf)
+				buf = nil
+				return false
+			}
+			return true
+		})
+		// A nudge, not a stop: read again. stop closes done before its
+		// deadline, so a deadline cleared here after stop set it still
+		// finds done closed.
+		if err == nil || r.stopped() || !nudged(err, r.f.SetReadDeadline) || r.stopped() {
+			break
 		}
-		return true
-	})
+	}
 	if err == nil {
 		err = rerr
 	}
@@ -522,6 +533,7 @@ func (r *relay) finish() {
 		r.es.Close()
 	}
 	r.emu.Unlock()
+	r.srv.nudge.drop(r.nd)
 	r.f.Close()
 	srv := r.srv
 	srv.forgetPair(r.ino)
