@@ -50,7 +50,7 @@ type relay struct {
 	f      *os.File
 	rc     syscall.RawConn
 	nd     *nudgee // the nudger's entry for f (nudge.go)
-	name   string // the abstract address bound to our end
+	name   string  // the abstract address bound to our end
 
 	emu sync.Mutex // serializes engine calls (Notify's callback aside)
 
