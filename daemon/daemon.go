@@ -152,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(names) > 1 {
 		also = " (also running " + strings.Join(names[1:], ", ") + ")"
 	}
-	logf("nused ready on %s: engine %s%s, %s, stack addresses %v, loopback %v", cfg.Sock, names[0], also, where, addrsOr(cfg.StackAddrs), cfg.Loopback)
+	logf("nused ready on %s: engine %s%s, %s, stack addresses %v, loopback %v, %d worker(s) on %d thread(s) (--procs)", cfg.Sock, names[0], also, where, addrsOr(cfg.StackAddrs), cfg.Loopback, max(cfg.Workers, 1), runtime.GOMAXPROCS(0))
 	<-ctx.Done()
 	logf("shutting down")
 	srv.Close()
