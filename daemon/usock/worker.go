@@ -181,6 +181,9 @@ func (w *worker) run() {
 		}
 		w.sleep(list, &wv)
 		last = time.Time{}
+		// The thread count may have changed meanwhile (uc proxy
+		// sessions raise it while they run).
+		alone = runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers
 	}
 }
 
