@@ -318,6 +318,10 @@ func contains(ps []*stack.PacketBuffer, p *stack.PacketBuffer) bool {
 }
 
 // expire sends the held ACKs whose delay has ended and forgets idle flows.
+// It writes after letting go of the lock (the write may deliver packets
+// that send more through this endpoint), so a segment of the same flow
+// may overtake an expiring ACK: the ACK then arrives old, which TCP
+// ignores, as it does reordering on any link.
 func (e *Endpoint) expire() {
 	var out stack.PacketBufferList
 	now := e.clock()
