@@ -558,7 +558,9 @@ func TestConfig(t *testing.T) {
 // every ACK.
 func TestDelayedACKs(t *testing.T) {
 	for _, off := range []bool{false, true} {
-		e, err := New(Config{Loopback: true, TCP: TCPConfig{NoDelayedACK: off, NoDelay: true}})
+		// A long delay: a slow (-race, loaded) run must not see the
+		// held ACKs expire before the answers replace them.
+		e, err := New(Config{Loopback: true, TCP: TCPConfig{NoDelayedACK: off, NoDelay: true, ACKDelay: 100 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}
