@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -112,7 +113,7 @@ func runDaemon(args []string) int {
 	fs.DurationVar(&cfg.Spin, "spin", 50*time.Microsecond, "how long the daemon spins for work before it sleeps")
 	fs.DurationVar(&cfg.UCSpin, "uc-spin", defaultUCSpin(), "how long the pump of a uc proxy QP (uc/proxy) spins for work before it sleeps")
 	fs.IntVar(&cfg.Workers, "workers", 1, "goroutines that serve the sessions (each spins over all of its sessions)")
-	procs := fs.Int("procs", 0, "threads that run the daemon's Go code at once (GOMAXPROCS, at least --workers); 0 is automatic: --workers on machines of up to 4 CPUs (the engine's goroutines then run on the workers' threads, which saves a thread wake-up per segment), else Go's default (one per CPU, or $GOMAXPROCS)")
+	procs := fs.Int("procs", 0, "threads that run the daemon's Go code at once (GOMAXPROCS, at least --workers); 0 is automatic: --workers (one more with the kernel engine) on machines of up to 4 CPUs (the engine's goroutines then run on the workers' threads, which saves a thread wake-up per segment), else Go's default (one per CPU, or $GOMAXPROCS)")
 	fs.DurationVar(&cfg.ShimSpin, "shim-spin", 20*time.Microsecond, "how long application threads spin before they sleep")
 	fs.DurationVar(&cfg.Linger, "linger", 30*time.Second, "how long a closed socket may take to send what is left in its ring")
 	quiet := fs.Bool("q", false, "log only errors")
@@ -127,18 +128,6 @@ func runDaemon(args []string) int {
 	if *procs < 0 {
 		fmt.Fprintf(os.Stderr, "nuse daemon: --procs %d: want 0 or more\n", *procs)
 		return 2
-	}
-	if *procs == 0 && autoProcs() {
-		*procs = cfg.Workers
-		cfg.UCProcs = runtime.GOMAXPROCS(0) // Go's own, for the uc pumps
-	}
-	if *procs > 0 {
-		// Before the engines start: gVisor sizes its TCP processors by it.
-		// With one, gVisor's TCP processors run on the worker's thread
-		// when it yields, where with a thread to spare every segment that
-		// gVisor queues wakes that thread (tens of microseconds of CPU
-		// on small VMs).
-		runtime.GOMAXPROCS(max(*procs, cfg.Workers))
 	}
 	cfg.MTU = uint32(*mtu)
 	cfg.MaxSocks = uint32(*maxSocks)
@@ -157,6 +146,26 @@ func runDaemon(args []string) int {
 			fmt.Fprintf(os.Stderr, "nuse daemon: --engine: %v\n", err)
 			return 2
 		}
+	}
+	if *procs == 0 && autoProcs() {
+		*procs = cfg.Workers
+		// The kernel engine's readiness waiter sits in epoll_wait, a
+		// system call that keeps its thread's right to run Go code
+		// until Go's monitor takes it back: it gets a thread of its own
+		// (measured: redis GET through the kernel engine 0.31x the
+		// kernel's req/s on one thread, 0.39x on two).
+		if slices.Contains(append([]string{cfg.Engine}, cfg.Engines...), "kernel") {
+			*procs++
+		}
+		cfg.UCProcs = runtime.GOMAXPROCS(0) // Go's own, for the uc pumps
+	}
+	if *procs > 0 {
+		// Before the engines start: gVisor sizes its TCP processors by it.
+		// With one, gVisor's TCP processors run on the worker's thread
+		// when it yields, where with a thread to spare every segment that
+		// gVisor queues wakes that thread (tens of microseconds of CPU
+		// on small VMs).
+		runtime.GOMAXPROCS(max(*procs, cfg.Workers))
 	}
 	cfg.Settings = map[string]map[string]string{}
 	set := func(engine, kv, flag string) bool {

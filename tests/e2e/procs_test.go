@@ -11,7 +11,8 @@ import (
 
 // TestDaemonThreads: the daemon says how many threads run its Go code. By
 // default a machine of up to 4 CPUs gets one per worker (--procs 0), a
-// larger one Go's own; --procs and --workers set it.
+// larger one Go's own; a daemon running the kernel engine gets one more;
+// --procs and --workers set it.
 func TestDaemonThreads(t *testing.T) {
 	requireRoot(t)
 	want := runtime.NumCPU()
@@ -28,6 +29,9 @@ func TestDaemonThreads(t *testing.T) {
 		{nil, fmt.Sprintf("1 worker(s) on %d thread(s)", want)},
 		{[]string{"--procs", "3"}, "1 worker(s) on 3 thread(s)"},
 		{[]string{"--workers", "2"}, fmt.Sprintf("2 worker(s) on %d thread(s)", max(want, 2))},
+		// The kernel engine's epoll waiter gets a thread of its own.
+		{[]string{"--engine", "kernel"}, fmt.Sprintf("1 worker(s) on %d thread(s)", max(want, 2))},
+		{[]string{"--engines", "kernel"}, fmt.Sprintf("1 worker(s) on %d thread(s)", max(want, 2))},
 	} {
 		ns := newNetns(t)
 		p := ns.startDaemon(append([]string{"--netdev", "none"}, c.args...)...)
