@@ -78,10 +78,10 @@ missing() { # tools... ; prints the missing ones
 	for t in "$@"; do command -v "$t" >/dev/null || m+=("$t"); done
 	echo "${m[*]}"
 }
-wait_port() { # wrapper, port: until a connect through the same path succeeds (10 s)
-	local w=$1 port=$2
+wait_port() { # wrapper, port [, host]: until a connect through the same path succeeds (10 s)
+	local w=$1 port=$2 host=${3:-127.0.0.1}
 	for _ in $(seq 100); do
-		$w timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && return 0
+		$w timeout 1 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null && return 0
 		sleep 0.1
 	done
 	echo "apps-bench: nothing listens on port $port" >&2
@@ -240,7 +240,7 @@ else
 		tapnuse() { in_ns "$BIN/nuse" run --sock "$TSOCK" --rules "tcp 10.77.0.0/16" -- "$@"; }
 		TICK_PID=$TDPID
 		start kern redis-server --port 16383 --bind 10.77.0.1 --save "" --appendonly no --protected-mode no
-		for _ in $(seq 100); do in_ns timeout 1 bash -c "exec 3<>/dev/tcp/10.77.0.1/16383" 2>/dev/null && break; sleep 0.1; done
+		wait_port kern 16383 10.77.0.1 || true
 		declare -A TK TT
 		for w in kern tapnuse; do
 			measure $w timeout 300 redis-benchmark -h 10.77.0.1 -p 16383 -c 20 -n "$REDIS_N" -t get -q
@@ -254,7 +254,7 @@ else
 		[[ -e $WORK/www/4k.bin ]] || head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
 		nginx_conf "$WORK/nginx" 18082 "$WORK/www" 1024 10.77.0.1
 		start kern nginx -c "$WORK/nginx/18082.conf"
-		for _ in $(seq 100); do in_ns timeout 1 bash -c "exec 3<>/dev/tcp/10.77.0.1/18082" 2>/dev/null && break; sleep 0.1; done
+		wait_port kern 18082 10.77.0.1 || true
 		declare -A WK WT WR
 		for w in kern tapnuse; do
 			measure $w timeout $((WRK_D + 30)) wrk -t 2 -c 32 -d "${WRK_D}s" "http://10.77.0.1:18082/4k.bin"
