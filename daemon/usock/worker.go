@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nuse-project/nuse/internal/futex"
+	"github.com/nuse-project/nuse/internal/passclock"
 )
 
 // A worker serves sessions from one goroutine: it serves commands, moves
@@ -121,14 +122,20 @@ func (w *worker) run() {
 		// goroutines run when a worker yields, and the control socket
 		// is served through nudges (nudge.go).
 		alone = runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers
+		clk   = passclock.Default
 	)
+	// The engine's clock reads our pass starts while we run (passclock).
+	clk.Run(last)
+	defer clk.Stop()
 	for {
+		now := time.Now()
+		clk.Tick(now)
 		if v := w.ver.Load(); v != ver {
 			w.mu.Lock()
 			list = append(list[:0], w.sess...)
 			w.mu.Unlock()
 			ver = v
-			last = time.Now()
+			last = now
 		}
 		if len(list) == 0 {
 			if w.retire() {
@@ -152,10 +159,10 @@ func (w *worker) run() {
 			did = did || d
 		}
 		if alone {
-			w.srv.nudge.nudge(time.Now())
+			w.srv.nudge.nudge(now)
 		}
 		if did {
-			last = time.Now()
+			last = now
 			if alone {
 				// The engine's goroutines (gVisor's TCP processors and
 				// timers) run only when a worker yields: let them take
@@ -164,11 +171,10 @@ func (w *worker) run() {
 			}
 			continue
 		}
-		if time.Since(last) < spin {
+		if now.Sub(last) < spin {
 			runtime.Gosched()
 			continue
 		}
-		now := time.Now()
 		for _, s := range list {
 			if !s.finished && now.Sub(s.reaped) > 500*time.Millisecond {
 				s.reaped = now
@@ -179,7 +185,9 @@ func (w *worker) run() {
 				s.mu.Unlock()
 			}
 		}
+		clk.Stop()
 		w.sleep(list, &wv)
+		clk.Run(time.Now())
 		last = time.Time{}
 		// The thread count may have changed meanwhile (uc proxy
 		// sessions raise it while they run).

@@ -29,6 +29,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/nuse-project/nuse/internal/passclock"
 	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/link/delack"
 	"github.com/nuse-project/nuse/stack/netdev"
@@ -207,6 +208,9 @@ func New(cfg Config) (*Engine, error) {
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections to the stack's own addresses are delivered inside it.
 		HandleLocal: true,
+		// The daemon's workers feed it their pass starts: no clock read
+		// per segment while they run.
+		Clock: passclock.Default,
 	})
 	e := &Engine{s: s, noDelay: cfg.TCP.NoDelay, moderate: !cfg.TCP.NoModerateRcvBuf}
 	if err := e.setup(cfg); err != nil {
