@@ -88,6 +88,15 @@ type FDCost interface {
 	FDsPerSocket() int
 }
 
+// Poller is implemented by an engine whose device the daemon's workers can
+// read in their passes (the gvisor engine on a TAP): frames that arrive
+// while a worker runs then reach the stack on the worker's thread, with no
+// reader thread to wake and no goroutine to schedule. Poll delivers what
+// is waiting, without blocking, and says whether there was any.
+type Poller interface {
+	Poll() bool
+}
+
 // FDsPerSocket is what one socket of e costs in file descriptors: none for
 // an engine that does not say (gVisor's sockets are memory).
 func FDsPerSocket(e Engine) int {

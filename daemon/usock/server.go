@@ -137,6 +137,8 @@ type Server struct {
 	wg        sync.WaitGroup
 	workers   []*worker
 	perWork   int // sessions one worker may serve
+	// pollers are the engines whose devices workers read in their passes.
+	pollers []stack.Poller
 
 	// What each uid holds, for the limits (under mu).
 	pending, stats int
@@ -201,8 +203,11 @@ func NewServer(cfg Config) *Server {
 	nd := newNudger() // before baseFDs counts the daemon's own fds
 	srv := &Server{nudge: nd, engTotals: map[string]*totals{}, cfg: cfg, sessions: map[uint32]*Session{}, relays: map[string]*relay{}, lsns: map[string]*lsnShare{}, perWork: 1, perUID: map[uint32]*uidUse{},
 		ports: map[uint16][]portUse{}, pairs: map[uint64]struct{}{}, fdLimit: fdLimit(), baseFDs: openFDs(), unprivPort: unprivilegedPortStart()}
-	for name := range cfg.Engines {
+	for name, e := range cfg.Engines {
 		srv.engTotals[name] = &totals{}
+		if p, ok := e.(stack.Poller); ok {
+			srv.pollers = append(srv.pollers, p)
+		}
 	}
 	if futex.HaveWaitv() {
 		srv.perWork = futex.WaitvMax - 1 // one word is the worker's own

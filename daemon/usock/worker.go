@@ -144,6 +144,13 @@ func (w *worker) run() {
 			continue
 		}
 		did := false
+		// Frames waiting on a device first: what they bring is pumped
+		// to the programs in this pass.
+		for _, p := range w.srv.pollers {
+			if p.Poll() {
+				did = true
+			}
+		}
 		for _, s := range list {
 			if s.finished {
 				continue

@@ -429,6 +429,14 @@ func (e *Engine) Socket(family int) (stack.Socket, error) {
 	return so, nil
 }
 
+// Poll implements stack.Poller: a worker's turn at reading the netdev.
+func (e *Engine) Poll() bool {
+	if d := e.dev; d != nil && d.Poll != nil {
+		return d.Poll()
+	}
+	return false
+}
+
 // Close implements stack.Engine: every socket is reset, the NICs are
 // removed and the netdev is closed.
 func (e *Engine) Close() error {

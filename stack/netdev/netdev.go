@@ -38,6 +38,9 @@ type Device struct {
 	Link stack.LinkEndpoint
 	// Close releases the device (the endpoint must be detached first).
 	Close func() error
+	// Poll, if set, delivers the frames waiting on the device without
+	// blocking (stack.Poller) and says whether there were any.
+	Poll func() bool
 }
 
 // Opener opens a device of one kind.

@@ -199,7 +199,7 @@ func Open(cfg netdev.Config) (*netdev.Device, error) {
 	if err != nil {
 		return fail("random MAC: %v", err)
 	}
-	// fdbased reads through its own dispatcher; give it a dup so that
+	// fdbased sends, our reader reads (rx.go); give them a dup so that
 	// os.File's poller registration does not interfere, and keep the
 	// original open to hold the device.
 	fd, err := unix.Dup(int(file.Fd()))
@@ -223,6 +223,8 @@ func Open(cfg netdev.Config) (*netdev.Device, error) {
 		unix.Close(fd)
 		return fail("link endpoint: %v", err)
 	}
+	// fdbased made fd non-blocking; the reader is ours (rx.go).
+	rx := newEndpoint(ep, fd, tcpip.LinkAddress(mac), mtu)
 	var hostAddrs []string
 	for _, p := range cfg.HostAddrs {
 		hostAddrs = append(hostAddrs, p.String())
@@ -233,7 +235,8 @@ func Open(cfg netdev.Config) (*netdev.Device, error) {
 	return &netdev.Device{
 		Kind: "tap",
 		Name: o.name,
-		Link: ep,
+		Link: rx,
+		Poll: rx.poll,
 		Close: func() error {
 			once.Do(func() {
 				// The NIC is detached by now (the engine removed it), so

@@ -1,0 +1,178 @@
+package tap
+
+import (
+	"bytes"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/refs"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// A packet or buffer chunk the reader forgets to release fails the run.
+func TestMain(m *testing.M) {
+	refs.SetLeakMode(refs.LeaksPanic)
+	code := m.Run()
+	refs.DoLeakCheck()
+	os.Exit(code)
+}
+
+// got records what the reader delivers.
+type got struct {
+	mu    sync.Mutex
+	proto []tcpip.NetworkProtocolNumber
+	data  [][]byte
+	ch    chan struct{}
+}
+
+func (g *got) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	g.mu.Lock()
+	g.proto = append(g.proto, p)
+	g.data = append(g.data, pkt.Data().AsRange().ToSlice())
+	g.mu.Unlock()
+	g.ch <- struct{}{}
+}
+
+func (g *got) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+func frame(dst, src tcpip.LinkAddress, proto tcpip.NetworkProtocolNumber, payload []byte) []byte {
+	b := make([]byte, header.EthernetMinimumSize+len(payload))
+	header.Ethernet(b).Encode(&header.EthernetFields{SrcAddr: src, DstAddr: dst, Type: proto})
+	copy(b[header.EthernetMinimumSize:], payload)
+	return b
+}
+
+// The reader on a datagram socketpair standing in for the device: frames
+// for us and group-addressed ones reach the stack whole, others and runts
+// do not, and Attach(nil) stops it.
+func TestReader(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		t.Fatal(err)
+	}
+	mine := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
+	other := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
+	bcast := tcpip.LinkAddress("\xff\xff\xff\xff\xff\xff")
+	const mtu = 9000
+	e := newEndpoint(channel.New(1, mtu, mine), fds[0], mine, mtu)
+	g := &got{ch: make(chan struct{}, 16)}
+	e.Attach(g)
+	if !e.IsAttached() {
+		t.Fatal("not attached after Attach")
+	}
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), mtu/16) // spans both views
+	small := []byte("a small one")
+	send := func(b []byte) {
+		if _, err := unix.Write(fds[1], b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(frame(other, mine, header.IPv4ProtocolNumber, small)) // not ours
+	send([]byte{1, 2, 3})                                      // a runt
+	send(frame(mine, other, header.IPv4ProtocolNumber, small))
+	send(frame(bcast, other, header.ARPProtocolNumber, small))
+	send(frame(mine, other, header.IPv6ProtocolNumber, big))
+	for i := 0; i < 3; i++ {
+		select {
+		case <-g.ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of 3 frames delivered", i)
+		}
+	}
+	e.Attach(nil)
+	if e.IsAttached() {
+		t.Fatal("attached after Attach(nil)")
+	}
+	send(frame(mine, other, header.IPv4ProtocolNumber, small)) // nobody reads it now
+	time.Sleep(20 * time.Millisecond)
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	want := []struct {
+		p tcpip.NetworkProtocolNumber
+		d []byte
+	}{{header.IPv4ProtocolNumber, small}, {header.ARPProtocolNumber, small}, {header.IPv6ProtocolNumber, big}}
+	if len(g.data) != len(want) {
+		t.Fatalf("%d frames delivered, want %d", len(g.data), len(want))
+	}
+	for i, w := range want {
+		if g.proto[i] != w.p || !bytes.Equal(g.data[i], w.d) {
+			t.Errorf("frame %d: protocol %d, %d bytes; want protocol %d, %d bytes", i, g.proto[i], len(g.data[i]), w.p, len(w.d))
+		}
+	}
+	// Attach again: a new reader takes the frame left in the socket.
+	g.mu.Unlock()
+	e.Attach(g)
+	select {
+	case <-g.ch:
+	case <-time.After(10 * time.Second):
+		t.Error("a reattached reader read nothing")
+	}
+	e.Attach(nil)
+	g.mu.Lock()
+}
+
+// A worker's turn (poll) reads everything waiting, delivers it in order,
+// and says whether there was anything.
+func TestPoll(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		t.Fatal(err)
+	}
+	mine := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
+	other := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
+	e := newEndpoint(channel.New(1, 1500, mine), fds[0], mine, 1500)
+	if e.poll() {
+		t.Fatal("poll before Attach read something")
+	}
+	// Attached by hand, with no reader goroutine: only poll reads.
+	g := &got{ch: make(chan struct{}, 2*batch)}
+	var d stack.NetworkDispatcher = g
+	e.disp.Store(&d)
+	if e.poll() {
+		t.Fatal("poll of an empty device said it read something")
+	}
+	const n = batch + 5 // more than one turn's worth
+	for i := 0; i < n; i++ {
+		if _, err := unix.Write(fds[1], frame(mine, other, header.IPv4ProtocolNumber, []byte{byte(i)})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	turns := 0
+	for e.poll() {
+		turns++
+	}
+	if turns != 2 {
+		t.Errorf("%d turns read %d frames, want 2", turns, n)
+	}
+	g.mu.Lock()
+	if len(g.data) != n {
+		t.Fatalf("%d frames delivered, want %d", len(g.data), n)
+	}
+	for i, b := range g.data {
+		if len(b) != 1 || b[0] != byte(i) {
+			t.Fatalf("frame %d carries %v: out of order", i, b)
+		}
+	}
+	g.mu.Unlock()
+	e.rxmu.Lock()
+	e.release()
+	e.rxmu.Unlock()
+}
