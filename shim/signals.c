@@ -40,6 +40,19 @@ static struct {
 	_Atomic int flags;
 } acts[NSIG];
 
+/*
+ * The signals whose trampoline the kernel holds with SA_ONSTACK that we
+ * added: sigaction's old action leaves it out.  We add it because a
+ * process-directed signal may land on a thread of the shim's Go runtime
+ * (runtime.c), which runs on goroutine stacks of a few KiB: without
+ * SA_ONSTACK the kernel's signal frame and the handler go on that stack,
+ * past its end, into the runtime's stack pool (a program blocking SIGCHLD
+ * in its own thread and forking crashed in Go's stackpoolalloc).  With it
+ * they go on Go's signal stack; threads without an alternate stack, the
+ * program's usually, run the handler where they did.
+ */
+static _Atomic unsigned char onstack_ours[NSIG];
+
 /* siginterrupt()'s set: signal() installs these without SA_RESTART. */
 static sigset_t intr_set;
 
@@ -166,11 +179,12 @@ EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old
 {
 	struct sigaction mine;
 	void *prev_fn = NULL;
-	int prev_flags = 0, wrap, r;
+	int prev_flags = 0, wrap, r, added;
 
 	REAL(sigaction);
 	if (sig <= 0 || sig >= NSIG)
 		return R.sigaction(sig, act, old);
+	added = atomic_load(&onstack_ours[sig]);
 	prev_fn = atomic_load(&acts[sig].fn);
 	prev_flags = atomic_load(&acts[sig].flags);
 	wrap = act && !synchronous(sig) && handler_of(act) != (void *)SIG_DFL && handler_of(act) != (void *)SIG_IGN &&
@@ -181,6 +195,7 @@ EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old
 			mine.sa_sigaction = tramp_info;
 		else
 			mine.sa_handler = tramp_plain;
+		mine.sa_flags |= SA_ONSTACK; /* see onstack_ours */
 		/* the table first: a signal that finds the trampoline finds this */
 		atomic_store(&acts[sig].flags, act->sa_flags);
 		atomic_store(&acts[sig].fn, handler_of(act));
@@ -193,6 +208,10 @@ EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old
 		}
 		return r;
 	}
+	if (act && !vfork_child())
+		atomic_store(&onstack_ours[sig], wrap && !(act->sa_flags & SA_ONSTACK));
+	if (old && added)
+		old->sa_flags &= ~SA_ONSTACK;
 	if (old && is_tramp(old)) {
 		if (old->sa_flags & SA_SIGINFO)
 			old->sa_sigaction = (void (*)(int, siginfo_t *, void *))prev_fn;

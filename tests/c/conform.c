@@ -2390,6 +2390,16 @@ static void i12_sigaction_reports_handler(void)
 	raise(SIGWINCH);
 	sigaction(SIGWINCH, NULL, &o);
 	show_action("resethand_after", &o);
+	/* the program's own SA_ONSTACK shows; the shim's (signals.c) not */
+	q = (struct sigaction){.sa_handler = on_usr, .sa_flags = SA_ONSTACK};
+	sigaction(SIGUSR2, &q, NULL);
+	sigaction(SIGUSR2, NULL, &o);
+	show_action("onstack", &o);
+	q.sa_flags = 0;
+	sigaction(SIGUSR2, &q, &o);
+	show_action("onstack_old", &o);
+	sigaction(SIGUSR2, NULL, &o);
+	show_action("not_onstack", &o);
 	raise(SIGWINCH); /* default: ignored */
 	emit("handled=%d", (int)handled);
 }
