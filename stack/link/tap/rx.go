@@ -39,7 +39,6 @@ type endpoint struct {
 	nested.Endpoint
 	fd  int // non-blocking; owned by Open's caller
 	mac tcpip.LinkAddress
-	mtu uint32
 
 	mu       sync.Mutex
 	attached stack.NetworkDispatcher
@@ -57,12 +56,18 @@ type endpoint struct {
 
 var _ stack.LinkEndpoint = (*endpoint)(nil)
 
+// maxFrame is the largest Ethernet frame a TAP device hands over: the
+// largest MTU (ETH_MAX_MTU) and the header.
+const maxFrame = 0xFFFF + header.EthernetMinimumSize
+
 // batch is the most frames one turn reads before it lets go of rxmu.
 const batch = 64
 
-func newEndpoint(child stack.LinkEndpoint, fd int, mac tcpip.LinkAddress, mtu uint32) *endpoint {
-	e := &endpoint{fd: fd, mac: mac, mtu: mtu, stopFD: -1}
-	e.sizes = [2]int{smallView, max(int(mtu)+header.EthernetMinimumSize-smallView, smallView)}
+func newEndpoint(child stack.LinkEndpoint, fd int, mac tcpip.LinkAddress) *endpoint {
+	e := &endpoint{fd: fd, mac: mac, stopFD: -1}
+	// Room for the largest frame a TAP carries, whatever the MTU is now:
+	// `ip link set nuse0 mtu ...` may raise the kernel's side later.
+	e.sizes = [2]int{smallView, maxFrame - smallView}
 	e.Endpoint.Init(child, e)
 	return e
 }

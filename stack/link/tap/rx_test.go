@@ -65,14 +65,15 @@ func TestReader(t *testing.T) {
 	other := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
 	bcast := tcpip.LinkAddress("\xff\xff\xff\xff\xff\xff")
 	const mtu = 9000
-	e := newEndpoint(channel.New(1, mtu, mine), fds[0], mine, mtu)
+	e := newEndpoint(channel.New(1, mtu, mine), fds[0], mine)
 	g := &got{ch: make(chan struct{}, 16)}
 	e.Attach(g)
 	if !e.IsAttached() {
 		t.Fatal("not attached after Attach")
 	}
 
-	big := bytes.Repeat([]byte("0123456789abcdef"), mtu/16) // spans both views
+	// Spans both views, near the largest frame (an MTU raised later).
+	big := bytes.Repeat([]byte("0123456789abcdef"), (maxFrame-header.EthernetMinimumSize)/16)
 	small := []byte("a small one")
 	send := func(b []byte) {
 		if _, err := unix.Write(fds[1], b); err != nil {
@@ -138,7 +139,7 @@ func TestPoll(t *testing.T) {
 	}
 	mine := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
 	other := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
-	e := newEndpoint(channel.New(1, 1500, mine), fds[0], mine, 1500)
+	e := newEndpoint(channel.New(1, 1500, mine), fds[0], mine)
 	if e.poll() {
 		t.Fatal("poll before Attach read something")
 	}

@@ -224,7 +224,7 @@ func Open(cfg netdev.Config) (*netdev.Device, error) {
 		return fail("link endpoint: %v", err)
 	}
 	// fdbased made fd non-blocking; the reader is ours (rx.go).
-	rx := newEndpoint(ep, fd, tcpip.LinkAddress(mac), mtu)
+	rx := newEndpoint(ep, fd, tcpip.LinkAddress(mac))
 	var hostAddrs []string
 	for _, p := range cfg.HostAddrs {
 		hostAddrs = append(hostAddrs, p.String())
