@@ -48,21 +48,31 @@ func frame(dst, src tcpip.LinkAddress, proto tcpip.NetworkProtocolNumber, payloa
 	return b
 }
 
-// The reader on a datagram socketpair standing in for the device: frames
-// for us and group-addressed ones reach the stack whole, others and runts
-// do not, and Attach(nil) stops it.
-func TestReader(t *testing.T) {
+var (
+	mine  = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
+	other = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
+)
+
+// device is a datagram socketpair standing in for a TAP: the endpoint
+// reads fds[0] (non-blocking, as fdbased leaves a TAP's fd), the test
+// writes frames into fds[1].
+func device(t *testing.T) [2]int {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
 	if err := unix.SetNonblock(fds[0], true); err != nil {
 		t.Fatal(err)
 	}
-	mine := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
-	other := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
+	return fds
+}
+
+// The reader on a datagram socketpair standing in for the device: frames
+// for us and group-addressed ones reach the stack whole, others and runts
+// do not, and Attach(nil) stops it.
+func TestReader(t *testing.T) {
+	fds := device(t)
 	bcast := tcpip.LinkAddress("\xff\xff\xff\xff\xff\xff")
 	const mtu = 9000
 	e := newEndpoint(channel.New(1, mtu, mine), fds[0], mine)
@@ -128,17 +138,7 @@ func TestReader(t *testing.T) {
 // A worker's turn (poll) reads everything waiting, delivers it in order,
 // and says whether there was anything.
 func TestPoll(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
-	if err := unix.SetNonblock(fds[0], true); err != nil {
-		t.Fatal(err)
-	}
-	mine := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
-	other := tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
+	fds := device(t)
 	e := newEndpoint(channel.New(1, 1500, mine), fds[0], mine)
 	if e.poll() {
 		t.Fatal("poll before Attach read something")
