@@ -210,7 +210,7 @@ func NewServer(cfg Config) *Server {
 		}
 	}
 	if futex.HaveWaitv() {
-		srv.perWork = futex.WaitvMax - 1 // one word is the worker's own
+		srv.perWork = futex.WaitvMax - 2 // two words are the worker's own and futex.Kick
 	}
 	if cfg.SessionsPerWorker > 0 && cfg.SessionsPerWorker < srv.perWork {
 		srv.perWork = cfg.SessionsPerWorker

@@ -208,6 +208,8 @@ func (w *worker) sleep(list []*Session, wv *futex.Waitv) {
 	w.sleeping.Store(1)
 	wv.Reset()
 	wv.Add(&w.word, atomic.LoadUint32(&w.word))
+	// A device reader's kick (futex.Kick): a packet came in.
+	wv.Add(&futex.Kick, atomic.LoadUint32(&futex.Kick))
 	var seq uint32 // of the last session, for the one-session fallback
 	var live *Session
 	n := 0

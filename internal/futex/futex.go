@@ -86,3 +86,9 @@ func HaveWaitv() bool {
 	w.Add(&word, 0) // differs at once: EAGAIN if the call exists
 	return w.Wait(time.Millisecond) == unix.EAGAIN
 }
+
+// Kick is a word every worker of the daemon also sleeps on: a device's
+// reader that wakes for a packet bumps it and wakes them, from a thread
+// that needs nothing of the Go scheduler (stack/link/tap), so that a
+// worker takes the packet in its pass at once.
+var Kick uint32

@@ -26,6 +26,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/nuse-project/nuse/internal/futex"
 )
 
 // smallView is the first part of every read: a frame that fits takes no
@@ -151,8 +153,9 @@ func (e *endpoint) reader(stopFD int, done chan struct{}) {
 			return // the device is gone
 		}
 		polls[0].Revents, polls[1].Revents = 0, 0
-		// Gives the P back while it sleeps (entersyscallblock).
-		if _, perr := rawfile.BlockingPoll(&polls[0], len(polls), nil); perr != 0 && perr != unix.EINTR {
+		// Gives the P back while it sleeps, and wakes the workers for
+		// a packet before it asks for a P again (kick_amd64.go).
+		if _, perr := pollKick(&polls[0], len(polls), &futex.Kick); perr != 0 && perr != unix.EINTR {
 			return
 		}
 		if polls[1].Revents != 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/nuse-project/nuse/internal/futex"
 )
 
 // A packet or buffer chunk the reader forgets to release fails the run.
@@ -176,4 +179,41 @@ func TestPoll(t *testing.T) {
 	e.rxmu.Lock()
 	e.release()
 	e.rxmu.Unlock()
+}
+
+// The reader wakes the sleeping workers for a packet (futex.Kick), so that
+// one takes it in its pass: a waiter on the word returns when a frame
+// comes, and the word moved.
+func TestReaderKicksWorkers(t *testing.T) {
+	fds := device(t)
+	e := newEndpoint(channel.New(1, 1500, mine), fds[0], mine)
+	g := &got{ch: make(chan struct{}, 4)}
+	e.Attach(g)
+	defer e.Attach(nil)
+	time.Sleep(10 * time.Millisecond) // let the reader reach its poll
+
+	before := atomic.LoadUint32(&futex.Kick)
+	woke := make(chan error, 1)
+	go func() {
+		var w futex.Waitv
+		w.Add(&futex.Kick, before)
+		woke <- w.Wait(10 * time.Second)
+	}()
+	time.Sleep(10 * time.Millisecond) // let the waiter sleep
+	if _, err := unix.Write(fds[1], frame(mine, other, header.IPv4ProtocolNumber, []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g.ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frame was not delivered")
+	}
+	// nil: woken; EAGAIN: the word had moved before it slept. Either is
+	// the kick; ETIMEDOUT is not.
+	if err := <-woke; err != nil && err != unix.EAGAIN {
+		t.Fatalf("a worker asleep on futex.Kick: %v", err)
+	}
+	if atomic.LoadUint32(&futex.Kick) == before {
+		t.Fatal("futex.Kick did not move for a frame")
+	}
 }
