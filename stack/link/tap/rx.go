@@ -3,8 +3,10 @@ package tap
 // rx.go owns the receive side of the TAP endpoint: the daemon's workers
 // read the device in their passes (poll), and one goroutine reads it when
 // they do not, sleeping in a poll that gives its thread's P back to the Go
-// scheduler. Whoever reads hands the frames to the stack on its own
-// thread, one reader at a time (frames of a flow stay in order).
+// scheduler and that wakes the sleeping workers when a packet comes
+// (pollKick, kick_amd64.go). Whoever reads hands the frames to the stack
+// on its own thread, one reader at a time (frames of a flow stay in
+// order).
 //
 // Why not fdbased's reader: it sleeps in ppoll through syscall.Syscall6,
 // which keeps the P. On a small machine nused runs its worker and the
