@@ -44,18 +44,17 @@ type endpoint struct {
 	fd  int // non-blocking; owned by Open's caller
 	mac tcpip.LinkAddress
 
-	mu       sync.Mutex
-	attached stack.NetworkDispatcher
-	stopFD   int // an eventfd that ends the reader goroutine
-	done     chan struct{}
+	mu     sync.Mutex // serializes Attach
+	stopFD int        // an eventfd that ends the reader goroutine
+	done   chan struct{}
 
-	// disp is attached, for poll's lock-free look.
+	// disp is the attached dispatcher (nil: detached), loaded without
+	// a lock by poll.
 	disp atomic.Pointer[stack.NetworkDispatcher]
 	// rxmu makes one reader at a time; it guards the read buffers.
 	rxmu  sync.Mutex
 	views [2]*buffer.View
 	iov   [2]unix.Iovec
-	sizes [2]int
 }
 
 var _ stack.LinkEndpoint = (*endpoint)(nil)
@@ -64,14 +63,16 @@ var _ stack.LinkEndpoint = (*endpoint)(nil)
 // largest MTU (ETH_MAX_MTU) and the header.
 const maxFrame = 0xFFFF + header.EthernetMinimumSize
 
+// viewSizes are the two parts of every read: room for the largest frame
+// a TAP carries, whatever the MTU is now (`ip link set nuse0 mtu ...` may
+// raise the kernel's side later).
+var viewSizes = [2]int{smallView, maxFrame - smallView}
+
 // batch is the most frames one turn reads before it lets go of rxmu.
 const batch = 64
 
 func newEndpoint(child stack.LinkEndpoint, fd int, mac tcpip.LinkAddress) *endpoint {
 	e := &endpoint{fd: fd, mac: mac, stopFD: -1}
-	// Room for the largest frame a TAP carries, whatever the MTU is now:
-	// `ip link set nuse0 mtu ...` may raise the kernel's side later.
-	e.sizes = [2]int{smallView, maxFrame - smallView}
 	e.Endpoint.Init(child, e)
 	return e
 }
@@ -82,16 +83,15 @@ func (e *endpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if d == nil {
-		if e.attached == nil {
+		if e.disp.Swap(nil) == nil {
 			return
 		}
-		e.disp.Store(nil)
 		var one [8]byte
 		one[0] = 1
 		_, _ = unix.Write(e.stopFD, one[:])
 		<-e.done
 		unix.Close(e.stopFD)
-		e.stopFD, e.attached = -1, nil
+		e.stopFD = -1
 		// A poll that loaded the dispatcher before it went finishes
 		// its turn before we return.
 		e.rxmu.Lock()
@@ -99,7 +99,7 @@ func (e *endpoint) Attach(d stack.NetworkDispatcher) {
 		e.rxmu.Unlock()
 		return
 	}
-	if e.attached != nil {
+	if e.disp.Load() != nil {
 		return
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
@@ -108,17 +108,13 @@ func (e *endpoint) Attach(d stack.NetworkDispatcher) {
 		println("nuse: tap: no eventfd for the reader:", err.Error())
 		return
 	}
-	e.stopFD, e.attached, e.done = efd, d, make(chan struct{})
+	e.stopFD, e.done = efd, make(chan struct{})
 	e.disp.Store(&d)
 	go e.reader(efd, e.done)
 }
 
 // IsAttached implements stack.LinkEndpoint.
-func (e *endpoint) IsAttached() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.attached != nil
-}
+func (e *endpoint) IsAttached() bool { return e.disp.Load() != nil }
 
 // Wait implements stack.LinkEndpoint: Attach(nil) already waited.
 func (e *endpoint) Wait() {}
@@ -173,9 +169,9 @@ func (e *endpoint) drain(d stack.NetworkDispatcher) (int, unix.Errno) {
 	for n := 0; n < batch; n++ {
 		for i := range e.views {
 			if e.views[i] == nil {
-				e.views[i] = buffer.NewViewSize(e.sizes[i])
+				e.views[i] = buffer.NewViewSize(viewSizes[i])
 				e.iov[i].Base = &e.views[i].AsSlice()[0]
-				e.iov[i].SetLen(e.sizes[i])
+				e.iov[i].SetLen(viewSizes[i])
 			}
 		}
 		r, _, err := unix.RawSyscall(unix.SYS_READV, uintptr(e.fd), uintptr(unsafe.Pointer(&e.iov[0])), uintptr(len(e.iov)))
@@ -187,7 +183,7 @@ func (e *endpoint) drain(d stack.NetworkDispatcher) (int, unix.Errno) {
 		}
 		var data buffer.Buffer
 		for i, left := 0, int(r); i < len(e.views) && left > 0; i++ {
-			take := min(left, e.sizes[i])
+			take := min(left, viewSizes[i])
 			e.views[i].CapLength(take)
 			data.Append(e.views[i])
 			e.views[i], left = nil, left-take
