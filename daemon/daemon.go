@@ -254,7 +254,8 @@ func nicsOf(eng *gvisor.Engine) []usock.NICStats {
 func ucStats() []usock.UCStats {
 	var out []usock.UCStats
 	for _, i := range proxy.Sessions() {
-		out = append(out, usock.UCStats{Pid: i.Pid, Device: i.Device, QPs: i.QPs, Posted: i.Posted, Completed: i.Completed, Since: i.Since})
+		out = append(out, usock.UCStats{Pid: i.Pid, Device: i.Device, QPs: i.QPs, Posted: i.Posted, Completed: i.Completed,
+			Direct: i.Direct, Answered: i.Answered, Since: i.Since})
 	}
 	return out
 }

@@ -123,6 +123,18 @@ type QP interface {
 	Close() error
 }
 
+// Notifier is implemented by QPs that can call a function when the device
+// queues a receive completion, from the device's own receive path: a
+// completion channel that needs no thread of its own, so that whoever
+// forwards completions (uc/proxy) takes them without a thread switch.
+type Notifier interface {
+	// SetNotify makes f run after each receive completion the device
+	// queues. f runs on the device's receive path: it must not block, and
+	// it may poll the QP. SetNotify(nil) stops it; once SetNotify returns,
+	// the previous f is not running and will not run again.
+	SetNotify(f func())
+}
+
 // Device is an opened RDMA device (or its soft equivalent).
 type Device interface {
 	Name() string

@@ -104,9 +104,9 @@ func printStats(out io.Writer, st *usock.Stats) {
 	}
 	if len(st.UC) > 0 {
 		fmt.Fprintln(w, "\nuc proxy sessions (programs posting RDMA verbs through the daemon):")
-		fmt.Fprintln(w, "PID\tDEVICE\tQPS\tPOSTED\tCOMPLETED\tSINCE\t")
+		fmt.Fprintln(w, "PID\tDEVICE\tQPS\tPOSTED\tCOMPLETED\tDIRECT\tANSWERED\tSINCE\t")
 		for _, u := range st.UC {
-			fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%d\t%s\t\n", u.Pid, u.Device, u.QPs, u.Posted, u.Completed, u.Since.Format("15:04:05"))
+			fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t\n", u.Pid, u.Device, u.QPs, u.Posted, u.Completed, u.Direct, u.Answered, u.Since.Format("15:04:05"))
 		}
 	}
 	w.Flush()

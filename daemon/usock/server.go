@@ -878,6 +878,8 @@ type UCStats struct {
 	QPs       int       `json:"qps"`
 	Posted    uint64    `json:"posted"`    // work requests taken from the program's rings
 	Completed uint64    `json:"completed"` // completions handed back
+	Direct    uint64    `json:"direct"`    // of those, handed over on the device's receive path
+	Answered  uint64    `json:"answered"`  // writes taken there, waiting for the program's answer
 	Since     time.Time `json:"since"`
 }
 

@@ -339,6 +339,7 @@ func (q *qp) poll(mu *sync.Mutex, tail *uint64, headOff, tailOff, ringOff int, w
 	}
 	head := atomic.LoadUint64(q.u64(headOff))
 	ringSync.Acquire()
+	old := *tail
 	n := 0
 	for ; n < len(wcs) && *tail != head; n++ {
 		off := ringOff + int(*tail%uint64(q.lay.cqSlots))*wcSize
@@ -349,8 +350,12 @@ func (q *qp) poll(mu *sync.Mutex, tail *uint64, headOff, tailOff, ringOff int, w
 	if n > 0 {
 		atomic.StoreUint64(q.u64(tailOff), *tail)
 		// A pump that sleeps may be holding completions for want of
-		// room in this ring: there is some now.
-		if atomic.LoadUint32(q.u32(offDSleep)) != 0 {
+		// room in this ring: there is some now. It holds some only if it
+		// filled the ring, so a read from a ring that was never full
+		// before it wakes no one (the head is read after the tail is
+		// stored: a pump that filled the ring and then looked at the old
+		// tail is seen here).
+		if atomic.LoadUint32(q.u32(offDSleep)) != 0 && atomic.LoadUint64(q.u64(headOff))-old >= uint64(q.lay.cqSlots) {
 			atomic.AddUint32(q.u32(offDSeq), 1)
 			futex.Wake(q.u32(offDSeq), 1)
 		}

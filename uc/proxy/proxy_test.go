@@ -27,6 +27,13 @@ import (
 // the peer's uid when not negative.
 func startDaemon(t testing.TB, uid int) string {
 	t.Helper()
+	return startDaemonCfg(t, uid, ServerConfig{Spin: testSpin})
+}
+
+// startDaemonCfg is startDaemon with the given configuration (its Logf is
+// the test's).
+func startDaemonCfg(t testing.TB, uid int, cfg ServerConfig) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "nused.sock")
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
@@ -69,7 +76,9 @@ func startDaemon(t testing.TB, uid int) string {
 				if uid >= 0 {
 					cred.Uid = uint32(uid)
 				}
-				Serve(c, cred, binary.LittleEndian.Uint32(buf[12:]), buf[16:n], ServerConfig{Logf: logf, Spin: testSpin})
+				cfg := cfg
+				cfg.Logf = logf
+				Serve(c, cred, binary.LittleEndian.Uint32(buf[12:]), buf[16:n], cfg)
 			}()
 		}
 	}()
@@ -357,3 +366,143 @@ func TestProxyBadRingCounters(t *testing.T) {
 }
 
 var testSpin = 50 * time.Microsecond
+
+// ownSession finds this process's proxy session in Sessions() (the test's
+// only one).
+func ownSession(t *testing.T) Info {
+	t.Helper()
+	for _, i := range Sessions() {
+		if i.Pid == int32(os.Getpid()) {
+			return i
+		}
+	}
+	t.Fatalf("no proxy session of this process: %+v", Sessions())
+	return Info{}
+}
+
+// liveSession is ownSession's internal record.
+func liveSession(t *testing.T) *session {
+	t.Helper()
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	for s := range live {
+		if s.pid == int32(os.Getpid()) {
+			return s
+		}
+	}
+	t.Fatal("no live proxy session")
+	return nil
+}
+
+// With the pump asleep between messages (no spinning), the device's
+// receive path hands each message's completion to the program itself and
+// takes the program's answer: payloads, immediates and send completions
+// are all there, and the counters show the path was taken.
+func TestProxyAnswerOnReceivePath(t *testing.T) {
+	needRoot(t)
+	// A generous wait, so that a slow (race-detector) program still
+	// answers within it.
+	path := startDaemonCfg(t, -1, ServerConfig{AnswerWait: 200 * time.Millisecond})
+	p := mkEnd(t, "daemon", uc.Options{Daemon: path, Via: "soft", LocalIP: "127.0.0.1", Port: 24840})
+	n := mkEnd(t, "soft", uc.Options{LocalIP: "127.0.0.2", Port: 24840})
+	connectPair(t, p, n)
+	const rounds = 200
+	sends := 0
+	var wcs [16]uc.WC
+	for i := 0; i < rounds; i++ {
+		size := 1 + (i*131)%3000
+		for k := 0; k < size; k++ {
+			n.mr.Buf()[k] = byte(5*i + k)
+		}
+		if err := n.qp.PostWrite(&uc.WriteWR{Local: n.mr, Length: size, RemoteAddr: p.mr.Addr(), RKey: p.mr.RKey(),
+			HasImm: true, Imm: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+		wc := recvOne(t, p.qp)
+		if wc.Status != uc.WCSuccess || wc.Imm != uint32(i) || wc.ByteLen != uint32(size) {
+			t.Fatalf("program side, round %d: %+v", i, wc)
+		}
+		// The answer: the program writes the message back at once.
+		if err := p.qp.PostWrite(&uc.WriteWR{WRID: uint64(i), Local: p.mr, Length: size, RemoteAddr: n.mr.Addr() + 4096, RKey: n.mr.RKey(),
+			HasImm: true, Imm: uint32(i) | 1<<30, Signaled: true}); err != nil {
+			t.Fatal(err)
+		}
+		wc = recvOne(t, n.qp)
+		if wc.Status != uc.WCSuccess || wc.Imm != uint32(i)|1<<30 || wc.ByteLen != uint32(size) {
+			t.Fatalf("native side, round %d: %+v", i, wc)
+		}
+		if !bytes.Equal(n.mr.Buf()[4096:4096+size], n.mr.Buf()[:size]) {
+			t.Fatalf("round %d: the answer's payload differs", i)
+		}
+		k, err := p.qp.PollSend(wcs[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sends += k
+	}
+	for deadline := time.Now().Add(5 * time.Second); sends < rounds && time.Now().Before(deadline); {
+		k, _ := p.qp.PollSend(wcs[:])
+		sends += k
+		if k == 0 {
+			p.qp.WaitSend(10 * time.Millisecond)
+		}
+	}
+	if sends != rounds {
+		t.Fatalf("%d send completions for %d signaled writes", sends, rounds)
+	}
+	// The pump may be awake for some messages (its sleep times out), not
+	// for most.
+	if i := ownSession(t); i.Direct < rounds/2 || i.Answered < rounds/2 {
+		t.Fatalf("of %d messages, %d completions handed over on the receive path and %d answers taken there", rounds, i.Direct, i.Answered)
+	}
+}
+
+// A program that only receives is not waited for after every message:
+// after an unanswered wait the receive path waits again only now and then.
+func TestProxyReceiverIsNotWaitedFor(t *testing.T) {
+	needRoot(t)
+	path := startDaemonCfg(t, -1, ServerConfig{AnswerWait: 5 * time.Millisecond})
+	p := mkEnd(t, "daemon", uc.Options{Daemon: path, Via: "soft", LocalIP: "127.0.0.1", Port: 24841})
+	n := mkEnd(t, "soft", uc.Options{LocalIP: "127.0.0.2", Port: 24841})
+	connectPair(t, p, n)
+	const rounds = 160
+	for i := 0; i < rounds; i++ {
+		if err := n.qp.PostWrite(&uc.WriteWR{Local: n.mr, Length: 64, RemoteAddr: p.mr.Addr(), RKey: p.mr.RKey(), HasImm: true, Imm: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if wc := recvOne(t, p.qp); wc.Imm != uint32(i) {
+			t.Fatalf("round %d: %+v", i, wc)
+		}
+	}
+	i, s := ownSession(t), liveSession(t)
+	if i.Answered != 0 {
+		t.Fatalf("%d answers taken from a program that wrote nothing", i.Answered)
+	}
+	if w := s.waits.Load(); w == 0 || w > i.Direct/probeEvery+1 {
+		t.Fatalf("the receive path waited %d times for %d completions handed over (want 1..%d)", w, i.Direct, i.Direct/probeEvery+1)
+	}
+}
+
+// A program rings a sleeping pump when it reads from a completion ring
+// that was full (the pump may hold completions for want of room), and
+// not otherwise (a wake-up for nothing).
+func TestClientRingsOnlyAfterAFullRing(t *testing.T) {
+	q := &qp{lay: layout{sqSlots: 16, cqSlots: 16}}
+	q.mem = make([]byte, q.lay.size())
+	var wcs [32]uc.WC
+	for _, c := range []struct {
+		queued uint64
+		sleep  uint32
+		rings  bool
+	}{{1, 1, false}, {15, 1, false}, {16, 1, true}, {16, 0, false}} {
+		atomic.StoreUint32(q.u32(offDSleep), c.sleep)
+		atomic.StoreUint64(q.u64(offRCQHead), q.rcqTl+c.queued)
+		seq := atomic.LoadUint32(q.u32(offDSeq))
+		if n, err := q.PollRecv(wcs[:]); err != nil || uint64(n) != c.queued {
+			t.Fatalf("%+v: read %d, %v", c, n, err)
+		}
+		if rang := atomic.LoadUint32(q.u32(offDSeq)) != seq; rang != c.rings {
+			t.Errorf("%d of %d slots read, pump asleep %d: rang %v, want %v", c.queued, q.lay.cqSlots, c.sleep, rang, c.rings)
+		}
+	}
+}

@@ -25,7 +25,11 @@ type ServerConfig struct {
 	// Spin is how long a QP's pump spins for work before it sleeps (0: it
 	// sleeps at once and is woken by doorbells).
 	Spin time.Duration
-	Logf func(format string, args ...any)
+	// AnswerWait is how long the device's receive path, having handed
+	// completions to a program whose pump sleeps, waits for its answer
+	// (0: answerSpin).
+	AnswerWait time.Duration
+	Logf       func(format string, args ...any)
 }
 
 // Serve runs one proxy session on c, whose hello (body) has been read, for
@@ -34,6 +38,9 @@ type ServerConfig struct {
 func Serve(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte, cfg ServerConfig) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.AnswerWait == 0 {
+		cfg.AnswerWait = answerSpin
 	}
 	who := fmt.Sprintf("uc proxy (pid %d)", cred.Pid)
 	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
@@ -136,7 +143,11 @@ type Info struct {
 	Device            string
 	QPs               int
 	Posted, Completed uint64
-	Since             time.Time
+	// Direct counts completions the device's receive path handed to the
+	// program itself (no pump woken); Answered the writes it then took
+	// while waiting for the program's answer.
+	Direct, Answered uint64
+	Since            time.Time
 }
 
 var (
@@ -152,7 +163,7 @@ func Sessions() []Info {
 	for s := range live {
 		s.mu.Lock()
 		out = append(out, Info{Pid: s.pid, Device: s.dev.Name(), QPs: len(s.qps), Posted: s.posted.Load(),
-			Completed: s.completed.Load(), Since: s.since})
+			Completed: s.completed.Load(), Direct: s.direct.Load(), Answered: s.answered.Load(), Since: s.since})
 		s.mu.Unlock()
 	}
 	return out
@@ -162,6 +173,8 @@ type session struct {
 	pid               int32
 	since             time.Time
 	posted, completed atomic.Uint64
+	direct, answered  atomic.Uint64
+	waits             atomic.Uint64 // times the receive path waited for an answer
 	c                 *net.UnixConn
 	dev               uc.Device
 	cfg               ServerConfig
@@ -369,13 +382,31 @@ type sqp struct {
 	mem  []byte
 	done chan struct{}
 	wg   sync.WaitGroup
-	// kicks ask the CQ waiters to watch the real CQs while the pump sleeps.
+	// kicks ask the CQ waiters to watch the real CQs while the pump sleeps
+	// (a real QP that is no uc.Notifier; nil otherwise).
 	kickS, kickR chan struct{}
 
-	// pump-owned
+	// pmu is held by the pump through each pass, and by the real QP's
+	// notify function (completed) when it finds the pump away: whoever
+	// holds it owns the fields below.
+	pmu                      sync.Mutex
+	asleep                   bool   // the pump sleeps (or is about to) on the bell
+	writes                   uint64 // writes posted
+	handed                   uint64 // times completed handed completions to a sleeping pump's program
+	answered                 bool   // the program answered the last wait with a write
 	sqTail, scqHead, rcqHead uint64
 	pendS, pendR             []uc.WC
 }
+
+// answerSpin is how long the notify function, having handed completions
+// to a program whose pump sleeps, waits for the program's next request (a
+// request-response program posts its answer within microseconds): taking
+// it there spares a wake-up of the pump's thread per message.
+const answerSpin = 20 * time.Microsecond
+
+// probeEvery: a program that did not answer the last wait is waited for
+// again after this many handovers.
+const probeEvery = 16
 
 func (s *session) newQP(cfg uc.QPConfig) (*sqp, int, error) {
 	real, err := s.dev.CreateQP(cfg)
@@ -389,15 +420,86 @@ func (s *session) newQP(cfg uc.QPConfig) (*sqp, int, error) {
 		return nil, -1, err
 	}
 	s.mu.Lock()
-	q := &sqp{s: s, id: s.id(), real: real, lay: lay, mem: mem, done: make(chan struct{}),
-		kickS: make(chan struct{}, 1), kickR: make(chan struct{}, 1)}
+	q := &sqp{s: s, id: s.id(), real: real, lay: lay, mem: mem, done: make(chan struct{})}
 	s.qps[q.id] = q
 	s.mu.Unlock()
+	if n, ok := real.(uc.Notifier); ok {
+		// The device hands over receive completions on its own receive
+		// path; send completions come from the pump's own posts.
+		n.SetNotify(q.completed)
+		q.wg.Add(1)
+		go q.pump()
+		return q, fd, nil
+	}
+	q.kickS, q.kickR = make(chan struct{}, 1), make(chan struct{}, 1)
 	q.wg.Add(3)
 	go q.pump()
 	go q.waiter(q.kickS, q.real.WaitSend)
 	go q.waiter(q.kickR, q.real.WaitRecv)
 	return q, fd, nil
+}
+
+// completed runs on the real QP's receive path after it queued a
+// completion. With the pump asleep (or between passes) it moves the
+// completions into the program's ring itself: the pump would be one more
+// thread to wake before the program sees them. With the pump in a pass it
+// rings the pump, which then passes once more.
+func (q *sqp) completed() {
+	if !q.pmu.TryLock() {
+		q.ring()
+		return
+	}
+	defer q.pmu.Unlock()
+	n, err := q.moveAll()
+	q.s.direct.Add(uint64(n))
+	if err == nil && n > 0 && q.asleep {
+		// Wait for an answer only from a program that answered the last
+		// time (now and then, look again): a receiver that never writes
+		// back would otherwise hold the device's receive path up.
+		if q.answered || q.handed%probeEvery == 0 {
+			q.answered, err = q.awaitAnswer()
+		}
+		q.handed++
+	}
+	if err != nil {
+		q.s.kill(fmt.Sprintf("QP %d: %v", q.id, err))
+	}
+}
+
+// awaitAnswer stands in for the sleeping pump for up to AnswerWait, on the
+// thread that just delivered completions, taking the program's requests
+// until it posts a write; it says whether one came. With pmu held and the
+// pump asleep.
+func (q *sqp) awaitAnswer() (bool, error) {
+	// The program need not ring while someone watches its ring.
+	atomic.StoreUint32(q.u32(offDSleep), 0)
+	// The answer is a write: receives the program posts first (to take
+	// the next message) do not end the wait.
+	writes := q.writes
+	q.s.waits.Add(1)
+	for end := time.Now().Add(q.s.cfg.AnswerWait); q.writes == writes && time.Now().Before(end); {
+		if atomic.LoadUint64(q.u64(offSQHead)) != q.sqTail {
+			if _, err := q.pass(); err != nil {
+				return false, err
+			}
+		}
+	}
+	atomic.StoreUint32(q.u32(offDSleep), 1)
+	// A request posted after the last look, while DSleep was 0, rang no
+	// one: the pump takes it.
+	if !q.idle() {
+		q.ring()
+	}
+	q.s.answered.Add(q.writes - writes)
+	return q.writes != writes, nil
+}
+
+// ring wakes the pump (or makes its next sleep return at once).
+func (q *sqp) ring() {
+	atomic.AddUint32(q.u32(offDSeq), 1)
+	if atomic.LoadUint32(q.u32(offDSleep)) != 0 {
+		futex.Wake(q.u32(offDSeq), 1)
+	}
 }
 
 func pow2(n uint32) uint32 {
@@ -419,6 +521,9 @@ func (q *sqp) stop() {
 	}
 	close(q.done)
 	futex.Wake(q.u32(offDSeq), 1)
+	if n, ok := q.real.(uc.Notifier); ok {
+		n.SetNotify(nil) // none runs past this: the rings are unmapped below
+	}
 	q.real.Close() // also wakes a waiter inside WaitRecv/WaitSend
 	q.wg.Wait()
 	unix.Munmap(q.mem)
@@ -437,8 +542,7 @@ func (q *sqp) waiter(kick chan struct{}, wait func(time.Duration) error) {
 		if err := wait(250 * time.Millisecond); errors.Is(err, uc.ErrClosed) {
 			return
 		}
-		atomic.AddUint32(q.u32(offDSeq), 1)
-		futex.Wake(q.u32(offDSeq), 1)
+		q.ring()
 	}
 }
 
@@ -453,7 +557,13 @@ func (q *sqp) pump() {
 			return
 		default:
 		}
+		// Read the bell before the pass: one rung during it (a post, a
+		// completion the notify function left to the pump) makes the
+		// sleep below return at once.
+		seq := atomic.LoadUint32(q.u32(offDSeq))
+		q.pmu.Lock()
 		did, err := q.pass()
+		q.pmu.Unlock()
 		if err != nil {
 			select {
 			case <-q.done: // closing: the real QP is gone
@@ -474,9 +584,11 @@ func (q *sqp) pump() {
 		// Sleep while nothing can move, even if the program holds the pump
 		// up (requests it may not take yet, completions it has no room
 		// for): it rings when it posts or reads.
+		q.pmu.Lock()
 		atomic.StoreUint32(q.u32(offDSleep), 1)
-		seq := atomic.LoadUint32(q.u32(offDSeq))
-		if q.idle() {
+		idle := q.idle()
+		q.asleep = idle
+		if idle && q.kickS != nil {
 			// The waiters watch a real CQ only where the pump would poll
 			// it: one with completions it cannot take would wake it at
 			// once, again and again.
@@ -486,9 +598,15 @@ func (q *sqp) pump() {
 			if q.wouldPoll(q.pendR, offRCQTail, q.rcqHead) {
 				kick(q.kickR)
 			}
+		}
+		q.pmu.Unlock()
+		if idle {
 			futex.Wait(q.u32(offDSeq), seq, 250*time.Millisecond)
 		}
+		q.pmu.Lock()
+		q.asleep = false
 		atomic.StoreUint32(q.u32(offDSleep), 0)
+		q.pmu.Unlock()
 		last = time.Time{}
 	}
 }
@@ -555,13 +673,20 @@ func (q *sqp) pass() (bool, error) {
 		did = true
 	}
 	atomic.StoreUint64(q.u64(offSQTail), q.sqTail)
+	n, err := q.moveAll()
+	return did || n > 0, err
+}
+
+// moveAll moves what both real CQs have into the program's rings, and
+// wakes the program if it sleeps on them.
+func (q *sqp) moveAll() (int, error) {
 	n1, err := q.moveWCs(&q.pendS, q.real.PollSend, offSCQHead, offSCQTail, q.lay.scqOff(), &q.scqHead)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	n2, err := q.moveWCs(&q.pendR, q.real.PollRecv, offRCQHead, offRCQTail, q.lay.rcqOff(), &q.rcqHead)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if n1+n2 > 0 {
 		q.s.completed.Add(uint64(n1 + n2))
@@ -569,9 +694,8 @@ func (q *sqp) pass() (bool, error) {
 		if atomic.LoadUint32(q.u32(offCSleep)) != 0 {
 			futex.Wake(q.u32(offCSeq), 1<<30)
 		}
-		did = true
 	}
-	return did, nil
+	return n1 + n2, nil
 }
 
 func (q *sqp) post(r *req) error {
@@ -592,6 +716,7 @@ func (q *sqp) post(r *req) error {
 	}
 	wr := uc.WriteWR{WRID: r.wrid, Local: m.mr, Offset: int(r.off), Length: int(r.length), RemoteAddr: r.raddr, RKey: r.rkey,
 		HasImm: r.flags&flagImm != 0, Imm: r.imm, Signaled: r.flags&flagSignaled != 0}
+	q.writes++
 	if err := q.real.PostWrite(&wr); err != nil {
 		return q.failed(r, err)
 	}

@@ -44,6 +44,25 @@ type QP struct {
 	recvWRs  []uint64
 	recvCQ   []uc.WC
 	recvNote chan struct{}
+
+	notifyMu sync.RWMutex // held (read) while notify runs: SetNotify waits it out
+	notify   func()
+}
+
+// SetNotify implements uc.Notifier.
+func (q *QP) SetNotify(f func()) {
+	q.notifyMu.Lock()
+	q.notify = f
+	q.notifyMu.Unlock()
+}
+
+// notified runs the notify function after a receive completion.
+func (q *QP) notified() {
+	q.notifyMu.RLock()
+	if q.notify != nil {
+		q.notify()
+	}
+	q.notifyMu.RUnlock()
 }
 
 // QPN implements uc.QP.
@@ -255,24 +274,25 @@ func (q *QP) Close() error {
 }
 
 // receive runs the UC responder for one packet (the device's receive
-// goroutine calls it). A message that loses any packet is dropped whole: a
-// PSN gap or a broken opcode sequence aborts the message in progress, and
-// only the first packet of a new message resynchronises.
-func (q *QP) receive(p *Packet, src [4]byte) {
+// goroutine calls it) and says whether it queued a completion. A message
+// that loses any packet is dropped whole: a PSN gap or a broken opcode
+// sequence aborts the message in progress, and only the first packet of a
+// new message resynchronises.
+func (q *QP) receive(p *Packet, src [4]byte) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	st := &q.d.Stats
 	if !q.connected || q.closed {
 		st.NoQP.Add(1)
-		return
+		return false
 	}
 	if src != q.remoteIP {
 		st.BadSrc.Add(1)
-		return
+		return false
 	}
 	if p.PKey&0x7fff != DefaultPKey&0x7fff {
 		st.BadHeader.Add(1)
-		return
+		return false
 	}
 	info := p.info
 	if p.PSN != q.expPSN || (q.inMsg && info.first) {
@@ -283,21 +303,21 @@ func (q *QP) receive(p *Packet, src [4]byte) {
 		if !info.first {
 			st.PSNDrops.Add(1)
 			q.expPSN = (p.PSN + 1) & psnMask
-			return
+			return false
 		}
 	}
 	if !q.inMsg && !info.first {
 		// Middle or last of a message whose start was dropped.
 		st.SeqDrops.Add(1)
 		q.expPSN = (p.PSN + 1) & psnMask
-		return
+		return false
 	}
 	q.expPSN = (p.PSN + 1) & psnMask
 	if !info.write {
 		// SENDs are not used by NUSE; count and drop them.
 		st.SeqDrops.Add(1)
 		q.inMsg = false
-		return
+		return false
 	}
 	if info.first {
 		m := q.d.lookupMR(p.RETH.RKey)
@@ -306,7 +326,7 @@ func (q *QP) receive(p *Packet, src [4]byte) {
 			st.AccessDrops.Add(1)
 			st.MsgsDropped.Add(1)
 			q.inMsg = false
-			return
+			return false
 		}
 		q.inMsg, q.isWrite, q.mr = true, true, m
 		q.off, q.resid, q.total = p.RETH.VA-m.va, p.RETH.DMALen, p.RETH.DMALen
@@ -317,22 +337,22 @@ func (q *QP) receive(p *Packet, src [4]byte) {
 		st.SeqDrops.Add(1)
 		st.MsgsDropped.Add(1)
 		q.inMsg = false
-		return
+		return false
 	}
 	copy(q.mr.buf[q.off:], p.Payload)
 	q.off += uint64(n)
 	q.resid -= n
 	if !info.last {
-		return
+		return false
 	}
 	q.inMsg = false
 	if !info.imm {
-		return
+		return false
 	}
 	if len(q.recvWRs) == 0 {
 		// UC has no RNR retry: the data landed but no completion is made.
 		st.NoRecvWQE.Add(1)
-		return
+		return false
 	}
 	wrid := q.recvWRs[0]
 	q.recvWRs = q.recvWRs[:copy(q.recvWRs, q.recvWRs[1:])]
@@ -341,6 +361,10 @@ func (q *QP) receive(p *Packet, src [4]byte) {
 	case q.recvNote <- struct{}{}:
 	default:
 	}
+	return true
 }
 
-var _ uc.QP = (*QP)(nil)
+var (
+	_ uc.QP       = (*QP)(nil)
+	_ uc.Notifier = (*QP)(nil)
+)

@@ -3,6 +3,7 @@ package soft
 import (
 	"bytes"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,5 +131,65 @@ func TestUCDropsWholeMessage(t *testing.T) {
 	}
 	if bq.d.Stats.PSNDrops.Load() == 0 {
 		t.Fatal("no PSN drops counted")
+	}
+}
+
+// The notify function runs after receive completions, on the device's
+// receive path, and may poll them there; SetNotify(nil) waits for a call
+// in progress, and none follows.
+func TestNotify(t *testing.T) {
+	a, b := pair(t, 1024)
+	got := make(chan uc.WC, 64)
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int32
+	b.qp.(uc.Notifier).SetNotify(func() {
+		var wc [8]uc.WC
+		n, _ := b.qp.PollRecv(wc[:]) // polling from here must not deadlock
+		for _, w := range wc[:n] {
+			got <- w
+		}
+		if calls.Add(1) == 3 {
+			close(inside)
+			<-release
+		}
+	})
+	write := func(i int) {
+		t.Helper()
+		if err := b.qp.PostRecv(uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.qp.PostWrite(&uc.WriteWR{Local: a.mr, Length: 100, RemoteAddr: b.mr.Addr(), RKey: b.mr.RKey(), HasImm: true, Imm: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		write(i)
+		select {
+		case w := <-got:
+			if w.WRID != uint64(i) || w.Imm != uint32(i) {
+				t.Fatalf("message %d: completion %+v", i, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d: the notify function did not hand its completion over", i)
+		}
+	}
+	<-inside // the third call holds on
+	cleared := make(chan struct{})
+	go func() { b.qp.(uc.Notifier).SetNotify(nil); close(cleared) }()
+	select {
+	case <-cleared:
+		close(release) // else the device's Close would wait for it
+		t.Fatal("SetNotify(nil) returned while the notify function ran")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-cleared
+	write(3)
+	if err := b.qp.WaitRecv(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c := calls.Load(); c != 3 {
+		t.Fatalf("notify ran %d times, want 3 (none after SetNotify(nil))", c)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -171,14 +172,24 @@ func (d *Device) rxLoop() {
 	runtime.LockOSThread()
 	// A batch per system call: under load the kernel queues many packets.
 	b := newBatch(32, 65536)
+	var done []*QP // QPs that queued a receive completion in this batch
 	for !d.stopping.Load() {
 		n, err := b.recv(d.rawFD)
 		if err != nil {
 			continue // timeout or EINTR: check for Close
 		}
 		for i := 0; i < n; i++ {
-			d.input(b.bufs[i][:b.msgs[i].n])
+			if q := d.input(b.bufs[i][:b.msgs[i].n]); q != nil && !slices.Contains(done, q) {
+				done = append(done, q)
+			}
 		}
+		// Once per batch: whoever is notified takes the whole batch's
+		// completions in one go.
+		for i, q := range done {
+			q.notified()
+			done[i] = nil
+		}
+		done = done[:0]
 	}
 }
 
@@ -187,37 +198,41 @@ func (d *Device) rxLoop() {
 // experiments on hosts without sch_netem.
 func (d *Device) SetRxLoss(p float64) { d.rxLoss.Store(math.Float64bits(p)) }
 
-// input handles one raw IPv4 datagram.
-func (d *Device) input(b []byte) {
+// input handles one raw IPv4 datagram; it returns the QP if the datagram
+// completed a receive.
+func (d *Device) input(b []byte) *QP {
 	d.Stats.RxPackets.Add(1)
 	if l := math.Float64frombits(d.rxLoss.Load()); l > 0 && rand.Float64() < l {
 		d.Stats.InjectedDrops.Add(1)
-		return
+		return nil
 	}
 	ip, udp, pl, err := SplitIPv4UDP(b)
 	if err != nil {
 		d.Stats.BadHeader.Add(1)
-		return
+		return nil
 	}
 	if !VerifyICRC(ip, udp, pl) {
 		d.Stats.BadICRC.Add(1)
-		return
+		return nil
 	}
 	p, err := ParsePacket(pl)
 	if err != nil {
 		d.Stats.BadHeader.Add(1)
-		return
+		return nil
 	}
 	d.mu.Lock()
 	q := d.qps[p.DestQP]
 	d.mu.Unlock()
 	if q == nil {
 		d.Stats.NoQP.Add(1)
-		return
+		return nil
 	}
 	var src [4]byte
 	copy(src[:], ip[12:16])
-	q.receive(&p, src)
+	if q.receive(&p, src) {
+		return q
+	}
+	return nil
 }
 
 // Name implements uc.Device.
