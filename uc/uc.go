@@ -135,6 +135,15 @@ type Notifier interface {
 	SetNotify(f func())
 }
 
+// BatchPoster is implemented by QPs that post several writes at once (as
+// ibv_post_send takes a list): their packets can share system calls.
+type BatchPoster interface {
+	// PostWrites posts wrs in order and returns how many were posted:
+	// fewer than len(wrs) with the error of the write at that index
+	// (ibv_post_send's bad_wr); the writes before it were posted.
+	PostWrites(wrs []WriteWR) (int, error)
+}
+
 // Device is an opened RDMA device (or its soft equivalent).
 type Device interface {
 	Name() string

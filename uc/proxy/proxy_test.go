@@ -114,6 +114,16 @@ func mkEnd(t testing.TB, backend string, o uc.Options) end {
 			t.Fatal(err)
 		}
 	}
+	if q, ok := qp.(interface{ settled() bool }); ok {
+		// UC drops a message that finds no receive posted: the daemon
+		// must have taken these before the peer writes.
+		for deadline := time.Now().Add(5 * time.Second); !q.settled(); {
+			if time.Now().After(deadline) {
+				t.Fatal("the daemon did not take the receives in 5 s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	e := end{d, qp, mr}
 	t.Cleanup(func() { qp.Close(); mr.Dereg(); d.Close() })
 	return e
@@ -505,4 +515,11 @@ func TestClientRingsOnlyAfterAFullRing(t *testing.T) {
 			t.Errorf("%d of %d slots read, pump asleep %d: rang %v, want %v", c.queued, q.lay.cqSlots, c.sleep, rang, c.rings)
 		}
 	}
+}
+
+// settled says whether the daemon has taken every request posted.
+func (q *qp) settled() bool {
+	q.postMu.Lock()
+	defer q.postMu.Unlock()
+	return atomic.LoadUint64(q.u64(offSQTail)) == q.sqHead
 }

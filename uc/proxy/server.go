@@ -396,6 +396,7 @@ type sqp struct {
 	answered                 bool   // the program answered the last wait with a write
 	sqTail, scqHead, rcqHead uint64
 	pendS, pendR             []uc.WC
+	wbatch                   []uc.WriteWR // writes taken, not yet posted
 }
 
 // answerSpin is how long the notify function, having handed completions
@@ -672,6 +673,9 @@ func (q *sqp) pass() (bool, error) {
 		q.s.posted.Add(1)
 		did = true
 	}
+	if err := q.flushWrites(); err != nil {
+		return false, err
+	}
 	atomic.StoreUint64(q.u64(offSQTail), q.sqTail)
 	n, err := q.moveAll()
 	return did || n > 0, err
@@ -698,8 +702,13 @@ func (q *sqp) moveAll() (int, error) {
 	return n1 + n2, nil
 }
 
+// post takes one request: a receive is posted at once (after the writes
+// before it), a write joins the batch that flushWrites posts.
 func (q *sqp) post(r *req) error {
 	if r.op == reqRecv {
+		if err := q.flushWrites(); err != nil {
+			return err
+		}
 		if err := q.real.PostRecv(r.wrid); err != nil {
 			return q.failed(r, err)
 		}
@@ -714,11 +723,43 @@ func (q *sqp) post(r *req) error {
 	if r.off > m.len || uint64(r.length) > m.len-r.off {
 		return fmt.Errorf("write of %d bytes at %d beyond memory region %d (%d bytes)", r.length, r.off, r.mr, m.len)
 	}
-	wr := uc.WriteWR{WRID: r.wrid, Local: m.mr, Offset: int(r.off), Length: int(r.length), RemoteAddr: r.raddr, RKey: r.rkey,
-		HasImm: r.flags&flagImm != 0, Imm: r.imm, Signaled: r.flags&flagSignaled != 0}
+	q.wbatch = append(q.wbatch, uc.WriteWR{WRID: r.wrid, Local: m.mr, Offset: int(r.off), Length: int(r.length), RemoteAddr: r.raddr,
+		RKey: r.rkey, HasImm: r.flags&flagImm != 0, Imm: r.imm, Signaled: r.flags&flagSignaled != 0})
 	q.writes++
-	if err := q.real.PostWrite(&wr); err != nil {
-		return q.failed(r, err)
+	if len(q.wbatch) == writeBatch {
+		return q.flushWrites()
+	}
+	return nil
+}
+
+// writeBatch is the most writes posted at once.
+const writeBatch = 32
+
+// flushWrites posts the batched writes, in one call where the real QP
+// takes a list (their packets then share system calls); a write it
+// refuses becomes an error completion and the rest are posted after it.
+func (q *sqp) flushWrites() error {
+	wrs := q.wbatch
+	defer func() { clear(q.wbatch); q.wbatch = q.wbatch[:0] }()
+	for len(wrs) > 0 {
+		n := 0
+		var err error
+		if bp, ok := q.real.(uc.BatchPoster); ok {
+			n, err = bp.PostWrites(wrs)
+		} else {
+			for ; n < len(wrs) && err == nil; n++ {
+				if err = q.real.PostWrite(&wrs[n]); err != nil {
+					break
+				}
+			}
+		}
+		if n >= len(wrs) {
+			return nil
+		}
+		if err := q.failed(&req{op: reqWrite, wrid: wrs[n].WRID}, err); err != nil {
+			return err
+		}
+		wrs = wrs[n+1:]
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nuse-project/nuse/uc"
 )
@@ -23,6 +24,7 @@ type QP struct {
 	txBufs   [txBatch][]byte
 	tx       *batch
 	sendCQ   []uc.WC
+	txSent   []uc.WC // scratch: completions of writes built, not yet sent
 	sendNote chan struct{}
 
 	mu        sync.Mutex
@@ -104,78 +106,115 @@ func (q *QP) Connect(r uc.ConnParams) error {
 // PostWrite segments the write into path-MTU packets and sends them now;
 // UC has no acknowledgements, so the WR completes once sent.
 func (q *QP) PostWrite(wr *uc.WriteWR) error {
+	_, err := q.PostWrites(unsafe.Slice(wr, 1))
+	return err
+}
+
+// PostWrites implements uc.BatchPoster: the packets of consecutive writes
+// share system calls (sendmmsg of up to txBatch packets).
+func (q *QP) PostWrites(wrs []uc.WriteWR) (int, error) {
 	q.mu.Lock()
 	ok, closed, dqp, dip, mtu := q.connected, q.closed, q.destQP, q.remoteIP, q.mtu
 	q.mu.Unlock()
 	if closed {
-		return uc.ErrClosed
+		return 0, uc.ErrClosed
 	}
 	if !ok {
-		return errors.New("soft: QP not connected")
+		return 0, errors.New("soft: QP not connected")
 	}
-	buf := wr.Local.Buf()
-	if wr.Offset < 0 || wr.Length < 0 || wr.Offset+wr.Length > len(buf) {
-		return errors.New("soft: write outside the local memory region")
-	}
-	data := buf[wr.Offset : wr.Offset+wr.Length]
 	q.sendMu.Lock()
 	defer q.sendMu.Unlock()
-	if wr.Signaled && len(q.sendCQ) >= q.cfg.SendDepth {
-		return errors.New("soft: send queue full (poll the send CQ)")
-	}
 	const hdroom = IPv4Len + UDPLen
-	nb := 0 // packets built in q.txBufs, not yet sent
-	for first := true; first || len(data) > 0; first = false {
-		n := min(len(data), mtu)
-		last := n == len(data)
-		p := Packet{BTH: BTH{PKey: DefaultPKey, DestQP: dqp, PSN: q.txPSN}}
-		switch {
-		case first && last && wr.HasImm:
-			p.Opcode = OpUCWriteOnlyImm
-		case first && last:
-			p.Opcode = OpUCWriteOnly
-		case first:
-			p.Opcode = OpUCWriteFirst
-		case last && wr.HasImm:
-			p.Opcode = OpUCWriteLastImm
-		case last:
-			p.Opcode = OpUCWriteLast
-		default:
-			p.Opcode = OpUCWriteMiddle
-		}
-		if first {
-			p.RETH = RETH{VA: wr.RemoteAddr, RKey: wr.RKey, DMALen: uint32(wr.Length)}
-		}
-		// Solicit an event on the message that consumes a receive.
-		p.SE = last && wr.HasImm
-		p.Imm = wr.Imm
-		p.Payload = data[:n]
-		data = data[n:]
-		pkt := AppendPacket(q.txBufs[nb][:hdroom], &p)
-		q.txBufs[nb] = pkt
-		ib := pkt[hdroom:]
-		IPv4Header(pkt[:IPv4Len], q.d.local, dip, len(ib))
-		UDPHeader(pkt[IPv4Len:hdroom], uint16(q.d.port), uint16(q.d.port), len(ib))
-		PutICRC(pkt[:IPv4Len], pkt[IPv4Len:hdroom], ib)
-		q.tx.set(nb, ib, dip, q.d.port)
-		nb++
-		q.txPSN = (q.txPSN + 1) & psnMask
-		// The packets of a message leave in batches, one system call each.
-		if nb == len(q.txBufs) || len(data) == 0 {
+	nb := 0              // packets built in q.txBufs, not yet sent
+	inBatch := 0         // the first write with packets among them
+	sent := q.txSent[:0] // completions of writes built whole, not yet sent
+	flush := func() error {
+		if nb > 0 {
 			if err := q.d.sendBatch(q.tx, nb); err != nil {
 				return fmt.Errorf("soft: send: %w", err)
 			}
 			nb = 0
 		}
+		q.sendCQ = append(q.sendCQ, sent...)
+		sent = sent[:0]
+		return nil
 	}
-	if wr.Signaled {
-		q.sendCQ = append(q.sendCQ, uc.WC{WRID: wr.WRID, Opcode: uc.WCWrite, ByteLen: uint32(wr.Length)})
+	for i := range wrs {
+		wr := &wrs[i]
+		buf := wr.Local.Buf()
+		if wr.Offset < 0 || wr.Length < 0 || wr.Offset+wr.Length > len(buf) {
+			if err := flush(); err != nil {
+				return inBatch, err
+			}
+			return i, errors.New("soft: write outside the local memory region")
+		}
+		if wr.Signaled && len(q.sendCQ)+len(sent) >= q.cfg.SendDepth {
+			if err := flush(); err != nil {
+				return inBatch, err
+			}
+			return i, errors.New("soft: send queue full (poll the send CQ)")
+		}
+		data := buf[wr.Offset : wr.Offset+wr.Length]
+		for first := true; first || len(data) > 0; first = false {
+			n := min(len(data), mtu)
+			last := n == len(data)
+			p := Packet{BTH: BTH{PKey: DefaultPKey, DestQP: dqp, PSN: q.txPSN}}
+			switch {
+			case first && last && wr.HasImm:
+				p.Opcode = OpUCWriteOnlyImm
+			case first && last:
+				p.Opcode = OpUCWriteOnly
+			case first:
+				p.Opcode = OpUCWriteFirst
+			case last && wr.HasImm:
+				p.Opcode = OpUCWriteLastImm
+			case last:
+				p.Opcode = OpUCWriteLast
+			default:
+				p.Opcode = OpUCWriteMiddle
+			}
+			if first {
+				p.RETH = RETH{VA: wr.RemoteAddr, RKey: wr.RKey, DMALen: uint32(wr.Length)}
+			}
+			// Solicit an event on the message that consumes a receive.
+			p.SE = last && wr.HasImm
+			p.Imm = wr.Imm
+			p.Payload = data[:n]
+			data = data[n:]
+			if nb == 0 {
+				inBatch = i
+			}
+			pkt := AppendPacket(q.txBufs[nb][:hdroom], &p)
+			q.txBufs[nb] = pkt
+			ib := pkt[hdroom:]
+			IPv4Header(pkt[:IPv4Len], q.d.local, dip, len(ib))
+			UDPHeader(pkt[IPv4Len:hdroom], uint16(q.d.port), uint16(q.d.port), len(ib))
+			PutICRC(pkt[:IPv4Len], pkt[IPv4Len:hdroom], ib)
+			q.tx.set(nb, ib, dip, q.d.port)
+			nb++
+			q.txPSN = (q.txPSN + 1) & psnMask
+			if last && wr.Signaled {
+				sent = append(sent, uc.WC{WRID: wr.WRID, Opcode: uc.WCWrite, ByteLen: uint32(wr.Length)})
+			}
+			// The packets leave in batches, one system call each.
+			if nb == len(q.txBufs) {
+				if err := flush(); err != nil {
+					return inBatch, err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return inBatch, err
+	}
+	q.txSent = sent
+	if len(q.sendCQ) > 0 {
 		select {
 		case q.sendNote <- struct{}{}:
 		default:
 		}
 	}
-	return nil
+	return len(wrs), nil
 }
 
 // PostRecv implements uc.QP.
@@ -365,6 +404,7 @@ func (q *QP) receive(p *Packet, src [4]byte) bool {
 }
 
 var (
-	_ uc.QP       = (*QP)(nil)
-	_ uc.Notifier = (*QP)(nil)
+	_ uc.QP          = (*QP)(nil)
+	_ uc.Notifier    = (*QP)(nil)
+	_ uc.BatchPoster = (*QP)(nil)
 )

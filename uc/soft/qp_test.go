@@ -193,3 +193,66 @@ func TestNotify(t *testing.T) {
 		t.Fatalf("notify ran %d times, want 3 (none after SetNotify(nil))", c)
 	}
 }
+
+// PostWrites posts a list in order, sharing system calls, and stops at
+// the first write it refuses, as ibv_post_send's bad_wr: the writes
+// before it arrive whole and complete; none after it is sent.
+func TestPostWrites(t *testing.T) {
+	a, b := pair(t, 1024)
+	for i := range a.mr.Buf() {
+		a.mr.Buf()[i] = byte(i * 13)
+	}
+	// Sizes whose packets (at 1 KiB) cross the 16-packet batches.
+	sizes := []int{64, 5000, 0, 9000, 1024, 3000, 1}
+	var wrs []uc.WriteWR
+	off := 0
+	for i, n := range sizes {
+		if err := b.qp.PostRecv(uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		wrs = append(wrs, uc.WriteWR{WRID: uint64(i), Local: a.mr, Offset: off, Length: n, RemoteAddr: b.mr.Addr() + uint64(off),
+			RKey: b.mr.RKey(), HasImm: true, Imm: uint32(n), Signaled: i%2 == 0})
+		off += n
+	}
+	bad := len(wrs)
+	wrs = append(wrs, uc.WriteWR{WRID: 99, Local: a.mr, Offset: 1 << 16, Length: 1, HasImm: true, Signaled: true},
+		uc.WriteWR{WRID: 100, Local: a.mr, Length: 8, RemoteAddr: b.mr.Addr(), RKey: b.mr.RKey(), HasImm: true, Signaled: true})
+	n, err := a.qp.(uc.BatchPoster).PostWrites(wrs)
+	if n != bad || err == nil {
+		t.Fatalf("PostWrites = %d, %v; want %d and the bad write's error", n, err, bad)
+	}
+	var wc [16]uc.WC
+	k, _ := a.qp.PollSend(wc[:])
+	if k != (len(sizes)+1)/2 {
+		t.Fatalf("%d send completions, want %d: %+v", k, (len(sizes)+1)/2, wc[:k])
+	}
+	for j := 0; j < k; j++ {
+		if wc[j].WRID != uint64(2*j) || wc[j].ByteLen != uint32(sizes[2*j]) {
+			t.Fatalf("send completion %d: %+v", j, wc[j])
+		}
+	}
+	got := 0
+	for deadline := time.Now().Add(5 * time.Second); got < len(sizes) && time.Now().Before(deadline); {
+		m, _ := b.qp.PollRecv(wc[:])
+		for _, w := range wc[:m] {
+			if w.WRID != uint64(got) || w.Imm != uint32(sizes[got]) || w.ByteLen != uint32(sizes[got]) {
+				t.Fatalf("receive %d: %+v", got, w)
+			}
+			got++
+		}
+		if m == 0 {
+			b.qp.WaitRecv(10 * time.Millisecond)
+		}
+	}
+	if got != len(sizes) {
+		t.Fatalf("%d of %d writes arrived (stats %+v)", got, len(sizes), &b.d.Stats)
+	}
+	if !bytes.Equal(b.mr.Buf()[:off], a.mr.Buf()[:off]) {
+		t.Fatal("payloads differ")
+	}
+	// Nothing after the refused write went out.
+	time.Sleep(20 * time.Millisecond)
+	if m, _ := b.qp.PollRecv(wc[:]); m != 0 || b.d.Stats.NoRecvWQE.Load() != 0 {
+		t.Fatalf("a write after the refused one arrived (%d completions, %d without a receive)", m, b.d.Stats.NoRecvWQE.Load())
+	}
+}
