@@ -143,9 +143,10 @@ type Info struct {
 	Device            string
 	QPs               int
 	Posted, Completed uint64
-	// Direct counts completions the device's receive path handed to the
-	// program itself (no pump woken); Answered the writes it then took
-	// while waiting for the program's answer.
+	// Direct counts completions handed to the program while the pump
+	// slept, by the device's receive path (uc.Notifier) or the waiter
+	// watching the CQ, without waking the pump; Answered the writes taken
+	// there while waiting for the program's answer.
 	Direct, Answered uint64
 	Since            time.Time
 }
@@ -174,7 +175,7 @@ type session struct {
 	since             time.Time
 	posted, completed atomic.Uint64
 	direct, answered  atomic.Uint64
-	waits             atomic.Uint64 // times the receive path waited for an answer
+	waits             atomic.Uint64 // times a hand-over waited for an answer
 	c                 *net.UnixConn
 	dev               uc.Device
 	cfg               ServerConfig
@@ -435,21 +436,29 @@ func (s *session) newQP(cfg uc.QPConfig) (*sqp, int, error) {
 	q.kickS, q.kickR = make(chan struct{}, 1), make(chan struct{}, 1)
 	q.wg.Add(3)
 	go q.pump()
-	go q.waiter(q.kickS, q.real.WaitSend)
-	go q.waiter(q.kickR, q.real.WaitRecv)
+	go q.waiter(q.kickS, q.real.WaitSend, func() bool { return q.wouldPoll(q.pendS, offSCQTail, q.scqHead) })
+	go q.waiter(q.kickR, q.real.WaitRecv, func() bool { return q.wouldPoll(q.pendR, offRCQTail, q.rcqHead) })
 	return q, fd, nil
 }
 
 // completed runs on the real QP's receive path after it queued a
-// completion. With the pump asleep (or between passes) it moves the
-// completions into the program's ring itself: the pump would be one more
-// thread to wake before the program sees them. With the pump in a pass it
-// rings the pump, which then passes once more.
+// completion (uc.Notifier).
 func (q *sqp) completed() {
+	// The device's receive path must not wait for a pass to end.
 	if !q.pmu.TryLock() {
 		q.ring()
 		return
 	}
+	q.handOver(nil)
+}
+
+// handOver runs, with pmu held, where completions may have arrived while
+// the pump is away: on the real QP's receive path, or in a waiter. It
+// moves the completions into the program's rings itself: the pump would be
+// one more thread to wake before the program sees them. It says whether a
+// waiter should go on watching its CQ: the pump still sleeps and watch
+// says the pump would poll that CQ. It unlocks pmu.
+func (q *sqp) handOver(watch func() bool) bool {
 	defer q.pmu.Unlock()
 	n, err := q.moveAll()
 	q.s.direct.Add(uint64(n))
@@ -462,9 +471,17 @@ func (q *sqp) completed() {
 		}
 		q.handed++
 	}
+	if err == nil && atomic.LoadUint64(q.u64(offSQHead)) != q.sqTail {
+		// Take what the program has posted meanwhile (the receives it
+		// re-posts as it reads): with the pump short of CPU, the receive
+		// queue would run dry while completions keep being handed over.
+		_, err = q.pass()
+	}
 	if err != nil {
 		q.s.kill(fmt.Sprintf("QP %d: %v", q.id, err))
+		return false
 	}
+	return q.asleep && watch != nil && watch()
 }
 
 // awaitAnswer stands in for the sleeping pump for up to AnswerWait, on the
@@ -530,9 +547,10 @@ func (q *sqp) stop() {
 	unix.Munmap(q.mem)
 }
 
-// waiter watches one real CQ while the pump sleeps and rings the pump when
-// a completion may be there.
-func (q *sqp) waiter(kick chan struct{}, wait func(time.Duration) error) {
+// waiter watches one real CQ while the pump sleeps (a real QP that is no
+// uc.Notifier) and hands over what arrives, as the receive path of one
+// that is does; it watches until the pump wakes or would not poll the CQ.
+func (q *sqp) waiter(kick chan struct{}, wait func(time.Duration) error, watch func() bool) {
 	defer q.wg.Done()
 	for {
 		select {
@@ -540,10 +558,17 @@ func (q *sqp) waiter(kick chan struct{}, wait func(time.Duration) error) {
 			return
 		case <-kick:
 		}
-		if err := wait(250 * time.Millisecond); errors.Is(err, uc.ErrClosed) {
-			return
+		for {
+			if err := wait(250 * time.Millisecond); errors.Is(err, uc.ErrClosed) {
+				return
+			}
+			// Wait out a pass rather than ring: a pump woken for what it
+			// already took would pass for nothing.
+			q.pmu.Lock()
+			if !q.handOver(watch) {
+				break
+			}
 		}
-		q.ring()
 	}
 }
 
