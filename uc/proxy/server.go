@@ -394,7 +394,7 @@ type sqp struct {
 	asleep                   bool   // the pump sleeps (or is about to) on the bell
 	writes                   uint64 // writes posted
 	handed                   uint64 // times completed handed completions to a sleeping pump's program
-	answered                 bool   // the program answered the last wait with a write
+	missed                   int    // waits in a row the program left unanswered
 	sqTail, scqHead, rcqHead uint64
 	pendS, pendR             []uc.WC
 	wbatch                   []uc.WriteWR // writes taken, not yet posted
@@ -406,9 +406,12 @@ type sqp struct {
 // it there spares a wake-up of the pump's thread per message.
 const answerSpin = 20 * time.Microsecond
 
-// probeEvery: a program that did not answer the last wait is waited for
-// again after this many handovers.
-const probeEvery = 16
+// A program that left missesToStop waits in a row unanswered is waited
+// for again only every probeEvery hand-overs.
+const (
+	missesToStop = 2
+	probeEvery   = 16
+)
 
 func (s *session) newQP(cfg uc.QPConfig) (*sqp, int, error) {
 	real, err := s.dev.CreateQP(cfg)
@@ -463,11 +466,19 @@ func (q *sqp) handOver(watch func() bool) bool {
 	n, err := q.moveAll()
 	q.s.direct.Add(uint64(n))
 	if err == nil && n > 0 && q.asleep {
-		// Wait for an answer only from a program that answered the last
-		// time (now and then, look again): a receiver that never writes
-		// back would otherwise hold the device's receive path up.
-		if q.answered || q.handed%probeEvery == 0 {
-			q.answered, err = q.awaitAnswer()
+		// Wait for an answer unless the program let the last two waits
+		// pass unanswered (then only now and then): a receiver that never
+		// writes back would otherwise hold the device's receive path up,
+		// while one answer missed now and then (the program was not on a
+		// CPU) is no pattern.
+		if q.missed < missesToStop || q.handed%probeEvery == 0 {
+			var answered bool
+			answered, err = q.awaitAnswer()
+			if answered {
+				q.missed = 0
+			} else {
+				q.missed++
+			}
 		}
 		q.handed++
 	}
