@@ -88,6 +88,12 @@ for s in 2 64 4096; do
 	lat "nuse perf uc-write-lat --backend verbs -m 4096 -s $s" timeout 300 $B/nuse perf uc-write-lat --backend verbs -c UC -d rxe0 -x 1 -m 4096 -s $s -n 1000
 	viad "nuse perf uc-write-lat --backend verbs --via-daemon -m 4096 -s $s" timeout 300 $B/nuse perf uc-write-lat --backend verbs -c UC -d rxe0 -x 1 -m 4096 -s $s -n 1000
 done
+# The same at 64 B with both ends sleeping on completion events (-e): two
+# programs that poll, plus the daemon's threads, are more runners than the
+# guest's two vCPUs, and a woken thread may wait for a spinner's time slice.
+# The native row is NUSE's own verbs path, sleeping on events too.
+lat "nuse perf uc-write-lat --backend verbs -e -m 4096 -s 64" timeout 300 $B/nuse perf uc-write-lat --backend verbs -e -c UC -d rxe0 -x 1 -m 4096 -s 64 -n 1000
+viad "nuse perf uc-write-lat --backend verbs --via-daemon -e -m 4096 -s 64" timeout 300 $B/nuse perf uc-write-lat --backend verbs -e -c UC -d rxe0 -x 1 -m 4096 -s 64 -n 1000
 for s in 64 65536; do
 	lat "ib_write_bw -c UC -m 4096 -s $s" timeout 300 ib_write_bw -c UC -d rxe0 -x 1 -m 4096 -s $s -n 5000
 	lat "nuse perf uc-write-bw --backend verbs -m 4096 -s $s" timeout 300 $B/nuse perf uc-write-bw --backend verbs -c UC -d rxe0 -x 1 -m 4096 -s $s -n 5000
