@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nuse-project/nuse/internal/futex"
-	"github.com/nuse-project/nuse/internal/passclock"
 )
 
 // A worker serves sessions from one goroutine: it serves commands, moves
@@ -122,14 +121,9 @@ func (w *worker) run() {
 		// goroutines run when a worker yields, and the control socket
 		// is served through nudges (nudge.go).
 		alone = runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers
-		clk   = passclock.Default
 	)
-	// The engine's clock reads our pass starts while we run (passclock).
-	clk.Run(last)
-	defer clk.Stop()
 	for {
 		now := time.Now()
-		clk.Tick(now)
 		if v := w.ver.Load(); v != ver {
 			w.mu.Lock()
 			list = append(list[:0], w.sess...)
@@ -192,9 +186,7 @@ func (w *worker) run() {
 				s.mu.Unlock()
 			}
 		}
-		clk.Stop()
 		w.sleep(list, &wv)
-		clk.Run(time.Now())
 		last = time.Time{}
 		// The thread count may have changed meanwhile (uc proxy
 		// sessions raise it while they run).

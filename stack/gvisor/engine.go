@@ -29,7 +29,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
-	"github.com/nuse-project/nuse/internal/passclock"
 	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/link/delack"
 	"github.com/nuse-project/nuse/stack/netdev"
@@ -208,9 +207,11 @@ func New(cfg Config) (*Engine, error) {
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections to the stack's own addresses are delivered inside it.
 		HandleLocal: true,
-		// The daemon's workers feed it their pass starts: no clock read
-		// per segment while they run.
-		Clock: passclock.Default,
+		// The real clock: a cached one (the workers' pass starts, tried
+		// in 1abad4f) froze time within a pass for the TCP processors too,
+		// so RTT samples near 0 gave tail loss probes of a few
+		// microseconds (gVisor's PTO is 2 x SRTT, no floor): half of a
+		// bulk transfer through the TAP was retransmitted.
 	})
 	e := &Engine{s: s, noDelay: cfg.TCP.NoDelay, moderate: !cfg.TCP.NoModerateRcvBuf}
 	if err := e.setup(cfg); err != nil {
