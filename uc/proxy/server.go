@@ -25,9 +25,8 @@ type ServerConfig struct {
 	// Spin is how long a QP's pump spins for work before it sleeps (0: it
 	// sleeps at once and is woken by doorbells).
 	Spin time.Duration
-	// AnswerWait is how long the device's receive path, having handed
-	// completions to a program whose pump sleeps, waits for its answer
-	// (0: answerSpin).
+	// AnswerWait is how long a hand-over, having given completions to a
+	// program whose pump sleeps, waits for its answer (0: answerSpin).
 	AnswerWait time.Duration
 	Logf       func(format string, args ...any)
 }
@@ -387,23 +386,23 @@ type sqp struct {
 	// (a real QP that is no uc.Notifier; nil otherwise).
 	kickS, kickR chan struct{}
 
-	// pmu is held by the pump through each pass, and by the real QP's
-	// notify function (completed) when it finds the pump away: whoever
-	// holds it owns the fields below.
+	// pmu is held by the pump through each pass, and by hand-overs (the
+	// real QP's notify function, or a waiter) while the pump is away:
+	// whoever holds it owns the fields below.
 	pmu                      sync.Mutex
 	asleep                   bool   // the pump sleeps (or is about to) on the bell
 	writes                   uint64 // writes posted
-	handed                   uint64 // times completed handed completions to a sleeping pump's program
+	handed                   uint64 // hand-overs that found completions while the pump slept
 	missed                   int    // waits in a row the program left unanswered
 	sqTail, scqHead, rcqHead uint64
 	pendS, pendR             []uc.WC
 	wbatch                   []uc.WriteWR // writes taken, not yet posted
 }
 
-// answerSpin is how long the notify function, having handed completions
-// to a program whose pump sleeps, waits for the program's next request (a
-// request-response program posts its answer within microseconds): taking
-// it there spares a wake-up of the pump's thread per message.
+// answerSpin is how long a hand-over, having given completions to a
+// program whose pump sleeps, waits for the program's answer (a
+// request-response program posts it within microseconds): taking it there
+// spares a wake-up of the pump's thread per message.
 const answerSpin = 20 * time.Microsecond
 
 // A program that left missesToStop waits in a row unanswered is waited
@@ -783,7 +782,7 @@ func (q *sqp) flushWrites() error {
 		if bp, ok := q.real.(uc.BatchPoster); ok {
 			n, err = bp.PostWrites(wrs)
 		} else {
-			for ; n < len(wrs) && err == nil; n++ {
+			for ; n < len(wrs); n++ {
 				if err = q.real.PostWrite(&wrs[n]); err != nil {
 					break
 				}
