@@ -246,7 +246,7 @@ func nicsOf(eng *gvisor.Engine) []usock.NICStats {
 	for _, n := range eng.Stats() {
 		out = append(out, usock.NICStats{Name: n.Name, RxPackets: n.RxPackets, RxBytes: n.RxBytes,
 			TxPackets: n.TxPackets, TxBytes: n.TxBytes, RxMalformed: n.RxMalformed, TxDropped: n.TxDropped,
-			AcksHeld: n.DelayedACK.Held, AcksReplaced: n.DelayedACK.Replaced, AcksExpired: n.DelayedACK.Expired, AcksFlushed: n.DelayedACK.Flushed})
+			AcksHeld: n.DelayedACK.Held, AcksReplaced: n.DelayedACK.Replaced, AcksExpired: n.DelayedACK.Expired, AcksFlushed: n.DelayedACK.Flushed, AcksLate: n.DelayedACK.Late})
 	}
 	return out
 }

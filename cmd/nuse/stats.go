@@ -96,10 +96,10 @@ func printStats(out io.Writer, st *usock.Stats) {
 	}
 	if len(st.Net) > 0 {
 		fmt.Fprintln(w, "\nengine interfaces (packets the engine moved, all sockets together):")
-		fmt.Fprintln(w, "IFACE\tRX PACKETS\tRX\tTX PACKETS\tTX\tRX MALFORMED\tTX DROPPED\tACKS HELD\tREPLACED\tEXPIRED\tFLUSHED\t")
+		fmt.Fprintln(w, "IFACE\tRX PACKETS\tRX\tTX PACKETS\tTX\tRX MALFORMED\tTX DROPPED\tACKS HELD\tREPLACED\tEXPIRED\tFLUSHED\tLATE\t")
 		for _, n := range st.Net {
-			fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", n.Name, n.RxPackets, size(n.RxBytes), n.TxPackets, size(n.TxBytes), n.RxMalformed, n.TxDropped,
-				n.AcksHeld, n.AcksReplaced, n.AcksExpired, n.AcksFlushed)
+			fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", n.Name, n.RxPackets, size(n.RxBytes), n.TxPackets, size(n.TxBytes), n.RxMalformed, n.TxDropped,
+				n.AcksHeld, n.AcksReplaced, n.AcksExpired, n.AcksFlushed, n.AcksLate)
 		}
 	}
 	if len(st.UC) > 0 {

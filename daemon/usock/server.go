@@ -894,11 +894,13 @@ type NICStats struct {
 	TxDropped   uint64 `json:"tx_dropped"`
 	// Delayed ACKs (gvisor's delayed-ack): held back, then dropped because
 	// a later segment acknowledged as much, or sent when the delay ended
-	// or ahead of a segment of their flow.
+	// or ahead of a segment of their flow; answers that came after their
+	// ACK had gone (the flow's delay grew).
 	AcksHeld     uint64 `json:"acks_held"`
 	AcksReplaced uint64 `json:"acks_replaced"`
 	AcksExpired  uint64 `json:"acks_expired"`
 	AcksFlushed  uint64 `json:"acks_flushed"`
+	AcksLate     uint64 `json:"acks_late"`
 }
 
 func (s *Session) stats() SessionStats {

@@ -88,8 +88,10 @@ type TCPConfig struct {
 	// can carry it, as Linux's delayed ACKs do.
 	NoDelayedACK bool
 	// ACKDelay is how long an ACK may wait (default delack.DefaultDelay,
-	// at most delack.MaxDelay).
-	ACKDelay time.Duration
+	// at most delack.MaxDelay); ACKDelayMax, how long it may wait on a
+	// flow whose answers came after their ACK had gone (default
+	// delack.MaxDelay; ACKDelay or less keeps the delay fixed).
+	ACKDelay, ACKDelayMax time.Duration
 	// MTU of the loopback NIC (default 65536). The netdev's MTU is the
 	// device's own (netdev.Config.MTU), since the kernel side must agree.
 	MTU uint32
@@ -98,7 +100,7 @@ type TCPConfig struct {
 // Set applies one "key=value" setting as a command line or config file
 // gives it: sack, rack, moderate-rcvbuf, nodelay, delayed-ack (on/off),
 // cc (reno/cubic), sndbuf, sndbuf-max, rcvbuf, rcvbuf-max (bytes, k/m
-// suffixes), mtu, ack-delay (a duration such as 500us).
+// suffixes), mtu, ack-delay and ack-delay-max (durations such as 500us).
 func (c *TCPConfig) Set(key, value string) error {
 	onoff := func() (bool, error) {
 		switch strings.ToLower(value) {
@@ -140,7 +142,7 @@ func (c *TCPConfig) Set(key, value string) error {
 	case "delayed-ack":
 		b, err = onoff()
 		c.NoDelayedACK = !b
-	case "ack-delay":
+	case "ack-delay", "ack-delay-max":
 		var d time.Duration
 		d, err = time.ParseDuration(value)
 		if err == nil && (d <= 0 || d > delack.MaxDelay) {
@@ -149,7 +151,11 @@ func (c *TCPConfig) Set(key, value string) error {
 		if err != nil {
 			return fmt.Errorf("tcp setting %s: want a duration from 1us to %v, got %q", key, delack.MaxDelay, value)
 		}
-		c.ACKDelay = d
+		if key == "ack-delay" {
+			c.ACKDelay = d
+		} else {
+			c.ACKDelayMax = d
+		}
 	case "cc":
 		c.CongestionControl = value
 	case "sndbuf":
@@ -165,7 +171,7 @@ func (c *TCPConfig) Set(key, value string) error {
 		n, err = size()
 		c.MTU = uint32(n)
 	default:
-		return fmt.Errorf("unknown tcp setting %q (known: sack, rack, cc, moderate-rcvbuf, sndbuf, sndbuf-max, rcvbuf, rcvbuf-max, nodelay, delayed-ack, ack-delay, mtu)", key)
+		return fmt.Errorf("unknown tcp setting %q (known: sack, rack, cc, moderate-rcvbuf, sndbuf, sndbuf-max, rcvbuf, rcvbuf-max, nodelay, delayed-ack, ack-delay, ack-delay-max, mtu)", key)
 	}
 	return err
 }
@@ -297,7 +303,7 @@ func (e *Engine) wrap(id tcpip.NICID, l gstack.LinkEndpoint, c TCPConfig) gstack
 	if c.NoDelayedACK {
 		return l
 	}
-	d := delack.New(l, c.ACKDelay)
+	d := delack.New(l, c.ACKDelay, c.ACKDelayMax)
 	if e.delack == nil {
 		e.delack = make(map[tcpip.NICID]*delack.Endpoint)
 	}

@@ -538,7 +538,7 @@ func TestConfig(t *testing.T) {
 	if _, err := New(Config{TCP: TCPConfig{CongestionControl: "bbr"}}); err == nil {
 		t.Error("unknown congestion control accepted")
 	}
-	for _, kv := range [][2]string{{"delayed-ack", "maybe"}, {"ack-delay", "0"}, {"ack-delay", "1s"}, {"ack-delay", "-1ms"}, {"ack-delay", "soon"}} {
+	for _, kv := range [][2]string{{"delayed-ack", "maybe"}, {"ack-delay", "0"}, {"ack-delay", "1s"}, {"ack-delay", "-1ms"}, {"ack-delay", "soon"}, {"ack-delay-max", "0"}, {"ack-delay-max", "201ms"}} {
 		if err := c.Set(kv[0], kv[1]); err == nil {
 			t.Errorf("%s=%s accepted", kv[0], kv[1])
 		}
@@ -546,6 +546,9 @@ func TestConfig(t *testing.T) {
 	var d TCPConfig
 	if err := d.Set("ack-delay", "250us"); err != nil || d.ACKDelay != 250*time.Microsecond {
 		t.Errorf("ack-delay=250us: %v %v", d.ACKDelay, err)
+	}
+	if err := d.Set("ack-delay-max", "40ms"); err != nil || d.ACKDelayMax != 40*time.Millisecond || d.ACKDelay != 250*time.Microsecond {
+		t.Errorf("ack-delay-max=40ms: %+v %v", d, err)
 	}
 	if err := d.Set("delayed-ack", "off"); err != nil || !d.NoDelayedACK {
 		t.Errorf("delayed-ack=off: %+v %v", d, err)

@@ -20,9 +20,22 @@
 // them); ACKs carrying SACK blocks or options other than timestamps; the
 // first ACK of a flow (the handshake's last step: the listener's accept
 // waits for it); an ACK that opens the window more than twofold.
+//
+// The delay adapts per flow. An answer that leaves after its held ACK
+// expired (it acknowledges exactly what that ACK did) shows the flow's
+// answers take longer than the delay: the flow's delay becomes twice that
+// answer's time, up to the endpoint's maximum. Under load (a server behind
+// a thousand connections answers each tens of milliseconds later) a fixed
+// short delay sends both bare ACKs of every exchange anyway, each a full
+// trip through the stack. When the peer instead sends more before the
+// answer (the ACK was waited for, as a Nagle sender waits), the flow's
+// delay drops back to the base at once, so a flow pays a long delay at
+// most once for a change of pattern. Linux's delayed-ACK timeout adapts
+// too (from 40 ms, bounded by the RTT and 200 ms).
 package delack
 
 import (
+	"container/heap"
 	"encoding/binary"
 	"sync"
 	"sync/atomic"
@@ -34,10 +47,12 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// DefaultDelay is how long an ACK waits for a segment to ride on.
+// DefaultDelay is how long an ACK waits for a segment to ride on, at
+// first and on flows whose answers come in time.
 const DefaultDelay = time.Millisecond
 
-// MaxDelay bounds the delay (Linux's largest delayed-ACK timeout).
+// MaxDelay bounds the delay (Linux's largest delayed-ACK timeout); it is
+// also the default bound of the per-flow delay.
 const MaxDelay = 200 * time.Millisecond
 
 // Flows that saw no segment for this long are forgotten; at most maxFlows
@@ -53,6 +68,7 @@ type Stats struct {
 	Replaced   uint64 // held ACKs dropped: a later segment acknowledged as much
 	Expired    uint64 // held ACKs sent when their delay ended
 	Flushed    uint64 // held ACKs sent ahead of a segment that did not replace them
+	Late       uint64 // answers that came after their held ACK expired (the flow's delay grew)
 	Untracked  uint64 // TCP segments passed untouched: too many flows
 	Unparsable uint64 // TCP segments passed untouched: headers not as expected
 }
@@ -71,8 +87,16 @@ type flow struct {
 	win     uint16 // and its window field
 	held    *stack.PacketBuffer
 	heldAck uint32
+	heldAt  int64  // clock() when held was
 	gen     uint64 // bumped per hold: tells stale queue entries apart
 	used    int64  // clock() at the last segment
+	delay   int64  // this flow's delay (ns), 0 for the endpoint's base
+	// late: the last held ACK expired; lateAck is what it acknowledged
+	// and lateAt when it was held. The flow's next segment that moves
+	// the acknowledgement or carries data settles what the expiry meant.
+	late    bool
+	lateAck uint32
+	lateAt  int64
 }
 
 type pending struct {
@@ -81,48 +105,73 @@ type pending struct {
 	due int64
 }
 
+// pendq is a min-heap of pending expiries by due time (flows have
+// delays of their own).
+type pendq []pending
+
+func (q pendq) Len() int           { return len(q) }
+func (q pendq) Less(i, j int) bool { return q[i].due < q[j].due }
+func (q pendq) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *pendq) Push(x any)        { *q = append(*q, x.(pending)) }
+func (q *pendq) Pop() any {
+	old := *q
+	p := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return p
+}
+
 // Endpoint wraps a link endpoint with delayed ACKs.
 type Endpoint struct {
 	nested.Endpoint
-	child stack.LinkEndpoint
-	delay int64 // ns
-	start time.Time
+	child    stack.LinkEndpoint
+	delay    int64 // the base delay, ns
+	maxDelay int64 // the most a flow's delay grows to, ns
+	start    time.Time
 
 	mu        sync.Mutex
 	flows     map[flowKey]*flow
-	queue     []pending // by due time (every hold has the same delay)
+	queue     pendq
 	timer     *time.Timer
 	armed     bool
+	armedDue  int64 // when the armed timer fires
 	closed    bool
 	lastSweep int64
 
-	held, replaced, expired, flushed, untracked, unparsable atomic.Uint64
+	held, replaced, expired, flushed, late, untracked, unparsable atomic.Uint64
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
 
-// New wraps child. A delay <= 0 means DefaultDelay; it is capped at
-// MaxDelay.
-func New(child stack.LinkEndpoint, delay time.Duration) *Endpoint {
+// New wraps child. delay is the base delay (<= 0: DefaultDelay), maxDelay
+// the most a flow's delay may grow to (<= 0: MaxDelay; below delay: the
+// delay is fixed); both are capped at MaxDelay.
+func New(child stack.LinkEndpoint, delay, maxDelay time.Duration) *Endpoint {
 	if delay <= 0 {
 		delay = DefaultDelay
 	}
 	delay = min(delay, MaxDelay)
-	e := &Endpoint{child: child, delay: int64(delay), start: time.Now(), flows: make(map[flowKey]*flow)}
+	if maxDelay <= 0 {
+		maxDelay = MaxDelay
+	}
+	maxDelay = max(delay, min(maxDelay, MaxDelay))
+	e := &Endpoint{child: child, delay: int64(delay), maxDelay: int64(maxDelay), start: time.Now(), flows: make(map[flowKey]*flow)}
 	e.Endpoint.Init(child, e)
 	e.timer = time.AfterFunc(time.Hour, e.expire)
 	e.timer.Stop()
 	return e
 }
 
-// Delay is the delay an ACK is held for.
+// Delay is the base delay an ACK is held for.
 func (e *Endpoint) Delay() time.Duration { return time.Duration(e.delay) }
+
+// MaxDelay is the most a flow's delay grows to.
+func (e *Endpoint) MaxDelay() time.Duration { return time.Duration(e.maxDelay) }
 
 // Stats reads the counters.
 func (e *Endpoint) Stats() Stats {
 	return Stats{
 		Held: e.held.Load(), Replaced: e.replaced.Load(), Expired: e.expired.Load(),
-		Flushed: e.flushed.Load(), Untracked: e.untracked.Load(), Unparsable: e.unparsable.Load(),
+		Flushed: e.flushed.Load(), Late: e.late.Load(), Untracked: e.untracked.Load(), Unparsable: e.unparsable.Load(),
 	}
 }
 
@@ -135,6 +184,7 @@ type segment struct {
 	ack   uint32
 	win   uint16
 	pure  bool // ACK alone, no data, no options but timestamps
+	data  bool // carries data or a FIN: an answer
 	reset bool
 }
 
@@ -176,6 +226,7 @@ func parse(pkt *stack.PacketBuffer) (s segment, ok bool) {
 	s.win = binary.BigEndian.Uint16(th[14:16])
 	s.reset = s.flags&header.TCPFlagRst != 0
 	s.pure = s.flags == header.TCPFlagAck && pkt.Data().Size() == 0 && onlyTimestamps(th[header.TCPMinimumSize:off])
+	s.data = pkt.Data().Size() > 0 || s.flags&header.TCPFlagFin != 0
 	return s, true
 }
 
@@ -244,17 +295,20 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			e.flows[s.key] = f
 		}
 		f.used = now
+		if f.late && s.flags&header.TCPFlagAck != 0 {
+			e.settle(f, s, now)
+		}
 		if s.pure && f.held == nil && f.hasAck && after(s.ack, f.ack) && s.ack-f.ack <= limit &&
 			s.win != 0 && uint32(s.win) <= 2*uint32(f.win) {
 			f.held = pkt.IncRef()
-			f.heldAck = s.ack
+			f.heldAck, f.heldAt = s.ack, now
 			f.gen++
 			f.ack, f.win = s.ack, s.win
-			e.queue = append(e.queue, pending{key: s.key, gen: f.gen, due: now + e.delay})
-			if !e.armed {
-				e.armed = true
-				e.timer.Reset(time.Duration(e.delay))
+			d := e.delay
+			if f.delay > 0 {
+				d = f.delay
 			}
+			e.schedule(pending{key: s.key, gen: f.gen, due: now + d}, now)
 			e.held.Add(1)
 			continue
 		}
@@ -308,6 +362,35 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return pkts.Len(), nil
 }
 
+// settle reads what followed an expired ACK of flow f: an answer that
+// acknowledges what the ACK did came late, and the flow waits twice its
+// time from now on; an acknowledgement that moved on means the peer sent
+// more first, and the flow's delay is the base again. Anything else (a
+// window update, say) leaves it open. Called with mu held.
+func (e *Endpoint) settle(f *flow, s segment, now int64) {
+	switch {
+	case after(s.ack, f.lateAck):
+		f.delay, f.late = 0, false
+	case s.ack == f.lateAck && s.data:
+		f.delay = min(e.maxDelay, max(f.delay, e.delay, 2*(now-f.lateAt)))
+		if f.delay == e.delay {
+			f.delay = 0
+		}
+		f.late = false
+		e.late.Add(1)
+	}
+}
+
+// schedule queues an expiry and arms the timer for it if it is the
+// earliest. Called with mu held.
+func (e *Endpoint) schedule(p pending, now int64) {
+	heap.Push(&e.queue, p)
+	if !e.armed || p.due < e.armedDue {
+		e.armed, e.armedDue = true, p.due
+		e.timer.Reset(time.Duration(p.due - now))
+	}
+}
+
 func contains(ps []*stack.PacketBuffer, p *stack.PacketBuffer) bool {
 	for _, q := range ps {
 		if q == p {
@@ -330,20 +413,20 @@ func (e *Endpoint) expire() {
 		e.mu.Unlock()
 		return
 	}
-	i := 0
-	for ; i < len(e.queue) && e.queue[i].due <= now; i++ {
-		p := e.queue[i]
+	for len(e.queue) > 0 && e.queue[0].due <= now {
+		p := heap.Pop(&e.queue).(pending)
 		f := e.flows[p.key]
 		if f == nil || f.held == nil || f.gen != p.gen {
 			continue
 		}
 		out.PushBack(f.held)
 		f.held = nil
+		f.late, f.lateAck, f.lateAt = true, f.heldAck, f.heldAt
 		e.expired.Add(1)
 	}
-	e.queue = append(e.queue[:0], e.queue[i:]...)
 	if len(e.queue) > 0 {
-		e.timer.Reset(time.Duration(e.queue[0].due - now))
+		e.armedDue = e.queue[0].due
+		e.timer.Reset(time.Duration(e.armedDue - now))
 	} else {
 		e.armed = false
 	}

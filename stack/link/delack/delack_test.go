@@ -86,8 +86,9 @@ type rig struct {
 
 func newRig(t *testing.T, delay time.Duration) *rig {
 	ch := channel.New(64, mtu, "")
-	r := &rig{t: t, ch: ch, e: New(ch, delay)}
+	r := &rig{t: t, ch: ch, e: New(ch, delay, 0)}
 	r.e.delay = int64(delay) // beyond MaxDelay: "never" in these tests
+	r.e.maxDelay = max(r.e.maxDelay, r.e.delay)
 	t.Cleanup(func() {
 		r.e.Close()
 		ch.Drain()
@@ -300,7 +301,7 @@ func TestOtherFlowsAndProtocols(t *testing.T) {
 
 func TestCloseReleasesHeld(t *testing.T) {
 	ch := channel.New(64, mtu, "")
-	e := New(ch, time.Hour)
+	e := New(ch, time.Hour, 0)
 	e.delay = int64(time.Hour)
 	var l stack.PacketBufferList
 	l.PushBack(pure(100).packet())
@@ -326,11 +327,156 @@ func TestCloseReleasesHeld(t *testing.T) {
 func TestDelayBounds(t *testing.T) {
 	ch := channel.New(1, mtu, "")
 	defer ch.Close()
-	for _, c := range [][2]time.Duration{{0, DefaultDelay}, {-1, DefaultDelay}, {time.Hour, MaxDelay}, {300 * time.Microsecond, 300 * time.Microsecond}} {
-		e := New(ch, c[0])
-		if d := e.Delay(); d != c[1] {
-			t.Errorf("delay %v gave %v, want %v", c[0], d, c[1])
+	ms := time.Millisecond
+	// delay, max delay given; delay, max delay wanted
+	for _, c := range [][4]time.Duration{
+		{0, 0, DefaultDelay, MaxDelay},
+		{-1, -1, DefaultDelay, MaxDelay},
+		{time.Hour, time.Hour, MaxDelay, MaxDelay},
+		{300 * time.Microsecond, 0, 300 * time.Microsecond, MaxDelay},
+		{5 * ms, 40 * ms, 5 * ms, 40 * ms},
+		{5 * ms, 2 * ms, 5 * ms, 5 * ms}, // below the delay: fixed
+	} {
+		e := New(ch, c[0], c[1])
+		if d, m := e.Delay(), e.MaxDelay(); d != c[2] || m != c[3] {
+			t.Errorf("New(%v, %v): delay %v, max %v; want %v, %v", c[0], c[1], d, m, c[2], c[3])
 		}
 		e.Close()
+	}
+}
+
+// expireHeld waits for the flow's held ACK to go out by its delay.
+func (r *rig) expireHeld(want string) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var got []string
+	for len(got) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		got = r.out()
+	}
+	if len(got) != 1 || got[0] != want {
+		r.t.Fatalf("after the delay the child got %q, want %q", got, want)
+	}
+}
+
+// flowDelay is the delay the flow under test (sport 1000, IPv4) holds
+// its ACKs for now.
+func (r *rig) flowDelay() time.Duration {
+	r.e.mu.Lock()
+	defer r.e.mu.Unlock()
+	for k, f := range r.e.flows {
+		if k.ports>>16 == 1000 && k.proto == uint16(header.IPv4ProtocolNumber) {
+			if f.delay == 0 {
+				return time.Duration(r.e.delay)
+			}
+			return time.Duration(f.delay)
+		}
+	}
+	r.t.Fatal("no flow")
+	return 0
+}
+
+// An answer that leaves after its ACK expired makes the flow wait twice
+// the answer's time; the next ACK is then held for that long and the
+// answer replaces it.
+func TestLateAnswerLengthensDelay(t *testing.T) {
+	base := time.Millisecond
+	r := newRig(t, base)
+	r.send(pure(100), pure(110))
+	r.expect("ack 100")
+	held := time.Now()
+	r.expireHeld("ack 110")
+	for time.Since(held) < 10*base {
+		time.Sleep(base)
+	}
+	r.send(data(110)) // the answer, late
+	r.expect("data 110")
+	d := r.flowDelay()
+	// Measured from the hold, which came before our clock read.
+	if d < 20*base || d > MaxDelay {
+		t.Fatalf("after an answer %v late the flow's delay is %v, want 2x that (at most %v)", time.Since(held), d, MaxDelay)
+	}
+	if st := r.e.Stats(); st.Late != 1 || st.Expired != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The longer delay is what the next hold gets.
+	r.send(pure(120))
+	r.e.mu.Lock()
+	var due int64
+	for _, p := range r.e.queue {
+		due = max(due, p.due)
+	}
+	f := r.e.flows[r.e.queue[0].key]
+	heldAt := f.heldAt
+	r.e.mu.Unlock()
+	if due-heldAt != int64(d) {
+		t.Fatalf("the next ACK is due %v after its hold, want the flow's %v", time.Duration(due-heldAt), d)
+	}
+	r.send(data(120))
+	r.expect("data 120") // replaced
+	if st := r.e.Stats(); st.Replaced != 1 || st.Expired != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// When the peer sends more before the answer (the expired ACK was waited
+// for, as a Nagle sender waits for it), the flow's delay is the base
+// again; a window update in between settles nothing.
+func TestMoreDataResetsDelay(t *testing.T) {
+	base := time.Millisecond
+	r := newRig(t, base)
+	r.send(pure(100), pure(110))
+	r.expect("ack 100")
+	r.expireHeld("ack 110")
+	time.Sleep(5 * base)
+	r.send(data(110))
+	r.expect("data 110")
+	if d := r.flowDelay(); d <= base {
+		t.Fatalf("flow delay %v after a late answer, want more than %v", d, base)
+	}
+	long := r.flowDelay()
+	r.e.mu.Lock()
+	for _, f := range r.e.flows {
+		f.delay = int64(2 * base) // short enough to wait out here
+	}
+	r.e.mu.Unlock()
+	r.send(pure(120))
+	r.expireHeld("ack 120")
+	// A window update (same acknowledgement, pure): not an answer.
+	up := pure(120)
+	up.win = 1500
+	r.send(up)
+	r.expect("ack 120")
+	if d := r.flowDelay(); d != 2*base {
+		t.Fatalf("a window update changed the flow's delay to %v", d)
+	}
+	r.send(pure(130)) // the peer sent more: no answer was coming
+	r.expect()        // held, with the base delay
+	if d := r.flowDelay(); d != base {
+		t.Fatalf("flow delay %v after the peer sent more, want the base %v (was %v)", d, base, long)
+	}
+	r.expireHeld("ack 130")
+	if st := r.e.Stats(); st.Late != 1 || st.Expired != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// With the maximum at the base the delay never grows.
+func TestFixedDelay(t *testing.T) {
+	base := time.Millisecond
+	ch := channel.New(64, mtu, "")
+	r := &rig{t: t, ch: ch, e: New(ch, base, base)}
+	t.Cleanup(func() {
+		r.e.Close()
+		ch.Drain()
+	})
+	r.send(pure(100), pure(110))
+	r.expect("ack 100")
+	r.expireHeld("ack 110")
+	time.Sleep(5 * base)
+	r.send(data(110))
+	r.expect("data 110")
+	if d := r.flowDelay(); d != base {
+		t.Fatalf("fixed delay: the flow's delay became %v", d)
 	}
 }
