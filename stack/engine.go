@@ -93,8 +93,15 @@ type FDCost interface {
 // while a worker runs then reach the stack on the worker's thread, with no
 // reader thread to wake and no goroutine to schedule. Poll delivers what
 // is waiting, without blocking, and says whether there was any.
+//
+// Polled tells the engine whether a worker is awake, and so reads the
+// device every pass (true), or all are asleep or gone (false): only then
+// must the device's own reader watch it, and a reader that woke for every
+// frame while a worker polled anyway would cost a thread wake-up per frame.
+// The daemon calls it on every change, one call at a time.
 type Poller interface {
 	Poll() bool
+	Polled(on bool)
 }
 
 // FDsPerSocket is what one socket of e costs in file descriptors: none for

@@ -1,8 +1,11 @@
 package usock
 
 import (
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/gvisor"
@@ -13,11 +16,77 @@ import (
 type pollCounter struct {
 	stack.Engine
 	turns atomic.Int64
+
+	mu     sync.Mutex
+	polled []bool // what Polled was told, in order
 }
 
 func (p *pollCounter) Poll() bool {
 	p.turns.Add(1)
 	return false
+}
+
+func (p *pollCounter) Polled(on bool) {
+	p.mu.Lock()
+	p.polled = append(p.polled, on)
+	p.mu.Unlock()
+}
+
+func (p *pollCounter) told() []bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]bool(nil), p.polled...)
+}
+
+// With the workers holding every P (GOMAXPROCS no more than --workers) an
+// engine hears Polled(true) while a worker is awake and Polled(false)
+// once they all sleep, alternating (its device's reader then parks while
+// a worker polls, stack/link/tap rx.go); with a P to spare it hears
+// nothing (its reader watches all along).
+func TestPolledFollowsWorkers(t *testing.T) {
+	for _, alone := range []bool{true, false} {
+		eng, err := gvisor.New(gvisor.Config{Loopback: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc := &pollCounter{Engine: eng}
+		_, path := startServerWith(t, 64<<10, func(c *Config) {
+			c.Engines = map[string]stack.Engine{"polled": pc, c.Engine.Name(): c.Engine}
+			c.Workers = runtime.GOMAXPROCS(0)
+			if !alone {
+				c.Workers = max(1, runtime.GOMAXPROCS(0)-1)
+			}
+		})
+		t.Cleanup(func() { eng.Close() })
+		if !alone && runtime.GOMAXPROCS(0) == 1 {
+			t.Log("GOMAXPROCS is 1: no spare P to test")
+			continue
+		}
+		transferBothWays(t, path, 7036)
+		// Idle now: the worker spins (20us here), then sleeps.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			told := pc.told()
+			if !alone {
+				if len(told) != 0 {
+					t.Fatalf("with a spare P the engine was told %v", told)
+				}
+				break
+			}
+			if len(told) >= 2 && !told[len(told)-1] {
+				for i, on := range told {
+					if on != (i%2 == 0) {
+						t.Fatalf("told %v: want true, false, true, ... from the first worker on", told)
+					}
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("told %v: the idle workers never said they sleep", told)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 // Workers read the devices of engines that offer it (stack.Poller, the

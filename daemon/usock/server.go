@@ -139,6 +139,11 @@ type Server struct {
 	perWork   int // sessions one worker may serve
 	// pollers are the engines whose devices workers read in their passes.
 	pollers []stack.Poller
+	// pollMu guards awake (workers not asleep) and pollOn (what the
+	// pollers were last told, stack.Poller's Polled).
+	pollMu sync.Mutex
+	awake  int
+	pollOn bool
 
 	// What each uid holds, for the limits (under mu).
 	pending, stats int

@@ -62,6 +62,25 @@ func (srv *Server) assign(s *Session) {
 	w.wake()
 }
 
+// workerAwake counts a worker waking (+1) or going to sleep or away (-1)
+// and tells the pollers whether a worker now reads their devices every
+// pass: only with the workers holding every P (alone, see run) is the
+// devices' own reader better parked meanwhile; with a P to spare it reads
+// beside the workers.
+func (srv *Server) workerAwake(delta int) {
+	srv.pollMu.Lock()
+	defer srv.pollMu.Unlock()
+	srv.awake += delta
+	on := srv.awake > 0 && runtime.GOMAXPROCS(0) <= srv.cfg.Workers
+	if on == srv.pollOn {
+		return
+	}
+	srv.pollOn = on
+	for _, p := range srv.pollers {
+		p.Polled(on)
+	}
+}
+
 func (w *worker) wake() {
 	atomic.AddUint32(&w.word, 1)
 	if w.sleeping.Load() != 0 {
@@ -110,6 +129,8 @@ func (w *worker) drop(s *Session) {
 
 func (w *worker) run() {
 	defer w.srv.wg.Done()
+	w.srv.workerAwake(1)
+	defer w.srv.workerAwake(-1)
 	spin := w.srv.cfg.Spin
 	var (
 		list []*Session
@@ -197,10 +218,20 @@ func (w *worker) run() {
 // sleep waits until a session's doorbell rings, the worker is woken, or
 // 250 ms pass (closing sockets have deadlines).
 func (w *worker) sleep(list []*Session, wv *futex.Waitv) {
+	// The devices' readers watch while we sleep: let a parked one get to
+	// its poll before this thread blocks with the P (rx.go in
+	// stack/link/tap).
+	w.srv.workerAwake(-1)
+	defer w.srv.workerAwake(1)
+	if runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers {
+		runtime.Gosched()
+	}
 	w.sleeping.Store(1)
 	wv.Reset()
 	wv.Add(&w.word, atomic.LoadUint32(&w.word))
-	// A device reader's kick (futex.Kick): a packet came in.
+	// A device reader's kick (futex.Kick): a packet came in. A frame that
+	// came before this load and after our pass's poll kicked too early
+	// to wake us: the devices are read once more below.
 	wv.Add(&futex.Kick, atomic.LoadUint32(&futex.Kick))
 	var seq uint32 // of the last session, for the one-session fallback
 	var live *Session
@@ -218,6 +249,11 @@ func (w *worker) sleep(list []*Session, wv *futex.Waitv) {
 	// Recheck after announcing sleep (the shim rings only if it sees
 	// d_sleeping): work that came in between is served at once.
 	pending := false
+	for _, p := range w.srv.pollers {
+		if p.Poll() {
+			pending = true
+		}
+	}
 	for _, s := range list {
 		if !s.finished && s.pending() {
 			pending = true

@@ -444,6 +444,13 @@ func (e *Engine) Poll() bool {
 	return false
 }
 
+// Polled implements stack.Poller.
+func (e *Engine) Polled(on bool) {
+	if d := e.dev; d != nil && d.Polled != nil {
+		d.Polled(on)
+	}
+}
+
 // Close implements stack.Engine: every socket is reset, the NICs are
 // removed and the netdev is closed.
 func (e *Engine) Close() error {

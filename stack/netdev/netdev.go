@@ -41,6 +41,9 @@ type Device struct {
 	// Poll, if set, delivers the frames waiting on the device without
 	// blocking (stack.Poller) and says whether there were any.
 	Poll func() bool
+	// Polled, if set, is stack.Poller's Polled: whether a worker calls
+	// Poll every pass now.
+	Polled func(on bool)
 }
 
 // Opener opens a device of one kind.

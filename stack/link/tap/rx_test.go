@@ -217,3 +217,53 @@ func TestReaderKicksWorkers(t *testing.T) {
 		t.Fatal("futex.Kick did not move for a frame")
 	}
 }
+
+// While a worker polls the device (polled(true)) the reader leaves it to
+// that worker: a frame waits for a poll. When the workers sleep
+// (polled(false)) the reader watches again and delivers it itself; Attach(nil)
+// ends a reader parked on the workers too.
+func TestReaderLeavesDeviceToAwakeWorkers(t *testing.T) {
+	fds := device(t)
+	e := newEndpoint(channel.New(1, 1500, mine), fds[0], mine)
+	g := &got{ch: make(chan struct{}, 4)}
+	e.polled(true)
+	e.Attach(g)
+	send := func(b byte) {
+		t.Helper()
+		if _, err := unix.Write(fds[1], frame(mine, other, header.IPv4ProtocolNumber, []byte{b})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1)
+	select {
+	case <-g.ch:
+		t.Fatal("the reader took a frame while a worker polled the device")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if !e.poll() {
+		t.Fatal("the worker's poll found nothing")
+	}
+	<-g.ch
+	e.polled(false)
+	send(2)
+	select {
+	case <-g.ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("with the workers asleep the reader did not deliver the frame")
+	}
+	e.polled(true)
+	send(3) // the reader may take this one (it was in its poll) or not
+	time.Sleep(20 * time.Millisecond)
+	done := make(chan struct{})
+	go func() { e.Attach(nil); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Attach(nil) did not end a reader parked on the workers")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.data) < 2 || g.data[0][0] != 1 || g.data[1][0] != 2 {
+		t.Fatalf("delivered %v", g.data)
+	}
+}

@@ -233,10 +233,11 @@ func Open(cfg netdev.Config) (*netdev.Device, error) {
 	var once sync.Once
 	var closeErr error
 	return &netdev.Device{
-		Kind: "tap",
-		Name: o.name,
-		Link: rx,
-		Poll: rx.poll,
+		Kind:   "tap",
+		Name:   o.name,
+		Link:   rx,
+		Poll:   rx.poll,
+		Polled: rx.polled,
 		Close: func() error {
 			once.Do(func() {
 				// The NIC is detached by now (the engine removed it), so
