@@ -21,6 +21,24 @@ type pollCounter struct {
 	polled []bool // what Polled was told, in order
 }
 
+// pollServer serves a daemon with a pollCounter engine beside the default
+// one; workers > 0 sets Config.Workers.
+func pollServer(t *testing.T, workers int) (*pollCounter, string) {
+	eng, err := gvisor.New(gvisor.Config{Loopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := &pollCounter{Engine: eng}
+	_, path := startServerWith(t, 64<<10, func(c *Config) {
+		c.Engines = map[string]stack.Engine{"polled": pc, c.Engine.Name(): c.Engine}
+		if workers > 0 {
+			c.Workers = workers
+		}
+	})
+	t.Cleanup(func() { eng.Close() })
+	return pc, path
+}
+
 func (p *pollCounter) Poll() bool {
 	p.turns.Add(1)
 	return false
@@ -45,19 +63,11 @@ func (p *pollCounter) told() []bool {
 // nothing (its reader watches all along).
 func TestPolledFollowsWorkers(t *testing.T) {
 	for _, alone := range []bool{true, false} {
-		eng, err := gvisor.New(gvisor.Config{Loopback: true})
-		if err != nil {
-			t.Fatal(err)
+		workers := runtime.GOMAXPROCS(0)
+		if !alone {
+			workers = max(1, workers-1)
 		}
-		pc := &pollCounter{Engine: eng}
-		_, path := startServerWith(t, 64<<10, func(c *Config) {
-			c.Engines = map[string]stack.Engine{"polled": pc, c.Engine.Name(): c.Engine}
-			c.Workers = runtime.GOMAXPROCS(0)
-			if !alone {
-				c.Workers = max(1, runtime.GOMAXPROCS(0)-1)
-			}
-		})
-		t.Cleanup(func() { eng.Close() })
+		pc, path := pollServer(t, workers)
 		if !alone && runtime.GOMAXPROCS(0) == 1 {
 			t.Log("GOMAXPROCS is 1: no spare P to test")
 			continue
@@ -93,15 +103,7 @@ func TestPolledFollowsWorkers(t *testing.T) {
 // gvisor engine on a TAP) in their passes, so that frames arriving while
 // they run reach the stack with no reader thread to wake.
 func TestWorkersPollDevices(t *testing.T) {
-	eng, err := gvisor.New(gvisor.Config{Loopback: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := &pollCounter{Engine: eng}
-	_, path := startServerWith(t, 64<<10, func(c *Config) {
-		c.Engines = map[string]stack.Engine{"polled": pc, c.Engine.Name(): c.Engine}
-	})
-	t.Cleanup(func() { eng.Close() })
+	pc, path := pollServer(t, 0)
 	transferBothWays(t, path, 7036)
 	if pc.turns.Load() == 0 {
 		t.Fatal("no worker read the device in a transfer")
