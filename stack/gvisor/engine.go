@@ -90,7 +90,7 @@ type TCPConfig struct {
 	// ACKDelay is how long an ACK may wait (default delack.DefaultDelay,
 	// at most delack.MaxDelay); ACKDelayMax, how long it may wait on a
 	// flow whose answers came after their ACK had gone (default
-	// delack.MaxDelay; ACKDelay or less keeps the delay fixed).
+	// delack.DefaultMaxDelay; ACKDelay or less keeps the delay fixed).
 	ACKDelay, ACKDelayMax time.Duration
 	// MTU of the loopback NIC (default 65536). The netdev's MTU is the
 	// device's own (netdev.Config.MTU), since the kernel side must agree.

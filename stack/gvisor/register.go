@@ -20,7 +20,7 @@ var settings = []stack.Setting{
 	{Key: "nodelay", Default: "off", Help: "TCP_NODELAY on every new socket"},
 	{Key: "delayed-ack", Default: "on", Help: "hold a pure ACK for ack-delay so that an answer can carry it (netstack itself ACKs at once)"},
 	{Key: "ack-delay", Default: "1ms", Help: "how long a delayed ACK may wait (at most 200ms)"},
-	{Key: "ack-delay-max", Default: "200ms", Help: "how long a delayed ACK may wait on a flow whose answers came after their ACK had gone (the flow waits twice the answer's time; ack-delay or less: a fixed delay)"},
+	{Key: "ack-delay-max", Default: "100ms", Help: "how long a delayed ACK may wait on a flow whose answers came after their ACK had gone (the flow waits twice the answer's time; at most 200ms; ack-delay or less: a fixed delay)"},
 	{Key: "mtu", Default: "65536", Help: "MTU of the loopback NIC"},
 }
 

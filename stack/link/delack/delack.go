@@ -24,7 +24,8 @@
 // The delay adapts per flow. An answer that leaves after its held ACK
 // expired (it acknowledges exactly what that ACK did) shows the flow's
 // answers take longer than the delay: the flow's delay becomes twice that
-// answer's time, up to the endpoint's maximum. Under load (a server behind
+// answer's time, up to the endpoint's maximum (100 ms by default: half
+// the peer's smallest retransmission timeout). Under load (a server behind
 // a thousand connections answers each tens of milliseconds later) a fixed
 // short delay sends both bare ACKs of every exchange anyway, each a full
 // trip through the stack. When the peer instead sends more before the
@@ -51,9 +52,14 @@ import (
 // first and on flows whose answers come in time.
 const DefaultDelay = time.Millisecond
 
-// MaxDelay bounds the delay (Linux's largest delayed-ACK timeout); it is
-// also the default bound of the per-flow delay.
+// MaxDelay bounds the delay (Linux's largest delayed-ACK timeout).
 const MaxDelay = 200 * time.Millisecond
+
+// DefaultMaxDelay is the default bound of the per-flow delay: half the
+// smallest retransmission timeout of Linux and netstack (200 ms), so that
+// a held ACK does not race its sender's timer (a spurious retransmission
+// would cost the flow its congestion window).
+const DefaultMaxDelay = 100 * time.Millisecond
 
 // Flows that saw no segment for this long are forgotten; at most maxFlows
 // are tracked (segments of other flows pass untouched).
@@ -143,15 +149,15 @@ type Endpoint struct {
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
 
 // New wraps child. delay is the base delay (<= 0: DefaultDelay), maxDelay
-// the most a flow's delay may grow to (<= 0: MaxDelay; below delay: the
-// delay is fixed); both are capped at MaxDelay.
+// the most a flow's delay may grow to (<= 0: DefaultMaxDelay; below delay:
+// the delay is fixed); both are capped at MaxDelay.
 func New(child stack.LinkEndpoint, delay, maxDelay time.Duration) *Endpoint {
 	if delay <= 0 {
 		delay = DefaultDelay
 	}
 	delay = min(delay, MaxDelay)
 	if maxDelay <= 0 {
-		maxDelay = MaxDelay
+		maxDelay = max(DefaultMaxDelay, delay)
 	}
 	maxDelay = max(delay, min(maxDelay, MaxDelay))
 	e := &Endpoint{child: child, delay: int64(delay), maxDelay: int64(maxDelay), start: time.Now(), flows: make(map[flowKey]*flow)}

@@ -322,10 +322,12 @@ func TestDelayBounds(t *testing.T) {
 	ms := time.Millisecond
 	// delay, max delay given; delay, max delay wanted
 	for _, c := range [][4]time.Duration{
-		{0, 0, DefaultDelay, MaxDelay},
-		{-1, -1, DefaultDelay, MaxDelay},
+		{0, 0, DefaultDelay, DefaultMaxDelay},
+		{-1, -1, DefaultDelay, DefaultMaxDelay},
 		{time.Hour, time.Hour, MaxDelay, MaxDelay},
-		{300 * time.Microsecond, 0, 300 * time.Microsecond, MaxDelay},
+		{300 * time.Microsecond, 0, 300 * time.Microsecond, DefaultMaxDelay},
+		{150 * ms, 0, 150 * ms, 150 * ms}, // the default bound is no less than the delay
+		{5 * ms, time.Hour, 5 * ms, MaxDelay},
 		{5 * ms, 40 * ms, 5 * ms, 40 * ms},
 		{5 * ms, 2 * ms, 5 * ms, 5 * ms}, // below the delay: fixed
 	} {
@@ -397,8 +399,8 @@ func TestLateAnswerLengthensDelay(t *testing.T) {
 	r.expect("data 110")
 	d := r.flowDelay()
 	// Measured from the hold, which came before our clock read.
-	if d < 20*base || d > MaxDelay {
-		t.Fatalf("after an answer %v late the flow's delay is %v, want 2x that (at most %v)", time.Since(held), d, MaxDelay)
+	if d < 20*base || d > DefaultMaxDelay {
+		t.Fatalf("after an answer %v late the flow's delay is %v, want 2x that (at most %v)", time.Since(held), d, DefaultMaxDelay)
 	}
 	if st := r.e.Stats(); st.Late != 1 || st.Expired != 1 {
 		t.Fatalf("stats %+v", st)
