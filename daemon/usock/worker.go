@@ -64,14 +64,14 @@ func (srv *Server) assign(s *Session) {
 
 // workerAwake counts a worker waking (+1) or going to sleep or away (-1)
 // and tells the pollers whether a worker now reads their devices every
-// pass: only with the workers holding every P (alone, see run) is the
+// pass: only with the workers holding every P (Server.alone) is the
 // devices' own reader better parked meanwhile; with a P to spare it reads
 // beside the workers.
 func (srv *Server) workerAwake(delta int) {
 	srv.pollMu.Lock()
 	defer srv.pollMu.Unlock()
 	srv.awake += delta
-	on := srv.awake > 0 && runtime.GOMAXPROCS(0) <= srv.cfg.Workers
+	on := srv.awake > 0 && srv.alone()
 	if on == srv.pollOn {
 		return
 	}
@@ -80,6 +80,11 @@ func (srv *Server) workerAwake(delta int) {
 		p.Polled(on)
 	}
 }
+
+// alone: the workers hold every P (--procs no more than --workers, the
+// default on small machines): the engine's goroutines run only when a
+// worker yields.
+func (srv *Server) alone() bool { return runtime.GOMAXPROCS(0) <= srv.cfg.Workers }
 
 func (w *worker) wake() {
 	atomic.AddUint32(&w.word, 1)
@@ -137,11 +142,10 @@ func (w *worker) run() {
 		ver  = ^uint64(0)
 		wv   futex.Waitv
 		last = time.Now()
-		// alone: the workers hold every P (--procs no more than
-		// --workers, the default on small machines): the engine's
-		// goroutines run when a worker yields, and the control socket
-		// is served through nudges (nudge.go).
-		alone = runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers
+		// alone (Server.alone): the engine's goroutines run when a
+		// worker yields, and the control socket is served through
+		// nudges (nudge.go).
+		alone = w.srv.alone()
 	)
 	for {
 		now := time.Now()
@@ -211,7 +215,7 @@ func (w *worker) run() {
 		last = time.Time{}
 		// The thread count may have changed meanwhile (uc proxy
 		// sessions raise it while they run).
-		alone = runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers
+		alone = w.srv.alone()
 	}
 }
 
@@ -223,7 +227,7 @@ func (w *worker) sleep(list []*Session, wv *futex.Waitv) {
 	// stack/link/tap).
 	w.srv.workerAwake(-1)
 	defer w.srv.workerAwake(1)
-	if runtime.GOMAXPROCS(0) <= w.srv.cfg.Workers {
+	if w.srv.alone() {
 		runtime.Gosched()
 	}
 	w.sleeping.Store(1)

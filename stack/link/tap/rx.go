@@ -14,8 +14,10 @@ package tap
 // polled anyway; on a daemon with one P that thread then waits for the
 // P, and its next poll hands the P (and the worker) to yet another
 // thread: two thread wake-ups per frame. A NUSE redis-benchmark -c 20
-// against a kernel redis through the TAP made 26-27 k requests/s so, and
-// about a third more with a second P for the reader to run on.
+// against a kernel redis through the TAP made 26.0k requests/s so and
+// makes 29.8k now (four rounds alternating). With a P to spare (--procs)
+// the reader still reads beside the workers, which is faster again on
+// the TAP and slower on the stack's loopback (README).
 //
 // Why not fdbased's reader: it sleeps in ppoll through syscall.Syscall6,
 // which keeps the P. On a small machine nused runs its worker and the
