@@ -96,13 +96,11 @@ type flow struct {
 	heldAt  int64  // clock() when held was
 	gen     uint64 // bumped per hold: tells stale queue entries apart
 	used    int64  // clock() at the last segment
-	delay   int64  // this flow's delay (ns), 0 for the endpoint's base
-	// late: the last held ACK expired; lateAck is what it acknowledged
-	// and lateAt when it was held. The flow's next segment that moves
-	// the acknowledgement or carries data settles what the expiry meant.
-	late    bool
-	lateAck uint32
-	lateAt  int64
+	delay   int64  // this flow's delay (ns)
+	// late: the last held ACK (heldAck, heldAt) expired. The flow's next
+	// segment that moves the acknowledgement or carries data settles
+	// what the expiry meant, before anything is held again.
+	late bool
 }
 
 type pending struct {
@@ -297,7 +295,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 				given++
 				continue
 			}
-			f = &flow{}
+			f = &flow{delay: e.delay}
 			e.flows[s.key] = f
 		}
 		f.used = now
@@ -310,11 +308,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			f.heldAck, f.heldAt = s.ack, now
 			f.gen++
 			f.ack, f.win = s.ack, s.win
-			d := e.delay
-			if f.delay > 0 {
-				d = f.delay
-			}
-			e.schedule(pending{key: s.key, gen: f.gen, due: now + d}, now)
+			e.schedule(pending{key: s.key, gen: f.gen, due: now + f.delay}, now)
 			e.held.Add(1)
 			continue
 		}
@@ -375,13 +369,10 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 // window update, say) leaves it open. Called with mu held.
 func (e *Endpoint) settle(f *flow, s segment, now int64) {
 	switch {
-	case after(s.ack, f.lateAck):
-		f.delay, f.late = 0, false
-	case s.ack == f.lateAck && s.data:
-		f.delay = min(e.maxDelay, max(f.delay, e.delay, 2*(now-f.lateAt)))
-		if f.delay == e.delay {
-			f.delay = 0
-		}
+	case after(s.ack, f.heldAck):
+		f.delay, f.late = e.delay, false
+	case s.ack == f.heldAck && s.data:
+		f.delay = min(e.maxDelay, max(f.delay, 2*(now-f.heldAt)))
 		f.late = false
 		e.late.Add(1)
 	}
@@ -427,7 +418,7 @@ func (e *Endpoint) expire() {
 		}
 		out.PushBack(f.held)
 		f.held = nil
-		f.late, f.lateAck, f.lateAt = true, f.heldAck, f.heldAt
+		f.late = true
 		e.expired.Add(1)
 	}
 	if len(e.queue) > 0 {

@@ -372,9 +372,6 @@ func (r *rig) flowDelay() time.Duration {
 	defer r.e.mu.Unlock()
 	for k, f := range r.e.flows {
 		if k.ports>>16 == 1000 && k.proto == uint16(header.IPv4ProtocolNumber) {
-			if f.delay == 0 {
-				return time.Duration(r.e.delay)
-			}
 			return time.Duration(f.delay)
 		}
 	}
