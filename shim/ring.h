@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* Bytes the consumer can read. */
 static inline uint64_t nuse_ring_used(uint64_t head, uint64_t tail)
@@ -55,6 +57,29 @@ static inline void nuse_ring_copy_out(const uint8_t *data, uint64_t size, uint64
 	memcpy(dst, data + off, first);
 	if (n > first)
 		memcpy((uint8_t *)dst + first, data, n - first);
+}
+
+/*
+ * Gives the pages of an empty ring back to the kernel, all but the one the
+ * next byte goes to (pos): the ring is a shared file mapping, whose pages
+ * stay once touched.  Only the producer may: the consumer reads [tail,
+ * head) alone, and the rest is the producer's to write.  Pages the ring
+ * only partly covers stay.
+ */
+static inline void nuse_ring_trim(uint8_t *data, uint64_t size, uint64_t pos)
+{
+	static uintptr_t pg;
+	uintptr_t lo, hi, keep;
+
+	if (!pg)
+		pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	lo = ((uintptr_t)data + pg - 1) & ~(pg - 1);
+	hi = ((uintptr_t)data + size) & ~(pg - 1);
+	keep = ((uintptr_t)data + (pos & (size - 1))) & ~(pg - 1);
+	if (keep > lo)
+		madvise((void *)lo, keep - lo, MADV_REMOVE);
+	if (keep + pg < hi)
+		madvise((void *)(keep + pg), hi - keep - pg, MADV_REMOVE);
 }
 
 #endif /* NUSE_RING_H */

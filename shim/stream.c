@@ -99,6 +99,32 @@ static ssize_t send_error(int e, int flags)
 	return fail(e);
 }
 
+/*
+ * A ring keeps every page it has cycled through, where a kernel socket's
+ * buffers give memory back once sent: a light connection would hold its
+ * whole rings in the end.  So the pages of an empty tx ring go back (but
+ * the next byte's) once TRIM_BYTES have gone through since we last looked,
+ * at most every TRIM_NS: each page costs a fault when it is used again, and
+ * the punch an IPI to each CPU that maps it.  The daemon does the same for
+ * the rx rings (daemon/usock, trimRx), where it is the producer.
+ */
+#define TRIM_BYTES (64u << 10)
+#define TRIM_NS 50000000ull
+
+static void tx_trim(struct nsock *s, uint64_t head)
+{
+	uint64_t now;
+
+	if (head - s->tx_looked < TRIM_BYTES)
+		return;
+	s->tx_looked = head;
+	now = now_ns();
+	if (s->tx_trim_ns && now - s->tx_trim_ns < TRIM_NS)
+		return;
+	nuse_ring_trim(s->tx_data, s->ring_size, head);
+	s->tx_trim_ns = now;
+}
+
 ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
 {
 	size_t total = iov_total(iov, cnt), done = 0;
@@ -164,6 +190,9 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		room = nuse_ring_free(head, tail, s->ring_size);
 		if (room && done < total) {
 			size_t n = total - done < room ? total - done : (size_t)room;
+
+			if (head == tail)
+				tx_trim(s, head);
 
 			iov_to_ring(s->tx_data, s->ring_size, head, iov, cnt, done, n);
 			atomic_store_explicit(A64(&s->tx->head), head + n, memory_order_release);

@@ -60,13 +60,17 @@ func printStats(out io.Writer, st *usock.Stats) {
 			return
 		}
 		fmt.Fprintf(w, "\n%s\n", title)
-		fmt.Fprintln(w, "SESSION\tPID\tPROGRAM\tSOCKETS\tSENT\tRECEIVED\tSTATUS\t")
+		fmt.Fprintln(w, "SESSION\tPID\tPROGRAM\tSOCKETS\tSENT\tRECEIVED\tSHM\tSTATUS\t")
 		for _, s := range ss {
 			status := "running"
 			if s.Ended != "" {
 				status = s.Ended
 			}
-			fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%s\t%s\t%s\t\n", s.ID, s.Pid, s.Comm, len(s.Sockets), size(s.TxBytes), size(s.RxBytes), status)
+			shm := "-" // an ended session holds none
+			if s.Ended == "" {
+				shm = size(s.Shm)
+			}
+			fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t\n", s.ID, s.Pid, s.Comm, len(s.Sockets), size(s.TxBytes), size(s.RxBytes), shm, status)
 			if len(s.Sockets) == 0 {
 				continue
 			}

@@ -149,8 +149,37 @@ func (a *Arena) Reset(i uint32) {
 // process that maps the arena (an IPI to each of their CPUs): done for
 // idle slots, off the connection's path.
 func (a *Arena) Reclaim(i uint32) {
+	a.punch(a.L.SocksOff+uint64(i)*a.L.SockStride+abi.SockHdrSize, 2*uint64(a.L.RingSize))
+}
+
+// TrimRx gives back the pages of slot i's rx ring but the one the next
+// byte goes to (head, the daemon's producer counter). Only the producer
+// may: the shim reads [tail, head) alone, and the rest is the producer's
+// to write. The ring must be empty, so that no page the shim has yet to
+// read goes.
+func (a *Arena) TrimRx(i uint32, head uint64) {
 	off := a.L.SocksOff + uint64(i)*a.L.SockStride + abi.SockHdrSize
-	_ = unix.Fallocate(a.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), 2*int64(a.L.RingSize))
+	size := uint64(a.L.RingSize)
+	keep := head & (size - 1) &^ (pageSize - 1)
+	if keep > 0 {
+		a.punch(off, keep)
+	}
+	if keep+pageSize < size {
+		a.punch(off+keep+pageSize, size-keep-pageSize)
+	}
+}
+
+func (a *Arena) punch(off, n uint64) {
+	_ = unix.Fallocate(a.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), int64(n))
+}
+
+// Resident is how many bytes of the arena have pages (in memory or swap).
+func (a *Arena) Resident() uint64 {
+	var st unix.Stat_t
+	if a.fd < 0 || unix.Fstat(a.fd, &st) != nil {
+		return 0
+	}
+	return uint64(st.Blocks) * 512
 }
 
 // Close unmaps the arena and closes the memfd.

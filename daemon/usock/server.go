@@ -834,15 +834,18 @@ type SockStats struct {
 
 // SessionStats describes one session.
 type SessionStats struct {
-	ID      uint32      `json:"id"`
-	Pid     int32       `json:"pid"`
-	Uid     uint32      `json:"uid"`
-	Comm    string      `json:"comm"`
-	Start   time.Time   `json:"start"`
-	End     *time.Time  `json:"end,omitempty"`
-	Ended   string      `json:"ended,omitempty"`
-	TxBytes uint64      `json:"tx_bytes"`
-	RxBytes uint64      `json:"rx_bytes"`
+	ID      uint32     `json:"id"`
+	Pid     int32      `json:"pid"`
+	Uid     uint32     `json:"uid"`
+	Comm    string     `json:"comm"`
+	Start   time.Time  `json:"start"`
+	End     *time.Time `json:"end,omitempty"`
+	Ended   string     `json:"ended,omitempty"`
+	TxBytes uint64     `json:"tx_bytes"`
+	RxBytes uint64     `json:"rx_bytes"`
+	// Shm is the memory the session's shared arena holds (its rings'
+	// pages in use), while it lives.
+	Shm     uint64      `json:"shm_bytes,omitempty"`
 	Sockets []SockStats `json:"sockets"`
 }
 
@@ -929,6 +932,11 @@ func (s *Session) stats() SessionStats {
 		st.TxBytes += so.TxBytes
 		st.RxBytes += so.RxBytes
 	}
+	s.amu.RLock()
+	if !s.aclosed {
+		st.Shm = s.a.Resident()
+	}
+	s.amu.RUnlock()
 	return st
 }
 

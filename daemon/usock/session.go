@@ -89,13 +89,17 @@ type sock struct {
 	reusePort uint16 // bound with SO_REUSEPORT to this port (srv.ports)
 	created   time.Time
 
-	state   uint32 // abi.SS* bits, published to shared memory
-	soErr   int32
-	txTail  uint64 // daemon-owned consumer counter of tx
-	rxHead  uint64 // daemon-owned producer counter of rx
-	txBytes atomic.Uint64
-	rxBytes atomic.Uint64
-	drained uint64 // bytes read from pair: the shim's junk (raw.go)
+	state  uint32 // abi.SS* bits, published to shared memory
+	soErr  int32
+	txTail uint64 // daemon-owned consumer counter of tx
+	rxHead uint64 // daemon-owned producer counter of rx
+	// rxHead when the rx ring's pages were last given back and when
+	// (trimRx), and when the data path last looked.
+	rxTrimmed, rxLooked uint64
+	rxTrimAt            time.Time
+	txBytes             atomic.Uint64
+	rxBytes             atomic.Uint64
+	drained             uint64 // bytes read from pair: the shim's junk (raw.go)
 	// A direct socket's raw-read test held since rawSince with sig at
 	// rawSig (raw.go).
 	rawSince time.Time
@@ -491,8 +495,9 @@ func (s *Session) reapHangups() {
 // back to the kernel: a server's next connection reuses a slot at once.
 const reclaimAfter = time.Second
 
-// reclaim gives back the ring pages of slots free for a while. Called
-// with mu held, when the worker is idle.
+// reclaim gives back the ring pages of slots free for a while, and those
+// of empty rx rings that have moved on since their last trim. Called with
+// mu held, when the worker is idle.
 func (s *Session) reclaim(now time.Time) {
 	for i, t := range s.freed {
 		if !t.IsZero() && now.Sub(t) > reclaimAfter && s.socks[i] == nil {
@@ -500,6 +505,38 @@ func (s *Session) reclaim(now time.Time) {
 			s.freed[i] = time.Time{}
 		}
 	}
+	for _, so := range s.socks {
+		if so != nil && so.rxHead-so.rxTrimmed >= pageSize &&
+			atomic.LoadUint64(&s.a.Sock(so.slot).Rx.Tail) == so.rxHead {
+			s.trimRx(so, now)
+		}
+	}
+}
+
+// A ring keeps every page it has cycled through, where a kernel socket's
+// buffers give memory back once read: a light connection would hold its
+// whole rings in the end. So the pages of an empty rx ring go back (but
+// the next byte's) once trimBytes have gone through since the last time,
+// (looked at again after as many more when it is too soon), or on the
+// idle sweep once a page has, at most every trimEvery: each page
+// costs a fault when it is used again, and the punch an IPI to each CPU
+// the program runs on. The shim does the same for its tx rings
+// (stream.c), where it is the producer.
+const (
+	trimBytes = 64 << 10
+	trimEvery = 50 * time.Millisecond
+	pageSize  = 4096
+)
+
+// trimRx gives back the pages of so's rx ring, which must be empty. Called
+// with mu held.
+func (s *Session) trimRx(so *sock, now time.Time) {
+	so.rxLooked = so.rxHead
+	if so.direct || now.Sub(so.rxTrimAt) < trimEvery {
+		return
+	}
+	s.a.TrimRx(so.slot, so.rxHead)
+	so.rxTrimmed, so.rxTrimAt = so.rxHead, now
 }
 
 // lingering counts closed sockets still sending what the application left
@@ -1132,6 +1169,9 @@ func (s *Session) pumpRx(so *sock) bool {
 			}
 		}
 		atomic.AndUint32(&sh.DaemonWait, ^uint32(abi.DWaitRxSpace))
+		if free == uint64(len(data)) && so.rxHead-so.rxLooked >= trimBytes {
+			s.trimRx(so, time.Now())
+		}
 		p, _ := arena.Span(data, so.rxHead, min(free, left))
 		n, eof, err := so.es.Read(p)
 		if n > 0 {

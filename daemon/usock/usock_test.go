@@ -344,3 +344,80 @@ func TestFreeSlotPagesReclaimed(t *testing.T) {
 	}
 	srvCl.closeSock(ls)
 }
+
+// A connection's rx ring gives back the pages it has cycled through once it
+// is empty, as a kernel socket's buffers do once read, and loses no byte
+// doing so: a light connection would otherwise hold its whole ring.
+func TestRxRingPagesTrimmed(t *testing.T) {
+	const ring = 64 << 10
+	_, path := startServer(t, ring)
+	srvCl := dialClient(t, path)
+	cliCl := dialClient(t, path)
+	defer srvCl.close()
+	defer cliCl.close()
+	ls := srvCl.listen(syscall.AF_INET, netip.AddrPortFrom(lo4, 7351))
+	defer srvCl.closeSock(ls)
+	cs := cliCl.socket(syscall.AF_INET)
+	if err := cliCl.connect(cs, netip.AddrPortFrom(lo4, 7351)); err != nil {
+		t.Fatal(err)
+	}
+	defer cliCl.closeSock(cs)
+	skipDirect(t, cliCl, cs)
+	ss, _ := srvCl.accept(ls)
+	defer srvCl.closeSock(ss)
+	// Three rings' worth, a message at a time, each read before the next
+	// is sent: the ring is empty whenever the daemon writes to it.
+	msg := make([]byte, 3000)
+	got := make([]byte, len(msg))
+	for i := 0; i < 3*ring/len(msg); i++ {
+		for j := range msg {
+			msg[j] = byte(i + j%251)
+		}
+		if err := srvCl.send(ss, msg); err != nil {
+			t.Fatal(err)
+		}
+		for n := 0; n < len(msg); {
+			m, err := cliCl.recv(cs, got[n:])
+			if err != nil || m == 0 {
+				t.Fatalf("message %d: recv %d, %v", i, m, err)
+			}
+			n += m
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("message %d came back different", i)
+		}
+	}
+	_, rx, _, data, _ := cliCl.rings(cs)
+	next := int(atomic.LoadUint64(&rx.Head) % ring / 4096)
+	held := func() (pages []int) {
+		for p := 0; p < ring/4096; p++ {
+			if p != next && !allZero(data[p*4096:(p+1)*4096]) {
+				pages = append(pages, p)
+			}
+		}
+		return pages
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h := held(); len(h) > 0; h = held() {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the last read, the empty rx ring still holds pages %v (the next byte's is %d)", h, next)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Still in order after the pages went.
+	if err := srvCl.send(ss, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cliCl.recv(cs, got); err != nil || string(got[:n]) != "after" {
+		t.Fatalf("after the trim: %q, %v", got[:n], err)
+	}
+}
+
+func allZero(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -19,7 +19,7 @@ const (
 	CmdSlots        = 64
 	MaxSocksLimit   = 65536
 	SockHdrSize     = 4096
-	DefaultRing     = 256 * 1024
+	DefaultRing     = 1 << 20
 	DefaultSocks    = 4096
 	DefaultSockPath = "/run/nuse/nused.sock"
 )

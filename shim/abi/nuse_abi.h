@@ -314,7 +314,7 @@ struct nuse_direct {
 #define NUSE_DIRECT_HDR_SIZE 4096
 
 /* Daemon defaults; the arena header carries the values in force. */
-#define NUSE_DEFAULT_RING_SIZE (256u * 1024u)
+#define NUSE_DEFAULT_RING_SIZE (1024u * 1024u)
 #define NUSE_DEFAULT_MAX_SOCKS 4096u
 
 #define NUSE_DEFAULT_SOCK_PATH "/run/nuse/nused.sock"

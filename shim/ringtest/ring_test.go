@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestEdges(t *testing.T) {
@@ -111,5 +114,52 @@ func TestRandomStream(t *testing.T) {
 	}
 	if !bytes.Equal(got, src) {
 		t.Fatal("stream corrupted")
+	}
+}
+
+// nuse_ring_trim gives back every page the ring covers whole but the next
+// byte's, and nothing outside the ring.
+func TestTrim(t *testing.T) {
+	const pg, size = 4096, 4 * 4096
+	for _, c := range []struct {
+		name     string
+		off, pos uint64
+		kept     []int // pages of the mapping that keep their bytes
+	}{
+		// The ring is pages 1-4; the next byte is in its page 2 (mapping page 3).
+		{"aligned", pg, 2*pg + 100, []int{0, 3, 5}},
+		{"aligned, second page", pg, pg + 5, []int{0, 2, 5}},
+		// The next byte at the ring's start, after a wrap.
+		{"aligned, wrapped", pg, 3 * size, []int{0, 1, 5}},
+		// The ring starts 64 bytes into page 1: pages 1 and 5 are partly
+		// the ring's and stay.
+		{"unaligned", pg + 64, 10, []int{0, 1, 5}},
+		{"unaligned, last page", pg + 64, size - 10, []int{0, 1, 5}},
+		{"unaligned, middle", pg + 64, pg + 10, []int{0, 1, 2, 5}},
+	} {
+		fd, err := unix.MemfdCreate("ringtest", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Ftruncate(fd, 6*pg); err != nil {
+			t.Fatal(err)
+		}
+		mem, err := unix.Mmap(fd, 0, 6*pg, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range mem {
+			mem[i] = 0xAA
+		}
+		Trim(mem, c.off, size, c.pos)
+		for p := 0; p < 6; p++ {
+			kept := mem[p*pg] == 0xAA && mem[p*pg+pg-1] == 0xAA
+			want := slices.Contains(c.kept, p)
+			if kept != want {
+				t.Errorf("%s: page %d kept %v, want %v", c.name, p, kept, want)
+			}
+		}
+		unix.Munmap(mem)
 	}
 }

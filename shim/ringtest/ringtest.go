@@ -69,3 +69,9 @@ func (r *Ring) Read(p []byte, peek bool) int {
 
 // Raw is a copy of the ring's memory, for checking where bytes landed.
 func (r *Ring) Raw() []byte { return C.GoBytes(unsafe.Pointer(r.data), C.int(r.Size)) }
+
+// Trim runs nuse_ring_trim on the size-byte ring at mem[off:], a shared
+// mapping, for a next byte at count pos.
+func Trim(mem []byte, off, size, pos uint64) {
+	C.nuse_ring_trim((*C.uint8_t)(unsafe.Pointer(&mem[off])), C.uint64_t(size), C.uint64_t(pos))
+}

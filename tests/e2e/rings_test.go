@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ringClient talks to echoserver.py a line at a time in bursts, one burst
+// every 60 ms, then stays connected without a word.
+const ringClient = `
+import socket, sys, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = c.makefile("rb")
+for burst in range(20):
+    for i in range(50):
+        line = (b"%d.%d " % (burst, i)).ljust(999, b"x") + b"\n"
+        c.sendall(line)
+        if f.readline() != b"echo: " + line:
+            sys.exit("echo %d.%d came back different" % (burst, i))
+    time.sleep(0.06)
+print("idle", flush=True)
+time.sleep(5)
+`
+
+// A connection's rings keep no more pages than it uses, as a kernel
+// socket's buffers: 1 MiB each way through the default 1 MiB rings, the
+// program's tx rings trimmed by the shim and the rx rings by the daemon.
+// Without that, each of the two sessions would hold both rings, 2 MiB.
+func TestRingPagesGoBack(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "python3")
+	ns := newNetns(t)
+	ns.startDaemon()
+	rules := "tcp 127.0.0.0/8"
+	port := 17360
+	if _, err := ns.startServer(rules, "python3", "-u", testdata("echoserver.py"), "127.0.0.1", fmt.Sprint(port)); err != nil {
+		t.Fatal(err)
+	}
+	cli := ns.start(ns.nuseRun(rules, "python3", "-c", ringClient, fmt.Sprint(port))...)
+	ns.waitFor("the client's bursts", time.Minute, func() bool {
+		select {
+		case <-cli.done:
+			t.Fatalf("client exited: %v\n%s", cli.err, cli.output())
+		default:
+		}
+		return strings.Contains(cli.output(), "idle")
+	})
+	// The daemon gives empty rx rings back on its idle sweeps (every half
+	// second).
+	time.Sleep(1500 * time.Millisecond)
+	sessions := sessionsOf(ns.stats(), "python3")
+	if len(sessions) != 2 {
+		t.Fatalf("%d python3 sessions, want the server's and the client's", len(sessions))
+	}
+	for _, s := range sessions {
+		t.Logf("session %d (pid %d): %d sockets, sent %d B, received %d B, shared memory %d KiB", s.ID, s.Pid, len(s.Sockets), s.TxBytes, s.RxBytes, s.Shm>>10)
+		if s.TxBytes < 1e6 || s.RxBytes < 1e6 {
+			t.Errorf("session %d moved %d/%d bytes, not 1 MB each way", s.ID, s.TxBytes, s.RxBytes)
+		}
+		if s.Shm == 0 || s.Shm > 512<<10 {
+			t.Errorf("session %d holds %d KiB of shared memory", s.ID, s.Shm>>10)
+		}
+	}
+}
