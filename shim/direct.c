@@ -114,7 +114,6 @@ int direct_map_slow(struct nsock *s)
 	s->rx = &d->ring[r ^ 1];
 	s->tx_data = (uint8_t *)d + NUSE_DIRECT_HDR_SIZE + (uint64_t)r * rs;
 	s->rx_data = (uint8_t *)d + NUSE_DIRECT_HDR_SIZE + (uint64_t)(r ^ 1) * rs;
-	s->tx_looked = s->tx->head;
 	atomic_store_explicit(&s->dir_ready, 1, memory_order_release);
 	/* Dekker with wake_edge_triggered (et, then dir_ready): one of us
 	 * publishes et[side]. */

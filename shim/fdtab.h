@@ -74,7 +74,6 @@ struct nsock {
 	struct nuse_ring *rx, *tx;
 	uint8_t *rx_data, *tx_data;
 	uint64_t ring_size;
-	uint64_t tx_looked, tx_trim_ns; /* tx head and time at the last trim check, and trim (stream.c) */
 	atomic_int dir_ready;     /* rx/tx point into dir (set last, release) */
 	struct nuse_direct *dir;  /* the mapped region, or NULL */
 	size_t dir_len;

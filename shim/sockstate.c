@@ -27,7 +27,6 @@ void attach_slot(struct nsock *s, uint32_t slot, uint32_t gen, int fd)
 	s->rx_data = base + NUSE_SOCK_HDR_SIZE;
 	s->tx_data = base + NUSE_SOCK_HDR_SIZE + S.ring_size;
 	s->ring_size = S.ring_size;
-	s->tx_looked = s->tx_trim_ns = 0;
 	s->dir = NULL;
 	atomic_store(&s->dir_ready, 0);
 	s->kind = K_NUSE;

@@ -101,28 +101,21 @@ static ssize_t send_error(int e, int flags)
 
 /*
  * A ring keeps every page it has cycled through, where a kernel socket's
- * buffers give memory back once sent: a light connection would hold its
- * whole rings in the end.  So the pages of an empty tx ring go back (but
- * the next byte's) once TRIM_BYTES have gone through since we last looked,
- * at most every TRIM_NS: each page costs a fault when it is used again, and
- * the punch an IPI to each CPU that maps it.  The daemon does the same for
- * the rx rings (daemon/usock, trimRx), where it is the producer.
+ * buffers give memory back once sent.  When the daemon has seen our tx
+ * ring idle and empty a while, it asks us (the producer: only we may) to
+ * give the pages back at our next write.  Only idle rings: a busy ring's
+ * pages come back as faults in both the daemon and us (measured: nginx +
+ * wrk -c 32 at 0.7x its speed when rings were trimmed every 50 ms).
  */
-#define TRIM_BYTES (64u << 10)
-#define TRIM_NS 50000000ull
-
 static void tx_trim(struct nsock *s, uint64_t head)
 {
-	uint64_t now;
+	_Atomic uint32_t *w = A32(&s->sh->daemon_wait);
 
-	if (head - s->tx_looked < TRIM_BYTES)
+	if (!(atomic_load_explicit(w, memory_order_relaxed) & NUSE_DWAIT_TRIM_TX))
 		return;
-	s->tx_looked = head;
-	now = now_ns();
-	if (s->tx_trim_ns && now - s->tx_trim_ns < TRIM_NS)
-		return;
-	nuse_ring_trim(s->tx_data, s->ring_size, head);
-	s->tx_trim_ns = now;
+	atomic_fetch_and(w, ~(uint32_t)NUSE_DWAIT_TRIM_TX);
+	if (!s->dir)
+		nuse_ring_trim(s->tx_data, s->ring_size, head);
 }
 
 ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)

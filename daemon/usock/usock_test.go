@@ -345,10 +345,11 @@ func TestFreeSlotPagesReclaimed(t *testing.T) {
 	srvCl.closeSock(ls)
 }
 
-// A connection's rx ring gives back the pages it has cycled through once it
-// is empty, as a kernel socket's buffers do once read, and loses no byte
-// doing so: a light connection would otherwise hold its whole ring.
-func TestRxRingPagesTrimmed(t *testing.T) {
+// An idle connection's rings give back the pages they have cycled through,
+// as a kernel socket's buffers do once read, and lose no byte doing so:
+// the daemon the rx ring's, and it asks the shim (the producer) to give
+// back the tx ring's.
+func TestIdleRingPagesTrimmed(t *testing.T) {
 	const ring = 64 << 10
 	_, path := startServer(t, ring)
 	srvCl := dialClient(t, path)
@@ -366,7 +367,7 @@ func TestRxRingPagesTrimmed(t *testing.T) {
 	ss, _ := srvCl.accept(ls)
 	defer srvCl.closeSock(ss)
 	// Three rings' worth, a message at a time, each read before the next
-	// is sent: the ring is empty whenever the daemon writes to it.
+	// is sent.
 	msg := make([]byte, 3000)
 	got := make([]byte, len(msg))
 	for i := 0; i < 3*ring/len(msg); i++ {
@@ -403,6 +404,17 @@ func TestRxRingPagesTrimmed(t *testing.T) {
 			t.Fatalf("10 s after the last read, the empty rx ring still holds pages %v (the next byte's is %d)", h, next)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The sender's tx ring moved three rings' worth: the shim is asked to
+	// trim it; the receiver's moved nothing.
+	for atomic.LoadUint32(&srvCl.a.Sock(ss.slot).DaemonWait)&abi.DWaitTrimTx == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("10 s after the last send, the shim was not asked to trim the idle tx ring")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if atomic.LoadUint32(&cliCl.a.Sock(cs.slot).DaemonWait)&abi.DWaitTrimTx != 0 {
+		t.Error("asked to trim a tx ring that never moved")
 	}
 	// Still in order after the pages went.
 	if err := srvCl.send(ss, []byte("after")); err != nil {

@@ -19,7 +19,7 @@ const (
 	CmdSlots        = 64
 	MaxSocksLimit   = 65536
 	SockHdrSize     = 4096
-	DefaultRing     = 1 << 20
+	DefaultRing     = 256 * 1024
 	DefaultSocks    = 4096
 	DefaultSockPath = "/run/nuse/nused.sock"
 )
@@ -179,6 +179,7 @@ const (
 // Daemon wait bits.
 const (
 	DWaitRxSpace = 1 << 0
+	DWaitTrimTx  = 1 << 1
 )
 
 // Ring is one direction of a socket's byte stream.

@@ -225,9 +225,12 @@ enum nuse_sig { NUSE_SIG_NONE = 0, NUSE_SIG_SET = 1 };
 enum nuse_fill { NUSE_FILL_NONE = 0, NUSE_FILL_DONE = 1, NUSE_FILL_BUSY = 2 };
 
 /* nuse_sock.daemon_wait bits: set by the daemon; the shim flags the socket
- * in attention[] and rings the doorbell when it satisfies them. */
+ * in attention[] and rings the doorbell when it satisfies RX_SPACE.
+ * TRIM_TX: the tx ring has been idle and empty a while; the shim gives its
+ * pages back at its next write (it is the producer) and clears the bit. */
 enum nuse_dwait {
 	NUSE_DWAIT_RX_SPACE = 1u << 0,
+	NUSE_DWAIT_TRIM_TX = 1u << 1,
 };
 
 struct nuse_ring {
@@ -314,7 +317,7 @@ struct nuse_direct {
 #define NUSE_DIRECT_HDR_SIZE 4096
 
 /* Daemon defaults; the arena header carries the values in force. */
-#define NUSE_DEFAULT_RING_SIZE (1024u * 1024u)
+#define NUSE_DEFAULT_RING_SIZE (256u * 1024u)
 #define NUSE_DEFAULT_MAX_SOCKS 4096u
 
 #define NUSE_DEFAULT_SOCK_PATH "/run/nuse/nused.sock"

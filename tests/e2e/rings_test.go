@@ -8,31 +8,36 @@ import (
 )
 
 // ringClient talks to echoserver.py a line at a time in bursts, one burst
-// every 60 ms, then stays connected without a word.
+// every 60 ms, waits 2 s, has one more line echoed, and stays connected
+// without a word.
 const ringClient = `
 import socket, sys, time
 c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 f = c.makefile("rb")
+def echo(line):
+    c.sendall(line)
+    if f.readline() != b"echo: " + line:
+        sys.exit("echo %r came back different" % line[:10])
 for burst in range(20):
     for i in range(50):
-        line = (b"%d.%d " % (burst, i)).ljust(999, b"x") + b"\n"
-        c.sendall(line)
-        if f.readline() != b"echo: " + line:
-            sys.exit("echo %d.%d came back different" % (burst, i))
+        echo((b"%d.%d " % (burst, i)).ljust(999, b"x") + b"\n")
     time.sleep(0.06)
+time.sleep(2)
+echo(b"after the pause\n")
 print("idle", flush=True)
 time.sleep(5)
 `
 
-// A connection's rings keep no more pages than it uses, as a kernel
-// socket's buffers: 1 MiB each way through the default 1 MiB rings, the
-// program's tx rings trimmed by the shim and the rx rings by the daemon.
-// Without that, each of the two sessions would hold both rings, 2 MiB.
+// An idle connection's rings keep no more pages than it uses, as a kernel
+// socket's buffers: 1 MiB each way through 1 MiB rings, then a pause, in
+// which the daemon gives back the rx rings' pages and asks the shims to
+// give back the tx rings' at their next write. Without that, each of the
+// two sessions would hold both rings, 2 MiB.
 func TestRingPagesGoBack(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "python3")
 	ns := newNetns(t)
-	ns.startDaemon()
+	ns.startDaemon("--ring", "1048576")
 	rules := "tcp 127.0.0.0/8"
 	port := 17360
 	if _, err := ns.startServer(rules, "python3", "-u", testdata("echoserver.py"), "127.0.0.1", fmt.Sprint(port)); err != nil {
@@ -47,8 +52,8 @@ func TestRingPagesGoBack(t *testing.T) {
 		}
 		return strings.Contains(cli.output(), "idle")
 	})
-	// The daemon gives empty rx rings back on its idle sweeps (every half
-	// second).
+	// The last line's rx pages go on the daemon's next idle sweeps (every
+	// half second).
 	time.Sleep(1500 * time.Millisecond)
 	sessions := sessionsOf(ns.stats(), "python3")
 	if len(sessions) != 2 {
