@@ -33,6 +33,30 @@ static inline int nuse_ring_sane(uint64_t head, uint64_t tail, uint64_t size)
 	return head - tail <= size;
 }
 
+/*
+ * Rewinding: a producer that finds its ring empty, with the next byte at
+ * least NUSE_RING_REWIND_AT bytes into it, writes what fits before that
+ * point at the ring's start instead, having published skip (the count of
+ * the ring's start) before head.  A light connection's bytes so stay in
+ * the ring's first pages: warm, and few to hold.  The consumer starts
+ * reading at nuse_ring_start (skip read after head).
+ */
+#define NUSE_RING_REWIND_AT (16u << 10)
+
+/* Where the producer writes n bytes into an empty ring whose head is head. */
+static inline uint64_t nuse_ring_rewind(uint64_t head, uint64_t size, uint64_t n)
+{
+	uint64_t off = head & (size - 1);
+
+	return off >= NUSE_RING_REWIND_AT && n <= off ? head - off + size : head;
+}
+
+/* The consumer's first byte: tail, or skip if the producer rewound past it. */
+static inline uint64_t nuse_ring_start(uint64_t head, uint64_t tail, uint64_t skip)
+{
+	return (int64_t)(skip - tail) > 0 && (int64_t)(head - skip) >= 0 ? skip : tail;
+}
+
 /* Copies n bytes from src into the ring at byte count pos, wrapping. */
 static inline void nuse_ring_copy_in(uint8_t *data, uint64_t size, uint64_t pos, const void *src, size_t n)
 {

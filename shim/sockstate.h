@@ -38,9 +38,10 @@ static inline int readable(struct nsock *s)
 {
 	struct nuse_ring *rx = s->rx;
 	uint64_t head = atomic_load_explicit(A64(&rx->head), memory_order_acquire);
+	uint64_t tail = nuse_ring_start(head, rx->tail, atomic_load_explicit(A64(&rx->skip), memory_order_relaxed));
 
 	/* SO_RCVLOWAT: fewer bytes than it do not make the socket readable */
-	return (head != rx->tail && head - rx->tail >= s->rcvlowat) ||
+	return (head != tail && head - tail >= s->rcvlowat) ||
 	       (st_load(s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET | NUSE_SS_ERROR | NUSE_SS_ACCEPTQ));
 }
 

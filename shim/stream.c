@@ -182,10 +182,20 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		}
 		room = nuse_ring_free(head, tail, s->ring_size);
 		if (room && done < total) {
-			size_t n = total - done < room ? total - done : (size_t)room;
+			size_t n;
 
-			if (head == tail)
+			if (head == tail) {
+				uint64_t h = s->dir ? head : nuse_ring_rewind(head, s->ring_size, total - done);
+
+				if (h != head) {
+					/* before head (release, below): see ring.h */
+					atomic_store_explicit(A64(&s->tx->skip), h, memory_order_relaxed);
+					head = h;
+					room = nuse_ring_free(head, tail, s->ring_size);
+				}
 				tx_trim(s, head);
+			}
+			n = total - done < room ? total - done : (size_t)room;
 
 			iov_to_ring(s->tx_data, s->ring_size, head, iov, cnt, done, n);
 			atomic_store_explicit(A64(&s->tx->head), head + n, memory_order_release);
@@ -274,6 +284,7 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 			ret = done ? (ssize_t)done : fail(ECONNRESET);
 			break;
 		}
+		tail = nuse_ring_start(head, tail, atomic_load_explicit(A64(&s->rx->skip), memory_order_relaxed));
 		/* Blocking, with fewer than SO_RCVLOWAT (or the length asked
 		 * for) there: wait for more, as Linux does, unless no more can
 		 * come (the checks below). */

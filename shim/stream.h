@@ -25,10 +25,13 @@ static inline uint64_t stream_queued(struct nsock *s, int rx)
 	uint64_t n;
 
 	direct_map(s);
-	if (rx)
-		n = atomic_load(A64(&s->rx->head)) - s->rx->tail;
-	else
-		n = s->tx->head - atomic_load(A64(&s->tx->tail));
+	if (rx) {
+		uint64_t head = atomic_load(A64(&s->rx->head));
+
+		n = head - nuse_ring_start(head, s->rx->tail, atomic_load(A64(&s->rx->skip)));
+	} else {
+		n = s->tx->head - atomic_load(A64(&s->tx->tail)); /* a skip counts until taken */
+	}
 	return n <= s->ring_size ? n : 0; /* a peer's bogus counters */
 }
 

@@ -88,6 +88,13 @@ type FDCost interface {
 	FDsPerSocket() int
 }
 
+// RxQueuer is a Socket that can say how many received bytes it holds, so
+// that the daemon can rewind an empty ring (daemon/arena.RewindAt) when
+// they fit. Engines without it never rewind their sockets' rx rings.
+type RxQueuer interface {
+	RxQueued() int
+}
+
 // Poller is implemented by an engine whose device the daemon's workers can
 // read in their passes (the gvisor engine on a TAP): frames that arrive
 // while a worker runs then reach the stack on the worker's thread, with no

@@ -215,6 +215,33 @@ func (a *Arena) RxFree(i uint32, head uint64) (uint64, error) {
 	return uint64(a.L.RingSize) - used, nil
 }
 
+// RewindAt is where a producer rewinds its ring: finding it empty with the
+// next byte at least this far into it, it writes what fits before that
+// point at the ring's start instead, having published Skip (the count of
+// the ring's start) before Head. A light connection's bytes so stay in the
+// ring's first pages: warm, and few to hold (shim/ring.h, the shim's side).
+const RewindAt = 16 << 10
+
+// Rewind is where a producer writes n bytes into an empty ring of size
+// bytes whose head is head.
+func Rewind(head, size, n uint64) uint64 {
+	off := head & (size - 1)
+	if off >= RewindAt && n <= off {
+		return head - off + size
+	}
+	return head
+}
+
+// SkipTo is the consumer's first byte of a ring: tail, or skip if the
+// producer rewound past it. A hostile producer's skip moves the consumer
+// at most to head.
+func SkipTo(head, tail, skip uint64) uint64 {
+	if int64(skip-tail) > 0 && int64(head-skip) >= 0 {
+		return skip
+	}
+	return tail
+}
+
 // checkSpan validates head-tail for a ring of size bytes.
 func checkSpan(head, tail uint64, size uint32) (uint64, error) {
 	n := head - tail

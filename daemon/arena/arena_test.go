@@ -74,3 +74,27 @@ func TestCreateMapShareMemory(t *testing.T) {
 		t.Fatal("Map accepted a size that disagrees with the header")
 	}
 }
+
+func TestRewindAndSkip(t *testing.T) {
+	const size = 64 << 10
+	for _, c := range []struct{ head, n, want uint64 }{
+		{0, 100, 0},                        // at the start already
+		{RewindAt - 1, 100, RewindAt - 1},  // not far enough in
+		{RewindAt, 100, size},              // rewound
+		{3*size + RewindAt, 100, 4 * size}, // a later lap
+		{RewindAt, RewindAt, size},         // fits exactly
+		{RewindAt, RewindAt + 1, RewindAt}, // does not fit before head's place
+	} {
+		if got := Rewind(c.head, size, c.n); got != c.want {
+			t.Errorf("Rewind(%d, %d) = %d, want %d", c.head, c.n, got, c.want)
+		}
+	}
+	for _, c := range []struct{ head, tail, skip, want uint64 }{
+		{100, 50, 0, 50}, {100, 50, 80, 80}, {100, 50, 100, 100},
+		{100, 50, 101, 50}, {100, 50, 40, 50}, {100, 50, 1 << 63, 50},
+	} {
+		if got := SkipTo(c.head, c.tail, c.skip); got != c.want {
+			t.Errorf("SkipTo(head %d, tail %d, skip %d) = %d, want %d", c.head, c.tail, c.skip, got, c.want)
+		}
+	}
+}

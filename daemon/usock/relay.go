@@ -208,14 +208,15 @@ func (s *Session) ringContents(so *sock) (toEng, toApp []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tx ring: %w", err)
 	}
-	toEng = ringCopy(s.a.Tx(so.slot), so.txTail, n)
+	from := arena.SkipTo(so.txTail+n, so.txTail, atomic.LoadUint64(&sh.Tx.Skip))
+	toEng = ringCopy(s.a.Tx(so.slot), from, so.txTail+n-from)
 	so.txTail += n
 	tail := atomic.LoadUint64(&sh.Rx.Tail)
-	m, err := checkedUsed(so.rxHead, tail, s.a.L.RingSize)
-	if err != nil {
+	if _, err := checkedUsed(so.rxHead, tail, s.a.L.RingSize); err != nil {
 		return nil, nil, fmt.Errorf("rx ring: %w", err)
 	}
-	toApp = ringCopy(s.a.Rx(so.slot), tail, m)
+	tail = arena.SkipTo(so.rxHead, tail, atomic.LoadUint64(&sh.Rx.Skip))
+	toApp = ringCopy(s.a.Rx(so.slot), tail, so.rxHead-tail)
 	return toEng, toApp, nil
 }
 

@@ -1109,6 +1109,15 @@ func (s *Session) pumpTx(so *sock) bool {
 		atomic.StoreUint64(&sh.Tx.Tail, so.txTail)
 		return true
 	}
+	if n > 0 {
+		// The shim rewound the empty ring (arena.RewindAt): start at its
+		// start, and give the skipped room back at once.
+		if t := arena.SkipTo(so.txTail+n, so.txTail, atomic.LoadUint64(&sh.Tx.Skip)); t != so.txTail {
+			n -= t - so.txTail
+			so.txTail = t
+			atomic.StoreUint64(&sh.Tx.Tail, t)
+		}
+	}
 	data := s.a.Tx(so.slot)
 	for n > 0 {
 		p, _ := arena.Span(data, so.txTail, n)
@@ -1168,8 +1177,15 @@ func (s *Session) pumpRx(so *sock) bool {
 			}
 		}
 		atomic.AndUint32(&sh.DaemonWait, ^uint32(abi.DWaitRxSpace))
+		was := so.rxHead
+		if free == uint64(len(data)) {
+			free = s.rewindRx(so, sh, free)
+		}
 		p, _ := arena.Span(data, so.rxHead, min(free, left))
 		n, eof, err := so.es.Read(p)
+		if n == 0 {
+			so.rxHead = was // no bytes: no rewind (the shim ignores a skip past head)
+		}
 		if n > 0 {
 			left -= uint64(n)
 			so.rxHead += uint64(n)
@@ -1195,6 +1211,33 @@ func (s *Session) pumpRx(so *sock) bool {
 	}
 }
 
+// rewindRx rewinds so's empty rx ring (arena.RewindAt) when what the
+// engine holds fits before the next byte's place, and returns the room
+// then left (the ring was empty: free is its size). Engines that cannot
+// say how much they hold never rewind.
+func (s *Session) rewindRx(so *sock, sh *abi.Sock, free uint64) uint64 {
+	off := so.rxHead & (free - 1)
+	if off < arena.RewindAt {
+		return free
+	}
+	q, ok := so.es.(stack.RxQueuer)
+	if !ok {
+		return free
+	}
+	n := q.RxQueued()
+	if n <= 0 {
+		return free
+	}
+	h := arena.Rewind(so.rxHead, free, uint64(n))
+	if h == so.rxHead {
+		return free
+	}
+	// Before Head, which the read after this publishes with its bytes.
+	atomic.StoreUint64(&sh.Rx.Skip, h)
+	so.rxHead = h
+	return off
+}
+
 // sockStats snapshots a socket. Called with mu held.
 func (s *Session) sockStats(so *sock, state string) SockStats {
 	// A direct socket's bytes move without the daemon: count them now.
@@ -1216,7 +1259,12 @@ func (s *Session) sockStats(so *sock, state string) SockStats {
 	so.local, so.remote = local, remote
 	sh := s.a.Sock(so.slot)
 	txq, _ := s.a.TxPending(so.slot, so.txTail)
-	rxq, _ := checkedUsed(so.rxHead, atomic.LoadUint64(&sh.Rx.Tail), s.a.L.RingSize)
+	txq -= arena.SkipTo(so.txTail+txq, so.txTail, atomic.LoadUint64(&sh.Tx.Skip)) - so.txTail
+	rxTail := atomic.LoadUint64(&sh.Rx.Tail)
+	rxq, err := checkedUsed(so.rxHead, rxTail, s.a.L.RingSize)
+	if err == nil {
+		rxq = so.rxHead - arena.SkipTo(so.rxHead, rxTail, atomic.LoadUint64(&sh.Rx.Skip))
+	}
 	if so.direct {
 		txq, rxq = so.dc.Unsent(), so.dc.Unread()
 	}

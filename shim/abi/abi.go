@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 7
+	Version = 8
 
 	CacheLine = 64
 
@@ -19,7 +19,7 @@ const (
 	CmdSlots        = 64
 	MaxSocksLimit   = 65536
 	SockHdrSize     = 4096
-	DefaultRing     = 256 * 1024
+	DefaultRing     = 1 << 20
 	DefaultSocks    = 4096
 	DefaultSockPath = "/run/nuse/nused.sock"
 )
@@ -185,7 +185,8 @@ const (
 // Ring is one direction of a socket's byte stream.
 type Ring struct {
 	Head uint64
-	_    [CacheLine - 8]byte
+	Skip uint64 // where the data resumes after a rewind (arena.SkipTo)
+	_    [CacheLine - 16]byte
 	Tail uint64
 	_    [CacheLine - 8]byte
 }

@@ -47,7 +47,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_cmd.gen": unsafe.Offsetof(cmd.Gen), "nuse_cmd.result": unsafe.Offsetof(cmd.Result), "nuse_cmd.arg0": unsafe.Offsetof(cmd.Arg0),
 		"nuse_cmd.arg1": unsafe.Offsetof(cmd.Arg1), "nuse_cmd.addrlen": unsafe.Offsetof(cmd.AddrLen), "nuse_cmd.optlen": unsafe.Offsetof(cmd.OptLen),
 		"nuse_cmd.addr": unsafe.Offsetof(cmd.Addr), "nuse_cmd.opt": unsafe.Offsetof(cmd.Opt),
-		"nuse_ring": unsafe.Sizeof(ring), "nuse_ring.head": unsafe.Offsetof(ring.Head), "nuse_ring.tail": unsafe.Offsetof(ring.Tail),
+		"nuse_ring": unsafe.Sizeof(ring), "nuse_ring.head": unsafe.Offsetof(ring.Head), "nuse_ring.skip": unsafe.Offsetof(ring.Skip), "nuse_ring.tail": unsafe.Offsetof(ring.Tail),
 		"nuse_sock": unsafe.Sizeof(sock), "nuse_sock.gen": unsafe.Offsetof(sock.Gen), "nuse_sock.state": unsafe.Offsetof(sock.State),
 		"nuse_sock.so_error": unsafe.Offsetof(sock.SoError), "nuse_sock.sig": unsafe.Offsetof(sock.Sig), "nuse_sock.fill": unsafe.Offsetof(sock.Fill),
 		"nuse_sock.daemon_wait": unsafe.Offsetof(sock.DaemonWait), "nuse_sock.fill_bytes": unsafe.Offsetof(sock.FillBytes), "nuse_sock.tx_bytes": unsafe.Offsetof(sock.TxBytes),

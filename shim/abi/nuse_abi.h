@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 7u
+#define NUSE_ABI_VERSION 8u
 
 #define NUSE_CACHELINE 64
 
@@ -235,7 +235,11 @@ enum nuse_dwait {
 
 struct nuse_ring {
 	uint64_t head; /* producer: bytes ever written */
-	uint8_t pad0[NUSE_CACHELINE - 8];
+	/* producer: where the data resumes after a rewind (PROTOCOL.md "Data"):
+	 * the bytes from the consumer's tail up to it, when tail < skip <= head,
+	 * are none */
+	uint64_t skip;
+	uint8_t pad0[NUSE_CACHELINE - 16];
 	uint64_t tail; /* consumer: bytes ever read */
 	uint8_t pad1[NUSE_CACHELINE - 8];
 };
@@ -317,7 +321,7 @@ struct nuse_direct {
 #define NUSE_DIRECT_HDR_SIZE 4096
 
 /* Daemon defaults; the arena header carries the values in force. */
-#define NUSE_DEFAULT_RING_SIZE (256u * 1024u)
+#define NUSE_DEFAULT_RING_SIZE (1024u * 1024u)
 #define NUSE_DEFAULT_MAX_SOCKS 4096u
 
 #define NUSE_DEFAULT_SOCK_PATH "/run/nuse/nused.sock"

@@ -163,3 +163,71 @@ func TestTrim(t *testing.T) {
 		unix.Munmap(mem)
 	}
 }
+
+// A producer that rewinds its empty ring and a consumer that follows the
+// skip move every byte in order, and small messages stay in the ring's
+// first pages (TestRingsRewind in daemon/usock).
+func TestRewind(t *testing.T) {
+	const size = 256 << 10
+	r := New(size)
+	defer r.Free()
+	rng := rand.New(rand.NewSource(7))
+	var sent, got bytes.Buffer
+	rewinds := 0
+	for i := 0; i < 20000; i++ {
+		n := 1 + rng.Intn(3000)
+		if i%500 == 499 {
+			n = 1 + rng.Intn(size) // now and then a large one
+		}
+		msg := make([]byte, n)
+		rng.Read(msg)
+		for len(msg) > 0 {
+			head := r.Head
+			w := r.WriteRewind(msg)
+			if r.Head-uint64(w) != head {
+				rewinds++
+				if (r.Head-uint64(w))%size != 0 || !r.Sane() {
+					t.Fatalf("rewound to %d (size %d), used %d", r.Head-uint64(w), size, r.Used())
+				}
+			}
+			sent.Write(msg[:w])
+			msg = msg[w:]
+			buf := make([]byte, 1+rng.Intn(2*size))
+			k := r.ReadSkip(buf)
+			got.Write(buf[:k])
+		}
+		for r.Used() > 0 && rng.Intn(2) == 0 {
+			buf := make([]byte, size)
+			k := r.ReadSkip(buf)
+			got.Write(buf[:k])
+		}
+	}
+	for r.Used() > 0 {
+		buf := make([]byte, size)
+		got.Write(buf[:r.ReadSkip(buf)])
+	}
+	if !bytes.Equal(sent.Bytes(), got.Bytes()) {
+		t.Fatalf("%d bytes sent, %d came out, or not the same", sent.Len(), got.Len())
+	}
+	if rewinds == 0 {
+		t.Fatal("the ring never rewound")
+	}
+	t.Logf("%d rewinds in %d bytes", rewinds, sent.Len())
+}
+
+// The consumer follows a skip only forward, and only up to head: a peer's
+// bogus skip moves it at most to head.
+func TestStart(t *testing.T) {
+	for _, c := range []struct{ head, tail, skip, want uint64 }{
+		{100, 50, 0, 50},       // no rewind
+		{100, 50, 80, 80},      // rewound past tail
+		{100, 50, 100, 100},    // skip at head
+		{100, 50, 101, 50},     // a skip past head (published before it): not yet
+		{100, 50, 40, 50},      // an old skip, behind tail
+		{100, 50, 1 << 63, 50}, // bogus
+	} {
+		if got := Start(c.head, c.tail, c.skip); got != c.want {
+			t.Errorf("start(head %d, tail %d, skip %d) = %d, want %d", c.head, c.tail, c.skip, got, c.want)
+		}
+	}
+}

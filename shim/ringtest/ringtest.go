@@ -13,9 +13,9 @@ import "unsafe"
 
 // Ring is a byte ring in C memory, as in the arena.
 type Ring struct {
-	data       *C.uint8_t
-	Size       uint64
-	Head, Tail uint64
+	data             *C.uint8_t
+	Size             uint64
+	Head, Tail, Skip uint64
 }
 
 // New makes a ring of size bytes (a power of two).
@@ -74,4 +74,29 @@ func (r *Ring) Raw() []byte { return C.GoBytes(unsafe.Pointer(r.data), C.int(r.S
 // mapping, for a next byte at count pos.
 func Trim(mem []byte, off, size, pos uint64) {
 	C.nuse_ring_trim((*C.uint8_t)(unsafe.Pointer(&mem[off])), C.uint64_t(size), C.uint64_t(pos))
+}
+
+// RewindAt is NUSE_RING_REWIND_AT.
+const RewindAt = C.NUSE_RING_REWIND_AT
+
+// WriteRewind is Write as the shim's send does it: an empty ring is
+// rewound (nuse_ring_rewind) when p fits before its head's place.
+func (r *Ring) WriteRewind(p []byte) int {
+	if r.Head == r.Tail {
+		if h := uint64(C.nuse_ring_rewind(C.uint64_t(r.Head), C.uint64_t(r.Size), C.uint64_t(len(p)))); h != r.Head {
+			r.Skip, r.Head = h, h
+		}
+	}
+	return r.Write(p)
+}
+
+// ReadSkip is Read as the shim's recv does it, from nuse_ring_start.
+func (r *Ring) ReadSkip(p []byte) int {
+	r.Tail = uint64(C.nuse_ring_start(C.uint64_t(r.Head), C.uint64_t(r.Tail), C.uint64_t(r.Skip)))
+	return r.Read(p, false)
+}
+
+// Start is nuse_ring_start.
+func Start(head, tail, skip uint64) uint64 {
+	return uint64(C.nuse_ring_start(C.uint64_t(head), C.uint64_t(tail), C.uint64_t(skip)))
 }

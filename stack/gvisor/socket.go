@@ -540,3 +540,12 @@ func (so *socket) SetCongestion(name string) error {
 	}
 	return nil
 }
+
+// RxQueued is how many received bytes the endpoint holds (FIONREAD).
+func (s *socket) RxQueued() int {
+	n, err := s.ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption)
+	if err != nil {
+		return 0
+	}
+	return n
+}

@@ -21,7 +21,7 @@ static struct nv layout[] = {
 	F(nuse_arena_hdr, cmd_pending), F(nuse_arena_hdr, attention),
 	S(nuse_cmd), F(nuse_cmd, state), F(nuse_cmd, waiting), F(nuse_cmd, op), F(nuse_cmd, flags), F(nuse_cmd, sock), F(nuse_cmd, gen),
 	F(nuse_cmd, result), F(nuse_cmd, arg0), F(nuse_cmd, arg1), F(nuse_cmd, addrlen), F(nuse_cmd, optlen), F(nuse_cmd, addr), F(nuse_cmd, opt),
-	S(nuse_ring), F(nuse_ring, head), F(nuse_ring, tail),
+	S(nuse_ring), F(nuse_ring, head), F(nuse_ring, skip), F(nuse_ring, tail),
 	S(nuse_sock), F(nuse_sock, gen), F(nuse_sock, state), F(nuse_sock, so_error), F(nuse_sock, sig), F(nuse_sock, fill), F(nuse_sock, daemon_wait), F(nuse_sock, fill_bytes),
 	F(nuse_sock, tx_bytes), F(nuse_sock, rx_bytes), F(nuse_sock, rx), F(nuse_sock, tx), F(nuse_sock, info),
 	S(nuse_direct), F(nuse_direct, ring_size), F(nuse_direct, data_off), F(nuse_direct, ring), F(nuse_direct, wwait), F(nuse_direct, rspin),
