@@ -1177,14 +1177,18 @@ func (s *Session) pumpRx(so *sock) bool {
 			}
 		}
 		atomic.AndUint32(&sh.DaemonWait, ^uint32(abi.DWaitRxSpace))
-		was := so.rxHead
+		was, skip := so.rxHead, atomic.LoadUint64(&sh.Rx.Skip)
 		if free == uint64(len(data)) {
 			free = s.rewindRx(so, sh, free)
 		}
 		p, _ := arena.Span(data, so.rxHead, min(free, left))
 		n, eof, err := so.es.Read(p)
-		if n == 0 {
-			so.rxHead = was // no bytes: no rewind (the shim ignores a skip past head)
+		if n == 0 && so.rxHead != was {
+			// No bytes after all: no rewind. The skip goes back too: left
+			// in place, it would be passed by bytes written from was on,
+			// and the shim would jump over them.
+			so.rxHead = was
+			atomic.StoreUint64(&sh.Rx.Skip, skip)
 		}
 		if n > 0 {
 			left -= uint64(n)
