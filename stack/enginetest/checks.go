@@ -586,3 +586,32 @@ func checkWriteUnconnected(h *H) {
 		h.Errorf("Read on a fresh socket = %v: want ENOTCONN", err)
 	}
 }
+
+func checkRxQueued(h *H) {
+	c, s := h.Pair()
+	q, ok := s.Socket.(stack.RxQueuer)
+	if !ok {
+		h.Skip("the engine does not implement stack.RxQueuer (the daemon then never rewinds its sockets' rx rings)")
+	}
+	if n := q.RxQueued(); n != 0 {
+		h.Fatalf("RxQueued = %d before anything was sent", n)
+	}
+	if _, err := c.Write(make([]byte, 1000)); err != nil {
+		h.Fatal(err)
+	}
+	deadline := time.Now().Add(Timeout)
+	for q.RxQueued() != 1000 {
+		if time.Now().After(deadline) {
+			h.Fatalf("RxQueued = %d, 1000 bytes sent", q.RxQueued())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.ReadN(400, 400)
+	if n := q.RxQueued(); n != 600 {
+		h.Fatalf("RxQueued = %d after reading 400 of 1000", n)
+	}
+	s.ReadN(600, 600)
+	if n := q.RxQueued(); n != 0 {
+		h.Fatalf("RxQueued = %d after reading everything", n)
+	}
+}

@@ -54,6 +54,7 @@ var Checks = []Check{
 	{Name: "listen-backlog-idle", What: "as listen-backlog, with clients that send nothing: they too get in once there is room", Family: syscall.AF_INET, Run: checkBacklogIdle},
 	{Name: "many-sockets", What: "500 sockets at once (250 connections), each carrying data", Family: syscall.AF_INET, Run: checkMany},
 	{Name: "v4-mapped", What: "an IPv6 socket reaches an IPv4 listener via ::ffff:127.0.0.1; V6Only refuses it", Family: syscall.AF_INET6, Run: checkV4Mapped},
+	{Name: "rx-queued", What: "RxQueued (engines that have it) counts the bytes received and not read", Run: checkRxQueued},
 	{Name: "write-unconnected", What: "Write on a socket that never connected: EPIPE; Read: ENOTCONN", Run: checkWriteUnconnected},
 }
 

@@ -253,6 +253,16 @@ func (so *socket) Read(p []byte) (int, bool, error) {
 	}
 }
 
+// RxQueued implements stack.RxQueuer: the bytes the kernel socket holds
+// for reading (SIOCINQ), 0 when it cannot say.
+func (so *socket) RxQueued() int {
+	n, err := unix.IoctlGetInt(so.fd, unix.SIOCINQ)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // Write implements stack.Socket (MSG_NOSIGNAL: a dead peer is EPIPE, never
 // a signal to the daemon).
 func (so *socket) Write(p []byte) (int, error) {
