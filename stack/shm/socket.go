@@ -551,6 +551,22 @@ func (s *socket) Read(p []byte) (int, bool, error) {
 	return 0, false, stack.ErrWouldBlock
 }
 
+// RxQueued implements stack.RxQueuer: what the peer wrote that this end
+// has not read through the engine (an attached end's program reads the
+// ring itself: 0).
+func (s *socket) RxQueued() int {
+	if s.st() != stEstablished {
+		return 0
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.end[s.side].attached || c.broken || !c.sync() {
+		return 0
+	}
+	return int(c.queued(1 - s.side))
+}
+
 func (s *socket) Write(p []byte) (int, error) {
 	switch s.st() {
 	case stEstablished:
