@@ -26,18 +26,19 @@ type Layout struct {
 	Size       uint64
 }
 
-const pageSize = 4096
+// PageSize is the page the arena's layout and trims go by.
+const PageSize = 4096
 
 // NewLayout checks the sizes and computes the offsets.
 func NewLayout(maxSocks, ringSize uint32) (Layout, error) {
 	if maxSocks == 0 || maxSocks > abi.MaxSocksLimit {
 		return Layout{}, fmt.Errorf("max sockets per process must be 1..%d, not %d", abi.MaxSocksLimit, maxSocks)
 	}
-	if ringSize < pageSize || ringSize > 64<<20 || bits.OnesCount32(ringSize) != 1 {
+	if ringSize < PageSize || ringSize > 64<<20 || bits.OnesCount32(ringSize) != 1 {
 		return Layout{}, fmt.Errorf("ring size must be a power of two from 4 KiB to 64 MiB, not %d", ringSize)
 	}
-	hdr := roundUp(uint64(unsafe.Sizeof(abi.ArenaHdr{})), pageSize)
-	cmds := roundUp(abi.CmdSlots*uint64(unsafe.Sizeof(abi.Cmd{})), pageSize)
+	hdr := roundUp(uint64(unsafe.Sizeof(abi.ArenaHdr{})), PageSize)
+	cmds := roundUp(abi.CmdSlots*uint64(unsafe.Sizeof(abi.Cmd{})), PageSize)
 	l := Layout{
 		MaxSocks:   maxSocks,
 		RingSize:   ringSize,
@@ -160,12 +161,12 @@ func (a *Arena) Reclaim(i uint32) {
 func (a *Arena) TrimRx(i uint32, head uint64) {
 	off := a.L.SocksOff + uint64(i)*a.L.SockStride + abi.SockHdrSize
 	size := uint64(a.L.RingSize)
-	keep := head & (size - 1) &^ (pageSize - 1)
+	keep := head & (size - 1) &^ (PageSize - 1)
 	if keep > 0 {
 		a.punch(off, keep)
 	}
-	if keep+pageSize < size {
-		a.punch(off+keep+pageSize, size-keep-pageSize)
+	if keep+PageSize < size {
+		a.punch(off+keep+PageSize, size-keep-PageSize)
 	}
 }
 
@@ -266,7 +267,7 @@ func Span(data []byte, from, n uint64) (a, b []byte) {
 // and tools that play the application side). It takes the layout from the
 // header, which it checks for consistency.
 func Map(fd int, size uint64) (*Arena, error) {
-	if size < pageSize || size > 1<<40 {
+	if size < PageSize || size > 1<<40 {
 		return nil, fmt.Errorf("arena size %d out of range", size)
 	}
 	var st unix.Stat_t

@@ -520,18 +520,17 @@ func (s *Session) reclaim(now time.Time) {
 // ring's at its next write. Only idle rings: a busy ring's pages come
 // back as faults in both the program and the daemon (nginx + wrk -c 32
 // ran at 0.7x its speed with rings trimmed every 50 ms).
-const pageSize = 4096
-
+//
 // trim is reclaim's per-socket part. Called with mu held.
 func (s *Session) trim(so *sock) {
 	sh := s.a.Sock(so.slot)
-	if so.rxHead == so.rxSwept && so.rxHead-so.rxTrimmed >= pageSize &&
+	if so.rxHead == so.rxSwept && so.rxHead-so.rxTrimmed >= arena.PageSize &&
 		atomic.LoadUint64(&sh.Rx.Tail) == so.rxHead {
 		s.a.TrimRx(so.slot, so.rxHead)
 		so.rxTrimmed = so.rxHead
 	}
 	so.rxSwept = so.rxHead
-	if so.txTail == so.txSwept && so.txTail-so.txTrimmed >= pageSize && s.txEmpty(so) {
+	if so.txTail == so.txSwept && so.txTail-so.txTrimmed >= arena.PageSize && s.txEmpty(so) {
 		atomic.OrUint32(&sh.DaemonWait, abi.DWaitTrimTx)
 		so.txTrimmed = so.txTail
 	}
@@ -1177,9 +1176,9 @@ func (s *Session) pumpRx(so *sock) bool {
 			}
 		}
 		atomic.AndUint32(&sh.DaemonWait, ^uint32(abi.DWaitRxSpace))
-		was, skip := so.rxHead, atomic.LoadUint64(&sh.Rx.Skip)
+		was, skip := so.rxHead, uint64(0)
 		if free == uint64(len(data)) {
-			free = s.rewindRx(so, sh, free)
+			free, skip = s.rewindRx(so, sh, free)
 		}
 		p, _ := arena.Span(data, so.rxHead, min(free, left))
 		n, eof, err := so.es.Read(p)
@@ -1217,29 +1216,31 @@ func (s *Session) pumpRx(so *sock) bool {
 
 // rewindRx rewinds so's empty rx ring (arena.RewindAt) when what the
 // engine holds fits before the next byte's place, and returns the room
-// then left (the ring was empty: free is its size). Engines that cannot
-// say how much they hold never rewind.
-func (s *Session) rewindRx(so *sock, sh *abi.Sock, free uint64) uint64 {
+// then left (the ring was empty: free is its size) and the skip it
+// replaced, for the caller to put back if the read brings nothing.
+// Engines that cannot say how much they hold never rewind.
+func (s *Session) rewindRx(so *sock, sh *abi.Sock, free uint64) (room, oldSkip uint64) {
 	off := so.rxHead & (free - 1)
 	if off < arena.RewindAt {
-		return free
+		return free, 0
 	}
 	q, ok := so.es.(stack.RxQueuer)
 	if !ok {
-		return free
+		return free, 0
 	}
 	n := q.RxQueued()
 	if n <= 0 {
-		return free
+		return free, 0
 	}
 	h := arena.Rewind(so.rxHead, free, uint64(n))
 	if h == so.rxHead {
-		return free
+		return free, 0
 	}
+	oldSkip = atomic.LoadUint64(&sh.Rx.Skip)
 	// Before Head, which the read after this publishes with its bytes.
 	atomic.StoreUint64(&sh.Rx.Skip, h)
 	so.rxHead = h
-	return off
+	return off, oldSkip
 }
 
 // sockStats snapshots a socket. Called with mu held.
