@@ -217,7 +217,9 @@ func New(cfg Config) (*Engine, error) {
 		// in 1abad4f) froze time within a pass for the TCP processors too,
 		// so RTT samples near 0 gave tail loss probes of a few
 		// microseconds (gVisor's PTO is 2 x SRTT, no floor): half of a
-		// bulk transfer through the TAP was retransmitted.
+		// bulk transfer through the TAP was retransmitted. Read more
+		// cheaply (clock.go).
+		Clock: newClock(),
 	})
 	e := &Engine{s: s, noDelay: cfg.TCP.NoDelay, moderate: !cfg.TCP.NoModerateRcvBuf}
 	if err := e.setup(cfg); err != nil {
