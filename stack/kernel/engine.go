@@ -286,7 +286,7 @@ func (e *Engine) dispatch(events []unix.EpollEvent) (stop bool) {
 		so := e.socks[id]
 		e.mu.Unlock()
 		if so != nil {
-			so.notify()
+			so.notify(events[i].Events)
 		}
 	}
 	return stop

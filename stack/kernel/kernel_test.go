@@ -219,3 +219,81 @@ func TestStatsSurviveClose(t *testing.T) {
 		t.Fatalf("stats after close: %+v", st)
 	}
 }
+
+// notify hands on the mask epoll reported, read as poll(2)'s bits: the two
+// agree bit for bit on Linux, and a change there must show here.
+func TestEpollMaskIsPollMask(t *testing.T) {
+	for _, c := range []struct {
+		epoll uint32
+		want  stack.Events
+	}{
+		{unix.EPOLLIN, stack.EventIn},
+		{unix.EPOLLRDHUP, stack.EventIn},
+		{unix.EPOLLOUT, stack.EventOut},
+		{unix.EPOLLERR, stack.EventErr},
+		{unix.EPOLLHUP, stack.EventHup},
+		{unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLHUP, stack.EventIn | stack.EventOut | stack.EventHup},
+		{unix.EPOLLPRI, 0},
+	} {
+		if got := events(int16(c.epoll)); got != c.want {
+			t.Errorf("epoll mask %#x: events %v, want %v", c.epoll, got, c.want)
+		}
+	}
+}
+
+// The events handed to Notify's callback are the socket's state (epoll's
+// mask): data from the peer shows as EventIn, and a closed peer as well.
+func TestNotifyCarriesEvents(t *testing.T) {
+	e := mustNew(t, Config{})
+	defer e.Close()
+	l, ap := listener(t, e)
+	defer l.Close()
+	c, err := e.Socket(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
+		t.Fatal(err)
+	}
+	waitFor(t, l, stack.EventIn)
+	s, _, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan stack.Events, 64)
+	c.Notify(func(ev stack.Events) {
+		select {
+		case got <- ev:
+		default:
+		}
+	})
+	defer c.Notify(nil)
+	waitIn := func(what string) {
+		t.Helper()
+		deadline := time.After(timeout)
+		for {
+			select {
+			case ev := <-got:
+				if ev&stack.EventIn != 0 {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("%s: no callback with EventIn", what)
+			}
+		}
+	}
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	waitIn("data")
+	var b [8]byte
+	if n, _, err := c.Read(b[:]); err != nil || n != 1 {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	s.Close()
+	waitIn("peer closed")
+	if _, eof, err := c.Read(b[:]); !eof || err != nil {
+		t.Fatalf("after the peer closed: eof %v, err %v", eof, err)
+	}
+}

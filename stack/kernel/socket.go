@@ -41,15 +41,20 @@ type socket struct {
 
 var _ stack.Socket = (*socket)(nil)
 
-// notify runs on the poller's goroutine.
-func (so *socket) notify() {
+// notify runs on the poller's goroutine, with the events epoll reported:
+// the socket's poll mask when epoll looked (edge-triggered epoll reports
+// the whole mask, not only what changed), so no poll(2) of its own -- that
+// was a system call per event, 5% of the daemon's CPU under redis GET.
+func (so *socket) notify(mask uint32) {
 	fn := so.fn.Load()
 	if fn == nil {
 		return
 	}
-	ev, ok := so.readiness()
-	if ok {
-		(*fn)(ev)
+	so.life.RLock()
+	open := so.fd >= 0
+	so.life.RUnlock()
+	if open {
+		(*fn)(events(int16(mask)))
 	}
 }
 
@@ -82,7 +87,12 @@ func (so *socket) readiness() (stack.Events, bool) {
 			break
 		}
 	}
-	r := pfd[0].Revents
+	return events(pfd[0].Revents), true
+}
+
+// events converts a poll(2) or epoll mask (their bits agree) to the
+// engine's events.
+func events(r int16) stack.Events {
 	var ev stack.Events
 	if r&(unix.POLLIN|unix.POLLRDHUP) != 0 {
 		ev |= stack.EventIn
@@ -96,7 +106,7 @@ func (so *socket) readiness() (stack.Events, bool) {
 	if r&unix.POLLHUP != 0 {
 		ev |= stack.EventHup
 	}
-	return ev, true
+	return ev
 }
 
 // sockaddr converts an address for this socket's family: IPv4 on an IPv6
