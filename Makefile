@@ -33,7 +33,7 @@ $(BIN)/libnuse-asan.so: $(SHIM_SRCS)
 	CGO_LDFLAGS="-fsanitize=address,undefined" $(GO) build -buildmode=c-shared -o $@ ./shim
 	@rm -f $(BIN)/libnuse-asan.h
 
-$(BIN)/nuse: $(GO_SRCS)
+$(BIN)/nuse: $(GO_SRCS) cmd/nuse/default.pgo
 	@mkdir -p $(BIN)
 	$(GO) build -o $@ ./cmd/nuse
 
