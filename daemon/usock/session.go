@@ -832,7 +832,14 @@ func (s *Session) service(so *sock) {
 		return
 	}
 	sh := s.a.Sock(so.slot)
-	ev := so.es.Readiness()
+	// The engine's readiness tells only a connect's end and a listener's
+	// queue; a connected socket's pumps find out by reading and writing.
+	// Asked of every socket, it cost the kernel engine a poll(2) per
+	// service and gVisor's endpoint two of its locks.
+	var ev stack.Events
+	if so.connecting || so.listening {
+		ev = so.es.Readiness()
+	}
 	if so.connecting && ev&(stack.EventOut|stack.EventErr|stack.EventHup) != 0 {
 		so.connecting = false
 		so.state &^= abi.SSConnecting
