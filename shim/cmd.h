@@ -17,10 +17,18 @@
 
 #pragma GCC visibility push(hidden)
 
+/*
+ * The first ring after the daemon announced sleep takes the announcement
+ * (exchange to 0) and wakes it; later ones, until it sleeps again, only
+ * count.  Left set, every write while the daemon was waking cost a
+ * FUTEX_WAKE of its own: 0.7 system calls per redis GET.
+ */
 static inline void doorbell(void)
 {
+	_Atomic uint32_t *sl = (_Atomic uint32_t *)&S.hdr->d_sleeping;
+
 	atomic_fetch_add((_Atomic uint32_t *)&S.hdr->d_seq, 1);
-	if (atomic_load((_Atomic uint32_t *)&S.hdr->d_sleeping))
+	if (atomic_load(sl) && atomic_exchange(sl, 0))
 		futex(&S.hdr->d_seq, FUTEX_WAKE, 1, NULL);
 }
 

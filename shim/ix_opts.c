@@ -149,11 +149,14 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 	REAL(epoll_ctl);
 	r = R.epoll_ctl(epfd, op, fd, ev);
-	if (r == 0 && unlikely((s = fd_get(fd)) != NULL) && !in_vfork_child()) {
-		if (s->kind == K_UNDECIDED)
-			undecided_epoll(s, epfd, op, fd, ev);
-		if (op != EPOLL_CTL_DEL && ev && (ev->events & EPOLLET))
-			wake_edge_triggered(s);
-	}
+	if (r != 0 || likely((s = fd_get(fd)) == NULL))
+		return r;
+	/* in_vfork_child is a getpid(): only when there is something to do
+	 * (programs such as redis-benchmark call epoll_ctl five times a
+	 * request) */
+	if (s->kind == K_UNDECIDED && !in_vfork_child())
+		undecided_epoll(s, epfd, op, fd, ev);
+	if (op != EPOLL_CTL_DEL && ev && (ev->events & EPOLLET) && !atomic_load(&s->et) && !in_vfork_child())
+		wake_edge_triggered(s);
 	return r;
 }
