@@ -98,6 +98,7 @@ struct nsock {
 	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
 	uint32_t rcvlowat; /* SO_RCVLOWAT (0: 1), also the daemon's for poll */
 	unsigned mark; /* counted in the current fork/exec sweep */
+	unsigned rx_idle; /* non-blocking receives in a row that found nothing (rx_lock) */
 	int exec_dropped; /* its process count was lowered for an exec */
 	struct nsock *next_free;
 };

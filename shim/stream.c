@@ -303,6 +303,7 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 				ret = (ssize_t)done;
 				break;
 			}
+			s->rx_idle = 0;
 			atomic_store_explicit(A64(&s->rx->tail), tail + n, memory_order_release);
 			/* Dekker with the producer (the daemon sets daemon_wait, a
 			 * direct peer's writer wwait, then re-reads tail): without the
@@ -348,7 +349,12 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		if (readable(s))
 			continue;
 		if (nonblock) {
-			if (!done && hung_up(s, fd))
+			/* hung_up is a poll(2): asked at the second EAGAIN in a row
+			 * only.  The first, as a client reads right after it sent
+			 * its request, is the common one and costs no system call
+			 * (the kernel's costs one); a program that then polls the
+			 * fd and reads again finds out at that read. */
+			if (!done && s->rx_idle++ && hung_up(s, fd))
 				continue; /* answered above: ECONNRESET */
 			ret = done ? (ssize_t)done : fail(EAGAIN);
 			break;

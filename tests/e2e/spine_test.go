@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -242,6 +244,41 @@ func TestDaemonDeathUnblocksRecv(t *testing.T) {
 	t.Logf("client ended %.2fs after the kill: %s", time.Since(killed).Seconds(), strings.TrimSpace(cli.output()))
 	if !strings.Contains(cli.output(), "recv failed: ECONNRESET") {
 		t.Fatalf("recv did not fail with ECONNRESET:\n%s", cli.output())
+	}
+}
+
+// A non-blocking client that polls and reads, whose daemon dies: its fd
+// polls ready (the daemon's end is gone), and a read fails with ECONNRESET
+// at the latest on the second try (the shim looks for the hang-up at the
+// second EAGAIN in a row, not the first): it never spins on EAGAIN.
+func TestDaemonDeathFailsPollingRecv(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	d := ns.startDaemon()
+	script := filepath.Join(repo, "tests/e2e/testdata/blockedrecv.py")
+	marker := filepath.Join(ns.dir, "daemon-killed")
+	srv := ns.start(ns.nuseRun(subnetRules, "python3", "-u", script, "server", "10.77.0.2", "9003")...)
+	ns.waitFor("server", 20*time.Second, func() bool { return strings.Contains(srv.output(), "listening") })
+	cli := ns.start(ns.nuseRun(subnetRules, "python3", "-u", script, "pollclient", "10.77.0.2", "9003", marker)...)
+	ns.waitFor("client", 20*time.Second, func() bool { return strings.Contains(cli.output(), "connected") })
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	os.WriteFile(marker, nil, 0o644)
+	select {
+	case <-cli.done:
+	case <-time.After(40 * time.Second):
+		t.Fatalf("client still running 40 s after the daemon died:\n%s", cli.output())
+	}
+	out := cli.output()
+	t.Logf("%s", strings.TrimSpace(out))
+	m := regexp.MustCompile(`recv failed: ECONNRESET after (\d+) EAGAIN`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("want recv to fail with ECONNRESET:\n%s", out)
+	}
+	if n, _ := strconv.Atoi(m[1]); n > 1 {
+		t.Fatalf("recv said EAGAIN %d times before it failed (at most once):\n%s", n, out)
 	}
 }
 

@@ -1,6 +1,9 @@
 # server: accept connections and hold them, sending nothing (bounded).
 # client: connect and block in recv(); report how recv ended.
-import errno, socket, sys, time
+# pollclient: connect, go non-blocking, say "connected", then wait for the
+# marker file (argv[4]) to appear and poll+recv until recv fails; report
+# the error and how many non-blocking recvs said EAGAIN first (bounded).
+import errno, os, select, socket, sys, time
 
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if mode == "server":
@@ -17,6 +20,27 @@ if mode == "server":
         except OSError:
             break
         held.append(c)
+elif mode == "pollclient":
+    s = socket.create_connection((host, port), timeout=10)
+    s.setblocking(False)
+    print("connected", flush=True)
+    t0 = time.time()
+    while not os.path.exists(sys.argv[4]) and time.time() - t0 < 60:
+        time.sleep(0.05)
+    eagain = 0
+    while eagain < 1000:
+        try:
+            d = s.recv(10)
+            print("recv returned %r after %d EAGAIN" % (d, eagain), flush=True)
+            break
+        except BlockingIOError:
+            eagain += 1
+            select.select([s], [], [], 5)
+        except OSError as e:
+            print("recv failed: %s after %d EAGAIN" % (errno.errorcode.get(e.errno, e.errno), eagain), flush=True)
+            break
+    else:
+        print("recv spun: %d EAGAIN" % eagain, flush=True)
 else:
     s = socket.create_connection((host, port), timeout=10)
     s.settimeout(None)  # block for real
