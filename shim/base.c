@@ -110,6 +110,13 @@ void resolve(void)
 	SYM(sigaction);
 	SYM(close_range);
 	SYM(epoll_ctl);
+	SYM(epoll_wait);
+	SYM(epoll_pwait);
+	SYM(epoll_pwait2); /* NULL before glibc 2.35: ix_wait.c makes the system call */
+	SYM(poll);
+	SYM(ppoll);
+	SYM(select);
+	SYM(pselect);
 	SYM(execve);
 	SYM(execvpe);
 	SYM(fexecve);

@@ -86,7 +86,7 @@ static void unpair(struct nsock *s, int fd)
 
 	/* Only a pair the daemon hung up: closing our end of a whole one
 	 * would read to it as the program's last close. */
-	if (s->unpaired || poll(&p, 1, 0) != 1 || !(p.revents & POLLHUP))
+	if (s->unpaired || rpoll(&p, 1, 0) != 1 || !(p.revents & POLLHUP))
 		return;
 	q = R.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (q < 0)
@@ -108,7 +108,7 @@ static int repair(struct nsock *s, int fd)
 	struct nuse_ctl_reply rep;
 	int sp[2], r;
 
-	if (!s->unpaired && !(poll(&p, 1, 0) == 1 && (p.revents & POLLHUP)))
+	if (!s->unpaired && !(rpoll(&p, 1, 0) == 1 && (p.revents & POLLHUP)))
 		return 0;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return -errno;

@@ -32,7 +32,9 @@ struct nsock *nsock_new(int family)
 			return NULL;
 		atomic_init(&s->busy, 0);
 		atomic_init(&s->orphan_fd, -1);
+		s->incarnation = 0;
 	}
+	s->incarnation++;
 	memset(&s->kind, 0, sizeof(*s) - offsetof(struct nsock, kind));
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->rx_lock, NULL);

@@ -38,6 +38,9 @@ struct nsock {
 	 * a thread that raced a close() may still touch these two. */
 	atomic_int busy;      /* threads in a blocking call on it (sock_hold) */
 	atomic_int orphan_fd; /* closed by the program while busy: our copy of its fd, else -1 */
+	/* Bumped each time the nsock is reused: a reference kept elsewhere
+	 * (lazy.c's epoll members) tells its socket from a later one. */
+	unsigned incarnation;
 
 	int kind;
 	int family;
@@ -81,6 +84,11 @@ struct nsock {
 	int wake_fd;              /* the peer's waker (wake.h), or -1; valid once dir is set */
 	int wake_tried;           /* asked for it (or may not): the daemon wakes the peer */
 	atomic_int et;            /* registered with EPOLLET somewhere (published as dir->et) */
+	/* lazy readiness (lazy.h, under its lock): made loud for good, and
+	 * the epoll sets of ours it is a member of */
+	int lz_loud;
+	int lz_n;
+	int lz_eps[4];
 	int shut_rd, shut_wr;
 	int connecting;   /* a connect was started and not yet reported */
 	int conn_aborted; /* a failed connect was reported by SO_ERROR only */

@@ -14,6 +14,7 @@
 #include "data.h"
 #include "fdtab.h"
 #include "inherit.h"
+#include "lazy.h"
 #include "relay.h"
 #include "stale.h"
 
@@ -50,8 +51,11 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 	struct nsock *s;
 
 	REAL(sendmsg);
-	if (m && unlikely(m->msg_controllen != 0))
-		relay_msg_fds(m); /* SCM_RIGHTS: a NUSE socket goes to another process */
+	if (m && unlikely(m->msg_controllen != 0)) {
+		/* SCM_RIGHTS: another process may wait on what goes */
+		each_rights_fd(m, lazy_fd_escapes);
+		relay_msg_fds(m); /* a NUSE socket goes to another process */
+	}
 	s = fd_nuse(fd);
 	if (likely(!s))
 		return R.sendmsg(fd, m, flags);

@@ -11,6 +11,7 @@
 
 #include "control.h"
 #include "fdtab.h"
+#include "lazy.h"
 #include "relay.h"
 #include "session.h"
 #include "stale.h"
@@ -32,6 +33,7 @@ static void stdio_handoff(int fd)
 EXPORT int close(int fd)
 {
 	REAL(close);
+	lazy_fd_closed(fd);
 	if (unlikely(fd_get(fd) != NULL) && !in_vfork_child())
 		drop_fd(fd);
 	else if (unlikely((fd == S.ctl && fd >= 0) || wake_owns(fd))) {
@@ -48,6 +50,8 @@ EXPORT int dup(int fd)
 
 	REAL(dup);
 	r = fd_fresh(R.dup(fd));
+	if (r >= 0)
+		lazy_fd_escapes(fd);
 	if (r >= 0 && unlikely(fd_get(fd) != NULL))
 		dup_track(fd, r);
 	return r;
@@ -60,9 +64,13 @@ EXPORT int dup2(int fd, int nfd)
 	REAL(dup2);
 	if (fd != nfd)
 		wake_yield(nfd);
+	if (fd != nfd && R.fcntl(fd, F_GETFD) >= 0)
+		lazy_fd_closed(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
 		drop_fd(nfd);
 	r = R.dup2(fd, nfd);
+	if (r >= 0 && fd != nfd)
+		lazy_fd_escapes(fd);
 	if (r >= 0 && unlikely(fd_get(fd) != NULL))
 		dup_track(fd, r);
 	if (r >= 0 && unlikely(r <= 2))
@@ -77,9 +85,13 @@ EXPORT int dup3(int fd, int nfd, int flags)
 	REAL(dup3);
 	if (fd != nfd)
 		wake_yield(nfd);
+	if (fd != nfd && R.fcntl(fd, F_GETFD) >= 0)
+		lazy_fd_closed(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
 		drop_fd(nfd);
 	r = R.dup3(fd, nfd, flags);
+	if (r >= 0 && fd != nfd)
+		lazy_fd_escapes(fd);
 	if (r >= 0 && unlikely(fd_get(fd) != NULL))
 		dup_track(fd, r);
 	if (r >= 0 && unlikely(r <= 2))
@@ -112,9 +124,13 @@ EXPORT int close_range(unsigned first, unsigned last, int flags)
 	if (!(flags & CLOSE_RANGE_CLOEXEC) && first < (unsigned)g_tabhi && !in_vfork_child()) {
 		hi = last < (unsigned)g_tabhi - 1 ? last : (unsigned)g_tabhi - 1;
 		for (i = first; i <= hi; i++)
-			if (fd_get((int)i))
+			if (fd_get((int)i)) {
+				lazy_fd_closed((int)i);
 				drop_fd((int)i);
+			}
 	}
+	if (!(flags & CLOSE_RANGE_CLOEXEC))
+		lazy_range_closed(first, last);
 	/* The fds we keep split the range: close what lies between. */
 	for (;;) {
 		i = next_kept(first, last);

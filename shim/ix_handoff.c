@@ -16,6 +16,7 @@
 
 #include "execenv.h"
 #include "fdtab.h"
+#include "lazy.h"
 #include "relay.h"
 
 /* Not in R: these are called rarely, so each finds its real function on
@@ -46,6 +47,7 @@ EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_acti
 	char *const *env;
 
 	NEXT(real, "posix_spawn");
+	lazy_all_loud(); /* the child inherits our fds (lazy.h) */
 	relay_for_exec(0);
 	return WITH_NUSE_ENV(envp, env, real(pid, path, fa, attr, argv, env));
 }
@@ -59,8 +61,21 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 	char *const *env;
 
 	NEXT(real, "posix_spawnp");
+	lazy_all_loud();
 	relay_for_exec(0);
 	return WITH_NUSE_ENV(envp, env, real(pid, file, fa, attr, argv, env));
+}
+
+/* system(): libc spawns the shell itself, and the child inherits our fds
+ * (lazy.h). */
+EXPORT int system(const char *cmd)
+{
+	static int (*real)(const char *);
+
+	NEXT(real, "system");
+	if (cmd)
+		lazy_all_loud();
+	return real(cmd);
 }
 
 EXPORT int posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t *fa, int fd, int nfd)

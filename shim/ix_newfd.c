@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 
+#include "lazy.h"
 #include "stale.h"
 
 /* The real f, looked up once (two threads racing both look it up and
@@ -192,14 +193,24 @@ EXPORT int signalfd(int fd, const sigset_t *mask, int flags)
 
 EXPORT int epoll_create(int size)
 {
+	int r;
+
 	REAL_NEXT(epoll_create, int (*)(int));
-	return fd_fresh(epoll_create_p(size));
+	r = fd_fresh(epoll_create_p(size));
+	if (r >= 0)
+		lazy_epoll_created(r);
+	return r;
 }
 
 EXPORT int epoll_create1(int flags)
 {
+	int r;
+
 	REAL_NEXT(epoll_create1, int (*)(int));
-	return fd_fresh(epoll_create1_p(flags));
+	r = fd_fresh(epoll_create1_p(flags));
+	if (r >= 0)
+		lazy_epoll_created(r);
+	return r;
 }
 
 EXPORT int memfd_create(const char *name, unsigned int flags)
@@ -261,5 +272,6 @@ EXPORT FILE *tmpfile(void)
 EXPORT FILE *popen(const char *cmd, const char *mode)
 {
 	REAL_NEXT_FILE(popen, FILE *(*)(const char *, const char *));
+	lazy_all_loud(); /* the child inherits our fds (lazy.h) */
 	return fresh_file(popen_p(cmd, mode));
 }

@@ -21,6 +21,7 @@
 #include "data.h"
 #include "decide.h"
 #include "fdtab.h"
+#include "lazy.h"
 #include "stale.h"
 #include "wake.h"
 
@@ -57,21 +58,29 @@ static int nuse_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 	int r;
 
 	if (likely(!s)) {
-		if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
-			return fd_fresh(real(fd, cmd, arg));
+		if (unlikely(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
+			r = fd_fresh(real(fd, cmd, arg));
+			if (r >= 0)
+				lazy_fd_escapes(fd); /* an epoll set under two numbers */
+			return r;
+		}
 		return real(fd, cmd, arg);
 	}
 	switch (cmd) {
 	case F_DUPFD:
 	case F_DUPFD_CLOEXEC:
 		r = fd_fresh(real(fd, cmd, arg));
-		if (r >= 0)
+		if (r >= 0) {
+			lazy_fd_escapes(fd);
 			dup_track(fd, r);
+		}
 		return r;
 	case F_SETFL:
 		r = real(fd, cmd, arg);
 		if (r == 0)
 			s->nonblock = !!((long)arg & O_NONBLOCK);
+		if (r == 0 && ((long)arg & O_ASYNC))
+			lazy_fd_escapes(fd); /* SIGIO comes from the fd's own readiness */
 		return r;
 	default:
 		return real(fd, cmd, arg);
@@ -122,6 +131,12 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 			s->nonblock = !!*(int *)arg;
 		return r;
 	}
+	if (req == FIOASYNC) {
+		r = R.ioctl(fd, req, arg);
+		if (r == 0 && arg && *(int *)arg)
+			lazy_fd_escapes(fd);
+		return r;
+	}
 	if (s->kind == K_NUSE && (req == FIONREAD || req == TIOCOUTQ || req == SIOCOUTQNSD)) {
 		uint64_t used;
 
@@ -149,8 +164,14 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 	REAL(epoll_ctl);
 	r = R.epoll_ctl(epfd, op, fd, ev);
-	if (r != 0 || likely((s = fd_get(fd)) == NULL))
+	if (r != 0)
 		return r;
+	if (likely((s = fd_get(fd)) == NULL)) {
+		if (unlikely(lazy_own_set(fd)))
+			lazy_epoll_ctl(epfd, op, fd, ev); /* a set of ours nested in another */
+		return r;
+	}
+	lazy_epoll_ctl(epfd, op, fd, ev);
 	/* in_vfork_child is a getpid(): only when there is something to do
 	 * (programs such as redis-benchmark call epoll_ctl five times a
 	 * request) */

@@ -22,7 +22,9 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -87,6 +89,13 @@ struct nuse_real {
 	int (*sigaction)(int, const struct sigaction *, struct sigaction *);
 	int (*close_range)(unsigned, unsigned, int);
 	int (*epoll_ctl)(int, int, int, struct epoll_event *);
+	int (*epoll_wait)(int, struct epoll_event *, int, int);
+	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+	int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+	int (*poll)(struct pollfd *, nfds_t, int);
+	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+	int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+	int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
 	int (*execve)(const char *, char *const[], char *const[]);
 	int (*execvpe)(const char *, char *const[], char *const[]);
 	int (*fexecve)(int, char *const[], char *const[]);
@@ -102,6 +111,14 @@ void resolve(void);
 		if (unlikely(!R.f))      \
 			resolve();       \
 	} while (0)
+
+/* The kernel's poll(2) for the shim's own waits (poll() itself is the
+ * program's, interposed by ix_wait.c). */
+static inline int rpoll(struct pollfd *p, nfds_t n, int ms)
+{
+	REAL(poll);
+	return R.poll(p, n, ms);
+}
 
 /* Settings from the environment, read once at load. */
 extern int g_debug;                   /* NUSE_DEBUG */

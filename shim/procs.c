@@ -11,6 +11,7 @@
 #include "cmd.h"
 #include "direct.h"
 #include "inherit.h"
+#include "lazy.h"
 #include "relay.h"
 #include "wake.h"
 
@@ -47,6 +48,9 @@ static void exec_restore(struct nsock *s)
 
 int exec_prepare(void)
 {
+	/* The new image waits on what it keeps with its own shim, which
+	 * knows nothing of our lazy sockets: loud again first (lazy.h). */
+	lazy_all_loud();
 	/* Sockets the new image keeps: relayed, so that they work there. */
 	relay_for_exec(1);
 	/* A vfork child shares our memory and runs no atfork handler: it was
@@ -100,6 +104,9 @@ static void procs_inc(struct nsock *s)
 
 void atfork_prepare(void)
 {
+	/* the child may wait on our sockets and epoll sets: their readiness
+	 * goes back into the fds (lazy.h) */
+	lazy_all_loud();
 	pthread_mutex_lock(&S.lock);
 	pthread_mutex_lock(&g_tablock);
 	/* the child will hold every socket we hold (if fork fails, a socket
@@ -128,6 +135,7 @@ void atfork_child(void)
 	pthread_mutex_init(&g_tablock, NULL);
 	direct_atfork_child();
 	wake_atfork_child();
+	lazy_atfork_child();
 	pthread_mutex_init(&S.lock, NULL);
 	for (i = 0; i < g_tabhi; i++) {
 		struct nsock *s = atomic_load_explicit(&g_tab[i], memory_order_relaxed);

@@ -49,7 +49,7 @@ int ctl_alive(void)
 
 	if (atomic_load(&S.dead))
 		return 0;
-	r = poll(&p, 1, 0);
+	r = rpoll(&p, 1, 0);
 	errno = e;
 	if (r <= 0)
 		return 1;
@@ -133,7 +133,7 @@ static ssize_t ctl_recv(void *buf, size_t len, int *fdout)
 		*fdout = -1;
 	for (;;) {
 		struct pollfd p = {.fd = S.ctl, .events = POLLIN};
-		int r = poll(&p, 1, 50);
+		int r = rpoll(&p, 1, 50);
 
 		if (r > 0)
 			break;

@@ -14,7 +14,7 @@ bin/libnuse-asan.so: $(BIN)/libnuse-asan.so
 
 $(BIN)/libnuse.so $(BIN)/libnuse-asan.so: $(wildcard shim/*.c shim/*.h)
 
-testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et $(BIN)/conform $(BIN)/twoconns
+testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et $(BIN)/conform $(BIN)/twoconns $(BIN)/lazywait
 
 $(BIN)/tcp_semantics: tests/c/tcp_semantics.c
 	@mkdir -p $(BIN)
@@ -40,6 +40,10 @@ $(BIN)/sendrate: tests/c/sendrate.c
 	@mkdir -p $(BIN)
 	$(CC) $(TESTC_CFLAGS) -o $@ $<
 
+$(BIN)/lazywait: tests/c/lazywait.c
+	@mkdir -p $(BIN)
+	$(CC) $(TESTC_CFLAGS) -o $@ $<
+
 $(BIN)/twoconns: tests/c/twoconns.c
 	@mkdir -p $(BIN)
 	$(CC) $(TESTC_CFLAGS) -o $@ $<
@@ -60,6 +64,7 @@ test-shim: testc
 	fi; \
 	$$run timeout 120 $(BIN)/tcp_semantics -p 17300 | grep -v "^PASS"; \
 	$$run timeout 120 $(BIN)/stress 127.0.0.1 17400 8 10 20; \
+	$$run timeout 150 $(BIN)/lazywait 127.0.0.1 17450 | grep -v "^ok: "; \
 	$(MAKE) --no-print-directory test-shim-fallback RUN="$$run"
 
 # Under the preload, with no daemon or one that refuses the session, every

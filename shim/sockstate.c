@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <sys/stat.h>
 
+#include "lazy.h"
 #include "signals.h"
 #include "wake.h"
 
@@ -79,7 +80,7 @@ static void take_bytes(struct nsock *s, int fd, uint32_t n, int wait)
 		}
 		if ((errno != EAGAIN && errno != EINTR) || !wait || ++i > 10)
 			break;
-		poll(&p, 1, 10);
+		rpoll(&p, 1, 10);
 	}
 	s->sig_owed = n;
 }
@@ -209,7 +210,7 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 	 * rings nobody, and the bytes come without the daemon. */
 	_Atomic uint32_t *spin =
 		ev == POLLIN && atomic_load_explicit(&s->dir_ready, memory_order_acquire) ? A32(&s->dir->rspin[s->dside]) : NULL;
-	int i, r, ms = 1000;
+	int i, r, e, ms = 1000;
 
 	if (spin)
 		atomic_fetch_add(spin, 1);
@@ -244,7 +245,22 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 		if ((deadline - n) / 1000000 + 1 < (uint64_t)ms)
 			ms = (int)((deadline - n) / 1000000 + 1);
 	}
-	r = poll(&p, 1, ms);
+	/* Lazy readiness: the daemon writes the byte of data only while
+	 * someone sleeps (lazy.h); counted, we look once more, then sleep.
+	 * A listener's readiness is never lazy. */
+	if (ev == POLLIN && !s->listening) {
+		_Atomic uint32_t *w = lazy_sleep();
+
+		if (ready(s)) {
+			lazy_wake(w);
+			return 0;
+		}
+		r = rpoll(&p, 1, ms);
+		e = errno;
+		lazy_wake(w);
+		errno = e;
+	} else
+		r = rpoll(&p, 1, ms);
 	/* The program closed the fd meanwhile (we hold it as orphan_fd): what
 	 * poll said is about that number, maybe another file by now. */
 	if (sock_fd(s, fd) != p.fd)
@@ -289,7 +305,7 @@ int hung_up(struct nsock *s, int fd)
 
 	if (s->dead || atomic_load(&S.dead))
 		return 1;
-	if (poll(&p, 1, 0) == 1 &&
+	if (rpoll(&p, 1, 0) == 1 &&
 	    ((p.revents & POLLNVAL) || ((p.revents & (POLLHUP | POLLERR)) && !daemon_hup(s))))
 		s->dead = 1;
 	errno = e;

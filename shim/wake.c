@@ -41,7 +41,7 @@ static void *watch(void *arg)
 
 	for (;;) {
 		p.revents = 0;
-		if (poll(&p, 1, -1) > 0 && (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)))
+		if (rpoll(&p, 1, -1) > 0 && (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)))
 			break;
 	}
 	if ((p.revents & POLLNVAL) || p.fd != S.ctl)

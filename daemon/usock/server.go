@@ -845,8 +845,16 @@ type SessionStats struct {
 	RxBytes uint64     `json:"rx_bytes"`
 	// Shm is the memory the session's shared arena holds (its rings'
 	// pages in use), while it lives.
-	Shm     uint64      `json:"shm_bytes,omitempty"`
-	Sockets []SockStats `json:"sockets"`
+	Shm uint64 `json:"shm_bytes,omitempty"`
+	// Wakes counts the readiness bytes the daemon wrote into the
+	// session's fds; LazySkipped the bytes of data lazy readiness left
+	// out (the program was awake and looked at its rings itself).
+	Wakes       uint64 `json:"wakes"`
+	LazySkipped uint64 `json:"lazy_skipped"`
+	// LazyLate counts the bytes owed so long that the daemon wrote them
+	// anyway (lazyLate): a program that waits where the shim cannot see.
+	LazyLate uint64      `json:"lazy_late,omitempty"`
+	Sockets  []SockStats `json:"sockets"`
 }
 
 // Stats is what `nuse stats` shows.
@@ -914,7 +922,7 @@ type NICStats struct {
 func (s *Session) stats() SessionStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := SessionStats{ID: s.ID, Pid: s.Pid, Uid: s.Uid, Comm: s.Comm, Start: s.Start}
+	st := SessionStats{ID: s.ID, Pid: s.Pid, Uid: s.Uid, Comm: s.Comm, Start: s.Start, Wakes: s.wakes.Load(), LazySkipped: s.skipped.Load(), LazyLate: s.late.Load()}
 	if s.dead {
 		st.Ended = s.why
 		if !s.end.IsZero() {

@@ -64,6 +64,11 @@ type Session struct {
 	// slot is taken lowest first): the worker scans no further, so a
 	// session of a few sockets costs a few words per pass, not all of them.
 	words atomic.Int32
+
+	// Readiness bytes written into the app fds, and data's bytes left
+	// out by lazy readiness (signal), for stats.
+	wakes, skipped atomic.Uint64
+	late           atomic.Uint64 // bytes owed too long, written by lateBytes
 	// cursor is the slot the next pass starts at: sockets of a session
 	// take turns too.
 	cursor uint32
@@ -118,11 +123,13 @@ type sock struct {
 	edgeHead              uint64
 	edgeState             uint32
 	edgeConn              bool
-	pairShut              bool // the pair is shut for writing (FIN or reset mirrored)
-	pairHup               bool // ... and for reading: the app fd polls HUP (reset, shut listener)
-	pairCut               bool // ... by letting go of our end: a failed connect (cutPair)
-	appGone               bool // our end read ECONNRESET: the app end was let go of
-	lsnShut               bool // a listener shut down (SHUT_RD or SHUT_RDWR)
+	owed                  bool      // lazy readiness: data waits without its byte (owe)
+	owedSince             time.Time // ... since then
+	pairShut              bool      // the pair is shut for writing (FIN or reset mirrored)
+	pairHup               bool      // ... and for reading: the app fd polls HUP (reset, shut listener)
+	pairCut               bool      // ... by letting go of our end: a failed connect (cutPair)
+	appGone               bool      // our end read ECONNRESET: the app end was let go of
+	lsnShut               bool      // a listener shut down (SHUT_RD or SHUT_RDWR)
 	connecting, listening bool
 	shutWr                bool   // SHUT_WR requested: after tx drains
 	closing               bool   // the application closed it
@@ -497,6 +504,34 @@ const reclaimAfter = time.Second
 
 // reclaim gives back the ring pages of slots free for a while, and those
 // of idle rings (trim). Called with mu held, when the worker is idle.
+// lateBytes is the backstop of lazy readiness: a byte owed longer than
+// lazyLate is written now, whatever the program says. A program that waits
+// in a way the shim does not see (a raw epoll_wait system call, io_uring)
+// then stalls for a moment instead of for ever. Called with mu held, when
+// the worker is idle.
+func (s *Session) lateBytes(now time.Time) {
+	for _, so := range s.socks {
+		if so == nil || !so.owed || now.Sub(so.owedSince) < lazyLate || so.closing {
+			continue
+		}
+		sh := s.a.Sock(so.slot)
+		if s.readable(so) && atomic.LoadUint32(&sh.Sig) == abi.SigNone && !so.pairShut {
+			atomic.AddUint32(&sh.Sig, 1)
+			if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
+				atomic.AddUint32(&sh.Sig, ^uint32(0))
+				continue
+			}
+			s.wakes.Add(1)
+			s.late.Add(1)
+		}
+		s.owe(so, sh, false)
+	}
+}
+
+// lazyLate: see lateBytes. Far beyond an event loop's turn, short
+// against a hang.
+const lazyLate = 200 * time.Millisecond
+
 func (s *Session) reclaim(now time.Time) {
 	for i, t := range s.freed {
 		if !t.IsZero() && now.Sub(t) > reclaimAfter && s.socks[i] == nil {
@@ -935,9 +970,35 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 	defer s.hangUp(so)
 	if !s.readable(so) {
 		so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
+		s.owe(so, sh, false)
 		return
 	}
 	n := atomic.LoadUint32(&sh.Sig)
+	if s.lazy(so, sh) {
+		// Lazy readiness (PROTOCOL.md): the program's waits for this
+		// socket's data look at its ring, and every thread about to sleep
+		// counts in Sleepers, then looks again. A queued byte already
+		// wakes a sleeper (the program is level-triggered here: no edges
+		// to give); none, and nobody sleeps: the byte is left out. The
+		// ring's head was stored before this load (pumpRx), so a thread
+		// that counted itself after it sees the data (Dekker).
+		switch {
+		case n != abi.SigNone:
+			so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
+			s.owe(so, sh, false)
+			return
+		case atomic.LoadUint32(&s.a.Hdr().Sleepers) == 0:
+			// Owed first, then the shim's word again: a shim that made
+			// the socket loud meanwhile (it stores lazy, then loads
+			// lazy_owed) gets its byte from us or waits for it.
+			s.owe(so, sh, true)
+			if atomic.LoadUint32(&sh.Lazy) != 0 {
+				so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
+				s.skipped.Add(1)
+				return
+			}
+		}
+	}
 	news := so.rxMark() != so.edgeHead || so.state&edgeStates&^so.edgeState != 0 || so.edgeConn
 	if !so.pairShut && (n == 0 || (news && n < maxEdges)) {
 		// Counted first, written after (MSG_DONTWAIT, never a plain
@@ -958,9 +1019,41 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 		}
 		if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
 			atomic.AddUint32(&sh.Sig, ^uint32(0))
+		} else {
+			s.wakes.Add(1)
 		}
 	}
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
+	s.owe(so, sh, false)
+}
+
+// lazy: may the readiness byte of so's data be left out (PROTOCOL.md
+// "Lazy readiness")? Only the daemon writes a daemon-served socket's
+// bytes; a direct socket's peer writes them too and knows nothing of
+// this. Readable for anything but data (EOF, a reset, an error, a
+// connection), the byte always goes. The program's word is trusted only
+// for its own sockets' wake-ups.
+func (s *Session) lazy(so *sock, sh *abi.Sock) bool {
+	return !so.direct && !so.edgeConn && so.state&(abi.SSRdEOF|abi.SSReset|abi.SSError|abi.SSAcceptQ) == 0 &&
+		atomic.LoadUint32(&sh.Lazy) != 0
+}
+
+// owe records whether so's data waits without its readiness byte: the
+// shim that makes the socket loud again waits for LazyOwed to clear (the
+// byte is there by then). The daemon keeps its own copy (so.owed): the
+// shared word is the program's to scribble on.
+func (s *Session) owe(so *sock, sh *abi.Sock, owed bool) {
+	if so.owed != owed || (owed && atomic.LoadUint32(&sh.LazyOwed) == 0) {
+		if owed && !so.owed {
+			so.owedSince = time.Now()
+		}
+		so.owed = owed
+		v := uint32(0)
+		if owed {
+			v = 1
+		}
+		atomic.StoreUint32(&sh.LazyOwed, v)
+	}
 }
 
 // hangUp mirrors the end of a connection on the app fd. Linux polls
@@ -1323,6 +1416,12 @@ func signals(so *sock, sh *abi.Sock) string {
 	if n := atomic.LoadUint32(&sh.Sig); n != abi.SigNone {
 		w = append(w, fmt.Sprintf("fd-readable(%d)", n))
 	}
+	if atomic.LoadUint32(&sh.Lazy) != 0 {
+		w = append(w, "lazy")
+	}
+	if so.owed {
+		w = append(w, "byte-owed")
+	}
 	if atomic.LoadUint32(&sh.DaemonWait)&abi.DWaitRxSpace != 0 {
 		w = append(w, "wait-rx-space")
 	}
@@ -1396,8 +1495,9 @@ func (s *Session) repair(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	srv.dropChannel(so.pair, so.pairIno)
 	so.pair, so.pairIno = pair, ino
 	so.pairShut, so.pairHup, so.pairCut, so.appGone = false, false, false, false
-	so.edgeHead, so.edgeState, so.edgeConn = so.rxHead, 0, false
+	so.edgeHead, so.edgeState, so.edgeConn, so.owed = so.rxHead, 0, false, false
 	sh := s.a.Sock(so.slot)
+	atomic.StoreUint32(&sh.LazyOwed, 0)
 	atomic.StoreUint32(&sh.Sig, abi.SigNone)
 	atomic.StoreUint32(&sh.Fill, abi.FillNone)
 	rep.Sock, rep.Gen = so.slot, so.gen

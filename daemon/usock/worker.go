@@ -206,6 +206,7 @@ func (w *worker) run() {
 				s.reaped = now
 				s.mu.Lock()
 				s.reapHangups()
+				s.lateBytes(now)
 				s.reclaim(now)
 				s.recheckDirect()
 				s.mu.Unlock()

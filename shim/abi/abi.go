@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 8
+	Version = 9
 
 	CacheLine = 64
 
@@ -103,7 +103,8 @@ type ArenaHdr struct {
 
 	DSeq      uint32
 	DSleeping uint32
-	_         [CacheLine - 8]byte
+	Sleepers  uint32 // lazy readiness: shim threads about to sleep or asleep
+	_         [CacheLine - 12]byte
 
 	CmdPending uint64
 	_          [CacheLine - 8]byte
@@ -202,7 +203,9 @@ type Sock struct {
 	FillBytes  uint64
 	TxBytes    uint64
 	RxBytes    uint64
-	_          [CacheLine - 48]byte
+	Lazy       uint32 // shim: the daemon may leave data's byte out while Sleepers is 0
+	LazyOwed   uint32 // daemon: data waits without its byte
+	_          [CacheLine - 56]byte
 	Rx         Ring
 	Tx         Ring
 	Info       [InfoLen]byte

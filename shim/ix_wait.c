@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ix_wait.c - the wait interposers: epoll_wait, epoll_pwait, epoll_pwait2,
+ * poll, ppoll, select, pselect (and the fortified __poll_chk and
+ * __ppoll_chk), for lazy readiness (lazy.h).
+ *
+ * epoll_wait on a set of ours first reports its lazy members whose rings
+ * hold data (the daemon may have left their bytes out), merged with what
+ * the kernel reports without waiting; with nothing to report it counts the
+ * thread as a sleeper, scans once more, and only then sleeps in the
+ * kernel.  poll and select make the lazy sockets (and our epoll sets) they
+ * are given loud and count the thread as a sleeper while it sleeps: a
+ * socket made lazy by another thread meanwhile still gets its bytes.
+ * Every other wait goes straight to the kernel.
+ */
+#include "nuse.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/select.h>
+
+#include "fdtab.h"
+#include "lazy.h"
+
+enum { W_WAIT, W_PWAIT, W_PWAIT2 };
+
+static int real_epoll(int kind, int epfd, struct epoll_event *ev, int max, int ms, const struct timespec *ts,
+		      const sigset_t *mask)
+{
+	switch (kind) {
+	case W_WAIT:
+		REAL(epoll_wait);
+		return R.epoll_wait(epfd, ev, max, ms);
+	case W_PWAIT:
+		REAL(epoll_pwait);
+		return R.epoll_pwait(epfd, ev, max, ms, mask);
+	default:
+		REAL(epoll_pwait2);
+		if (R.epoll_pwait2)
+			return R.epoll_pwait2(epfd, ev, max, ts, mask);
+		return (int)syscall(SYS_epoll_pwait2, epfd, ev, max, ts, mask, _NSIG / 8);
+	}
+}
+
+/* ev[0..k) came from the scan and ev[k..k+n) from the kernel: a member
+ * the kernel reports too (its byte was there) becomes one entry. */
+static int merge(struct epoll_event *ev, int k, int n)
+{
+	int i, j, out = k;
+
+	if (n < 0)
+		return k;
+	for (j = k; j < k + n; j++) {
+		for (i = 0; i < k; i++)
+			if (ev[i].data.u64 == ev[j].data.u64)
+				break;
+		if (i < k)
+			ev[i].events |= ev[j].events;
+		else
+			ev[out++] = ev[j];
+	}
+	return out;
+}
+
+static int lz_epoll(int kind, int epfd, struct epoll_event *ev, int max, int ms, const struct timespec *ts,
+		    const sigset_t *mask)
+{
+	static const struct timespec zero;
+	_Atomic uint32_t *w;
+	int k, r, e;
+
+	if (likely(!lazy_own_set(epfd)) || max <= 0)
+		return real_epoll(kind, epfd, ev, max, ms, ts, mask);
+	k = lazy_scan(epfd, ev, max);
+	if (!k && (kind == W_PWAIT2 ? ts && !ts->tv_sec && !ts->tv_nsec : ms == 0))
+		return real_epoll(kind, epfd, ev, max, ms, ts, mask);
+	if (!k && lazy_idle_begin(epfd)) {
+		r = real_epoll(kind, epfd, ev, max, ms, ts, mask);
+		e = errno;
+		lazy_idle_end(epfd);
+		errno = e;
+		return r;
+	}
+	if (!k) {
+		/* Counted, then scanned again: data published after the
+		 * daemon saw us count gets its byte (Dekker). */
+		w = lazy_sleep();
+		k = lazy_scan(epfd, ev, max);
+		if (!k) {
+			r = real_epoll(kind, epfd, ev, max, ms, ts, mask);
+			e = errno;
+			lazy_wake(w);
+			errno = e;
+			return r;
+		}
+		lazy_wake(w);
+	}
+	if (k == max)
+		return k;
+	e = errno;
+	r = merge(ev, k, real_epoll(kind, epfd, ev + k, max - k, 0, &zero, mask));
+	errno = e;
+	return r;
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int ms)
+{
+	return lz_epoll(W_WAIT, epfd, ev, max, ms, NULL, NULL);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int ms, const sigset_t *mask)
+{
+	return lz_epoll(W_PWAIT, epfd, ev, max, ms, NULL, mask);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts, const sigset_t *mask)
+{
+	return lz_epoll(W_PWAIT2, epfd, ev, max, -1, ts, mask);
+}
+
+/* Is fd a NUSE socket or one of our epoll sets?  Lazy ones become loud. */
+static int nuse_waitable(int fd)
+{
+	struct nsock *s = fd_get(fd);
+
+	if (likely(!s) && likely(!lazy_own_set(fd)))
+		return 0;
+	lazy_fd_escapes(fd);
+	return 1;
+}
+
+static int poll_nuse(struct pollfd *fds, nfds_t n)
+{
+	nfds_t i;
+	int any = 0;
+
+	for (i = 0; fds && i < n; i++)
+		if (fds[i].fd >= 0 && unlikely(nuse_waitable(fds[i].fd)))
+			any = 1;
+	return any;
+}
+
+EXPORT int poll(struct pollfd *fds, nfds_t n, int ms)
+{
+	_Atomic uint32_t *w;
+	int r, e;
+
+	REAL(poll);
+	if (likely(!poll_nuse(fds, n)) || ms == 0)
+		return R.poll(fds, n, ms);
+	w = lazy_sleep();
+	r = R.poll(fds, n, ms);
+	e = errno;
+	lazy_wake(w);
+	errno = e;
+	return r;
+}
+
+EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
+{
+	_Atomic uint32_t *w;
+	int r, e;
+
+	REAL(ppoll);
+	if (likely(!poll_nuse(fds, n)) || (ts && !ts->tv_sec && !ts->tv_nsec))
+		return R.ppoll(fds, n, ts, mask);
+	w = lazy_sleep();
+	r = R.ppoll(fds, n, ts, mask);
+	e = errno;
+	lazy_wake(w);
+	errno = e;
+	return r;
+}
+
+/* _FORTIFY_SOURCE's poll and ppoll: the buffer check, then ours. */
+EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int ms, size_t len)
+{
+	if (len / sizeof(*fds) < n)
+		abort();
+	return poll(fds, n, ms);
+}
+
+EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask, size_t len)
+{
+	if (len / sizeof(*fds) < n)
+		abort();
+	return ppoll(fds, n, ts, mask);
+}
+
+static int select_nuse(int nfds, fd_set *r, fd_set *w, fd_set *x)
+{
+	int fd, any = 0;
+
+	if (nfds > FD_SETSIZE)
+		nfds = FD_SETSIZE;
+	for (fd = 0; fd < nfds; fd++)
+		if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))) &&
+		    unlikely(nuse_waitable(fd)))
+			any = 1;
+	return any;
+}
+
+EXPORT int select(int nfds, fd_set *r, fd_set *wr, fd_set *x, struct timeval *tv)
+{
+	_Atomic uint32_t *w;
+	int ret, e;
+
+	REAL(select);
+	if (likely(!select_nuse(nfds, r, wr, x)) || (tv && !tv->tv_sec && !tv->tv_usec))
+		return R.select(nfds, r, wr, x, tv);
+	w = lazy_sleep();
+	ret = R.select(nfds, r, wr, x, tv);
+	e = errno;
+	lazy_wake(w);
+	errno = e;
+	return ret;
+}
+
+EXPORT int pselect(int nfds, fd_set *r, fd_set *wr, fd_set *x, const struct timespec *ts, const sigset_t *mask)
+{
+	_Atomic uint32_t *w;
+	int ret, e;
+
+	REAL(pselect);
+	if (likely(!select_nuse(nfds, r, wr, x)) || (ts && !ts->tv_sec && !ts->tv_nsec))
+		return R.pselect(nfds, r, wr, x, ts, mask);
+	w = lazy_sleep();
+	ret = R.pselect(nfds, r, wr, x, ts, mask);
+	e = errno;
+	lazy_wake(w);
+	errno = e;
+	return ret;
+}

@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * lazy.c - lazy readiness (lazy.h, PROTOCOL.md "Lazy readiness"): the
+ * epoll sets this process created and their lazy members, the scan that
+ * epoll_wait makes before it sleeps, the sleepers count, and making
+ * sockets loud again.
+ *
+ * Locks: g_lzlock guards the membership (sets' member lists and the
+ * sockets' lz_* fields) and is taken after g_tablock when both are; each
+ * set's lock guards its members for the scan, which takes only that.
+ */
+#include "nuse.h"
+
+#include <sys/mman.h>
+
+#include "cmd.h"
+#include "lazy.h"
+#include "session.h"
+#include "sockstate.h"
+
+struct member {
+	int fd;          /* the fd number it was registered as */
+	struct nsock *s; /* the socket under it then */
+	unsigned inc;    /* ... and its incarnation (a reused nsock is another) */
+	uint32_t events;
+	epoll_data_t data;
+};
+
+struct epset {
+	pthread_mutex_t lock;
+	int own;        /* created here since the last fork, never escaped */
+	int n;          /* members (stored under lock, loaded by idle waiters) */
+	/* Threads asleep on the set while it had no members, not counted in
+	 * sleepers: a socket added meanwhile stays loud (lazy_idle_begin). */
+	atomic_int idle;
+	unsigned rot;   /* where the next scan starts: every member gets its turn */
+	struct member m[LAZY_MAX_MEMBERS];
+};
+
+_Atomic uint32_t g_lazy_uncounted;
+
+static pthread_mutex_t g_lzlock = PTHREAD_MUTEX_INITIALIZER;
+static int g_ephi; /* 1 + the highest epfd ever given a set */
+/* Sets by epfd, g_tabmax entries, mapped at the first epoll_create. */
+static _Atomic(struct epset *) *g_ep;
+
+static struct epset *set_of(int epfd)
+{
+	_Atomic(struct epset *) *t = atomic_load_explicit(&g_ep, memory_order_acquire);
+
+	if (!t || (unsigned)epfd >= (unsigned)g_tabmax)
+		return NULL;
+	return atomic_load_explicit(&t[epfd], memory_order_acquire);
+}
+
+int lazy_own_set(int epfd)
+{
+	struct epset *e = set_of(epfd);
+
+	return e && e->own;
+}
+
+void lazy_epoll_created(int epfd)
+{
+	_Atomic(struct epset *) *t;
+	struct epset *e;
+
+	if (epfd < 0 || epfd >= g_tabmax || in_vfork_child())
+		return;
+	pthread_mutex_lock(&g_lzlock);
+	t = atomic_load(&g_ep);
+	if (!t) {
+		void *p = mmap(NULL, (size_t)g_tabmax * sizeof(*t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+
+		if (p == MAP_FAILED) {
+			pthread_mutex_unlock(&g_lzlock);
+			return; /* no lazy sockets: every byte is written, as before */
+		}
+		t = p;
+		atomic_store(&g_ep, t);
+	}
+	e = atomic_load(&t[epfd]);
+	if (!e) {
+		e = mmap(NULL, sizeof(*e), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (e == MAP_FAILED) {
+			pthread_mutex_unlock(&g_lzlock);
+			return;
+		}
+		pthread_mutex_init(&e->lock, NULL);
+		atomic_store(&t[epfd], e);
+	}
+	if (epfd >= g_ephi)
+		g_ephi = epfd + 1;
+	/* a fresh epoll instance under the number: no members (close dropped
+	 * any the last one had) */
+	pthread_mutex_lock(&e->lock);
+	e->n = 0;
+	e->own = 1;
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&g_lzlock);
+}
+
+/* Removes member i of e (g_lzlock and e->lock held) and e from its
+ * socket's list. */
+static void drop_member(struct epset *e, int epfd, int i)
+{
+	struct nsock *s = e->m[i].s;
+	int j;
+
+	for (j = 0; s->incarnation == e->m[i].inc && j < s->lz_n; j++)
+		if (s->lz_eps[j] == epfd) {
+			s->lz_eps[j] = s->lz_eps[--s->lz_n];
+			break;
+		}
+	e->m[i] = e->m[--e->n];
+}
+
+static int find_member(struct epset *e, int fd)
+{
+	int i;
+
+	for (i = 0; i < e->n; i++)
+		if (e->m[i].fd == fd)
+			return i;
+	return -1;
+}
+
+void lazy_demote(struct nsock *s)
+{
+	int i;
+
+	s->lz_loud = 1;
+	if (!s->sh || !atomic_load(A32(&s->sh->lazy)))
+		return;
+	/* Dekker with the daemon (it stores lazy_owed, then loads lazy): it
+	 * sees us loud and writes the byte, or we see what it owes. */
+	atomic_store(A32(&s->sh->lazy), 0);
+	if (!atomic_load(A32(&s->sh->lazy_owed)))
+		return;
+	attention(s);
+	/* The byte must be there before the program's own poll looks: a
+	 * zero-timeout poll would otherwise miss data that is there.  Once per
+	 * socket; bounded, in case the daemon is gone. */
+	for (i = 0; i < 2000 && atomic_load(A32(&s->sh->lazy_owed)) && !atomic_load(&S.dead); i++) {
+		struct timespec ts = {0, 50000};
+
+		if (i < 64)
+			sched_yield();
+		else
+			nanosleep(&ts, NULL);
+	}
+}
+
+/* All members of e become loud, and e takes no more (g_lzlock held). */
+static void set_escapes(struct epset *e)
+{
+	int i;
+
+	pthread_mutex_lock(&e->lock);
+	e->own = 0;
+	for (i = 0; i < e->n; i++)
+		lazy_demote(e->m[i].s);
+	pthread_mutex_unlock(&e->lock);
+}
+
+void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
+{
+	struct nsock *s;
+	struct epset *e, *inner;
+	int i, mayb;
+
+	if (in_vfork_child())
+		return;
+	/* an epoll set of ours put in another: its waiters no longer scan */
+	inner = set_of(fd);
+	if (unlikely(inner != NULL) && op == EPOLL_CTL_ADD && inner->own) {
+		pthread_mutex_lock(&g_lzlock);
+		set_escapes(inner);
+		pthread_mutex_unlock(&g_lzlock);
+	}
+	s = fd_get(fd);
+	if (!s)
+		return;
+	e = set_of(epfd);
+	pthread_mutex_lock(&g_lzlock);
+	if (op == EPOLL_CTL_DEL) {
+		if (e) {
+			pthread_mutex_lock(&e->lock);
+			if ((i = find_member(e, fd)) >= 0)
+				drop_member(e, epfd, i);
+			pthread_mutex_unlock(&e->lock);
+		}
+		pthread_mutex_unlock(&g_lzlock);
+		return;
+	}
+	if (!ev) {
+		pthread_mutex_unlock(&g_lzlock);
+		return;
+	}
+	/* A wait the scan cannot stand for: an edge (each arrival must be
+	 * one), a one-shot, a set not ours or full, a socket in too many. */
+	mayb = e && e->own && !(ev->events & (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE)) && !s->lz_loud;
+	if (e) {
+		pthread_mutex_lock(&e->lock);
+		i = find_member(e, fd);
+		if (i >= 0 && (e->m[i].s != s || e->m[i].inc != s->incarnation)) {
+			drop_member(e, epfd, i); /* a stale entry under a reused number */
+			i = -1;
+		}
+		if (i < 0 && mayb && e->n < LAZY_MAX_MEMBERS && s->lz_n < (int)(sizeof(s->lz_eps) / sizeof(s->lz_eps[0]))) {
+			i = e->n;
+			e->m[i].fd = fd;
+			e->m[i].s = s;
+			e->m[i].inc = s->incarnation;
+			s->lz_eps[s->lz_n++] = epfd;
+			__atomic_store_n(&e->n, i + 1, __ATOMIC_SEQ_CST);
+		}
+		if (i >= 0 && !mayb) {
+			drop_member(e, epfd, i); /* the scan must not stand in for an edge */
+			i = -1;
+		}
+		if (i >= 0) {
+			e->m[i].events = ev->events;
+			e->m[i].data = ev->data;
+		} else
+			mayb = 0;
+		pthread_mutex_unlock(&e->lock);
+	}
+	if (!mayb) {
+		pthread_mutex_unlock(&g_lzlock);
+		lazy_demote(s);
+		return;
+	}
+	/* Lazy once it has one fd, is ours alone (no other process holds
+	 * it: procs), and no thread sleeps uncounted (in the process, or on
+	 * this set since it had no members: Dekker with lazy_idle_begin). */
+	if (s->kind == K_NUSE && s->sh && atomic_load(&s->refs) == 1 && !atomic_load(&g_lazy_uncounted) &&
+	    !atomic_load(&e->idle) &&
+	    (!g_sh || atomic_load(&g_sh->procs[s->slot]) <= 1) && !atomic_load(A32(&s->sh->lazy)))
+		atomic_store(A32(&s->sh->lazy), 1);
+	pthread_mutex_unlock(&g_lzlock);
+}
+
+/* Forgets s's memberships under fd (g_lzlock held). */
+static void forget_locked(struct nsock *s, int fd)
+{
+	int j;
+
+	for (j = s->lz_n - 1; j >= 0; j--) {
+		int epfd = s->lz_eps[j], i;
+		struct epset *e = set_of(epfd);
+
+		if (!e)
+			continue;
+		pthread_mutex_lock(&e->lock);
+		for (i = e->n - 1; i >= 0; i--)
+			if (e->m[i].s == s && (fd < 0 || e->m[i].fd == fd)) {
+				drop_member(e, epfd, i);
+				break;
+			}
+		pthread_mutex_unlock(&e->lock);
+	}
+}
+
+void lazy_fd_closed(int fd)
+{
+	struct nsock *s = fd_get(fd);
+	struct epset *e;
+
+	if (in_vfork_child())
+		return;
+	if (s) {
+		if (s->lz_n) {
+			pthread_mutex_lock(&g_lzlock);
+			forget_locked(s, fd);
+			pthread_mutex_unlock(&g_lzlock);
+		}
+		return;
+	}
+	e = set_of(fd);
+	if (!e)
+		return;
+	/* The epoll instance goes with its last fd (a dup would have made
+	 * the set escape): its members are nobody's any more. */
+	pthread_mutex_lock(&g_lzlock);
+	pthread_mutex_lock(&e->lock);
+	while (e->n > 0)
+		drop_member(e, fd, e->n - 1);
+	e->own = 0;
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&g_lzlock);
+}
+
+void lazy_atfork_child(void)
+{
+	_Atomic(struct epset *) *t = atomic_load(&g_ep);
+	int i;
+
+	pthread_mutex_init(&g_lzlock, NULL);
+	atomic_store(&g_lazy_uncounted, 0);
+	for (i = 0; t && i < g_ephi; i++) {
+		struct epset *e = atomic_load(&t[i]);
+
+		if (e) {
+			pthread_mutex_init(&e->lock, NULL);
+			atomic_store(&e->idle, 0); /* its sleepers stayed in the parent */
+		}
+	}
+}
+
+void lazy_range_closed(unsigned first, unsigned last)
+{
+	unsigned i;
+
+	for (i = first; i < (unsigned)g_ephi && i <= last; i++)
+		if (set_of((int)i))
+			lazy_fd_closed((int)i);
+}
+
+void lazy_fd_escapes(int fd)
+{
+	struct nsock *s = fd_get(fd);
+	struct epset *e;
+
+	if (s) {
+		if (!s->lz_loud)
+			lazy_demote(s);
+		return;
+	}
+	e = set_of(fd);
+	if (e && e->own) {
+		pthread_mutex_lock(&g_lzlock);
+		set_escapes(e);
+		pthread_mutex_unlock(&g_lzlock);
+	}
+}
+
+void lazy_all_loud(void)
+{
+	int i;
+
+	for (i = 0; i < g_tabhi; i++) {
+		struct nsock *s = fd_get(i);
+		struct epset *e = set_of(i);
+
+		if (s && !s->lz_loud)
+			lazy_demote(s);
+		if (e && e->own) {
+			pthread_mutex_lock(&e->lock);
+			e->own = 0;
+			pthread_mutex_unlock(&e->lock);
+		}
+	}
+}
+
+int lazy_scan(int epfd, struct epoll_event *ev, int max)
+{
+	struct epset *e = set_of(epfd);
+	int i, k = 0, n;
+
+	/* a dead daemon's sockets show it on their fds (hang-ups) */
+	if (!e || !e->n || atomic_load(&S.dead))
+		return 0;
+	pthread_mutex_lock(&e->lock);
+	n = e->n;
+	for (i = 0; i < n && k < max; i++) {
+		struct member *m = &e->m[(e->rot + (unsigned)i) % (unsigned)n];
+		struct nsock *s = m->s;
+
+		/* Only lazy sockets: the others' fds say it all (a listener,
+		 * a dead or replaced socket).  A member the fd table no longer
+		 * puts under its number is skipped (its close removes it). */
+		if (!(m->events & EPOLLIN) || fd_get(m->fd) != s || s->incarnation != m->inc || s->kind != K_NUSE ||
+		    !s->sh || !s->rx || s->dead || s->quiet || s->unpaired || s->listening ||
+		    !atomic_load_explicit(A32(&s->sh->lazy), memory_order_relaxed))
+			continue;
+		if (readable(s)) {
+			ev[k].events = EPOLLIN;
+			ev[k].data = m->data;
+			k++;
+		}
+	}
+	e->rot++;
+	pthread_mutex_unlock(&e->lock);
+	return k;
+}
+
+int lazy_idle_begin(int epfd)
+{
+	struct epset *e = set_of(epfd);
+
+	if (!e)
+		return 0;
+	atomic_fetch_add(&e->idle, 1);
+	if (__atomic_load_n(&e->n, __ATOMIC_SEQ_CST) == 0)
+		return 1;
+	atomic_fetch_sub(&e->idle, 1);
+	return 0;
+}
+
+void lazy_idle_end(int epfd)
+{
+	struct epset *e = set_of(epfd);
+
+	if (e)
+		atomic_fetch_sub(&e->idle, 1);
+}
+
+_Atomic uint32_t *lazy_sleep(void)
+{
+	/* Counted as uncounted first: a socket made lazy after we looked at
+	 * the session sees us here (lazy_epoll_ctl). */
+	atomic_fetch_add(&g_lazy_uncounted, 1);
+	if (S.state == SESS_UP && S.hdr && !atomic_load(&S.dead)) {
+		_Atomic uint32_t *w = A32(&S.hdr->sleepers);
+
+		atomic_fetch_add(w, 1);
+		atomic_fetch_sub(&g_lazy_uncounted, 1);
+		return w;
+	}
+	return &g_lazy_uncounted;
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * lazy.h - lazy readiness (PROTOCOL.md "Lazy readiness"): the daemon
+ * leaves out the readiness byte of a socket's data while no thread of the
+ * program sleeps, and the program's waits look at the rings themselves.
+ *
+ * A socket is lazy (nuse_sock.lazy) while every wait of this program for
+ * its data is one the shim sees: it is registered, level-triggered, only
+ * in epoll sets this process created since its last fork (their members
+ * are kept here, and epoll_wait scans their rings before it sleeps), it
+ * has one fd, and no other process can hold it.  Every interposed wait
+ * (epoll_wait on such a set, poll and select with a NUSE fd, the shim's
+ * own blocking calls) adds itself to the arena's sleepers, looks at the
+ * rings again, and only then sleeps.  Whatever the shim cannot watch --
+ * poll or select of a lazy socket, EPOLLET or EPOLLONESHOT, a second epoll
+ * set it does not know, dup, fork, exec, SCM_RIGHTS, O_ASYNC, an epoll set
+ * nested in another -- makes the socket loud for good (lazy_demote), and
+ * waits for the byte the daemon owed it.  Implemented by lazy.c; it calls
+ * the fd table, the session and the command slots (attention).
+ */
+#ifndef NUSE_LAZY_H
+#define NUSE_LAZY_H
+
+#include "fdtab.h"
+
+#pragma GCC visibility push(hidden)
+
+/* Members an epoll set scans at most (beyond them, sockets stay loud): the
+ * scan is a few loads per member per epoll_wait. */
+#define LAZY_MAX_MEMBERS 64
+
+/* epoll_create*() gave the program epfd: its set may hold lazy sockets. */
+void lazy_epoll_created(int epfd);
+
+/* After a successful epoll_ctl(epfd, op, fd, ev). */
+void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev);
+
+/* The program closes fd (before the real close). */
+void lazy_fd_closed(int fd);
+
+/* close_range(first, last): the epoll sets in the range go. */
+void lazy_range_closed(unsigned first, unsigned last);
+
+/* fd is duplicated, passed to another process (SCM_RIGHTS), or made
+ * O_ASYNC: a lazy socket under it becomes loud, an epoll set under it
+ * stops taking lazy members and makes its own loud. */
+void lazy_fd_escapes(int fd);
+
+/* Before fork(), exec and posix_spawn: every lazy socket becomes loud and
+ * every epoll set this process knows stops taking lazy members (a child
+ * may wait on both). */
+void lazy_all_loud(void);
+
+/* s becomes loud for good; returns once the daemon wrote the byte it owed
+ * (bounded). */
+void lazy_demote(struct nsock *s);
+
+/* In a fork child: the locks other threads held are made anew. */
+void lazy_atfork_child(void);
+
+/* Is there an epoll set of ours under epfd (the interposers' fast test)? */
+int lazy_own_set(int epfd);
+
+/* Scans the lazy members of epfd's set for readable data: fills up to max
+ * events, returns how many. */
+int lazy_scan(int epfd, struct epoll_event *ev, int max);
+
+/* Threads in an interposed wait that found no session to count in: while
+ * any is, no socket becomes lazy (it would not wake them). */
+extern _Atomic uint32_t g_lazy_uncounted;
+
+/* A thread about to sleep on epfd's set while it has no members: 1 if
+ * it may sleep without counting in sleepers (until lazy_idle_end); no
+ * socket added to the set meanwhile becomes lazy.  A program's thread that
+ * sleeps on a set of other fds (a timer, a listener) then does not make
+ * every other thread's sockets loud. */
+int lazy_idle_begin(int epfd);
+void lazy_idle_end(int epfd);
+
+/* Counts the calling thread as a sleeper (in the arena's sleepers, or in
+ * g_lazy_uncounted without a session): returns the word lazy_wake takes
+ * it out of again. */
+_Atomic uint32_t *lazy_sleep(void);
+static inline void lazy_wake(_Atomic uint32_t *w)
+{
+	atomic_fetch_sub(w, 1);
+}
+
+#pragma GCC visibility pop
+
+#endif /* NUSE_LAZY_H */

@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * lazywait - the waits of a program whose sockets are lazy (the daemon
+ * leaves out the readiness byte of data while no thread sleeps: shim/lazy.h,
+ * PROTOCOL.md "Lazy readiness").  Each check makes data arrive while the
+ * program is awake in a way the shim does not count as waiting (nanosleep),
+ * then waits for it in one of the ways a program may: a level-triggered
+ * epoll_wait (the shim's scan), poll, select and a dup polled at once
+ * (making the socket loud must bring its byte first), a blocking recv, a
+ * forked child's poll, a set nested in another, EPOLLET after LT, a socket
+ * in two sets, a set past its lazy members, and a ping-pong of two
+ * threads each sleeping in its own epoll_wait.  Every wait is bounded:
+ * data that is never seen fails the check, a hang is ended by alarm().
+ * Over the kernel every check passes too (it is how Linux behaves).
+ *
+ *   lazywait ADDR PORT
+ *
+ * Prints "lazywait: N checks, 0 failed" or the failures.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct sockaddr_storage g_ss;
+static socklen_t g_len;
+static int g_lsn, g_checks, g_failed;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "lazywait: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+static void check(int ok, const char *what)
+{
+	g_checks++;
+	if (!ok) {
+		g_failed++;
+		printf("FAIL: %s\n", what);
+	} else
+		printf("ok: %s\n", what);
+	fflush(stdout);
+}
+
+static void nap(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* A connected pair: *c the client end, *s the server end. */
+static void pair(int *c, int *s)
+{
+	int one = 1;
+
+	*c = socket(g_ss.ss_family, SOCK_STREAM, 0);
+	if (*c < 0)
+		die("socket");
+	if (connect(*c, (struct sockaddr *)&g_ss, g_len) < 0)
+		die("connect");
+	*s = accept(g_lsn, NULL, NULL);
+	if (*s < 0)
+		die("accept");
+	setsockopt(*c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(*s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Sends one byte from c and lets it arrive at s while we are awake. */
+static void arrive(int c)
+{
+	if (send(c, "x", 1, 0) != 1)
+		die("send");
+	nap(30);
+}
+
+static int take(int s)
+{
+	char b[16];
+
+	return recv(s, b, sizeof(b), MSG_DONTWAIT) > 0;
+}
+
+static int epoll_with(int s, uint32_t events, uint64_t data)
+{
+	struct epoll_event ev = {.events = events, .data.u64 = data};
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0)
+		die("epoll");
+	return ep;
+}
+
+static int polled_in(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+static void scan(void)
+{
+	struct epoll_event ev[4];
+	int c, s, ep, n;
+
+	pair(&c, &s);
+	ep = epoll_with(s, EPOLLIN, 77);
+	arrive(c);
+	n = epoll_wait(ep, ev, 4, 0);
+	check(n == 1 && ev[0].data.u64 == 77 && (ev[0].events & EPOLLIN), "epoll_wait(0) reports data that came while awake");
+	n = epoll_wait(ep, ev, 4, 2000);
+	check(n == 1 && ev[0].data.u64 == 77, "... and again, level-triggered, until it is read");
+	check(take(s), "... and recv takes it");
+	n = epoll_wait(ep, ev, 4, 0);
+	check(n == 0, "epoll_wait(0) reports nothing once it is read");
+	close(ep);
+	close(c);
+	close(s);
+}
+
+static void by_poll(int how)
+{
+	static const char *what[] = {"poll(0) of a lazy socket sees the data that came while awake",
+				     "select(0) of a lazy socket sees the data that came while awake",
+				     "poll(0) of a dup of a lazy socket sees the data"};
+	struct epoll_event ev[4];
+	int c, s, ep, ok;
+
+	pair(&c, &s);
+	ep = epoll_with(s, EPOLLIN, 1);
+	arrive(c);
+	if (how == 0)
+		ok = polled_in(s, 0);
+	else if (how == 1) {
+		fd_set r;
+		struct timeval tv = {0, 0};
+
+		FD_ZERO(&r);
+		FD_SET(s, &r);
+		ok = select(s + 1, &r, NULL, NULL, &tv) == 1 && FD_ISSET(s, &r);
+	} else {
+		int d = dup(s);
+
+		ok = d >= 0 && polled_in(d, 0);
+		close(d);
+	}
+	check(ok, what[how]);
+	check(epoll_wait(ep, ev, 4, 0) == 1, "... and epoll_wait still does");
+	check(take(s), "... and recv takes it");
+	check(!polled_in(s, 0), "... and poll(0) is quiet after");
+	arrive(c);
+	check(polled_in(s, 0), "... and sees the next arrival (a loud socket)");
+	close(ep);
+	close(c);
+	close(s);
+}
+
+static int g_bs;
+
+static void *blocked_recv(void *arg)
+{
+	char b[4];
+	long n = recv(g_bs, b, sizeof(b), 0);
+
+	(void)arg;
+	return (void *)n;
+}
+
+static void blocking(void)
+{
+	pthread_t t;
+	void *n;
+	int c, ep;
+
+	pair(&c, &g_bs);
+	ep = epoll_with(g_bs, EPOLLIN, 2);
+	if (pthread_create(&t, NULL, blocked_recv, NULL))
+		die("pthread_create");
+	nap(50);
+	if (send(c, "y", 1, 0) != 1)
+		die("send");
+	pthread_join(t, &n);
+	check((long)n == 1, "a blocking recv on a lazy socket wakes for data sent while it sleeps");
+	close(ep);
+	close(c);
+	close(g_bs);
+}
+
+static void forked(void)
+{
+	int c, s, ep, st;
+	pid_t p;
+
+	pair(&c, &s);
+	ep = epoll_with(s, EPOLLIN, 3);
+	arrive(c);
+	p = fork();
+	if (p < 0)
+		die("fork");
+	if (p == 0)
+		_exit(polled_in(s, 2000) ? 0 : 1);
+	check(waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a forked child's poll sees data that came before the fork");
+	check(take(s), "... and the parent reads it");
+	close(ep);
+	close(c);
+	close(s);
+}
+
+static void nested(void)
+{
+	struct epoll_event ev[4], e = {.events = EPOLLIN, .data.u64 = 9};
+	int c, s, in, out;
+
+	pair(&c, &s);
+	in = epoll_with(s, EPOLLIN, 4);
+	out = epoll_create1(EPOLL_CLOEXEC);
+	if (out < 0 || epoll_ctl(out, EPOLL_CTL_ADD, in, &e) < 0)
+		die("epoll nested");
+	arrive(c);
+	check(epoll_wait(out, ev, 4, 0) == 1 && ev[0].data.u64 == 9, "an epoll set nested in another reports its data");
+	check(take(s), "... and recv takes it");
+	close(out);
+	close(in);
+	close(c);
+	close(s);
+}
+
+static void edge(void)
+{
+	struct epoll_event ev[4], e = {.events = EPOLLIN | EPOLLET, .data.u64 = 5};
+	int c, s, ep;
+
+	pair(&c, &s);
+	ep = epoll_with(s, EPOLLIN, 5);
+	if (epoll_ctl(ep, EPOLL_CTL_MOD, s, &e) < 0)
+		die("epoll_ctl MOD");
+	arrive(c);
+	check(epoll_wait(ep, ev, 4, 0) == 1, "EPOLLET after LT: the arrival is an edge");
+	check(epoll_wait(ep, ev, 4, 0) == 0, "... reported once");
+	arrive(c);
+	check(epoll_wait(ep, ev, 4, 0) == 1, "... and the next arrival is another");
+	check(take(s), "... and recv takes both");
+	close(ep);
+	close(c);
+	close(s);
+}
+
+static void two_sets(void)
+{
+	struct epoll_event ev[4], e = {.events = EPOLLIN, .data.u64 = 6};
+	int c, s, a, b;
+
+	pair(&c, &s);
+	a = epoll_with(s, EPOLLIN, 6);
+	b = epoll_create1(EPOLL_CLOEXEC);
+	if (b < 0 || epoll_ctl(b, EPOLL_CTL_ADD, s, &e) < 0)
+		die("epoll second set");
+	arrive(c);
+	check(epoll_wait(b, ev, 4, 0) == 1, "a socket in two sets: the second reports its data");
+	check(epoll_wait(a, ev, 4, 0) == 1, "... and the first");
+	check(take(s), "... and recv takes it");
+	close(a);
+	close(b);
+	close(c);
+	close(s);
+}
+
+#define MANY 70
+
+static void many(void)
+{
+	struct epoll_event ev[MANY];
+	int c[MANY], s[MANY], ep, i, n, seen = 0;
+
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		die("epoll_create1");
+	for (i = 0; i < MANY; i++) {
+		struct epoll_event e = {.events = EPOLLIN, .data.u64 = (uint64_t)i};
+
+		pair(&c[i], &s[i]);
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, s[i], &e) < 0)
+			die("epoll_ctl");
+	}
+	for (i = 0; i < MANY; i += 3)
+		if (send(c[i], "m", 1, 0) != 1)
+			die("send");
+	nap(50);
+	n = epoll_wait(ep, ev, MANY, 0);
+	for (i = 0; i < n; i++)
+		if (ev[i].data.u64 % 3 == 0)
+			seen++;
+	check(n == (MANY + 2) / 3 && seen == n, "a set of 70 (past its lazy members) reports each socket with data once");
+	for (i = 0; i < MANY; i++) {
+		close(c[i]);
+		close(s[i]);
+	}
+	close(ep);
+}
+
+/* Two threads bounce a counter, each sleeping in its own epoll_wait. */
+#define ROUNDS 3000
+static int g_pp[2];
+
+static void *bouncer(void *arg)
+{
+	int side = (int)(long)arg, fd = g_pp[side], ep = epoll_with(fd, EPOLLIN, (uint64_t)side), i;
+	long ok = 1;
+
+	for (i = 0; i < ROUNDS && ok; i++) {
+		struct epoll_event ev;
+		char b;
+
+		/* side 0 serves, side 1 answers */
+		if (side == 0 && send(fd, "p", 1, 0) != 1)
+			ok = 0;
+		else if (epoll_wait(ep, &ev, 1, 5000) != 1 || recv(fd, &b, 1, 0) != 1)
+			ok = 0;
+		else if (side == 1 && send(fd, "q", 1, 0) != 1)
+			ok = 0;
+	}
+	close(ep);
+	return (void *)ok;
+}
+
+static void pingpong(void)
+{
+	pthread_t t[2];
+	void *r0, *r1;
+
+	pair(&g_pp[0], &g_pp[1]);
+	if (pthread_create(&t[0], NULL, bouncer, (void *)0L) || pthread_create(&t[1], NULL, bouncer, (void *)1L))
+		die("pthread_create");
+	pthread_join(t[0], &r0);
+	pthread_join(t[1], &r1);
+	check(r0 && r1, "3000 round trips, each side sleeping in its own level-triggered epoll_wait");
+	close(g_pp[0]);
+	close(g_pp[1]);
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&g_ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&g_ss;
+	int one = 1;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: lazywait ADDR PORT\n");
+		return 2;
+	}
+	memset(&g_ss, 0, sizeof(g_ss));
+	if (inet_pton(AF_INET, argv[1], &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)atoi(argv[2]));
+		g_len = sizeof(*a4);
+	} else if (inet_pton(AF_INET6, argv[1], &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)atoi(argv[2]));
+		g_len = sizeof(*a6);
+	} else {
+		fprintf(stderr, "lazywait: bad address %s\n", argv[1]);
+		return 2;
+	}
+	alarm(120); /* a hang is a failure, not a stuck test */
+	g_lsn = socket(g_ss.ss_family, SOCK_STREAM, 0);
+	if (g_lsn < 0)
+		die("socket");
+	setsockopt(g_lsn, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(g_lsn, (struct sockaddr *)&g_ss, g_len) < 0 || listen(g_lsn, 128) < 0)
+		die("bind/listen");
+	scan();
+	by_poll(0);
+	by_poll(1);
+	by_poll(2);
+	blocking();
+	forked();
+	nested();
+	edge();
+	two_sets();
+	many();
+	pingpong();
+	printf("lazywait: %d checks, %d failed\n", g_checks, g_failed);
+	return g_failed != 0;
+}
