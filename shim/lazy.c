@@ -198,6 +198,19 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 		pthread_mutex_unlock(&g_lzlock);
 		return;
 	}
+	/* A listener's readiness is never lazy, and as a member it would
+	 * only make its set's waiters count as sleepers (memcached's main
+	 * thread would keep every worker's sockets loud). */
+	if (s->listening) {
+		if (e) {
+			pthread_mutex_lock(&e->lock);
+			if ((i = find_member(e, fd)) >= 0)
+				drop_member(e, epfd, i);
+			pthread_mutex_unlock(&e->lock);
+		}
+		pthread_mutex_unlock(&g_lzlock);
+		return;
+	}
 	/* A wait the scan cannot stand for: an edge (each arrival must be
 	 * one), a one-shot, a set not ours or full, a socket in too many. */
 	mayb = e && e->own && !(ev->events & (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE)) && !s->lz_loud;

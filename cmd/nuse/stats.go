@@ -60,7 +60,7 @@ func printStats(out io.Writer, st *usock.Stats) {
 			return
 		}
 		fmt.Fprintf(w, "\n%s\n", title)
-		fmt.Fprintln(w, "SESSION\tPID\tPROGRAM\tSOCKETS\tSENT\tRECEIVED\tSHM\tSTATUS\t")
+		fmt.Fprintln(w, "SESSION\tPID\tPROGRAM\tSOCKETS\tSENT\tRECEIVED\tSHM\tWAKES/LAZY\tSTATUS\t")
 		for _, s := range ss {
 			status := "running"
 			if s.Ended != "" {
@@ -70,7 +70,8 @@ func printStats(out io.Writer, st *usock.Stats) {
 			if s.Ended == "" {
 				shm = size(s.Shm)
 			}
-			fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t\n", s.ID, s.Pid, s.Comm, len(s.Sockets), size(s.TxBytes), size(s.RxBytes), shm, status)
+			fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%s\t%s\t%s\t%d/%d\t%s\t\n", s.ID, s.Pid, s.Comm, len(s.Sockets), size(s.TxBytes), size(s.RxBytes), shm,
+				s.Wakes, s.LazySkipped, status)
 			if len(s.Sockets) == 0 {
 				continue
 			}

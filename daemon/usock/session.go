@@ -1007,12 +1007,14 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 		// behind: a stray one costs a level-triggered program a wasted
 		// wake-up per message (measured: redis GET at 0.6x).
 		v := atomic.AddUint32(&sh.Sig, 1)
-		// A direct socket's program reads without us: if it took every
-		// byte since we looked, a byte now would poll readable with
-		// nothing to read (EAGAIN after poll said readable). Our count
-		// first, then its tail (it stores its tail, then takes counts):
-		// if it did not take our count, it will not wait for the byte.
-		if so.direct && so.state&(abi.SSRdEOF|abi.SSReset|abi.SSError) == 0 && so.ds.Unread() == 0 &&
+		// The program may read without waiting for us (a direct
+		// socket's reader; lazy readiness's scan, or any reader that is
+		// awake): if it took every byte since we looked, a byte now would
+		// poll readable with nothing to read (EAGAIN after epoll said
+		// readable: wrk counts that as an error). Our count first, then
+		// its tail (it stores its tail, then takes counts): if it did not
+		// take our count, it will not wait for the byte.
+		if so.state&(abi.SSRdEOF|abi.SSReset|abi.SSError|abi.SSAcceptQ) == 0 && s.unread(so) == 0 &&
 			atomic.CompareAndSwapUint32(&sh.Sig, v, v-1) {
 			so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
 			return
@@ -1147,6 +1149,15 @@ func drain(fd int) (uint64, bool) {
 		got += uint64(n)
 	}
 	return got, false
+}
+
+// unread is how much of what so received its program has not read yet
+// (its tail loaded now).
+func (s *Session) unread(so *sock) uint64 {
+	if so.direct {
+		return so.ds.Unread()
+	}
+	return so.rxHead - atomic.LoadUint64(&s.a.Sock(so.slot).Rx.Tail)
 }
 
 func (s *Session) readable(so *sock) bool {

@@ -24,7 +24,9 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,9 +316,16 @@ static void many(void)
 	close(ep);
 }
 
-/* Two threads bounce a counter, each sleeping in its own epoll_wait. */
+/*
+ * Two threads bounce a counter, each sleeping in its own epoll_wait, and
+ * read only what epoll said is there (MSG_DONTWAIT: a readiness with
+ * nothing behind it is a stray byte, which wrk counts as an error).  With
+ * `sleeper`, a third thread sleeps in a blocking recv meanwhile: the
+ * daemon then writes every byte, while the two may read before it does.
+ */
 #define ROUNDS 3000
-static int g_pp[2];
+static int g_pp[2], g_sleeper[2];
+static atomic_int g_stray;
 
 static void *bouncer(void *arg)
 {
@@ -326,32 +335,140 @@ static void *bouncer(void *arg)
 	for (i = 0; i < ROUNDS && ok; i++) {
 		struct epoll_event ev;
 		char b;
+		long n;
 
 		/* side 0 serves, side 1 answers */
-		if (side == 0 && send(fd, "p", 1, 0) != 1)
+		if (side == 0 && send(fd, "p", 1, 0) != 1) {
 			ok = 0;
-		else if (epoll_wait(ep, &ev, 1, 5000) != 1 || recv(fd, &b, 1, 0) != 1)
+			break;
+		}
+		for (;;) {
+			if (epoll_wait(ep, &ev, 1, 5000) != 1) {
+				ok = 0;
+				break;
+			}
+			n = recv(fd, &b, 1, MSG_DONTWAIT);
+			if (n == 1)
+				break;
+			if (n < 0 && errno == EAGAIN) {
+				atomic_fetch_add(&g_stray, 1);
+				continue;
+			}
 			ok = 0;
-		else if (side == 1 && send(fd, "q", 1, 0) != 1)
+			break;
+		}
+		if (ok && side == 1 && send(fd, "q", 1, 0) != 1)
 			ok = 0;
 	}
 	close(ep);
 	return (void *)ok;
 }
 
-static void pingpong(void)
+static void *sleeper(void *arg)
 {
-	pthread_t t[2];
-	void *r0, *r1;
+	char b;
+
+	(void)arg;
+	return (void *)(long)recv(g_sleeper[1], &b, 1, 0);
+}
+
+static void pingpong(int with_sleeper)
+{
+	pthread_t t[3];
+	void *r0, *r1, *r2;
 
 	pair(&g_pp[0], &g_pp[1]);
+	if (with_sleeper) {
+		pair(&g_sleeper[0], &g_sleeper[1]);
+		if (pthread_create(&t[2], NULL, sleeper, NULL))
+			die("pthread_create");
+		nap(20);
+	}
+	atomic_store(&g_stray, 0);
 	if (pthread_create(&t[0], NULL, bouncer, (void *)0L) || pthread_create(&t[1], NULL, bouncer, (void *)1L))
 		die("pthread_create");
 	pthread_join(t[0], &r0);
 	pthread_join(t[1], &r1);
-	check(r0 && r1, "3000 round trips, each side sleeping in its own level-triggered epoll_wait");
+	check(r0 && r1, with_sleeper ? "3000 round trips in epoll_wait while a third thread sleeps in recv"
+				     : "3000 round trips, each side sleeping in its own level-triggered epoll_wait");
+	printf("   (%d readiness reports with nothing to read)\n", atomic_load(&g_stray));
+	check(atomic_load(&g_stray) == 0, "... and epoll never said readable with nothing to read");
+	if (with_sleeper) {
+		send(g_sleeper[0], "s", 1, 0);
+		pthread_join(t[2], &r2);
+		check((long)r2 == 1, "... and the sleeping recv got its byte");
+		close(g_sleeper[0]);
+		close(g_sleeper[1]);
+	}
 	close(g_pp[0]);
 	close(g_pp[1]);
+}
+
+/*
+ * A stream of small writes to a reader that is awake most of the time
+ * (it reads what epoll_wait reports, MSG_DONTWAIT), while another thread
+ * sleeps in recv: the daemon writes a byte per arrival, racing the reader
+ * that took the data already.  No byte may be left with nothing behind it.
+ */
+#define STREAM 20000
+static int g_st[2];
+
+static void *streamer(void *arg)
+{
+	int i;
+	long ok = 1;
+
+	(void)arg;
+	for (i = 0; i < STREAM && ok; i++) {
+		if (send(g_st[0], "s", 1, 0) != 1)
+			ok = 0;
+		if ((i & 7) == 7)
+			sched_yield();
+	}
+	return (void *)ok;
+}
+
+static void stream(void)
+{
+	pthread_t t[2];
+	void *r0, *r1;
+	char b[4096];
+	int ep, got = 0, stray = 0, waits = 0;
+
+	pair(&g_st[0], &g_st[1]);
+	pair(&g_sleeper[0], &g_sleeper[1]);
+	ep = epoll_with(g_st[1], EPOLLIN, 8);
+	if (pthread_create(&t[1], NULL, sleeper, NULL))
+		die("pthread_create");
+	nap(20);
+	if (pthread_create(&t[0], NULL, streamer, NULL))
+		die("pthread_create");
+	while (got < STREAM && waits < 100000) {
+		struct epoll_event ev;
+		long n;
+
+		waits++;
+		if (epoll_wait(ep, &ev, 1, 5000) != 1)
+			break;
+		n = recv(g_st[1], b, sizeof(b), MSG_DONTWAIT);
+		if (n > 0)
+			got += (int)n;
+		else if (n < 0 && errno == EAGAIN)
+			stray++;
+		else
+			break;
+	}
+	pthread_join(t[0], &r0);
+	send(g_sleeper[0], "s", 1, 0);
+	pthread_join(t[1], &r1);
+	printf("   (%d bytes in %d waits, %d readiness reports with nothing to read)\n", got, waits, stray);
+	check(r0 && got == STREAM, "a stream of 20000 one-byte writes to a reader awake in epoll_wait arrives whole");
+	check(stray == 0, "... and epoll never said readable with nothing to read");
+	close(ep);
+	close(g_st[0]);
+	close(g_st[1]);
+	close(g_sleeper[0]);
+	close(g_sleeper[1]);
 }
 
 int main(int argc, char **argv)
@@ -394,7 +511,9 @@ int main(int argc, char **argv)
 	edge();
 	two_sets();
 	many();
-	pingpong();
+	pingpong(0);
+	pingpong(1);
+	stream();
 	printf("lazywait: %d checks, %d failed\n", g_checks, g_failed);
 	return g_failed != 0;
 }
