@@ -64,7 +64,7 @@ EXPORT int dup2(int fd, int nfd)
 	REAL(dup2);
 	if (fd != nfd)
 		wake_yield(nfd);
-	if (fd != nfd && R.fcntl(fd, F_GETFD) >= 0)
+	if (fd != nfd && unlikely(lazy_known(nfd)) && R.fcntl(fd, F_GETFD) >= 0)
 		lazy_fd_closed(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
 		drop_fd(nfd);
@@ -85,7 +85,7 @@ EXPORT int dup3(int fd, int nfd, int flags)
 	REAL(dup3);
 	if (fd != nfd)
 		wake_yield(nfd);
-	if (fd != nfd && R.fcntl(fd, F_GETFD) >= 0)
+	if (fd != nfd && unlikely(lazy_known(nfd)) && R.fcntl(fd, F_GETFD) >= 0)
 		lazy_fd_closed(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
 		drop_fd(nfd);

@@ -53,6 +53,11 @@ static struct epset *set_of(int epfd)
 	return atomic_load_explicit(&t[epfd], memory_order_acquire);
 }
 
+int lazy_known(int fd)
+{
+	return fd_get(fd) != NULL || set_of(fd) != NULL;
+}
+
 int lazy_own_set(int epfd)
 {
 	struct epset *e = set_of(epfd);
@@ -170,8 +175,9 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 	struct epset *e, *inner;
 	int i, mayb;
 
-	if (in_vfork_child())
-		return;
+	/* No vfork check (a getpid: redis-benchmark calls epoll_ctl five
+	 * times a request): a vfork child's epoll_ctl changes the very epoll
+	 * instance the parent's set stands for, so following it is right. */
 	/* an epoll set of ours put in another: its waiters no longer scan */
 	inner = set_of(fd);
 	if (unlikely(inner != NULL) && op == EPOLL_CTL_ADD && inner->own) {
@@ -281,10 +287,10 @@ void lazy_fd_closed(int fd)
 	struct nsock *s = fd_get(fd);
 	struct epset *e;
 
-	if (in_vfork_child())
-		return;
+	/* A vfork child's close leaves the parent's fds (and sets) as they
+	 * are: asked (a getpid) only when there is something to forget. */
 	if (s) {
-		if (s->lz_n) {
+		if (s->lz_n && !in_vfork_child()) {
 			pthread_mutex_lock(&g_lzlock);
 			forget_locked(s, fd);
 			pthread_mutex_unlock(&g_lzlock);
@@ -292,7 +298,7 @@ void lazy_fd_closed(int fd)
 		return;
 	}
 	e = set_of(fd);
-	if (!e)
+	if (!e || in_vfork_child())
 		return;
 	/* The epoll instance goes with its last fd (a dup would have made
 	 * the set escape): its members are nobody's any more. */

@@ -58,6 +58,9 @@ void lazy_demote(struct nsock *s);
 /* In a fork child: the locks other threads held are made anew. */
 void lazy_atfork_child(void);
 
+/* Does lazy_fd_closed have anything to do for fd (a socket, or a set)? */
+int lazy_known(int fd);
+
 /* Is there an epoll set of ours under epfd (the interposers' fast test)? */
 int lazy_own_set(int epfd);
 
