@@ -86,7 +86,7 @@ struct nsock {
 	atomic_int et;            /* registered with EPOLLET somewhere (published as dir->et) */
 	/* lazy readiness (lazy.h, under its lock): made loud for good, and
 	 * the epoll sets of ours it is a member of */
-	int lz_loud;
+	atomic_int lz_loud;
 	int lz_n;
 	int lz_eps[4];
 	int shut_rd, shut_wr;

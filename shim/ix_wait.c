@@ -6,12 +6,11 @@
  *
  * epoll_wait on a set of ours first reports its lazy members whose rings
  * hold data (the daemon may have left their bytes out), merged with what
- * the kernel reports without waiting; with nothing to report it counts the
- * thread as a sleeper, scans once more, and only then sleeps in the
- * kernel.  poll and select make the lazy sockets (and our epoll sets) they
- * are given loud and count the thread as a sleeper while it sleeps: a
- * socket made lazy by another thread meanwhile still gets its bytes.
- * Every other wait goes straight to the kernel.
+ * the kernel reports without waiting; with nothing to report it watches
+ * the set's lazy sockets (lazy_watch_begin), scans once more, and only then
+ * sleeps in the kernel.  poll and select make the NUSE sockets (and our
+ * epoll sets) they are given loud for good first: the kernel's poll then
+ * sees all.  Every other wait goes straight to the kernel.
  */
 #include "nuse.h"
 
@@ -67,7 +66,7 @@ static int lz_epoll(int kind, int epfd, struct epoll_event *ev, int max, int ms,
 		    const sigset_t *mask)
 {
 	static const struct timespec zero;
-	_Atomic uint32_t *w;
+	struct lazy_watch w;
 	int k, r, e;
 
 	if (likely(!lazy_own_set(epfd)) || max <= 0)
@@ -75,26 +74,19 @@ static int lz_epoll(int kind, int epfd, struct epoll_event *ev, int max, int ms,
 	k = lazy_scan(epfd, ev, max);
 	if (!k && (kind == W_PWAIT2 ? ts && !ts->tv_sec && !ts->tv_nsec : ms == 0))
 		return real_epoll(kind, epfd, ev, max, ms, ts, mask);
-	if (!k && lazy_idle_begin(epfd)) {
-		r = real_epoll(kind, epfd, ev, max, ms, ts, mask);
-		e = errno;
-		lazy_idle_end(epfd);
-		errno = e;
-		return r;
-	}
 	if (!k) {
-		/* Counted, then scanned again: data published after the
-		 * daemon saw us count gets its byte (Dekker). */
-		w = lazy_sleep();
+		/* Watched, then scanned again: data published after the daemon
+		 * saw us watch gets its byte (Dekker). */
+		lazy_watch_begin(epfd, &w);
 		k = lazy_scan(epfd, ev, max);
 		if (!k) {
 			r = real_epoll(kind, epfd, ev, max, ms, ts, mask);
 			e = errno;
-			lazy_wake(w);
+			lazy_watch_end(epfd, &w);
 			errno = e;
 			return r;
 		}
-		lazy_wake(w);
+		lazy_watch_end(epfd, &w);
 	}
 	if (k == max)
 		return k;
@@ -143,34 +135,16 @@ static int poll_nuse(struct pollfd *fds, nfds_t n)
 
 EXPORT int poll(struct pollfd *fds, nfds_t n, int ms)
 {
-	_Atomic uint32_t *w;
-	int r, e;
-
 	REAL(poll);
-	if (likely(!poll_nuse(fds, n)) || ms == 0)
-		return R.poll(fds, n, ms);
-	w = lazy_sleep();
-	r = R.poll(fds, n, ms);
-	e = errno;
-	lazy_wake(w);
-	errno = e;
-	return r;
+	poll_nuse(fds, n);
+	return R.poll(fds, n, ms);
 }
 
 EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
 {
-	_Atomic uint32_t *w;
-	int r, e;
-
 	REAL(ppoll);
-	if (likely(!poll_nuse(fds, n)) || (ts && !ts->tv_sec && !ts->tv_nsec))
-		return R.ppoll(fds, n, ts, mask);
-	w = lazy_sleep();
-	r = R.ppoll(fds, n, ts, mask);
-	e = errno;
-	lazy_wake(w);
-	errno = e;
-	return r;
+	poll_nuse(fds, n);
+	return R.ppoll(fds, n, ts, mask);
 }
 
 /* _FORTIFY_SOURCE's poll and ppoll: the buffer check, then ours. */
@@ -203,32 +177,14 @@ static int select_nuse(int nfds, fd_set *r, fd_set *w, fd_set *x)
 
 EXPORT int select(int nfds, fd_set *r, fd_set *wr, fd_set *x, struct timeval *tv)
 {
-	_Atomic uint32_t *w;
-	int ret, e;
-
 	REAL(select);
-	if (likely(!select_nuse(nfds, r, wr, x)) || (tv && !tv->tv_sec && !tv->tv_usec))
-		return R.select(nfds, r, wr, x, tv);
-	w = lazy_sleep();
-	ret = R.select(nfds, r, wr, x, tv);
-	e = errno;
-	lazy_wake(w);
-	errno = e;
-	return ret;
+	select_nuse(nfds, r, wr, x);
+	return R.select(nfds, r, wr, x, tv);
 }
 
 EXPORT int pselect(int nfds, fd_set *r, fd_set *wr, fd_set *x, const struct timespec *ts, const sigset_t *mask)
 {
-	_Atomic uint32_t *w;
-	int ret, e;
-
 	REAL(pselect);
-	if (likely(!select_nuse(nfds, r, wr, x)) || (ts && !ts->tv_sec && !ts->tv_nsec))
-		return R.pselect(nfds, r, wr, x, ts, mask);
-	w = lazy_sleep();
-	ret = R.pselect(nfds, r, wr, x, ts, mask);
-	e = errno;
-	lazy_wake(w);
-	errno = e;
-	return ret;
+	select_nuse(nfds, r, wr, x);
+	return R.pselect(nfds, r, wr, x, ts, mask);
 }

@@ -2,7 +2,7 @@
 /*
  * lazy.c - lazy readiness (lazy.h, PROTOCOL.md "Lazy readiness"): the
  * epoll sets this process created and their lazy members, the scan that
- * epoll_wait makes before it sleeps, the sleepers count, and making
+ * epoll_wait makes before it sleeps, the watched counts, and making
  * sockets loud again.
  *
  * Locks: g_lzlock guards the membership (sets' member lists and the
@@ -29,15 +29,13 @@ struct member {
 struct epset {
 	pthread_mutex_t lock;
 	int own;        /* created here since the last fork, never escaped */
-	int n;          /* members (stored under lock, loaded by idle waiters) */
-	/* Threads asleep on the set while it had no members, not counted in
-	 * sleepers: a socket added meanwhile stays loud (lazy_idle_begin). */
-	atomic_int idle;
+	int n;
+	/* Threads asleep on the set (lazy_watch_begin): they watch the lazy
+	 * members they found, so no member becomes lazy meanwhile. */
+	atomic_int asleep;
 	unsigned rot;   /* where the next scan starts: every member gets its turn */
 	struct member m[LAZY_MAX_MEMBERS];
 };
-
-_Atomic uint32_t g_lazy_uncounted;
 
 static pthread_mutex_t g_lzlock = PTHREAD_MUTEX_INITIALIZER;
 static int g_ephi; /* 1 + the highest epfd ever given a set */
@@ -135,7 +133,8 @@ void lazy_demote(struct nsock *s)
 {
 	int i;
 
-	s->lz_loud = 1;
+	/* Dekker with lazy_epoll_ctl (it stores lazy, then loads lz_loud) */
+	atomic_store(&s->lz_loud, 1);
 	if (!s->sh || !atomic_load(A32(&s->sh->lazy)))
 		return;
 	/* Dekker with the daemon (it stores lazy_owed, then loads lazy): it
@@ -204,9 +203,8 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 		pthread_mutex_unlock(&g_lzlock);
 		return;
 	}
-	/* A listener's readiness is never lazy, and as a member it would
-	 * only make its set's waiters count as sleepers (memcached's main
-	 * thread would keep every worker's sockets loud). */
+	/* A listener's readiness is never lazy: it is no member (the scan
+	 * would have nothing to say of it). */
 	if (s->listening) {
 		if (e) {
 			pthread_mutex_lock(&e->lock);
@@ -219,7 +217,7 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 	}
 	/* A wait the scan cannot stand for: an edge (each arrival must be
 	 * one), a one-shot, a set not ours or full, a socket in too many. */
-	mayb = e && e->own && !(ev->events & (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE)) && !s->lz_loud;
+	mayb = e && e->own && !(ev->events & (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE)) && !atomic_load(&s->lz_loud);
 	if (e) {
 		pthread_mutex_lock(&e->lock);
 		i = find_member(e, fd);
@@ -233,7 +231,7 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 			e->m[i].s = s;
 			e->m[i].inc = s->incarnation;
 			s->lz_eps[s->lz_n++] = epfd;
-			__atomic_store_n(&e->n, i + 1, __ATOMIC_SEQ_CST);
+			e->n = i + 1;
 		}
 		if (i >= 0 && !mayb) {
 			drop_member(e, epfd, i); /* the scan must not stand in for an edge */
@@ -251,13 +249,32 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 		lazy_demote(s);
 		return;
 	}
-	/* Lazy once it has one fd, is ours alone (no other process holds
-	 * it: procs), and no thread sleeps uncounted (in the process, or on
-	 * this set since it had no members: Dekker with lazy_idle_begin). */
-	if (s->kind == K_NUSE && s->sh && atomic_load(&s->refs) == 1 && !atomic_load(&g_lazy_uncounted) &&
-	    !atomic_load(&e->idle) &&
-	    (!g_sh || atomic_load(&g_sh->procs[s->slot]) <= 1) && !atomic_load(A32(&s->sh->lazy)))
-		atomic_store(A32(&s->sh->lazy), 1);
+	/* Lazy once it has one fd and is ours alone (no other process holds
+	 * it: procs) -- and no thread sleeps on any of its sets: those
+	 * watched their lazy members only (lazy_watch_begin, under the set's
+	 * lock, which we hold for all of them while we decide). */
+	if (s->kind == K_NUSE && s->sh && atomic_load(&s->refs) == 1 &&
+	    (!g_sh || atomic_load(&g_sh->procs[s->slot]) <= 1) && !atomic_load(A32(&s->sh->lazy))) {
+		struct epset *held[sizeof(s->lz_eps) / sizeof(s->lz_eps[0])];
+		int j, n = 0, asleep = 0;
+
+		for (j = 0; j < s->lz_n; j++)
+			if ((held[n] = set_of(s->lz_eps[j])) != NULL) {
+				pthread_mutex_lock(&held[n]->lock);
+				asleep |= atomic_load(&held[n]->asleep);
+				n++;
+			}
+		if (!asleep)
+			atomic_store(A32(&s->sh->lazy), 1);
+		while (n > 0)
+			pthread_mutex_unlock(&held[--n]->lock);
+		/* Dekker with lazy_demote (it stores lz_loud, then loads lazy) */
+		if (!asleep && atomic_load(&s->lz_loud)) {
+			pthread_mutex_unlock(&g_lzlock);
+			lazy_demote(s);
+			return;
+		}
+	}
 	pthread_mutex_unlock(&g_lzlock);
 }
 
@@ -317,13 +334,12 @@ void lazy_atfork_child(void)
 	int i;
 
 	pthread_mutex_init(&g_lzlock, NULL);
-	atomic_store(&g_lazy_uncounted, 0);
 	for (i = 0; t && i < g_ephi; i++) {
 		struct epset *e = atomic_load(&t[i]);
 
 		if (e) {
 			pthread_mutex_init(&e->lock, NULL);
-			atomic_store(&e->idle, 0); /* its sleepers stayed in the parent */
+			atomic_store(&e->asleep, 0); /* its sleepers stayed in the parent */
 		}
 	}
 }
@@ -343,7 +359,7 @@ void lazy_fd_escapes(int fd)
 	struct epset *e;
 
 	if (s) {
-		if (!s->lz_loud)
+		if (!atomic_load(&s->lz_loud))
 			lazy_demote(s);
 		return;
 	}
@@ -363,7 +379,7 @@ void lazy_all_loud(void)
 		struct nsock *s = fd_get(i);
 		struct epset *e = set_of(i);
 
-		if (s && !s->lz_loud)
+		if (s && !atomic_load(&s->lz_loud))
 			lazy_demote(s);
 		if (e && e->own) {
 			pthread_mutex_lock(&e->lock);
@@ -405,38 +421,48 @@ int lazy_scan(int epfd, struct epoll_event *ev, int max)
 	return k;
 }
 
-int lazy_idle_begin(int epfd)
+void lazy_watch_begin(int epfd, struct lazy_watch *w)
 {
 	struct epset *e = set_of(epfd);
+	int i;
 
+	w->n = 0;
 	if (!e)
-		return 0;
-	atomic_fetch_add(&e->idle, 1);
-	if (__atomic_load_n(&e->n, __ATOMIC_SEQ_CST) == 0)
-		return 1;
-	atomic_fetch_sub(&e->idle, 1);
-	return 0;
+		return;
+	pthread_mutex_lock(&e->lock);
+	atomic_fetch_add(&e->asleep, 1);
+	for (i = 0; i < e->n; i++) {
+		struct nsock *s = e->m[i].s;
+		struct nuse_sock *sh = s->sh;
+
+		if (s->incarnation != e->m[i].inc || s->kind != K_NUSE || !sh || !atomic_load(A32(&sh->lazy)))
+			continue;
+		/* seq_cst: then the caller looks at the ring (Dekker with the
+		 * daemon, which stores the head, then loads watched) */
+		atomic_fetch_add(A32(&sh->watched), 1);
+		w->sh[w->n] = sh;
+		w->gen[w->n] = s->gen;
+		w->n++;
+	}
+	pthread_mutex_unlock(&e->lock);
 }
 
-void lazy_idle_end(int epfd)
+void lazy_watch_end(int epfd, struct lazy_watch *w)
 {
 	struct epset *e = set_of(epfd);
+	int i;
 
+	for (i = 0; i < w->n; i++)
+		/* a slot reused meanwhile started again at 0 (the daemon's
+		 * Reset): its count is not ours to take */
+		if (atomic_load_explicit(A32(&w->sh[i]->gen), memory_order_relaxed) == w->gen[i])
+			atomic_fetch_sub(A32(&w->sh[i]->watched), 1);
 	if (e)
-		atomic_fetch_sub(&e->idle, 1);
+		atomic_fetch_sub(&e->asleep, 1);
 }
 
-_Atomic uint32_t *lazy_sleep(void)
+void lazy_watch_sock(struct nsock *s, int d)
 {
-	/* Counted as uncounted first: a socket made lazy after we looked at
-	 * the session sees us here (lazy_epoll_ctl). */
-	atomic_fetch_add(&g_lazy_uncounted, 1);
-	if (S.state == SESS_UP && S.hdr && !atomic_load(&S.dead)) {
-		_Atomic uint32_t *w = A32(&S.hdr->sleepers);
-
-		atomic_fetch_add(w, 1);
-		atomic_fetch_sub(&g_lazy_uncounted, 1);
-		return w;
-	}
-	return &g_lazy_uncounted;
+	if (s->sh)
+		atomic_fetch_add(A32(&s->sh->watched), (uint32_t)d);
 }

@@ -8,10 +8,10 @@
  * its data is one the shim sees: it is registered, level-triggered, only
  * in epoll sets this process created since its last fork (their members
  * are kept here, and epoll_wait scans their rings before it sleeps), it
- * has one fd, and no other process can hold it.  Every interposed wait
- * (epoll_wait on such a set, poll and select with a NUSE fd, the shim's
- * own blocking calls) adds itself to the arena's sleepers, looks at the
- * rings again, and only then sleeps.  Whatever the shim cannot watch --
+ * has one fd, and no other process can hold it.  A thread about to sleep
+ * on such a set, or in the shim's own blocking receive, adds itself to the
+ * watched count of each lazy socket it waits for, looks at their rings
+ * again, and only then sleeps.  Whatever the shim cannot watch --
  * poll or select of a lazy socket, EPOLLET or EPOLLONESHOT, a second epoll
  * set it does not know, dup, fork, exec, SCM_RIGHTS, O_ASYNC, an epoll set
  * nested in another -- makes the socket loud for good (lazy_demote), and
@@ -68,26 +68,24 @@ int lazy_own_set(int epfd);
  * events, returns how many. */
 int lazy_scan(int epfd, struct epoll_event *ev, int max);
 
-/* Threads in an interposed wait that found no session to count in: while
- * any is, no socket becomes lazy (it would not wake them). */
-extern _Atomic uint32_t g_lazy_uncounted;
+/* The lazy sockets a thread asleep on a set watches. */
+struct lazy_watch {
+	int n;
+	struct nuse_sock *sh[LAZY_MAX_MEMBERS];
+	uint32_t gen[LAZY_MAX_MEMBERS];
+};
 
-/* A thread about to sleep on epfd's set while it has no members: 1 if
- * it may sleep without counting in sleepers (until lazy_idle_end); no
- * socket added to the set meanwhile becomes lazy.  A program's thread that
- * sleeps on a set of other fds (a timer, a listener) then does not make
- * every other thread's sockets loud. */
-int lazy_idle_begin(int epfd);
-void lazy_idle_end(int epfd);
+/* A thread about to sleep on epfd's set: counted in the set (no member
+ * becomes lazy meanwhile) and in the watched word of each lazy member
+ * (the daemon writes their bytes); then it looks at their rings once more
+ * and sleeps, and lazy_watch_end takes the counts back.  A thread of
+ * another set, or of none, keeps its sockets lazy. */
+void lazy_watch_begin(int epfd, struct lazy_watch *w);
+void lazy_watch_end(int epfd, struct lazy_watch *w);
 
-/* Counts the calling thread as a sleeper (in the arena's sleepers, or in
- * g_lazy_uncounted without a session): returns the word lazy_wake takes
- * it out of again. */
-_Atomic uint32_t *lazy_sleep(void);
-static inline void lazy_wake(_Atomic uint32_t *w)
-{
-	atomic_fetch_sub(w, 1);
-}
+/* The shim's own blocking receive on s: d = +1 before its last look at
+ * the ring, -1 after the sleep. */
+void lazy_watch_sock(struct nsock *s, int d);
 
 #pragma GCC visibility pop
 

@@ -245,19 +245,18 @@ int wait_fd_raw(struct nsock *s, int fd, short ev, int (*ready)(struct nsock *),
 		if ((deadline - n) / 1000000 + 1 < (uint64_t)ms)
 			ms = (int)((deadline - n) / 1000000 + 1);
 	}
-	/* Lazy readiness: the daemon writes the byte of data only while
-	 * someone sleeps (lazy.h); counted, we look once more, then sleep.
-	 * A listener's readiness is never lazy. */
+	/* Lazy readiness: the daemon writes the byte of a lazy socket's data
+	 * only while someone sleeps on it (lazy.h); counted, we look once
+	 * more, then sleep.  A listener's readiness is never lazy. */
 	if (ev == POLLIN && !s->listening) {
-		_Atomic uint32_t *w = lazy_sleep();
-
+		lazy_watch_sock(s, 1);
 		if (ready(s)) {
-			lazy_wake(w);
+			lazy_watch_sock(s, -1);
 			return 0;
 		}
 		r = rpoll(&p, 1, ms);
 		e = errno;
-		lazy_wake(w);
+		lazy_watch_sock(s, -1);
 		errno = e;
 	} else
 		r = rpoll(&p, 1, ms);

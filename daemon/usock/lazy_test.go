@@ -21,7 +21,7 @@ func queued(t *testing.T, s *testSock) int {
 
 // Lazy readiness (PROTOCOL.md): with the socket lazy and nobody asleep,
 // data arrives without its byte and the daemon says it owes one; a thread
-// counted in Sleepers gets the byte of the next data; and a shim that
+// counted in Watched gets the byte of the next data; and a shim that
 // makes the socket loud again gets the byte owed, at its attention.
 func TestLazyReadiness(t *testing.T) {
 	srv, path := startServer(t, 64<<10)
@@ -63,7 +63,7 @@ func TestLazyReadiness(t *testing.T) {
 	}
 
 	// A sleeper: the next data's byte goes.
-	atomic.AddUint32(&srvCl.a.Hdr().Sleepers, 1)
+	atomic.AddUint32(&sh.Watched, 1)
 	if err := cliCl.send(cs, []byte("b")); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestLazyReadiness(t *testing.T) {
 	if n := queued(t, as); n != 1 || atomic.LoadUint32(&sh.LazyOwed) != 0 {
 		t.Fatalf("with a sleeper: %d bytes queued, lazy_owed %d; want 1 and 0", n, sh.LazyOwed)
 	}
-	atomic.AddUint32(&srvCl.a.Hdr().Sleepers, ^uint32(0))
+	atomic.AddUint32(&sh.Watched, ^uint32(0))
 	var buf [8]byte
 	if n, err := srvCl.recv(as, buf[:]); err != nil || string(buf[:n]) != "ab" {
 		t.Fatalf("recv %q %v, want ab", buf[:n], err)

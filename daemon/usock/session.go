@@ -977,17 +977,17 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 	if s.lazy(so, sh) {
 		// Lazy readiness (PROTOCOL.md): the program's waits for this
 		// socket's data look at its ring, and every thread about to sleep
-		// counts in Sleepers, then looks again. A queued byte already
+		// on it counts in Watched, then looks again. A queued byte already
 		// wakes a sleeper (the program is level-triggered here: no edges
-		// to give); none, and nobody sleeps: the byte is left out. The
-		// ring's head was stored before this load (pumpRx), so a thread
-		// that counted itself after it sees the data (Dekker).
+		// to give); none, and nobody sleeps on it: the byte is left out.
+		// The ring's head was stored before this load (pumpRx), so a
+		// thread that counted itself after it sees the data (Dekker).
 		switch {
 		case n != abi.SigNone:
 			so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
 			s.owe(so, sh, false)
 			return
-		case atomic.LoadUint32(&s.a.Hdr().Sleepers) == 0:
+		case atomic.LoadUint32(&sh.Watched) == 0:
 			// Owed first, then the shim's word again: a shim that made
 			// the socket loud meanwhile (it stores lazy, then loads
 			// lazy_owed) gets its byte from us or waits for it.

@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 9
+	Version = 10
 
 	CacheLine = 64
 
@@ -103,8 +103,7 @@ type ArenaHdr struct {
 
 	DSeq      uint32
 	DSleeping uint32
-	Sleepers  uint32 // lazy readiness: shim threads about to sleep or asleep
-	_         [CacheLine - 12]byte
+	_         [CacheLine - 8]byte
 
 	CmdPending uint64
 	_          [CacheLine - 8]byte
@@ -203,9 +202,10 @@ type Sock struct {
 	FillBytes  uint64
 	TxBytes    uint64
 	RxBytes    uint64
-	Lazy       uint32 // shim: the daemon may leave data's byte out while Sleepers is 0
+	Lazy       uint32 // shim: the daemon may leave data's byte out while Watched is 0
 	LazyOwed   uint32 // daemon: data waits without its byte
-	_          [CacheLine - 56]byte
+	Watched    uint32 // shim: its threads asleep in a wait for the socket's data
+	_          [CacheLine - 60]byte
 	Rx         Ring
 	Tx         Ring
 	Info       [InfoLen]byte

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 9u
+#define NUSE_ABI_VERSION 10u
 
 #define NUSE_CACHELINE 64
 
@@ -149,14 +149,7 @@ struct nuse_arena_hdr {
 	 * calls FUTEX_WAKE on it when d_sleeping is set. */
 	uint32_t d_seq;
 	uint32_t d_sleeping;
-	/* Lazy readiness (since version 9, PROTOCOL.md "Lazy readiness"):
-	 * the program's threads that are about to sleep, or sleep, in a wait
-	 * a lazy socket's data must end (epoll_wait, poll, select, a blocking
-	 * call of the shim).  Each adds one, then looks at its sockets' rings
-	 * again, then sleeps; the daemon, after publishing data, writes a lazy
-	 * socket's readiness byte only while this is not 0. */
-	uint32_t sleepers;
-	uint8_t pad1[NUSE_CACHELINE - 12];
+	uint8_t pad1[NUSE_CACHELINE - 8];
 
 	/* Command slots with a request posted (bit i = slot i). */
 	uint64_t cmd_pending;
@@ -265,17 +258,20 @@ struct nuse_sock {
 	/* daemon-maintained counters, for the curious */
 	uint64_t tx_bytes;
 	uint64_t rx_bytes;
-	/* lazy: set by the shim while every wait of this program for the
-	 * socket's data looks at its rx ring itself (an epoll set the shim
-	 * scans) or counts in the arena's sleepers; the daemon may then leave
-	 * out the readiness byte of data while sleepers is 0.  Cleared for
-	 * good when that stops being true (poll's, fork's, ... demotion).
-	 * lazy_owed: set by the daemon while data waits without its byte;
-	 * the shim that clears lazy waits for it to clear (the byte is
-	 * written then).  Since version 9. */
+	/* Lazy readiness (PROTOCOL.md "Lazy readiness", since version 10).
+	 * lazy: set by the shim while every wait of this program for the
+	 * socket's data is one the shim sees (an epoll set it scans, its own
+	 * blocking calls); cleared for good when that stops being true (poll's,
+	 * fork's, ... demotion).  watched: the shim's threads asleep in such a
+	 * wait (each adds one, looks at the ring again, sleeps, takes it back).
+	 * The daemon leaves out the readiness byte of a lazy socket's data
+	 * while watched is 0.  lazy_owed: set by the daemon while data waits
+	 * without its byte; the shim that clears lazy waits for it to clear
+	 * (the byte is written then). */
 	uint32_t lazy;
 	uint32_t lazy_owed;
-	uint8_t pad1[NUSE_CACHELINE - 56];
+	uint32_t watched;
+	uint8_t pad1[NUSE_CACHELINE - 60];
 	struct nuse_ring rx; /* daemon -> shim */
 	struct nuse_ring tx; /* shim -> daemon */
 	/* GETSOCKOPT TCP_INFO answers here (a Linux struct tcp_info, result =
