@@ -67,31 +67,65 @@ static int lz_epoll(int kind, int epfd, struct epoll_event *ev, int max, int ms,
 {
 	static const struct timespec zero;
 	struct lazy_watch w;
-	int k, r, e;
+	uint64_t deadline = 0;
+	int k, r, e, n, et;
 
 	if (likely(!lazy_own_set(epfd)) || max <= 0)
 		return real_epoll(kind, epfd, ev, max, ms, ts, mask);
 	k = lazy_scan(epfd, ev, max);
 	if (!k && (kind == W_PWAIT2 ? ts && !ts->tv_sec && !ts->tv_nsec : ms == 0))
 		return real_epoll(kind, epfd, ev, max, ms, ts, mask);
-	if (!k) {
+	/* The timeout as a deadline: an edge the scan had reported already
+	 * is dropped (lazy_note_edges), and the wait goes on. */
+	if (!k && (kind == W_PWAIT2 ? ts != NULL : ms > 0)) {
+		uint64_t t = kind == W_PWAIT2 ? (uint64_t)ts->tv_sec * 1000000000ull + (uint64_t)ts->tv_nsec
+					      : (uint64_t)ms * 1000000ull;
+
+		deadline = now_ns() + t;
+	}
+	while (!k) {
+		struct timespec left;
+		int lms = ms;
+
+		if (deadline) {
+			uint64_t n0 = now_ns(), d = deadline > n0 ? deadline - n0 : 0;
+
+			left.tv_sec = (time_t)(d / 1000000000ull);
+			left.tv_nsec = (long)(d % 1000000000ull);
+			lms = (int)((d + 999999) / 1000000);
+		}
 		/* Watched, then scanned again: data published after the daemon
 		 * saw us watch gets its byte (Dekker). */
 		lazy_watch_begin(epfd, &w);
 		k = lazy_scan(epfd, ev, max);
-		if (!k) {
-			r = real_epoll(kind, epfd, ev, max, ms, ts, mask);
-			e = errno;
+		if (k) {
 			lazy_watch_end(epfd, &w);
-			errno = e;
-			return r;
+			break;
 		}
+		r = real_epoll(kind, epfd, ev, max, lms, deadline ? &left : ts, mask);
+		e = errno;
+		/* still watched: what comes after this look gets a byte, an
+		 * edge the kernel reports next */
+		n = lazy_note_edges(epfd, ev, r);
 		lazy_watch_end(epfd, &w);
+		errno = e;
+		if (n != 0 || r <= 0 || (deadline && now_ns() >= deadline))
+			return n;
 	}
 	if (k == max)
 		return k;
 	e = errno;
-	r = merge(ev, k, real_epoll(kind, epfd, ev + k, max - k, 0, &zero, mask));
+	/* The kernel's edges of edge-triggered members are noted while we
+	 * watch them, as above. */
+	et = lazy_has_edges(epfd);
+	if (et)
+		lazy_watch_begin(epfd, &w);
+	n = real_epoll(kind, epfd, ev + k, max - k, 0, &zero, mask);
+	if (et) {
+		n = lazy_note_edges(epfd, ev + k, n);
+		lazy_watch_end(epfd, &w);
+	}
+	r = merge(ev, k, n);
 	errno = e;
 	return r;
 }

@@ -23,6 +23,7 @@ struct member {
 	struct nsock *s; /* the socket under it then */
 	unsigned inc;    /* ... and its incarnation (a reused nsock is another) */
 	uint32_t events;
+	uint64_t seen;   /* EPOLLET: the rx head the scan last reported */
 	epoll_data_t data;
 };
 
@@ -215,9 +216,10 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 		pthread_mutex_unlock(&g_lzlock);
 		return;
 	}
-	/* A wait the scan cannot stand for: an edge (each arrival must be
-	 * one), a one-shot, a set not ours or full, a socket in too many. */
-	mayb = e && e->own && !(ev->events & (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE)) && !atomic_load(&s->lz_loud);
+	/* A wait the scan cannot stand for: a one-shot, an exclusive waker,
+	 * a set not ours or full, a socket in too many.  An edge-triggered
+	 * registration it can (each arrival moves the head: an edge). */
+	mayb = e && e->own && !(ev->events & (EPOLLONESHOT | EPOLLEXCLUSIVE)) && !atomic_load(&s->lz_loud);
 	if (e) {
 		pthread_mutex_lock(&e->lock);
 		i = find_member(e, fd);
@@ -230,14 +232,18 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 			e->m[i].fd = fd;
 			e->m[i].s = s;
 			e->m[i].inc = s->incarnation;
+			e->m[i].seen = ~0ull; /* registered: what is there is an edge */
 			s->lz_eps[s->lz_n++] = epfd;
 			e->n = i + 1;
 		}
 		if (i >= 0 && !mayb) {
-			drop_member(e, epfd, i); /* the scan must not stand in for an edge */
+			drop_member(e, epfd, i);
 			i = -1;
 		}
 		if (i >= 0) {
+			/* EPOLL_CTL_MOD re-arms an edge, as Linux's does */
+			if (op == EPOLL_CTL_MOD || !(e->m[i].events & EPOLLET))
+				e->m[i].seen = ~0ull;
 			e->m[i].events = ev->events;
 			e->m[i].data = ev->data;
 		} else
@@ -254,7 +260,9 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 	 * watched their lazy members only (lazy_watch_begin, under the set's
 	 * lock, which we hold for all of them while we decide). */
 	if (s->kind == K_NUSE && s->sh && atomic_load(&s->refs) == 1 &&
-	    (!g_sh || atomic_load(&g_sh->procs[s->slot]) <= 1) && !atomic_load(A32(&s->sh->lazy))) {
+	    (!g_sh || atomic_load(&g_sh->procs[s->slot]) <= 1) &&
+	    atomic_load(A32(&s->sh->lazy)) != NUSE_LAZY_ET &&
+	    ((ev->events & EPOLLET) || atomic_load(A32(&s->sh->lazy)) == NUSE_LAZY_NONE)) {
 		struct epset *held[sizeof(s->lz_eps) / sizeof(s->lz_eps[0])];
 		int j, n = 0, asleep = 0;
 
@@ -265,9 +273,16 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 				n++;
 			}
 		if (!asleep)
-			atomic_store(A32(&s->sh->lazy), 1);
+			atomic_store(A32(&s->sh->lazy), (ev->events & EPOLLET) ? NUSE_LAZY_ET : NUSE_LAZY_LT);
 		while (n > 0)
 			pthread_mutex_unlock(&held[--n]->lock);
+		/* Lazy for level-triggered waiters only, and one sleeps: the
+		 * daemon would not give an edge-triggered one its edges. */
+		if (asleep && (ev->events & EPOLLET) && atomic_load(A32(&s->sh->lazy)) == NUSE_LAZY_LT) {
+			pthread_mutex_unlock(&g_lzlock);
+			lazy_demote(s);
+			return;
+		}
 		/* Dekker with lazy_demote (it stores lz_loud, then loads lazy) */
 		if (!asleep && atomic_load(&s->lz_loud)) {
 			pthread_mutex_unlock(&g_lzlock);
@@ -411,6 +426,15 @@ int lazy_scan(int epfd, struct epoll_event *ev, int max)
 		    !atomic_load_explicit(A32(&s->sh->lazy), memory_order_relaxed))
 			continue;
 		if (readable(s)) {
+			/* An edge-triggered member: only what came since the scan
+			 * last reported it (the head moved). */
+			if (m->events & EPOLLET) {
+				uint64_t h = atomic_load_explicit(A64(&s->rx->head), memory_order_acquire);
+
+				if (h == m->seen)
+					continue;
+				m->seen = h;
+			}
 			ev[k].events = EPOLLIN;
 			ev[k].data = m->data;
 			k++;
@@ -445,6 +469,53 @@ void lazy_watch_begin(int epfd, struct lazy_watch *w)
 		w->n++;
 	}
 	pthread_mutex_unlock(&e->lock);
+}
+
+int lazy_has_edges(int epfd)
+{
+	struct epset *e = set_of(epfd);
+	int i, et = 0;
+
+	if (!e || !e->n)
+		return 0;
+	pthread_mutex_lock(&e->lock);
+	for (i = 0; i < e->n && !et; i++)
+		et = !!(e->m[i].events & EPOLLET);
+	pthread_mutex_unlock(&e->lock);
+	return et;
+}
+
+int lazy_note_edges(int epfd, struct epoll_event *ev, int n)
+{
+	struct epset *e = set_of(epfd);
+	int i, j, out = 0;
+
+	if (!e || n <= 0)
+		return n;
+	pthread_mutex_lock(&e->lock);
+	for (j = 0; j < n; j++) {
+		for (i = 0; (ev[j].events & EPOLLIN) && i < e->n; i++) {
+			struct member *m = &e->m[i];
+			uint64_t h;
+
+			if (!(m->events & EPOLLET) || m->data.u64 != ev[j].data.u64 || m->s->incarnation != m->inc ||
+			    m->s->kind != K_NUSE || !m->s->rx || !m->s->sh)
+				continue;
+			h = atomic_load_explicit(A64(&m->s->rx->head), memory_order_acquire);
+			/* The byte of data the scan reported already (the daemon
+			 * wrote it as we watched): no edge of its own, as Linux
+			 * gives one per arrival.  EOF, a reset, an error are. */
+			if (h == m->seen && !(st_load(m->s) & (NUSE_SS_RD_EOF | NUSE_SS_RESET | NUSE_SS_ERROR)))
+				ev[j].events &= ~(uint32_t)EPOLLIN;
+			else
+				m->seen = h;
+			break;
+		}
+		if (ev[j].events)
+			ev[out++] = ev[j];
+	}
+	pthread_mutex_unlock(&e->lock);
+	return out;
 }
 
 void lazy_watch_end(int epfd, struct lazy_watch *w)

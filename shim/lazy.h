@@ -83,6 +83,16 @@ struct lazy_watch {
 void lazy_watch_begin(int epfd, struct lazy_watch *w);
 void lazy_watch_end(int epfd, struct lazy_watch *w);
 
+/* Does epfd's set have edge-triggered members? */
+int lazy_has_edges(int epfd);
+
+/* The kernel reported ev[0..n) on epfd's set (the caller still watches
+ * it): its edge-triggered members among them are told of what their
+ * rings hold now, so the scan does not report that again, and an edge
+ * for data the scan reported already is dropped.  Returns how many
+ * events are left (compacted). */
+int lazy_note_edges(int epfd, struct epoll_event *ev, int n);
+
 /* The shim's own blocking receive on s: d = +1 before its last look at
  * the ring, -1 after the sleep. */
 void lazy_watch_sock(struct nsock *s, int d);

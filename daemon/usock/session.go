@@ -515,7 +515,8 @@ func (s *Session) lateBytes(now time.Time) {
 			continue
 		}
 		sh := s.a.Sock(so.slot)
-		if s.readable(so) && atomic.LoadUint32(&sh.Sig) == abi.SigNone && !so.pairShut {
+		n := atomic.LoadUint32(&sh.Sig)
+		if s.readable(so) && !so.pairShut && (n == abi.SigNone || (so.rxMark() != so.edgeHead && n < maxEdges)) {
 			atomic.AddUint32(&sh.Sig, 1)
 			if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
 				atomic.AddUint32(&sh.Sig, ^uint32(0))
@@ -523,6 +524,7 @@ func (s *Session) lateBytes(now time.Time) {
 			}
 			s.wakes.Add(1)
 			s.late.Add(1)
+			so.edgeHead, so.edgeState = so.rxMark(), so.state&edgeStates
 		}
 		s.owe(so, sh, false)
 	}
@@ -982,8 +984,12 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 		// to give); none, and nobody sleeps on it: the byte is left out.
 		// The ring's head was stored before this load (pumpRx), so a
 		// thread that counted itself after it sees the data (Dekker).
+		// Edge-triggered (LazyET): while watched, every arrival is an
+		// edge, as when loud; unwatched, the edge is owed too (edgeHead
+		// stays, so the byte that comes later is one).
+		et := atomic.LoadUint32(&sh.Lazy) == abi.LazyET
 		switch {
-		case n != abi.SigNone:
+		case n != abi.SigNone && !et:
 			so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
 			s.owe(so, sh, false)
 			return
@@ -992,8 +998,10 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 			// the socket loud meanwhile (it stores lazy, then loads
 			// lazy_owed) gets its byte from us or waits for it.
 			s.owe(so, sh, true)
-			if atomic.LoadUint32(&sh.Lazy) != 0 {
-				so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
+			if atomic.LoadUint32(&sh.Lazy) != abi.LazyNone {
+				if !et {
+					so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
+				}
 				s.skipped.Add(1)
 				return
 			}

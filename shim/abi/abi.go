@@ -192,6 +192,13 @@ type Ring struct {
 }
 
 // Sock is the shared header of one socket slot.
+// Sock.Lazy values (nuse_abi.h enum nuse_lazy).
+const (
+	LazyNone = 0
+	LazyLT   = 1
+	LazyET   = 2
+)
+
 type Sock struct {
 	Gen        uint32
 	State      uint32

@@ -224,6 +224,11 @@ enum nuse_sig { NUSE_SIG_NONE = 0, NUSE_SIG_SET = 1 };
 /* FILL_BUSY is no longer written (the shim fills on every EAGAIN); reserved. */
 enum nuse_fill { NUSE_FILL_NONE = 0, NUSE_FILL_DONE = 1, NUSE_FILL_BUSY = 2 };
 
+/* nuse_sock.lazy: loud (0), lazy and level-triggered everywhere (LT: a
+ * queued byte is wake-up enough), or lazy with an edge-triggered waiter
+ * (ET: while watched, each arrival is an edge, as when loud). */
+enum nuse_lazy { NUSE_LAZY_NONE = 0, NUSE_LAZY_LT = 1, NUSE_LAZY_ET = 2 };
+
 /* nuse_sock.daemon_wait bits: set by the daemon; the shim flags the socket
  * in attention[] and rings the doorbell when it satisfies RX_SPACE.
  * TRIM_TX: the tx ring has been idle and empty a while; the shim gives its
@@ -268,7 +273,7 @@ struct nuse_sock {
 	 * while watched is 0.  lazy_owed: set by the daemon while data waits
 	 * without its byte; the shim that clears lazy waits for it to clear
 	 * (the byte is written then). */
-	uint32_t lazy;
+	uint32_t lazy; /* enum nuse_lazy */
 	uint32_t lazy_owed;
 	uint32_t watched;
 	uint8_t pad1[NUSE_CACHELINE - 60];

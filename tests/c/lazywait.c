@@ -263,6 +263,43 @@ static void edge(void)
 	close(s);
 }
 
+static int g_et_ep, g_et_c;
+
+static void *et_sender(void *arg)
+{
+	(void)arg;
+	nap(50);
+	if (send(g_et_c, "1", 1, 0) != 1)
+		return NULL;
+	nap(50);
+	if (send(g_et_c, "2", 1, 0) != 1)
+		return NULL;
+	return (void *)1L;
+}
+
+/* An edge-triggered sleeper that leaves the data unread is woken by each
+ * new arrival all the same (Linux's edge per arrival). */
+static void edge_sleeper(void)
+{
+	struct epoll_event ev[4];
+	pthread_t t;
+	void *ok;
+	int s, n1, n2;
+
+	pair(&g_et_c, &s);
+	g_et_ep = epoll_with(s, EPOLLIN | EPOLLET, 10);
+	if (pthread_create(&t, NULL, et_sender, NULL))
+		die("pthread_create");
+	n1 = epoll_wait(g_et_ep, ev, 4, 5000);
+	n2 = epoll_wait(g_et_ep, ev, 4, 5000);
+	pthread_join(t, &ok);
+	check(ok && n1 == 1 && n2 == 1, "an edge-triggered sleeper wakes for each arrival, leaving the first unread");
+	check(take(s), "... and recv takes both");
+	close(g_et_ep);
+	close(g_et_c);
+	close(s);
+}
+
 static void two_sets(void)
 {
 	struct epoll_event ev[4], e = {.events = EPOLLIN, .data.u64 = 6};
@@ -509,6 +546,7 @@ int main(int argc, char **argv)
 	forked();
 	nested();
 	edge();
+	edge_sleeper();
 	two_sets();
 	many();
 	pingpong(0);
