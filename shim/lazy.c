@@ -190,23 +190,9 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 		return;
 	e = set_of(epfd);
 	pthread_mutex_lock(&g_lzlock);
-	if (op == EPOLL_CTL_DEL) {
-		if (e) {
-			pthread_mutex_lock(&e->lock);
-			if ((i = find_member(e, fd)) >= 0)
-				drop_member(e, epfd, i);
-			pthread_mutex_unlock(&e->lock);
-		}
-		pthread_mutex_unlock(&g_lzlock);
-		return;
-	}
-	if (!ev) {
-		pthread_mutex_unlock(&g_lzlock);
-		return;
-	}
-	/* A listener's readiness is never lazy: it is no member (the scan
-	 * would have nothing to say of it). */
-	if (s->listening) {
+	/* Gone from the set; or a listener, whose readiness is never lazy:
+	 * no member (the scan would have nothing to say of it). */
+	if (op == EPOLL_CTL_DEL || !ev || s->listening) {
 		if (e) {
 			pthread_mutex_lock(&e->lock);
 			if ((i = find_member(e, fd)) >= 0)
