@@ -340,7 +340,7 @@ void lazy_atfork_child(void)
 
 		if (e) {
 			pthread_mutex_init(&e->lock, NULL);
-			atomic_store(&e->asleep, 0); /* its sleepers stayed in the parent */
+			atomic_store(&e->asleep, 0); /* its sleeping threads stayed in the parent */
 		}
 	}
 }

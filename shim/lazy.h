@@ -2,17 +2,20 @@
 /*
  * lazy.h - lazy readiness (PROTOCOL.md "Lazy readiness"): the daemon
  * leaves out the readiness byte of a socket's data while no thread of the
- * program sleeps, and the program's waits look at the rings themselves.
+ * program sleeps on it, and the program's waits look at the rings
+ * themselves.
  *
  * A socket is lazy (nuse_sock.lazy) while every wait of this program for
- * its data is one the shim sees: it is registered, level-triggered, only
- * in epoll sets this process created since its last fork (their members
- * are kept here, and epoll_wait scans their rings before it sleeps), it
+ * its data is one the shim sees: it is registered (level- or
+ * edge-triggered, not EPOLLONESHOT or EPOLLEXCLUSIVE) only in epoll sets
+ * this process created since its last fork (their members are kept here,
+ * and epoll_wait scans their rings before it sleeps: an edge-triggered
+ * member when its head moved since the last report), it
  * has one fd, and no other process can hold it.  A thread about to sleep
  * on such a set, or in the shim's own blocking receive, adds itself to the
  * watched count of each lazy socket it waits for, looks at their rings
  * again, and only then sleeps.  Whatever the shim cannot watch --
- * poll or select of a lazy socket, EPOLLET or EPOLLONESHOT, a second epoll
+ * poll or select of a lazy socket, EPOLLONESHOT, a second epoll
  * set it does not know, dup, fork, exec, SCM_RIGHTS, O_ASYNC, an epoll set
  * nested in another -- makes the socket loud for good (lazy_demote), and
  * waits for the byte the daemon owed it.  Implemented by lazy.c; it calls
