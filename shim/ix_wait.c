@@ -145,26 +145,21 @@ EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct 
 	return lz_epoll(W_PWAIT2, epfd, ev, max, -1, ts, mask);
 }
 
-/* Is fd a NUSE socket or one of our epoll sets?  Lazy ones become loud. */
-static int nuse_waitable(int fd)
+/* A NUSE socket or one of our epoll sets the kernel's poll is to watch
+ * becomes loud for good. */
+static void loud_if_ours(int fd)
 {
-	struct nsock *s = fd_get(fd);
-
-	if (likely(!s) && likely(!lazy_own_set(fd)))
-		return 0;
-	lazy_fd_escapes(fd);
-	return 1;
+	if (unlikely(fd_get(fd) != NULL) || unlikely(lazy_own_set(fd)))
+		lazy_fd_escapes(fd);
 }
 
-static int poll_nuse(struct pollfd *fds, nfds_t n)
+static void poll_nuse(struct pollfd *fds, nfds_t n)
 {
 	nfds_t i;
-	int any = 0;
 
 	for (i = 0; fds && i < n; i++)
-		if (fds[i].fd >= 0 && unlikely(nuse_waitable(fds[i].fd)))
-			any = 1;
-	return any;
+		if (fds[i].fd >= 0)
+			loud_if_ours(fds[i].fd);
 }
 
 EXPORT int poll(struct pollfd *fds, nfds_t n, int ms)
@@ -196,17 +191,15 @@ EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, 
 	return ppoll(fds, n, ts, mask);
 }
 
-static int select_nuse(int nfds, fd_set *r, fd_set *w, fd_set *x)
+static void select_nuse(int nfds, fd_set *r, fd_set *w, fd_set *x)
 {
-	int fd, any = 0;
+	int fd;
 
 	if (nfds > FD_SETSIZE)
 		nfds = FD_SETSIZE;
 	for (fd = 0; fd < nfds; fd++)
-		if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))) &&
-		    unlikely(nuse_waitable(fd)))
-			any = 1;
-	return any;
+		if ((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x)))
+			loud_if_ours(fd);
 }
 
 EXPORT int select(int nfds, fd_set *r, fd_set *wr, fd_set *x, struct timeval *tv)

@@ -374,9 +374,9 @@ void lazy_fd_escapes(int fd)
 
 void lazy_all_loud(void)
 {
-	int i;
+	int i, hi = g_tabhi > g_ephi ? g_tabhi : g_ephi; /* sets may sit above every socket */
 
-	for (i = 0; i < g_tabhi; i++) {
+	for (i = 0; i < hi; i++) {
 		struct nsock *s = fd_get(i);
 		struct epset *e = set_of(i);
 

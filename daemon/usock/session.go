@@ -518,11 +518,9 @@ func (s *Session) lateBytes(now time.Time) {
 		n := atomic.LoadUint32(&sh.Sig)
 		if s.readable(so) && !so.pairShut && (n == abi.SigNone || (so.rxMark() != so.edgeHead && n < maxEdges)) {
 			atomic.AddUint32(&sh.Sig, 1)
-			if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
-				atomic.AddUint32(&sh.Sig, ^uint32(0))
+			if !s.writeByte(so, sh) {
 				continue
 			}
-			s.wakes.Add(1)
 			s.late.Add(1)
 			so.edgeHead, so.edgeState = so.rxMark(), so.state&edgeStates
 		}
@@ -1027,14 +1025,21 @@ func (s *Session) signal(so *sock, sh *abi.Sock) {
 			so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
 			return
 		}
-		if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
-			atomic.AddUint32(&sh.Sig, ^uint32(0))
-		} else {
-			s.wakes.Add(1)
-		}
+		s.writeByte(so, sh)
 	}
 	so.edgeHead, so.edgeState, so.edgeConn = so.rxMark(), so.state&edgeStates, false
 	s.owe(so, sh, false)
+}
+
+// writeByte writes the readiness byte the caller counted in Sig (the count
+// goes back if the write fails) and reports whether it went.
+func (s *Session) writeByte(so *sock, sh *abi.Sock) bool {
+	if err := unix.Sendto(so.pair, []byte{1}, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil); err != nil {
+		atomic.AddUint32(&sh.Sig, ^uint32(0))
+		return false
+	}
+	s.wakes.Add(1)
+	return true
 }
 
 // lazy: may the readiness byte of so's data be left out (PROTOCOL.md
