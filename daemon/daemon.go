@@ -50,6 +50,7 @@ type Config struct {
 	MaxSocks   uint32
 	RingSize   uint32
 	Spin       time.Duration
+	SpinMax    time.Duration // how far the workers' spin may grow (usock.Config)
 	Workers    int
 	UCSpin     time.Duration // how long a uc proxy QP's pump spins before it sleeps
 	// UCProcs is GOMAXPROCS while uc proxy sessions run (0: unchanged).
@@ -132,7 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	def := engines[names[0]]
 	srv := usock.NewServer(usock.Config{
-		Engine: def, Engines: engines, Layout: layout, Spin: cfg.Spin, Workers: cfg.Workers, ShimSpin: cfg.ShimSpin, Linger: cfg.Linger,
+		Engine: def, Engines: engines, Layout: layout, Spin: cfg.Spin, SpinMax: cfg.SpinMax, Workers: cfg.Workers, ShimSpin: cfg.ShimSpin, Linger: cfg.Linger,
 		Logf: logf, NetStats: func() []usock.NICStats { return nicStats(engines) },
 		UCStats: ucStats,
 		Handlers: map[uint16]usock.Handler{abi.MsgUC: func(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte) {

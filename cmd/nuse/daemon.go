@@ -111,6 +111,7 @@ func runDaemon(args []string) int {
 	maxSocks := fs.Uint("max-sockets", abi.DefaultSocks, "NUSE sockets per process")
 	ring := fs.Uint("ring", abi.DefaultRing, "bytes per direction of each socket's ring (power of two)")
 	fs.DurationVar(&cfg.Spin, "spin", 50*time.Microsecond, "how long the daemon spins for work before it sleeps")
+	fs.DurationVar(&cfg.SpinMax, "spin-max", 2*time.Millisecond, "how far the daemon's spin may grow while work keeps coming just after it fell asleep (past --spin it yields the CPU to runnable programs each turn); at most --spin: a fixed spin")
 	fs.DurationVar(&cfg.UCSpin, "uc-spin", defaultUCSpin(), "how long the pump of a uc proxy QP (uc/proxy) spins for work before it sleeps")
 	fs.IntVar(&cfg.Workers, "workers", 1, "goroutines that serve the sessions (each spins over all of its sessions)")
 	procs := fs.Int("procs", 0, "threads that run the daemon's Go code at once (GOMAXPROCS, at least --workers); 0 is automatic: --workers (one more with the kernel engine) on machines of up to 4 CPUs (the engine's goroutines then run on the workers' threads, which saves a thread wake-up per segment), else Go's default (one per CPU, or $GOMAXPROCS)")
@@ -128,6 +129,15 @@ func runDaemon(args []string) int {
 	if *procs < 0 {
 		fmt.Fprintf(os.Stderr, "nuse daemon: --procs %d: want 0 or more\n", *procs)
 		return 2
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--spin", cfg.Spin}, {"--spin-max", cfg.SpinMax}, {"--shim-spin", cfg.ShimSpin}, {"--uc-spin", cfg.UCSpin}, {"--linger", cfg.Linger}} {
+		if d.v < 0 {
+			fmt.Fprintf(os.Stderr, "nuse daemon: %s %v: want 0 or more\n", d.flag, d.v)
+			return 2
+		}
 	}
 	cfg.MTU = uint32(*mtu)
 	cfg.MaxSocks = uint32(*maxSocks)

@@ -32,9 +32,12 @@ type Config struct {
 	// Engines are all the engines the daemon runs, by name (Engine among
 	// them; nil means just Engine). A socket's engine is looked up here
 	// by name (engine), so a socket could be born on any of them.
-	Engines  map[string]stack.Engine
-	Layout   arena.Layout
-	Spin     time.Duration // how long a worker spins before it sleeps
+	Engines map[string]stack.Engine
+	Layout  arena.Layout
+	Spin    time.Duration // how long a worker spins before it sleeps
+	// SpinMax bounds how far a worker's spin grows when work keeps coming
+	// just after it fell asleep (spinwin.go); at most Spin: a fixed spin.
+	SpinMax  time.Duration
 	ShimSpin time.Duration // how long shim threads spin before they sleep
 	Linger   time.Duration // how long a closed socket may take to send its tx ring
 	// Workers is how many goroutines serve the sessions (default 1): each

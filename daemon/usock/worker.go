@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nuse-project/nuse/internal/futex"
 )
 
@@ -136,12 +138,16 @@ func (w *worker) run() {
 	defer w.srv.wg.Done()
 	w.srv.workerAwake(1)
 	defer w.srv.workerAwake(-1)
-	spin := w.srv.cfg.Spin
+	spin := newSpinWindow(w.srv.cfg.Spin, w.srv.cfg.SpinMax)
 	var (
 		list []*Session
 		ver  = ^uint64(0)
 		wv   futex.Waitv
 		last = time.Now()
+		// slept: the last pass found no work and the worker slept since
+		// (last is then the time of that work): the next work tells the
+		// spin window how long the gap was.
+		slept bool
 		// alone (Server.alone): the engine's goroutines run when a
 		// worker yields, and the control socket is served through
 		// nudges (nudge.go).
@@ -188,6 +194,10 @@ func (w *worker) run() {
 			w.srv.nudge.nudge(now)
 		}
 		if did {
+			if slept {
+				spin.gap(now.Sub(last))
+				slept = false
+			}
 			last = now
 			if alone {
 				// The engine's goroutines (gVisor's TCP processors and
@@ -197,8 +207,12 @@ func (w *worker) run() {
 			}
 			continue
 		}
-		if now.Sub(last) < spin {
+		if spun := now.Sub(last); spun < spin.next() {
 			runtime.Gosched()
+			if spin.yield(spun) {
+				// a program's thread runnable on this CPU goes first
+				_, _, _ = unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			}
 			continue
 		}
 		for _, s := range list {
@@ -213,7 +227,10 @@ func (w *worker) run() {
 			}
 		}
 		w.sleep(list, &wv)
-		last = time.Time{}
+		slept = true
+		if time.Since(last) > spin.max {
+			spin.gap(time.Since(last)) // quiet: no reason to spin long
+		}
 		// The thread count may have changed meanwhile (uc proxy
 		// sessions raise it while they run).
 		alone = w.srv.alone()
