@@ -5,6 +5,8 @@
 # and removes at the end:
 #   redis-server + redis-benchmark -c 20 GET / SET (-n bounded)
 #   nginx (2 workers) + wrk -c 32, a 4 KiB file
+#   nginx (2 workers) + wrk -c 1000 and -c 2000 (-C), a small file: many
+#   connections (wrk's timeouts and errors are reported)
 #   node http + wrk -c 16
 #   memcached + memcslap (8 x 20000)
 #   iperf3, one stream (-t bounded)
@@ -19,13 +21,14 @@
 # Usage: scripts/apps-bench.sh [-e gvisor|kernel|shm] [-n REDIS_REQUESTS]
 #        [-d WRK_SECONDS] [-t IPERF_SECONDS] [-m MEMCSLAP_PER_CLIENT] [-o FILE.md]
 #        [-a "DAEMON FLAGS"]   (more flags for the daemon, e.g. "--procs 1")
+#        [-C "CONNS ..."]      (the many-connections rows; "" skips them)
 # Needs root (a network namespace) and `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 ARGS="$*"
-ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT="" DARGS=""
-while getopts "e:n:d:t:m:o:a:h" o; do
+ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT="" DARGS="" MANY="1000 2000"
+while getopts "e:n:d:t:m:o:a:C:h" o; do
 	case $o in
 	e) ENGINE=$OPTARG ;;
 	n) REDIS_N=$OPTARG ;;
@@ -34,12 +37,16 @@ while getopts "e:n:d:t:m:o:a:h" o; do
 	m) MEMC_N=$OPTARG ;;
 	o) OUT=$OPTARG ;;
 	a) DARGS=$OPTARG ;;
-	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	C) MANY=$OPTARG ;;
+	*) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 case $ENGINE in gvisor | kernel | shm) ;; *) echo "apps-bench: -e gvisor, kernel or shm" >&2; exit 2 ;; esac
 for v in "$REDIS_N" "$WRK_D" "$IPERF_T" "$MEMC_N"; do
 	[[ $v =~ ^[0-9]+$ ]] && ((v > 0 && v <= 10000000)) || { echo "apps-bench: bad count $v" >&2; exit 2; }
+done
+for c in $MANY; do
+	[[ $c =~ ^[0-9]+$ ]] && ((c > 0 && c <= 5000)) || { echo "apps-bench: -C: connection counts from 1 to 5000, not $c" >&2; exit 2; }
 done
 ((WRK_D <= 60 && IPERF_T <= 60)) || { echo "apps-bench: -d and -t at most 60 s" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "apps-bench: needs root for a network namespace" >&2; exit 1; }
@@ -165,6 +172,25 @@ else
 		nginx_conf "$WORK/nginx" "$port" "$WORK/www" 1024
 	done
 	wrk_pair "nginx (2 workers) + wrk -c 32, 4 KiB" 32 18080 18081 /4k.bin nginx -c "$WORK/nginx/PORT.conf"
+	# Many connections: a small file, so the cost is per connection and
+	# per request (wrk's timeouts show under the table).
+	printf 'hello from nginx\n' >"$WORK/www/small.html"
+	port=18100
+	# Both ends hold a descriptor per connection (and nginx's workers
+	# count their listeners): raise the limit, which the child processes
+	# inherit, or say why a row cannot run.
+	ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+	for c in $MANY; do
+		if (($(ulimit -n) < 2 * c + 256)); then
+			skip "nginx (2 workers) + wrk -c $c, small file" "open files limit $(ulimit -n) is too low for $c connections"
+			continue
+		fi
+		for p in $port $((port + 1)); do
+			nginx_conf "$WORK/nginx" "$p" "$WORK/www" $((2 * c + 64))
+		done
+		wrk_pair "nginx (2 workers) + wrk -c $c, small file" "$c" $port $((port + 1)) /small.html nginx -c "$WORK/nginx/PORT.conf"
+		port=$((port + 2))
+	done
 fi
 if m=$(missing node wrk) && [[ -n $m ]]; then
 	skip "node http + wrk -c 16" "not installed: $m (apt-get install nodejs wrk)"

@@ -5,7 +5,7 @@
 # half). The workload is redis-benchmark GET against redis-server, both
 # under `nuse run` (rules claiming loopback), in a network namespace this
 # script creates and removes. The daemon runs under valgrind with no
-# spinning (--spin 0s --shim-spin 0s: a spin loop counts whatever
+# spinning (--spin 0s --spin-max 0s --shim-spin 0s: a spin loop counts whatever
 # instructions the timing gives it); its counters are zeroed before each
 # repetition and dumped after it (callgrind_control), and the dump's total
 # over the requests is the figure. Compare builds or flags with the same
@@ -51,7 +51,7 @@ nuse() { in_ns "$BIN/nuse" run --sock "$SOCK" --rules "tcp 127.0.0.0/8" -- "$@";
 # exec execs the command, so $! is valgrind's own PID.
 # shellcheck disable=SC2086
 ip netns exec "$NS" env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$CG" \
-	"$BIN/nuse" daemon --sock "$SOCK" --netdev none --engine "$ENGINE" -q --spin 0s --shim-spin 0s $DARGS \
+	"$BIN/nuse" daemon --sock "$SOCK" --netdev none --engine "$ENGINE" -q --spin 0s --spin-max 0s --shim-spin 0s $DARGS \
 	>"$WORK/daemon.log" 2>&1 &
 VPID=$!
 PIDS+=("$VPID")
