@@ -6,9 +6,11 @@
  *
  * epoll_wait on a set of ours first reports its lazy members whose rings
  * hold data (the daemon may have left their bytes out), merged with what
- * the kernel reports without waiting; with nothing to report it watches
- * the set's lazy sockets (lazy_watch_begin), scans once more, and only then
- * sleeps in the kernel.  poll and select make the NUSE sockets (and our
+ * the kernel reports without waiting; with nothing to report it spins a
+ * while (the session's spin, on the scan: what comes then needs no byte
+ * from the daemon), then watches the set's lazy sockets
+ * (lazy_watch_begin), scans once more, and only then sleeps in the
+ * kernel.  poll and select make the NUSE sockets (and our
  * epoll sets) they are given loud for good first: the kernel's poll then
  * sees all.  Every other wait goes straight to the kernel.
  */
@@ -21,6 +23,8 @@
 
 #include "fdtab.h"
 #include "lazy.h"
+#include "session.h"
+#include "signals.h"
 
 enum { W_WAIT, W_PWAIT, W_PWAIT2 };
 
@@ -82,6 +86,33 @@ static int lz_epoll(int kind, int epfd, struct epoll_event *ev, int max, int ms,
 					      : (uint64_t)ms * 1000000ull;
 
 		deadline = now_ns() + t;
+	}
+	/* Spin first (--shim-spin): data that comes within it is taken
+	 * without a sleep, so without the daemon's readiness byte.  A
+	 * handler that runs meanwhile interrupts the wait, as it would
+	 * Linux's (epoll waits never restart).  Not with a signal mask to
+	 * wait under: signals the mask would hold back could run now. */
+	if (!k && !mask && S.spin_ns && lazy_has_lazy(epfd)) {
+		uint64_t until = now_ns() + S.spin_ns;
+		unsigned si = g_sig_intr, sr = g_sig_rest;
+		int i;
+
+		for (i = 1;; i++) {
+			cpu_relax();
+			if ((k = lazy_scan(epfd, ev, max)) != 0)
+				break;
+			if (g_sig_intr != si || g_sig_rest != sr) {
+				errno = EINTR;
+				return -1;
+			}
+			if ((i & 15) == 0) {
+				uint64_t n0 = now_ns();
+
+				if (n0 >= until || (deadline && n0 >= deadline))
+					break;
+				spin_yield();
+			}
+		}
 	}
 	while (!k) {
 		struct timespec left;

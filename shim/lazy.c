@@ -457,6 +457,21 @@ void lazy_watch_begin(int epfd, struct lazy_watch *w)
 	pthread_mutex_unlock(&e->lock);
 }
 
+int lazy_has_lazy(int epfd)
+{
+	struct epset *e = set_of(epfd);
+	int i, lz = 0;
+
+	if (!e || !e->n)
+		return 0;
+	pthread_mutex_lock(&e->lock);
+	for (i = 0; i < e->n && !lz; i++)
+		lz = e->m[i].s->incarnation == e->m[i].inc && e->m[i].s->sh &&
+		     atomic_load_explicit(A32(&e->m[i].s->sh->lazy), memory_order_relaxed);
+	pthread_mutex_unlock(&e->lock);
+	return lz;
+}
+
 int lazy_has_edges(int epfd)
 {
 	struct epset *e = set_of(epfd);

@@ -86,6 +86,9 @@ struct lazy_watch {
 void lazy_watch_begin(int epfd, struct lazy_watch *w);
 void lazy_watch_end(int epfd, struct lazy_watch *w);
 
+/* Does epfd's set have lazy members (worth a spin)? */
+int lazy_has_lazy(int epfd);
+
 /* Does epfd's set have edge-triggered members? */
 int lazy_has_edges(int epfd);
 

@@ -9,7 +9,9 @@
  * (making the socket loud must bring its byte first), a blocking recv, a
  * forked child's poll, a set nested in another, EPOLLET after LT, a socket
  * in two sets, a set past its lazy members, and a ping-pong of two
- * threads each sleeping in its own epoll_wait.  Every wait is bounded:
+ * threads each sleeping in its own epoll_wait, and what may end a wait
+ * the shim spins in (data, a kernel fd, a handler, the timeout).  Every
+ * wait is bounded:
  * data that is never seen fails the check, a hang is ended by alarm().
  * Over the kernel every check passes too (it is how Linux behaves).
  *
@@ -508,6 +510,73 @@ static void stream(void)
 	close(g_sleeper[1]);
 }
 
+/* Waits that a spin may hold (the shim spins --shim-spin on a set's lazy
+ * members before it sleeps; e2e runs this with a 10 ms spin): data that
+ * comes during it, a kernel fd of the set, a handler that runs (epoll
+ * waits never restart: EINTR), a timeout shorter than the spin. */
+static volatile sig_atomic_t g_usr1;
+static pthread_t g_main;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	g_usr1++;
+}
+
+static void *late_send(void *arg)
+{
+	nap(2);
+	if (send(*(int *)arg, "y", 1, 0) != 1)
+		die("send");
+	return NULL;
+}
+
+static void *late_signal(void *arg)
+{
+	(void)arg;
+	nap(2);
+	pthread_kill(g_main, SIGUSR1);
+	return NULL;
+}
+
+static void spun(void)
+{
+	struct sigaction sa = {.sa_handler = on_usr1}; /* no SA_RESTART */
+	struct epoll_event ev[4], pe = {.events = EPOLLIN, .data.u64 = 9};
+	int c, s, ep, n, p[2], e;
+	pthread_t t;
+
+	pair(&c, &s);
+	ep = epoll_with(s, EPOLLIN, 88);
+	if (pipe(p) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &pe) < 0)
+		die("pipe");
+	pthread_create(&t, NULL, late_send, &c);
+	n = epoll_wait(ep, ev, 4, 5000);
+	pthread_join(t, NULL);
+	check(n == 1 && ev[0].data.u64 == 88, "data that comes while epoll_wait waits is reported");
+	check(take(s), "... and taken");
+	if (write(p[1], "z", 1) != 1)
+		die("write");
+	n = epoll_wait(ep, ev, 4, 5000);
+	check(n == 1 && ev[0].data.u64 == 9, "a kernel fd of the set is reported while lazy members are quiet");
+	check(read(p[0], ev, 1) == 1, "... and read");
+	n = epoll_wait(ep, ev, 4, 1);
+	check(n == 0, "a 1 ms timeout with nothing there ends with nothing");
+	g_main = pthread_self();
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_create(&t, NULL, late_signal, NULL);
+	n = epoll_wait(ep, ev, 4, 5000);
+	e = errno;
+	pthread_join(t, NULL);
+	check(n == -1 && e == EINTR && g_usr1 == 1, "a handler that runs while epoll_wait waits ends it with EINTR");
+	signal(SIGUSR1, SIG_DFL);
+	close(ep);
+	close(p[0]);
+	close(p[1]);
+	close(c);
+	close(s);
+}
+
 int main(int argc, char **argv)
 {
 	struct sockaddr_in *a4 = (struct sockaddr_in *)&g_ss;
@@ -552,6 +621,7 @@ int main(int argc, char **argv)
 	pingpong(0);
 	pingpong(1);
 	stream();
+	spun();
 	printf("lazywait: %d checks, %d failed\n", g_checks, g_failed);
 	return g_failed != 0;
 }
