@@ -457,33 +457,40 @@ void lazy_watch_begin(int epfd, struct lazy_watch *w)
 	pthread_mutex_unlock(&e->lock);
 }
 
-int lazy_has_lazy(int epfd)
+static int is_lazy(const struct member *m)
+{
+	return m->s->incarnation == m->inc && m->s->sh &&
+	       atomic_load_explicit(A32(&m->s->sh->lazy), memory_order_relaxed);
+}
+
+static int is_edge(const struct member *m)
+{
+	return !!(m->events & EPOLLET);
+}
+
+/* Has epfd's set a member for which want says yes? */
+static int set_has(int epfd, int (*want)(const struct member *))
 {
 	struct epset *e = set_of(epfd);
-	int i, lz = 0;
+	int i, yes = 0;
 
 	if (!e || !e->n)
 		return 0;
 	pthread_mutex_lock(&e->lock);
-	for (i = 0; i < e->n && !lz; i++)
-		lz = e->m[i].s->incarnation == e->m[i].inc && e->m[i].s->sh &&
-		     atomic_load_explicit(A32(&e->m[i].s->sh->lazy), memory_order_relaxed);
+	for (i = 0; i < e->n && !yes; i++)
+		yes = want(&e->m[i]);
 	pthread_mutex_unlock(&e->lock);
-	return lz;
+	return yes;
+}
+
+int lazy_has_lazy(int epfd)
+{
+	return set_has(epfd, is_lazy);
 }
 
 int lazy_has_edges(int epfd)
 {
-	struct epset *e = set_of(epfd);
-	int i, et = 0;
-
-	if (!e || !e->n)
-		return 0;
-	pthread_mutex_lock(&e->lock);
-	for (i = 0; i < e->n && !et; i++)
-		et = !!(e->m[i].events & EPOLLET);
-	pthread_mutex_unlock(&e->lock);
-	return et;
+	return set_has(epfd, is_edge);
 }
 
 int lazy_note_edges(int epfd, struct epoll_event *ev, int n)
