@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -224,6 +225,53 @@ static void forked(void)
 	close(ep);
 	close(c);
 	close(s);
+}
+
+/* An epoll set numbered above every socket, shared with a forked child:
+ * a socket the parent makes and adds after the fork must stay loud (the
+ * child sleeps on the same set and cannot scan it), so the child's wait
+ * sees its data through the byte, not through the daemon's 200 ms
+ * backstop (e2e checks lazy_late stays 0). */
+static void forked_high_set(void)
+{
+	int c, s, c2, s2, pad[8], ep, st, i;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 2};
+	pid_t p;
+
+	pair(&c, &s);
+	for (i = 0; i < 8; i++)
+		if ((pad[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+			die("open");
+	ep = epoll_with(s, EPOLLIN, 1);
+	p = fork();
+	if (p < 0)
+		die("fork");
+	if (p == 0) {
+		struct epoll_event got[4];
+		int n, k, seen = 0;
+
+		for (k = 0; k < 50 && !seen; k++) {
+			n = epoll_wait(ep, got, 4, 100);
+			for (i = 0; i < n; i++)
+				seen |= got[i].data.u64 == 2 && (got[i].events & EPOLLIN);
+		}
+		_exit(seen ? 0 : 1);
+	}
+	pair(&c2, &s2);
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, s2, &ev) < 0)
+		die("epoll_ctl");
+	nap(50); /* the child sleeps on the set */
+	arrive(c2);
+	check(waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a forked child asleep on a high-numbered set sees data of a socket the parent added after the fork");
+	check(take(s2), "... and the parent reads it");
+	for (i = 0; i < 8; i++)
+		close(pad[i]);
+	close(ep);
+	close(c);
+	close(s);
+	close(c2);
+	close(s2);
 }
 
 static void nested(void)
@@ -613,6 +661,7 @@ int main(int argc, char **argv)
 	by_poll(2);
 	blocking();
 	forked();
+	forked_high_set();
 	nested();
 	edge();
 	edge_sleeper();

@@ -31,14 +31,20 @@ func TestLazyReadiness(t *testing.T) {
 			ns.runProgram(t, rules, false, "checks, 0 failed", bin("lazywait"), "127.0.0.1", strconv.Itoa(port))
 			ns.runProgram(t, rules, false, "checks, 0 failed", bin("lazywait"), "::1", strconv.Itoa(port+1))
 			ns.runProgram(t, rules, true, "checks, 0 failed", bin("lazywait"), "127.0.0.1", strconv.Itoa(port+2))
-			var wakes, skipped uint64
+			var wakes, skipped, late uint64
 			for _, s := range sessionsOf(ns.stats(), "lazywait") {
 				wakes += s.Wakes
 				skipped += s.LazySkipped
+				late += s.LazyLate
 			}
-			t.Logf("lazywait sessions: %d readiness bytes written, %d left out", wakes, skipped)
+			t.Logf("lazywait sessions: %d readiness bytes written, %d left out, %d written late", wakes, skipped, late)
 			if skipped == 0 {
 				t.Errorf("the daemon left no readiness byte out: the lazy path was not exercised")
+			}
+			// Every wait of lazywait is one the shim sees: a byte the
+			// 200 ms backstop had to write is a wait it missed.
+			if late != 0 {
+				t.Errorf("%d readiness bytes were written only by the daemon's backstop: a wait the shim did not see", late)
 			}
 		})
 	}
