@@ -228,8 +228,8 @@ func (w *worker) run() {
 		}
 		w.sleep(list, &wv)
 		slept = true
-		if time.Since(last) > spin.max {
-			spin.gap(time.Since(last)) // quiet: no reason to spin long
+		if q := time.Since(last); q > spin.max {
+			spin.gap(q) // quiet: no reason to spin long
 		}
 		// The thread count may have changed meanwhile (uc proxy
 		// sessions raise it while they run).

@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"context"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
-	"time"
 )
 
 // TestInstrScript runs scripts/bench/instr.sh at a tiny count: the daemon
@@ -16,20 +12,8 @@ import (
 // counts of a plausible size (no timing is judged), and that the script's
 // namespace is gone afterwards.
 func TestInstrScript(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"valgrind", "callgrind_control", "redis-server", "redis-benchmark"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIPPED LOUDLY: %s not installed (.ci/apt/base.list installs it)", tool)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
-	defer cancel()
-	c := exec.CommandContext(ctx, "bash", filepath.Join(repo, "scripts/bench/instr.sh"), "-n", "300", "-r", "2")
-	out, err := c.CombinedOutput()
-	if err != nil {
-		t.Fatalf("instr.sh: %v\n%s", err, out)
-	}
-	t.Logf("instr.sh:\n%s", out)
+	out := []byte(runScript(t, []string{"valgrind", "callgrind_control", "redis-server", "redis-benchmark"}, nil, "nuse-instr",
+		"scripts/bench/instr.sh", "-n", "300", "-r", "2"))
 	reps := regexp.MustCompile(`rep \d+: (\d+) instructions/request`).FindAllSubmatch(out, -1)
 	med := regexp.MustCompile(`median: (\d+) instructions/request`).FindSubmatch(out)
 	if len(reps) != 2 || med == nil {
@@ -43,8 +27,5 @@ func TestInstrScript(t *testing.T) {
 		if n < 5_000 || n > 5_000_000 {
 			t.Errorf("implausible figure %d instructions/request", n)
 		}
-	}
-	if ns, _ := exec.Command("ip", "netns", "list").Output(); regexp.MustCompile(`nuse-instr`).Match(ns) {
-		t.Errorf("instr.sh left its namespace behind:\n%s", ns)
 	}
 }
