@@ -111,6 +111,17 @@ type Poller interface {
 	Polled(on bool)
 }
 
+// EagerPoller is a Poller whose own reader adds nothing beside an awake
+// worker even on a thread of its own: it only relays events that the
+// workers' polls take anyway, each one a thread wake-up (the kernel
+// engine's readiness waiter, woken by every segment over loopback). The
+// daemon tells it Polled(true) whenever a worker is awake, not only when
+// the workers hold every thread.
+type EagerPoller interface {
+	Poller
+	PollEagerly()
+}
+
 // FDsPerSocket is what one socket of e costs in file descriptors: none for
 // an engine that does not say (gVisor's sockets are memory).
 func FDsPerSocket(e Engine) int {

@@ -21,16 +21,26 @@ type pollCounter struct {
 	polled []bool // what Polled was told, in order
 }
 
+// eagerCounter is a pollCounter that asks to be told whenever a worker
+// is awake (stack.EagerPoller).
+type eagerCounter struct{ *pollCounter }
+
+func (eagerCounter) PollEagerly() {}
+
 // pollServer serves a daemon with a pollCounter engine beside the default
-// one; workers > 0 sets Config.Workers.
-func pollServer(t *testing.T, workers int) (*pollCounter, string) {
+// one (an eagerCounter if eager); workers > 0 sets Config.Workers.
+func pollServer(t *testing.T, workers int, eager bool) (*pollCounter, string) {
 	eng, err := gvisor.New(gvisor.Config{Loopback: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pc := &pollCounter{Engine: eng}
+	var as stack.Engine = pc
+	if eager {
+		as = eagerCounter{pc}
+	}
 	_, path := startServerWith(t, 64<<10, func(c *Config) {
-		c.Engines = map[string]stack.Engine{"polled": pc, c.Engine.Name(): c.Engine}
+		c.Engines = map[string]stack.Engine{"polled": as, c.Engine.Name(): c.Engine}
 		if workers > 0 {
 			c.Workers = workers
 		}
@@ -60,14 +70,16 @@ func (p *pollCounter) told() []bool {
 // engine hears Polled(true) while a worker is awake and Polled(false)
 // once they all sleep, alternating (its device's reader then parks while
 // a worker polls, stack/link/tap rx.go); with a P to spare it hears
-// nothing (its reader watches all along).
+// nothing (its reader watches all along), unless it is eager
+// (stack.EagerPoller, the kernel engine): that one hears it either way.
 func TestPolledFollowsWorkers(t *testing.T) {
-	for _, alone := range []bool{true, false} {
+	for _, c := range []struct{ alone, eager bool }{{true, false}, {false, false}, {false, true}} {
+		alone := c.alone
 		workers := runtime.GOMAXPROCS(0)
 		if !alone {
 			workers = max(1, workers-1)
 		}
-		pc, path := pollServer(t, workers)
+		pc, path := pollServer(t, workers, c.eager)
 		if !alone && runtime.GOMAXPROCS(0) == 1 {
 			t.Log("GOMAXPROCS is 1: no spare P to test")
 			continue
@@ -77,7 +89,7 @@ func TestPolledFollowsWorkers(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			told := pc.told()
-			if !alone {
+			if !alone && !c.eager {
 				if len(told) != 0 {
 					t.Fatalf("with a spare P the engine was told %v", told)
 				}
@@ -103,7 +115,7 @@ func TestPolledFollowsWorkers(t *testing.T) {
 // gvisor engine on a TAP) in their passes, so that frames arriving while
 // they run reach the stack with no reader thread to wake.
 func TestWorkersPollDevices(t *testing.T) {
-	pc, path := pollServer(t, 0)
+	pc, path := pollServer(t, 0, false)
 	transferBothWays(t, path, 7036)
 	if pc.turns.Load() == 0 {
 		t.Fatal("no worker read the device in a transfer")

@@ -140,13 +140,15 @@ type Server struct {
 	wg        sync.WaitGroup
 	workers   []*worker
 	perWork   int // sessions one worker may serve
-	// pollers are the engines whose devices workers read in their passes.
+	// pollers are the engines whose devices workers read in their passes;
+	// eager[i] says pollers[i] is a stack.EagerPoller.
 	pollers []stack.Poller
+	eager   []bool
 	// pollMu guards awake (workers not asleep) and pollOn (what the
-	// pollers were last told, stack.Poller's Polled).
+	// pollers were last told, stack.Poller's Polled; [1] the eager ones).
 	pollMu sync.Mutex
 	awake  int
-	pollOn bool
+	pollOn [2]bool
 
 	// What each uid holds, for the limits (under mu).
 	pending, stats int
@@ -214,7 +216,8 @@ func NewServer(cfg Config) *Server {
 	for name, e := range cfg.Engines {
 		srv.engTotals[name] = &totals{}
 		if p, ok := e.(stack.Poller); ok {
-			srv.pollers = append(srv.pollers, p)
+			_, eager := p.(stack.EagerPoller)
+			srv.pollers, srv.eager = append(srv.pollers, p), append(srv.eager, eager)
 		}
 	}
 	if futex.HaveWaitv() {

@@ -66,21 +66,25 @@ func (srv *Server) assign(s *Session) {
 
 // workerAwake counts a worker waking (+1) or going to sleep or away (-1)
 // and tells the pollers whether a worker now reads their devices every
-// pass: only with the workers holding every P (Server.alone) is the
-// devices' own reader better parked meanwhile; with a P to spare it reads
-// beside the workers.
+// pass: only with the workers holding every P (Server.alone) is a
+// device's own reader better parked meanwhile; with a P to spare it reads
+// beside the workers. An eager poller's reader (stack.EagerPoller) parks
+// whenever a worker is awake.
 func (srv *Server) workerAwake(delta int) {
 	srv.pollMu.Lock()
 	defer srv.pollMu.Unlock()
 	srv.awake += delta
-	on := srv.awake > 0 && srv.alone()
-	if on == srv.pollOn {
-		return
+	on := [2]bool{srv.awake > 0 && srv.alone(), srv.awake > 0}
+	for i, p := range srv.pollers {
+		k := 0
+		if srv.eager[i] {
+			k = 1
+		}
+		if on[k] != srv.pollOn[k] {
+			p.Polled(on[k])
+		}
 	}
 	srv.pollOn = on
-	for _, p := range srv.pollers {
-		p.Polled(on)
-	}
 }
 
 // alone: the workers hold every P (--procs no more than --workers, the

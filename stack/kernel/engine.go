@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -103,9 +104,19 @@ type Engine struct {
 	closed bool
 
 	done chan struct{} // closed when the poller has returned
+
+	// polled: a worker is awake and polls the epoll set every pass
+	// (Polled), so the poller parks; watch gets a token when that ends,
+	// stop is closed by Close.
+	polled atomic.Bool
+	watch  chan struct{}
+	stop   chan struct{}
 }
 
-var _ stack.Engine = (*Engine)(nil)
+var (
+	_ stack.Engine      = (*Engine)(nil)
+	_ stack.EagerPoller = (*Engine)(nil)
+)
 
 // New starts an engine: an epoll instance and the goroutine that waits on
 // it.
@@ -136,7 +147,8 @@ func New(cfg Config) (*Engine, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("kernel engine: epoll_ctl: %w", err)
 	}
-	e := &Engine{cfg: cfg, epfd: epfd, wake: wake, socks: map[uint64]*socket{}, nextID: 1, done: make(chan struct{})}
+	e := &Engine{cfg: cfg, epfd: epfd, wake: wake, socks: map[uint64]*socket{}, nextID: 1, done: make(chan struct{}),
+		watch: make(chan struct{}, 1), stop: make(chan struct{})}
 	go e.poll()
 	return e, nil
 }
@@ -234,7 +246,8 @@ func (e *Engine) add(fd, family int, connected bool) (*socket, error) {
 	id := e.nextID
 	e.nextID++
 	so := &socket{e: e, id: id, fd: fd, family: family, connStarted: connected}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
+	so.rx.Store(rxMaybe) // what came before it was in the set: its first Read looks
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 	ev.Fd, ev.Pad = int32(uint32(id)), int32(uint32(id>>32))
 	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		unix.Close(fd)
@@ -255,11 +268,24 @@ func (e *Engine) remove(so *socket) {
 }
 
 // poll waits for readiness changes and reports them to the sockets'
-// callbacks, until Close.
+// callbacks, until Close. While a worker is awake it does not watch: the
+// worker polls the set every pass (Poll), and a waiter in epoll_wait
+// would be woken by every segment that a write over loopback delivers,
+// a thread wake-up each, for events the worker takes anyway.
 func (e *Engine) poll() {
 	defer close(e.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
+		if e.polled.Load() {
+			// Polled(false) leaves a token when the workers sleep, so a
+			// change after our load is not lost.
+			select {
+			case <-e.watch:
+			case <-e.stop:
+				return
+			}
+			continue
+		}
 		n, err := unix.EpollWait(e.epfd, events, -1)
 		if err != nil {
 			if err == unix.EINTR {
@@ -272,6 +298,26 @@ func (e *Engine) poll() {
 		}
 	}
 }
+
+// Poll implements stack.Poller: a worker's look at the epoll set, without
+// blocking.
+func (e *Engine) Poll() bool { return e.pollNow() }
+
+// Polled implements stack.Poller: on, a worker polls every pass and the
+// poller parks; off, the poller must watch (it is woken for that).
+func (e *Engine) Polled(on bool) {
+	e.polled.Store(on)
+	if !on {
+		select {
+		case e.watch <- struct{}{}:
+		default: // a token is there already
+		}
+	}
+}
+
+// PollEagerly implements stack.EagerPoller: the poller only relays
+// events, so it parks whenever a worker is awake, thread to spare or not.
+func (e *Engine) PollEagerly() {}
 
 // dispatch calls the callbacks of the sockets that events name. It
 // returns true if one of them is the stop event.
@@ -298,17 +344,17 @@ func (e *Engine) dispatch(events []unix.EpollEvent) (stop bool) {
 // a write tells the daemon about the peer at once, instead of after the
 // poller's thread has been woken (tens of microseconds on a small VM).
 // The poller may get some of the same events first; either reports them.
-func (e *Engine) pollNow() {
+// It says whether there was any.
+func (e *Engine) pollNow() bool {
 	var events [16]unix.EpollEvent
 	n, err := unix.EpollWait(e.epfd, events[:], 0)
 	if err != nil || n <= 0 {
-		return
+		return false
 	}
-	if e.dispatch(events[:n]) {
-		// The stop event is level-triggered (the eventfd stays readable):
-		// the poller sees it too.
-		return
-	}
+	// The stop event is level-triggered (the eventfd stays readable): the
+	// poller sees it too, and Close wakes it from its park.
+	e.dispatch(events[:n])
+	return true
 }
 
 // Close implements stack.Engine: every socket is reset (SO_LINGER 0) and
@@ -331,6 +377,7 @@ func (e *Engine) Close() error {
 	var one [8]byte
 	one[0] = 1
 	_, _ = unix.Write(e.wake, one[:])
+	close(e.stop)
 	<-e.done
 	unix.Close(e.wake)
 	unix.Close(e.epfd)
