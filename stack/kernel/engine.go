@@ -300,8 +300,26 @@ func (e *Engine) poll() {
 }
 
 // Poll implements stack.Poller: a worker's look at the epoll set, without
-// blocking.
-func (e *Engine) Poll() bool { return e.pollNow() }
+// blocking. It takes all that is there (up to 1024 events a turn): while
+// it polls, nobody else reports, and with a thousand connections busy a
+// pass's worth of 16 left events waiting behind each other (nginx + wrk
+// -c 2000 fell to a tenth of its rate).
+func (e *Engine) Poll() bool {
+	var events [128]unix.EpollEvent
+	any := false
+	for range 8 {
+		n, err := unix.EpollWait(e.epfd, events[:], 0)
+		if err != nil || n <= 0 {
+			break
+		}
+		e.dispatch(events[:n])
+		any = true
+		if n < len(events) {
+			break
+		}
+	}
+	return any
+}
 
 // Polled implements stack.Poller: on, a worker polls every pass and the
 // poller parks; off, the poller must watch (it is woken for that).
