@@ -6,7 +6,12 @@
 # this script creates (loopback only, no route) and removes at the end.
 # Prints per-round req/s and the daemon's CPU per request (utime+stime
 # of its nused over the client's run, divided by the requests), then the
-# means and NUSE/kernel ratios.
+# means and NUSE/kernel ratios. It also takes the CPU per request of the
+# server (every process of the namespace but the daemons) and of the client
+# (its process tree, bash's `times`), and from the three parties' figures
+# the rate each path would reach with a core per party: the requests one
+# core can serve of its busiest party (1 / the largest CPU per request) --
+# the bound where a 2-CPU machine runs three busy parties on two cores.
 #
 # Usage: scripts/bench/ab-daemons.sh [-w redis|nginx] [-r ROUNDS] [-n REQS]
 #          [-c CONNS] [-d SECONDS] [-x "REDIS-BENCHMARK FLAGS"] NAME=DIR[:FLAGS] ...
@@ -37,7 +42,7 @@ done
 private_netns nuse-ab
 chmod 755 "$WORK" # nginx's workers run as www-data
 
-declare -A DIR DP SUMR SUMC
+declare -A DIR DP SUMR SUMC SUMS SUMK
 NAMES=()
 for v in "$@"; do
 	name=${v%%=*} rest=${v#*=}
@@ -58,6 +63,19 @@ for n in "${NAMES[@]}"; do
 done
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# the CPU ticks of the namespace's processes but the daemons (the server)
+srv_ticks() {
+	local p t=0 skip=" ${DP[*]} "
+	for p in $(ip netns pids "$NS"); do
+		[[ $skip == *" $p "* ]] && continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+# bash's `times`, children's line (0m1.250s 0m0.310s), in seconds
+child_secs() { awk 'NF == 2 && $1 ~ /^[0-9]+m[0-9.]+s$/ { split($1, u, /[ms]/); split($2, s, /[ms]/); v = u[1] * 60 + u[2] + s[1] * 60 + s[2] } END { print v + 0 }'; }
+# the client under `bash -c`, which prints its children's CPU (times)
+TIMED=(bash -c '"$@"; rc=$?; times; exit $rc' _)
 mkdir -p "$WORK/www" "$WORK/ng"
 chmod 755 "$WORK/www"
 head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
@@ -80,24 +98,31 @@ one() {
 		sleep 0.1
 	done
 	[[ $w != K ]] && t0=$(ticks "${DP[$w]}")
+	s0=$(srv_ticks)
 	if [[ $W_ == redis ]]; then
 		# shellcheck disable=SC2086 # -x is words
-		out=$(ip netns exec "$NS" "${pre[@]}" timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$C" -n "$N" $X -t get -q 2>&1)
+		out=$(ip netns exec "$NS" "${pre[@]}" "${TIMED[@]}" timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$C" -n "$N" $X -t get -q 2>&1)
 		rps=$(echo "$out" | tr '\r' '\n' | awk '$1 == "GET:" {print $2}' | tail -1)
 		reqs=$N
 	else
-		out=$(ip netns exec "$NS" "${pre[@]}" timeout $((D + 30)) wrk -t 2 -c "$C" -d "${D}s" "http://127.0.0.1:$port/4k.bin" 2>&1)
+		out=$(ip netns exec "$NS" "${pre[@]}" "${TIMED[@]}" timeout $((D + 30)) wrk -t 2 -c "$C" -d "${D}s" "http://127.0.0.1:$port/4k.bin" 2>&1)
 		rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
 		reqs=$(echo "$out" | awk '/requests in/ {print $1}')
 		echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s/^/    $w: /"
 	fi
 	[[ $w != K ]] && t1=$(ticks "${DP[$w]}")
+	s1=$(srv_ticks)
 	kill "$srv" 2>/dev/null
 	wait "$srv" 2>/dev/null
-	cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print 0 }')
-	printf '  round %d %-10s %10s req/s  daemon CPU/request %s us\n' "$i" "$w" "${rps:-0}" "$cpu"
+	per() { awk -v v="$1" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.1f", v / n * 1e6; else print 0 }'; }
+	cpu=$(per "$(awk -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { print t / hz }')")
+	scpu=$(per "$(awk -v t=$((s1 - s0)) -v hz="$HZ" 'BEGIN { print t / hz }')")
+	kcpu=$(per "$(echo "$out" | child_secs)")
+	printf '  round %d %-10s %10s req/s  CPU/request: daemon %s us, server %s us, client %s us\n' "$i" "$w" "${rps:-0}" "$cpu" "$scpu" "$kcpu"
 	SUMR[$w]=$(awk -v a="${SUMR[$w]:-0}" -v b="${rps:-0}" 'BEGIN {print a + b}')
 	SUMC[$w]=$(awk -v a="${SUMC[$w]:-0}" -v b="$cpu" 'BEGIN {print a + b}')
+	SUMS[$w]=$(awk -v a="${SUMS[$w]:-0}" -v b="$scpu" 'BEGIN {print a + b}')
+	SUMK[$w]=$(awk -v a="${SUMK[$w]:-0}" -v b="$kcpu" 'BEGIN {print a + b}')
 }
 
 echo "== ab-daemons: $W_ -c $C, $R rounds, kernel loopback vs ${NAMES[*]} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -109,4 +134,13 @@ echo "means over $R rounds (NUSE/kernel: mean req/s over the kernel's mean req/s
 for w in K "${NAMES[@]}"; do
 	awk -v n="$([[ $w == K ]] && echo kernel || echo "$w")" -v r="${SUMR[$w]}" -v k="${SUMR[K]}" -v c="${SUMC[$w]}" -v R="$R" \
 		'BEGIN { printf "  %-10s %10.0f req/s  NUSE/kernel %.2fx  daemon CPU/request %.1f us\n", n, r / R, (k > 0 ? r / k : 0), c / R }'
+done
+echo "with a core per party (1 / the busiest party's CPU per request; means of the rounds' CPU figures):"
+core() { # variant: its projected rate
+	awk -v c="${SUMC[$1]}" -v s="${SUMS[$1]}" -v k="${SUMK[$1]}" -v R="$R" 'BEGIN { m = c; if (s > m) m = s; if (k > m) m = k; if (m > 0) printf "%.0f", 1e6 * R / m; else print 0 }'
+}
+kcore=$(core K)
+for w in K "${NAMES[@]}"; do
+	awk -v n="$([[ $w == K ]] && echo kernel || echo "$w")" -v r="$(core "$w")" -v k="$kcore" -v c="${SUMC[$w]}" -v s="${SUMS[$w]}" -v cl="${SUMK[$w]}" -v R="$R" \
+		'BEGIN { printf "  %-10s %10.0f req/s  NUSE/kernel %.2fx  (daemon %.1f, server %.1f, client %.1f us/request)\n", n, r, (k > 0 ? r / k : 0), c / R, s / R, cl / R }'
 done
