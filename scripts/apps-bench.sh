@@ -22,13 +22,16 @@
 #        [-d WRK_SECONDS] [-t IPERF_SECONDS] [-m MEMCSLAP_PER_CLIENT] [-o FILE.md]
 #        [-a "DAEMON FLAGS"]   (more flags for the daemon, e.g. "--procs 1")
 #        [-C "CONNS ..."]      (the many-connections rows; "" skips them)
+#        [-r RUNS]             (the whole run RUNS times; the table gives each
+#                               figure's median and the ratios' range)
 # Needs root (a network namespace) and `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
-ARGS="$*"
-ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT="" DARGS="" MANY="1000 2000"
-while getopts "e:n:d:t:m:o:a:C:h" o; do
+ARGS=$(printf "%q " "$@")
+ARGS=${ARGS% }
+ENGINE=gvisor REDIS_N=100000 WRK_D=5 IPERF_T=5 MEMC_N=20000 OUT="" DARGS="" MANY="1000 2000" RUNS=1
+while getopts "e:n:d:t:m:o:a:C:r:h" o; do
 	case $o in
 	e) ENGINE=$OPTARG ;;
 	n) REDIS_N=$OPTARG ;;
@@ -38,7 +41,8 @@ while getopts "e:n:d:t:m:o:a:C:h" o; do
 	o) OUT=$OPTARG ;;
 	a) DARGS=$OPTARG ;;
 	C) MANY=$OPTARG ;;
-	*) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	r) RUNS=$OPTARG ;;
+	*) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 case $ENGINE in gvisor | kernel | shm) ;; *) echo "apps-bench: -e gvisor, kernel or shm" >&2; exit 2 ;; esac
@@ -49,8 +53,65 @@ for c in $MANY; do
 	[[ $c =~ ^[0-9]+$ ]] && ((c > 0 && c <= 5000)) || { echo "apps-bench: -C: connection counts from 1 to 5000, not $c" >&2; exit 2; }
 done
 ((WRK_D <= 60 && IPERF_T <= 60)) || { echo "apps-bench: -d and -t at most 60 s" >&2; exit 2; }
+[[ $RUNS =~ ^[0-9]+$ ]] && ((RUNS >= 1 && RUNS <= 9)) || { echo "apps-bench: -r: 1 to 9 runs, not $RUNS" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "apps-bench: needs root for a network namespace" >&2; exit 1; }
 for b in nuse libnuse.so; do [[ -e $BIN/$b ]] || { echo "apps-bench: $BIN/$b missing (make build)" >&2; exit 1; }; done
+
+if ((RUNS > 1)); then
+	# The whole run again and again (each in a namespace of its own), then
+	# per row the median of each figure, and the range of the ratios: on
+	# a shared machine one run's ratio moves by a third.
+	RT=$(mktemp -d /tmp/apps-bench-runs.XXXXXX)
+	trap 'rm -rf "$RT"' EXIT
+	LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+	for i in $(seq "$RUNS"); do
+		echo "== apps-bench: run $i of $RUNS"
+		"$0" -e "$ENGINE" -n "$REDIS_N" -d "$WRK_D" -t "$IPERF_T" -m "$MEMC_N" -a "$DARGS" -C "$MANY" -o "$RT/$i.md" || exit 1
+	done
+	TABLE=$(awk -F'|' '
+		function med(list,   a, n, i, j, t) {
+			n = split(list, a, " ")
+			for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+			return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+		}
+		function lo(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
+		function hi(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
+		FNR == 1 { runs++ }
+		/^\| / && $2 !~ /workload/ {
+			key = $2
+			if (!(key in seen)) { seen[key] = 1; order[++rows] = key; line[key] = $0 }
+			if ($3 ~ /skipped/) next
+			split($3, k, " "); split($4, n, " "); split($5, r, " "); split($6, c, " ")
+			if (k[1] + 0 <= 0 || n[1] + 0 <= 0) { fail[key]++; next }
+			K[key] = K[key] " " k[1]; N[key] = N[key] " " n[1]; R[key] = R[key] " " r[1]; C[key] = C[key] " " c[1]
+			unit[key] = k[2]; cunit[key] = c[2]; rsuf[key] = ""
+			if ($5 ~ /time kernel\/NUSE/) rsuf[key] = " (time kernel/NUSE)"
+		}
+		END {
+			for (i = 1; i <= rows; i++) {
+				key = order[i]
+				if (!(key in K)) { print line[key]; continue }
+				note = fail[key] ? sprintf(", %d run(s) gave no figure", fail[key]) : ""
+				printf "|%s| %g %s | %g %s | %.2f (%.2f-%.2f)%s%s | %g %s |\n", key, med(K[key]), unit[key], med(N[key]), unit[key], med(R[key]), lo(R[key]), hi(R[key]), rsuf[key], note, med(C[key]), cunit[key]
+			}
+		}' "$RT"/*.md)
+	HEAD="| workload (engine $ENGINE), median of $RUNS runs | kernel | NUSE | NUSE/kernel (range) | daemon CPU per request |"
+	echo
+	echo "$HEAD"
+	echo "|---|---:|---:|---:|---:|"
+	echo "$TABLE"
+	if [[ -n $OUT ]]; then
+		{
+			echo "\`scripts/apps-bench.sh $ARGS\`, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average at the start $LOAD."
+			echo "$RUNS runs on a shared, noisy machine, one after the other: each figure is the median of its runs, each ratio the median of the runs' own ratios (kernel and NUSE measured in the same run), with their range."
+			echo
+			echo "$HEAD"
+			echo "|---|---:|---:|---:|---:|"
+			echo "$TABLE"
+		} >"$OUT"
+	fi
+	exit 0
+fi
 
 . scripts/benchlib.sh
 private_netns nuse-apps
