@@ -14,9 +14,9 @@ import (
 
 const timeout = 10 * time.Second
 
-// waitFor waits, through Notify only, until so's readiness has any of want.
-func waitFor(t *testing.T, so stack.Socket, want stack.Events) {
-	t.Helper()
+// notified sets so's callback to one that leaves a token in the channel
+// it returns; the func takes the callback away.
+func notified(so stack.Socket) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	so.Notify(func(stack.Events) {
 		select {
@@ -24,7 +24,14 @@ func waitFor(t *testing.T, so stack.Socket, want stack.Events) {
 		default:
 		}
 	})
-	defer so.Notify(nil)
+	return ch, func() { so.Notify(nil) }
+}
+
+// waitFor waits, through Notify only, until so's readiness has any of want.
+func waitFor(t *testing.T, so stack.Socket, want stack.Events) {
+	t.Helper()
+	ch, done := notified(so)
+	defer done()
 	deadline := time.After(timeout)
 	for so.Readiness()&want == 0 {
 		select {

@@ -39,14 +39,8 @@ func peer(t *testing.T, e *Engine) (stack.Socket, int) {
 // the socket's events never lead to fails it.
 func readAll(t *testing.T, s stack.Socket, want int, eof bool) string {
 	t.Helper()
-	ch := make(chan struct{}, 1)
-	s.Notify(func(stack.Events) {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	})
-	defer s.Notify(nil)
+	ch, done := notified(s)
+	defer done()
 	var got []byte
 	buf := make([]byte, 4096)
 	deadline := time.After(timeout)
