@@ -262,3 +262,42 @@ func TestPollTakesAll(t *testing.T) {
 		t.Fatalf("one Poll reported %d of %d sockets' data", got, n)
 	}
 }
+
+// A connected socket reads only after reports: the hang-up a socket shows
+// before its connect (TCP_CLOSE) must not make it read on every Read for
+// good (it did: every connecting socket of the daemon made two system
+// calls per message that found nothing).
+func TestConnectedReadsOnReports(t *testing.T) {
+	e := mustNew(t, Config{})
+	defer e.Close()
+	l, ap := listener(t, e)
+	defer l.Close()
+	c, err := e.Socket(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for e.Poll() { // the report of joining the set: HUP (not connected)
+	}
+	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
+		t.Fatal(err)
+	}
+	waitFor(t, c, stack.EventOut)
+	waitFor(t, l, stack.EventIn)
+	s, _, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, m := range []string{"one", "two"} {
+		if _, err := s.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, c, len(m), false); got != m {
+			t.Fatalf("read %q, want %q", got, m)
+		}
+		if c.(*socket).rx.Load()&rxAlways != 0 {
+			t.Fatalf("after %q the connected socket reads on every Read (rx %b)", m, c.(*socket).rx.Load())
+		}
+	}
+}

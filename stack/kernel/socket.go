@@ -61,10 +61,14 @@ var _ stack.Socket = (*socket)(nil)
 // was a system call per event, 5% of the daemon's CPU under redis GET.
 func (so *socket) notify(mask uint32) {
 	// Before the callback (and whether or not there is one yet): the
-	// reads it leads to must look.
-	if mask&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
+	// reads it leads to must look. A hang-up alone is not the peer's end
+	// (that is RDHUP; a reset is ERR): a socket not yet connected has it
+	// (TCP_CLOSE), from the moment it joins the epoll set. Taken for one,
+	// it made every connecting socket read twice per message for good.
+	switch {
+	case mask&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0:
 		so.rx.Or(rxMaybe | rxAlways)
-	} else if mask&unix.EPOLLIN != 0 {
+	case mask&(unix.EPOLLIN|unix.EPOLLHUP) != 0:
 		so.rx.Or(rxMaybe)
 	}
 	fn := so.fn.Load()
