@@ -301,9 +301,8 @@ func (e *Engine) poll() {
 
 // Poll implements stack.Poller: a worker's look at the epoll set, without
 // blocking. It takes all that is there (up to 1024 events a turn): while
-// it polls, nobody else reports, and with a thousand connections busy a
-// pass's worth of 16 left events waiting behind each other (nginx + wrk
-// -c 2000 fell to a tenth of its rate).
+// it polls, nobody else reports, and with a thousand connections busy,
+// 16 a pass would leave events waiting behind each other.
 func (e *Engine) Poll() bool {
 	var events [128]unix.EpollEvent
 	any := false

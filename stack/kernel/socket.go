@@ -55,10 +55,11 @@ const (
 
 var _ stack.Socket = (*socket)(nil)
 
-// notify runs on the poller's goroutine, with the events epoll reported:
-// the socket's poll mask when epoll looked (edge-triggered epoll reports
-// the whole mask, not only what changed), so no poll(2) of its own -- that
-// was a system call per event, 5% of the daemon's CPU under redis GET.
+// notify runs on the poller's goroutine or a worker's (Poll), with the
+// events epoll reported: the socket's poll mask when epoll looked
+// (edge-triggered epoll reports the whole mask, not only what changed),
+// so no poll(2) of its own -- that was a system call per event, 5% of the
+// daemon's CPU under redis GET.
 func (so *socket) notify(mask uint32) {
 	// Before the callback (and whether or not there is one yet): the
 	// reads it leads to must look. A hang-up alone is not the peer's end
