@@ -13,9 +13,14 @@
 #   (gvisor engine) one end under NUSE: a NUSE client to a kernel server
 #   through the TAP of a second daemon (--netdev tap), redis-benchmark -c 20
 #   GET and wrk -c 32 against nginx, against the same clients on the kernel
-# Prints a table: the kernel figure, the NUSE figure, NUSE/kernel, and the
+# Prints a table: the kernel figure, the NUSE figure, NUSE/kernel, the
 # daemon's CPU per request over the NUSE run (utime+stime deltas from
-# /proc/PID/stat divided by the requests; for iperf3, per GiB moved).
+# /proc/PID/stat divided by the requests; for iperf3, per GiB moved), and
+# each path's rate with a core per party: every party's CPU per request
+# (the server: the namespace's processes but the daemons; the client: its
+# process tree, through bash's `times`; the daemon), and the ratio of the
+# two paths' rates if each party had a core of its own (1 / the busiest
+# party's CPU per request) -- the bound where two CPUs run three parties.
 # Installs nothing: a missing tool skips its row, saying so.
 #
 # Usage: scripts/apps-bench.sh [-e gvisor|kernel|shm] [-n REDIS_REQUESTS]
@@ -42,7 +47,7 @@ while getopts "e:n:d:t:m:o:a:C:r:h" o; do
 	a) DARGS=$OPTARG ;;
 	C) MANY=$OPTARG ;;
 	r) RUNS=$OPTARG ;;
-	*) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 case $ENGINE in gvisor | kernel | shm) ;; *) echo "apps-bench: -e gvisor, kernel or shm" >&2; exit 2 ;; esac
@@ -84,6 +89,9 @@ if ((RUNS > 1)); then
 			split($3, k, " "); split($4, n, " "); split($5, r, " "); split($6, c, " ")
 			if (k[1] + 0 <= 0 || n[1] + 0 <= 0) { fail[key]++; next }
 			K[key] = K[key] " " k[1]; N[key] = N[key] " " n[1]; R[key] = R[key] " " r[1]; C[key] = C[key] " " c[1]
+			# a core per party: "0.62 (daemon)"; the CPU of server and client: "9.1, 11.0 -> 10.2, 8.3 us"
+			if (split($7, p, /[ ()]+/) >= 3 && p[2] + 0 > 0) { P[key] = P[key] " " p[2]; who[key, p[3]]++; if (who[key, p[3]] > whon[key]) { whon[key] = who[key, p[3]]; whom[key] = p[3] } }
+			if (split($8, q, /[ ,>-]+/) >= 6) { for (j = 1; j <= 4; j++) Q[key, j] = Q[key, j] " " q[j + 1]; qunit[key] = q[6] }
 			unit[key] = k[2]; cunit[key] = c[2]; rsuf[key] = ""
 			if ($5 ~ /time kernel\/NUSE/) rsuf[key] = " (time kernel/NUSE)"
 		}
@@ -92,13 +100,15 @@ if ((RUNS > 1)); then
 				key = order[i]
 				if (!(key in K)) { print line[key]; continue }
 				note = fail[key] ? sprintf(", %d run(s) gave no figure", fail[key]) : ""
-				printf "|%s| %g %s | %g %s | %.2f (%.2f-%.2f)%s%s | %g %s |\n", key, med(K[key]), unit[key], med(N[key]), unit[key], med(R[key]), lo(R[key]), hi(R[key]), rsuf[key], note, med(C[key]), cunit[key]
+				printf "|%s| %g %s | %g %s | %.2f (%.2f-%.2f)%s%s | %g %s |", key, med(K[key]), unit[key], med(N[key]), unit[key], med(R[key]), lo(R[key]), hi(R[key]), rsuf[key], note, med(C[key]), cunit[key]
+				if (key in P) printf " %.2f (%.2f-%.2f) (%s) |", med(P[key]), lo(P[key]), hi(P[key]), whom[key]; else printf " - |"
+				if ((key, 1) in Q) printf " %g, %g -> %g, %g %s |\n", med(Q[key, 1]), med(Q[key, 2]), med(Q[key, 3]), med(Q[key, 4]), qunit[key]; else printf " - |\n"
 			}
 		}' "$RT"/*.md)
-	HEAD="| workload (engine $ENGINE), median of $RUNS runs | kernel | NUSE | NUSE/kernel (range) | daemon CPU per request |"
+	HEAD="| workload (engine $ENGINE), median of $RUNS runs | kernel | NUSE | NUSE/kernel (range) | daemon CPU per request | a core per party: NUSE/kernel (busiest NUSE party) | server, client CPU per request: kernel -> NUSE |"
 	echo
 	echo "$HEAD"
-	echo "|---|---:|---:|---:|---:|"
+	echo "|---|---:|---:|---:|---:|---:|---|"
 	echo "$TABLE"
 	if [[ -n $OUT ]]; then
 		{
@@ -106,7 +116,7 @@ if ((RUNS > 1)); then
 			echo "$RUNS runs on a shared, noisy machine, one after the other: each figure is the median of its runs, each ratio the median of the runs' own ratios (kernel and NUSE measured in the same run), with their range."
 			echo
 			echo "$HEAD"
-			echo "|---|---:|---:|---:|---:|"
+			echo "|---|---:|---:|---:|---:|---:|---|"
 			echo "$TABLE"
 		} >"$OUT"
 	fi
@@ -133,14 +143,36 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/${TICK_PID:-$DPID}/stat"; }
 
 ROWS=()
 ERRS=()
-row() { # workload, kernel figure, nuse figure, unit, higher-is-better (1/0), nuse requests, daemon ticks
-	local ratio cpu
+declare -A PD PS PC
+# party KEY UNITS: the last measure's CPU per unit (request, or GiB) of
+# the daemon, the server and the client, in seconds, kept under KEY
+party() {
+	read -r "PD[$1]" "PS[$1]" "PC[$1]" < <(awk -v d="$TICKS" -v s="$STICKS" -v c="$CSECS" -v hz="$HZ" -v n="$2" \
+		'BEGIN { if (n > 0) printf "%.9f %.9f %.9f\n", d / hz / n, s / hz / n, c / n; else print "0 0 0" }')
+}
+# core KERNKEY NUSEKEY: NUSE/kernel with a core per party (each path's
+# rate is 1 / its busiest party's CPU per unit), the busiest NUSE party,
+# and the server's and client's CPU per unit on both paths
+core() {
+	awk -v kd="${PD[$1]:-0}" -v ks="${PS[$1]:-0}" -v kc="${PC[$1]:-0}" -v nd="${PD[$2]:-0}" -v ns="${PS[$2]:-0}" -v nc="${PC[$2]:-0}" -v u="$3" '
+		function f(v) { return u == "Gbit/s" ? sprintf("%.3f", v) : sprintf("%.1f", v * 1e6) }
+		BEGIN {
+			k = kd; if (ks > k) k = ks; if (kc > k) k = kc
+			n = nd; who = "daemon"; if (ns > n) { n = ns; who = "server" } if (nc > n) { n = nc; who = "client" }
+			if (k <= 0 || n <= 0) { print "- | -"; exit }
+			printf "%.2f (%s) | %s, %s -> %s, %s %s\n", k / n, who, f(ks), f(kc), f(ns), f(nc), (u == "Gbit/s" ? "s/GiB" : "us")
+		}'
+}
+row() { # workload, kernel figure, nuse figure, unit, higher-is-better (1/0), nuse requests, daemon ticks, kernel party key, nuse party key
+	local ratio cpu cores
 	ratio=$(awk -v k="$2" -v n="$3" 'BEGIN{ if (k > 0 && n > 0) printf "%.2f", n / k; else print "-" }')
 	cpu=$(awk -v t="$7" -v hz="$HZ" -v r="$6" -v u="$4" 'BEGIN{ if (r > 0) { v = t / hz / r; if (u == "Gbit/s") printf "%.3f s/GiB", v; else printf "%.1f us", v * 1e6 } else print "-" }')
-	ROWS+=("| $1 | $2 $4 | $3 $4 | $ratio | $cpu |")
+	cores=$(core "$8" "$9" "$4")
+	ROWS+=("| $1 | $2 $4 | $3 $4 | $ratio | $cpu | $cores |")
 	printf '  %-44s kernel %10s  nuse %10s %-6s  nuse/kernel %5s  daemon CPU %s\n' "$1" "$2" "$3" "$4" "$ratio" "$cpu"
+	printf '  %-44s with a core per party: nuse/kernel %s\n' "" "${cores/ | / (server, client CPU: kernel -> NUSE: }${cores:+)}"
 }
-skip() { ROWS+=("| $1 | skipped: $2 | | | |"); echo "  $1: SKIPPED: $2"; }
+skip() { ROWS+=("| $1 | skipped: $2 | | | | | |"); echo "  $1: SKIPPED: $2"; }
 missing() { # tools... ; prints the missing ones
 	local m=()
 	for t in "$@"; do command -v "$t" >/dev/null || m+=("$t"); done
@@ -167,12 +199,17 @@ start() { # wrapper, args... : a background server; sets SPID
 }
 stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; }
 # measure WRAPPER CMD...: runs a client, its output in $OUTPUT, the daemon's
-# CPU ticks over it in $TICKS.
+# CPU ticks over it in $TICKS, the servers' in $STICKS, the client's
+# seconds in $CSECS.
 measure() {
-	local t0
+	local t0 s0 w=$1
+	shift
 	t0=$(cpu_ticks)
-	OUTPUT=$("$@" 2>&1) || { echo "apps-bench: failed: $*" >&2; echo "$OUTPUT" | tail -5 >&2; OUTPUT=""; }
+	s0=$(ns_ticks "$DPID" "${TDPID:-}")
+	OUTPUT=$("$w" "${TIMED[@]}" "$@" 2>&1) || { echo "apps-bench: failed: $*" >&2; echo "$OUTPUT" | tail -5 >&2; OUTPUT=""; }
 	TICKS=$(($(cpu_ticks) - t0))
+	STICKS=$(($(ns_ticks "$DPID" "${TDPID:-}") - s0))
+	CSECS=$(echo "$OUTPUT" | child_secs)
 }
 
 echo "== apps-bench: kernel loopback vs both ends under NUSE (engine $ENGINE${DARGS:+, daemon $DARGS}), namespace $NS =="
@@ -192,11 +229,12 @@ else
 			RK[$w$t]=$(echo "$OUTPUT" | tr '\r' '\n' | awk -v t="$t:" '$1 == t {print $2}' | tail -1)
 		done
 		RT[$w]=$TICKS
+		party "redis$w" $((2 * REDIS_N))
 		stop
 	done
 	# The daemon's CPU over both tests, per request (2 x -n requests).
-	row "redis-benchmark -c 20 SET" "${RK[kernSET]:-0}" "${RK[nuseSET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}"
-	row "redis-benchmark -c 20 GET" "${RK[kernGET]:-0}" "${RK[nuseGET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}"
+	row "redis-benchmark -c 20 SET" "${RK[kernSET]:-0}" "${RK[nuseSET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}" rediskern redisnuse
+	row "redis-benchmark -c 20 GET" "${RK[kernGET]:-0}" "${RK[nuseGET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}" rediskern redisnuse
 fi
 
 # --- nginx and node, with wrk ---
@@ -209,11 +247,12 @@ wrk_pair() { # label, connections, kernel-server-cmd..., --, nuse-server-cmd... 
 		start $w "${@//PORT/$port}"
 		wait_port $w $port
 		measure $w timeout $((WRK_D + 30)) wrk -t 2 -c "$conns" -d "${WRK_D}s" "http://127.0.0.1:$port$path"
-		local rps
+		local rps reqs
 		rps=$(echo "$OUTPUT" | awk '/^Requests\/sec:/ {print $2}')
+		reqs=$(echo "$OUTPUT" | awk '/requests in/ {print $1}')
+		party "wrk$kport$w" "${reqs:-0}"
 		if [[ $w == kern ]]; then k=${rps:-0}; else
-			n=${rps:-0} ticks=$TICKS
-			req=$(echo "$OUTPUT" | awk '/requests in/ {print $1}')
+			n=${rps:-0} ticks=$TICKS req=$reqs
 		fi
 		if echo "$OUTPUT" | grep -qE "Socket errors|Non-2xx"; then
 			echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | sed "s/^/    $label, $w: /"
@@ -221,7 +260,7 @@ wrk_pair() { # label, connections, kernel-server-cmd..., --, nuse-server-cmd... 
 		fi
 		stop
 	done
-	row "$label" "$k" "$n" "req/s" 1 "${req:-0}" "$ticks"
+	row "$label" "$k" "$n" "req/s" 1 "${req:-0}" "$ticks" "wrk${kport}kern" "wrk${kport}nuse"
 }
 if m=$(missing nginx wrk) && [[ -n $m ]]; then
 	skip "nginx (2 workers) + wrk -c 32, 4 KiB" "not installed: $m (apt-get install nginx-light wrk)"
@@ -277,6 +316,7 @@ else
 		[[ -n $OUTPUT ]] || s=0
 		MS[$w]=${s:-$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b - a}')}
 		MS[${w}t]=$TICKS
+		party "memc$w" $((8 * MEMC_N))
 		stop
 	done
 	# Seconds: lower is better, so the ratio is kernel/NUSE time (a speed ratio like the others).
@@ -284,8 +324,10 @@ else
 	r=$(ratio_fix "${MS[kern]}" "${MS[nuse]}")
 	cpu=$(awk -v t="${MS[nuset]}" -v hz="$HZ" -v r=$((8 * MEMC_N)) 'BEGIN{printf "%.1f us", t / hz / r * 1e6}')
 	echo "    (daemon ticks over the NUSE run: ${MS[nuset]})"
-	ROWS+=("| memcached + memcslap 8x$MEMC_N (set) | ${MS[kern]} s | ${MS[nuse]} s | $r (time kernel/NUSE) | $cpu |")
+	cores=$(core memckern memcnuse s)
+	ROWS+=("| memcached + memcslap 8x$MEMC_N (set) | ${MS[kern]} s | ${MS[nuse]} s | $r (time kernel/NUSE) | $cpu | $cores |")
 	printf '  %-44s kernel %10s  nuse %10s %-6s  nuse/kernel %5s  daemon CPU %s\n' "memcached + memcslap 8x$MEMC_N" "${MS[kern]}" "${MS[nuse]}" "s" "$r" "$cpu"
+	printf '  %-44s with a core per party: nuse/kernel %s\n' "" "${cores/ | / (server, client CPU: kernel -> NUSE: })"
 fi
 
 # --- iperf3 ---
@@ -295,17 +337,21 @@ else
 	declare -A IP IB
 	for w in kern nuse; do
 		port=$([[ $w == kern ]] && echo 15201 || echo 15202)
-		start $w iperf3 -s -1 -B 127.0.0.1 -p $port
-		sleep 0.5 # iperf3 -s -1 serves one test: no probe connection
+		# a server for more than one test (not -1): still there when the
+		# client is done, so its CPU counts; and no probe connection (one
+		# is a test to iperf3)
+		start $w iperf3 -s -B 127.0.0.1 -p $port
+		sleep 0.5
 		measure $w timeout $((IPERF_T + 30)) iperf3 -c 127.0.0.1 -p $port -t "$IPERF_T" -f g
 		IP[$w]=$(echo "$OUTPUT" | awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i-1)}' | tail -1)
 		# GBytes moved, for the daemon's CPU per GiB.
 		IB[$w]=$(echo "$OUTPUT" | awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "GBytes") print $(i-1)}' | tail -1)
 		IB[${w}t]=$TICKS
+		party "iperf$w" "$(awk -v g="${IB[$w]:-0}" 'BEGIN{print g * 1e9 / 2^30}')"
 		stop
 	done
 	gib=$(awk -v g="${IB[nuse]:-0}" 'BEGIN{print g * 1e9 / 2^30}')
-	row "iperf3 single stream, -t $IPERF_T" "${IP[kern]:-0}" "${IP[nuse]:-0}" "Gbit/s" 1 "$gib" "${IB[nuset]}"
+	row "iperf3 single stream, -t $IPERF_T" "${IP[kern]:-0}" "${IP[nuse]:-0}" "Gbit/s" 1 "$gib" "${IB[nuset]}" iperfkern iperfnuse
 fi
 
 # --- one end under NUSE: a NUSE client to a kernel server through the TAP ---
@@ -333,9 +379,10 @@ else
 			measure $w timeout 300 redis-benchmark -h 10.77.0.1 -p 16383 -c 20 -n "$REDIS_N" -t get -q
 			TK[$w]=$(echo "$OUTPUT" | tr '\r' '\n' | awk '$1 == "GET:" {print $2}' | tail -1)
 			TT[$w]=$TICKS
+			party "tapredis$w" "$REDIS_N"
 		done
 		stop
-		row "$TAPROW" "${TK[kern]:-0}" "${TK[tapnuse]:-0}" "req/s" 1 "$REDIS_N" "${TT[tapnuse]}"
+		row "$TAPROW" "${TK[kern]:-0}" "${TK[tapnuse]:-0}" "req/s" 1 "$REDIS_N" "${TT[tapnuse]}" taprediskern tapredistapnuse
 		mkdir -p "$WORK/www" "$WORK/nginx"
 		chmod 755 "$WORK" "$WORK/www"
 		[[ -e $WORK/www/4k.bin ]] || head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
@@ -348,19 +395,20 @@ else
 			WK[$w]=$(echo "$OUTPUT" | awk '/^Requests\/sec:/ {print $2}')
 			WR[$w]=$(echo "$OUTPUT" | awk '/requests in/ {print $1}')
 			WT[$w]=$TICKS
+			party "tapwrk$w" "${WR[$w]:-0}"
 			if echo "$OUTPUT" | grep -qE "Socket errors|Non-2xx"; then
 				ERRS+=("wrk via TAP ($w): $(echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | tr -s ' ' | tr '\n' ';')")
 			fi
 		done
 		stop
-		row "wrk -c 32 -> kernel nginx, 4 KiB, NUSE client via TAP" "${WK[kern]:-0}" "${WK[tapnuse]:-0}" "req/s" 1 "${WR[tapnuse]:-0}" "${WT[tapnuse]}"
+		row "wrk -c 32 -> kernel nginx, 4 KiB, NUSE client via TAP" "${WK[kern]:-0}" "${WK[tapnuse]:-0}" "req/s" 1 "${WR[tapnuse]:-0}" "${WT[tapnuse]}" tapwrkkern tapwrktapnuse
 		unset TICK_PID
 	fi
 fi
 
 echo
-echo "| workload (engine $ENGINE) | kernel | NUSE | NUSE/kernel | daemon CPU per request |"
-echo "|---|---:|---:|---:|---:|"
+echo "| workload (engine $ENGINE) | kernel | NUSE | NUSE/kernel | daemon CPU per request | a core per party: NUSE/kernel (busiest NUSE party) | server, client CPU per request: kernel -> NUSE |"
+echo "|---|---:|---:|---:|---:|---:|---|"
 printf '%s\n' "${ROWS[@]}"
 for e in "${ERRS[@]}"; do echo "wrk reported errors: $e"; done
 echo
@@ -370,8 +418,8 @@ if [[ -n $OUT ]]; then
 		echo "\`scripts/apps-bench.sh $ARGS\`, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average at the start $LOAD."
 		echo "One run on a shared, noisy machine: read the ratios (same run), not the absolute figures."
 		echo
-		echo "| workload (engine $ENGINE) | kernel | NUSE | NUSE/kernel | daemon CPU per request |"
-		echo "|---|---:|---:|---:|---:|"
+		echo "| workload (engine $ENGINE) | kernel | NUSE | NUSE/kernel | daemon CPU per request | a core per party: NUSE/kernel (busiest NUSE party) | server, client CPU per request: kernel -> NUSE |"
+		echo "|---|---:|---:|---:|---:|---:|---|"
 		printf '%s\n' "${ROWS[@]}"
 	} >"$OUT"
 fi

@@ -63,19 +63,6 @@ for n in "${NAMES[@]}"; do
 done
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# the CPU ticks of the namespace's processes but the daemons (the server)
-srv_ticks() {
-	local p t=0 skip=" ${DP[*]} "
-	for p in $(ip netns pids "$NS"); do
-		[[ $skip == *" $p "* ]] && continue
-		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-	done
-	echo "$t"
-}
-# bash's `times`, children's line (0m1.250s 0m0.310s), in seconds
-child_secs() { awk 'NF == 2 && $1 ~ /^[0-9]+m[0-9.]+s$/ { split($1, u, /[ms]/); split($2, s, /[ms]/); v = u[1] * 60 + u[2] + s[1] * 60 + s[2] } END { print v + 0 }'; }
-# the client under `bash -c`, which prints its children's CPU (times)
-TIMED=(bash -c '"$@"; rc=$?; times; exit $rc' _)
 mkdir -p "$WORK/www" "$WORK/ng"
 chmod 755 "$WORK/www"
 head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
@@ -98,7 +85,7 @@ one() {
 		sleep 0.1
 	done
 	[[ $w != K ]] && t0=$(ticks "${DP[$w]}")
-	s0=$(srv_ticks)
+	s0=$(ns_ticks "${DP[@]}")
 	if [[ $W_ == redis ]]; then
 		# shellcheck disable=SC2086 # -x is words
 		out=$(ip netns exec "$NS" "${pre[@]}" "${TIMED[@]}" timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$C" -n "$N" $X -t get -q 2>&1)
@@ -111,7 +98,7 @@ one() {
 		echo "$out" | grep -E "Socket errors|Non-2xx" | sed "s/^/    $w: /"
 	fi
 	[[ $w != K ]] && t1=$(ticks "${DP[$w]}")
-	s1=$(srv_ticks)
+	s1=$(ns_ticks "${DP[@]}")
 	kill "$srv" 2>/dev/null
 	wait "$srv" 2>/dev/null
 	per() { awk -v v="$1" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.1f", v / n * 1e6; else print 0 }'; }

@@ -26,7 +26,9 @@ func TestAppsBenchScript(t *testing.T) {
 	if !strings.Contains(table, "median of 2 runs") {
 		t.Fatalf("no median table:\n%s", table)
 	}
-	row := regexp.MustCompile(`(?m)^\| (.+?) \| ([0-9.e+]+) \S+ \| ([0-9.e+]+) \S+ \| ([0-9.]+) \(([0-9.]+)-([0-9.]+)\)[^|]*\| ([0-9.e+]+) \S+ \|$`)
+	// ... | daemon CPU | a core per party: ratio (range) (busiest) | server, client CPU: kernel -> NUSE |
+	row := regexp.MustCompile(`(?m)^\| (.+?) \| ([0-9.e+]+) \S+ \| ([0-9.e+]+) \S+ \| ([0-9.]+) \(([0-9.]+)-([0-9.]+)\)[^|]*\| ([0-9.e+]+) \S+ \| ` +
+		`([0-9.]+) \(([0-9.]+)-([0-9.]+)\) \((?:daemon|server|client)\) \| ([0-9.e+]+), ([0-9.e+]+) -> ([0-9.e+]+), ([0-9.e+]+) \S+ \|$`)
 	got := map[string][]string{}
 	for _, m := range row.FindAllStringSubmatch(table, -1) {
 		got[m[1]] = m
@@ -46,6 +48,12 @@ func TestAppsBenchScript(t *testing.T) {
 		}
 		if v(4) < v(5) || v(4) > v(6) {
 			t.Errorf("%s: median ratio %s outside its range %s-%s", want, m[4], m[5], m[6])
+		}
+		if v(8) <= 0 || v(8) < v(9) || v(8) > v(10) {
+			t.Errorf("%s: with a core per party %s (%s-%s): want a positive median inside its range", want, m[8], m[9], m[10])
+		}
+		if v(11) <= 0 || v(12) <= 0 || v(13) <= 0 || v(14) <= 0 {
+			t.Errorf("%s: server, client CPU %s, %s -> %s, %s: want positive figures", want, m[11], m[12], m[13], m[14])
 		}
 	}
 	for _, tool := range []string{"node", "memcached", "iperf3"} {
