@@ -275,6 +275,15 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 			lazy_demote(s);
 			return;
 		}
+	} else if (s->sh && atomic_load(A32(&s->sh->lazy)) != NUSE_LAZY_NONE && atomic_load(&e->asleep)) {
+		/* Lazy already (a member of another set), now in a set a
+		 * thread sleeps on: that thread counted itself in the watched
+		 * words of the members it found, not in this one's, and the
+		 * kernel reports only a byte.  (A thread that begins to sleep
+		 * after the member went in, under the set's lock, counts it.) */
+		pthread_mutex_unlock(&g_lzlock);
+		lazy_demote(s);
+		return;
 	}
 	pthread_mutex_unlock(&g_lzlock);
 }

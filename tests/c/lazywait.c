@@ -10,7 +10,8 @@
  * forked child's poll, a set nested in another, EPOLLET after LT, a socket
  * in two sets, a set past its lazy members, and a ping-pong of two
  * threads each sleeping in its own epoll_wait, and what may end a wait
- * the shim spins in (data, a kernel fd, a handler, the timeout).  Every
+ * the shim spins in (data, a kernel fd, a handler, the timeout), and a
+ * lazy socket with data put in a set another thread sleeps on.  Every
  * wait is bounded:
  * data that is never seen fails the check, a hang is ended by alarm().
  * Over the kernel every check passes too (it is how Linux behaves).
@@ -171,6 +172,49 @@ static void by_poll(int how)
 	arrive(c);
 	check(polled_in(s, 0), "... and sees the next arrival (a loud socket)");
 	close(ep);
+	close(c);
+	close(s);
+}
+
+static int g_ls_ep;
+
+static void *set_sleeper(void *arg)
+{
+	struct epoll_event ev[4];
+	long n = epoll_wait(g_ls_ep, ev, 4, 5000);
+
+	(void)arg;
+	return (void *)(n == 1 && ev[0].data.u64 == 42 ? 1L : 0L);
+}
+
+/* A socket lazy in one set, its data there, put in a second set that
+ * another thread sleeps on: that thread did not count itself in its
+ * watched word, so the byte must come (Linux wakes it: the fd is ready),
+ * not the daemon's backstop's, late. */
+static void into_sleeping_set(void)
+{
+	struct epoll_event e = {.events = EPOLLIN, .data.u64 = 42}, ev1[4];
+	pthread_t t;
+	void *ok;
+	int c, s, a;
+
+	pair(&c, &s);
+	a = epoll_with(s, EPOLLIN, 41);
+	arrive(c);
+	g_ls_ep = epoll_create1(EPOLL_CLOEXEC);
+	if (g_ls_ep < 0)
+		die("epoll_create1");
+	if (pthread_create(&t, NULL, set_sleeper, NULL))
+		die("pthread_create");
+	nap(50);
+	if (epoll_ctl(g_ls_ep, EPOLL_CTL_ADD, s, &e) < 0)
+		die("epoll_ctl");
+	pthread_join(t, &ok);
+	check(ok != NULL, "a lazy socket with data, added to a set a thread sleeps on: that thread wakes for it");
+	check(epoll_wait(a, ev1, 4, 0) == 1, "... and the first set reports it too");
+	check(take(s), "... recv takes it");
+	close(a);
+	close(g_ls_ep);
 	close(c);
 	close(s);
 }
@@ -659,6 +703,7 @@ int main(int argc, char **argv)
 	by_poll(0);
 	by_poll(1);
 	by_poll(2);
+	into_sleeping_set();
 	blocking();
 	forked();
 	forked_high_set();
