@@ -173,7 +173,7 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 {
 	struct nsock *s;
 	struct epset *e, *inner;
-	int i, mayb;
+	int i, mayb, added = 0;
 
 	/* No vfork check (a getpid: redis-benchmark calls epoll_ctl five
 	 * times a request): a vfork child's epoll_ctl changes the very epoll
@@ -221,6 +221,7 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 			e->m[i].seen = ~0ull; /* registered: what is there is an edge */
 			s->lz_eps[s->lz_n++] = epfd;
 			e->n = i + 1;
+			added = 1;
 		}
 		if (i >= 0 && !mayb) {
 			drop_member(e, epfd, i);
@@ -275,12 +276,13 @@ void lazy_epoll_ctl(int epfd, int op, int fd, const struct epoll_event *ev)
 			lazy_demote(s);
 			return;
 		}
-	} else if (s->sh && atomic_load(A32(&s->sh->lazy)) != NUSE_LAZY_NONE && atomic_load(&e->asleep)) {
-		/* Lazy already (a member of another set), now in a set a
+	} else if (added && s->sh && atomic_load(A32(&s->sh->lazy)) != NUSE_LAZY_NONE && atomic_load(&e->asleep)) {
+		/* Lazy already (a member of another set), now new in a set a
 		 * thread sleeps on: that thread counted itself in the watched
 		 * words of the members it found, not in this one's, and the
 		 * kernel reports only a byte.  (A thread that begins to sleep
-		 * after the member went in, under the set's lock, counts it.) */
+		 * after the member went in, under the set's lock, counts it;
+		 * a member it found, modified now, it counted.) */
 		pthread_mutex_unlock(&g_lzlock);
 		lazy_demote(s);
 		return;
