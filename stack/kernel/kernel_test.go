@@ -27,6 +27,17 @@ func notified(so stack.Socket) (<-chan struct{}, func()) {
 	return ch, func() { so.Notify(nil) }
 }
 
+// accepted waits for l's next connection and accepts it.
+func accepted(t *testing.T, l stack.Socket) stack.Socket {
+	t.Helper()
+	waitFor(t, l, stack.EventIn)
+	s, _, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // waitFor waits, through Notify only, until so's readiness has any of want.
 func waitFor(t *testing.T, so stack.Socket, want stack.Events) {
 	t.Helper()
@@ -85,11 +96,7 @@ func TestAdopt(t *testing.T) {
 	if r, _ := c.RemoteAddr(); r != ap {
 		t.Fatalf("RemoteAddr %s, want %s", r, ap)
 	}
-	waitFor(t, l, stack.EventIn)
-	s, _, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := accepted(t, l)
 	defer s.Close()
 	if _, err := s.Write([]byte("hi")); err != nil {
 		t.Fatal(err)
@@ -264,11 +271,7 @@ func TestNotifyCarriesEvents(t *testing.T) {
 	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
 		t.Fatal(err)
 	}
-	waitFor(t, l, stack.EventIn)
-	s, _, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := accepted(t, l)
 	got := make(chan stack.Events, 64)
 	c.Notify(func(ev stack.Events) {
 		select {

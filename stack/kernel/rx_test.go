@@ -25,11 +25,7 @@ func peer(t *testing.T, e *Engine) (stack.Socket, int) {
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, l, stack.EventIn)
-	s, _, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := accepted(t, l)
 	t.Cleanup(func() { s.Close() })
 	return s, fd
 }
@@ -283,11 +279,7 @@ func TestConnectedReadsOnReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, c, stack.EventOut)
-	waitFor(t, l, stack.EventIn)
-	s, _, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := accepted(t, l)
 	defer s.Close()
 	for _, m := range []string{"one", "two"} {
 		if _, err := s.Write([]byte(m)); err != nil {
