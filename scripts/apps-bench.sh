@@ -146,9 +146,12 @@ ERRS=()
 declare -A PD PS PC
 # party KEY UNITS: the last measure's CPU per unit (request, or GiB) of
 # the daemon, the server and the client, in seconds, kept under KEY
+# (none without units)
 party() {
+	PD[$1]="" PS[$1]="" PC[$1]=""
+	(($(awk -v n="$2" 'BEGIN { print (n > 0) }'))) || return 0
 	read -r "PD[$1]" "PS[$1]" "PC[$1]" < <(awk -v d="$TICKS" -v s="$STICKS" -v c="$CSECS" -v hz="$HZ" -v n="$2" \
-		'BEGIN { if (n > 0) printf "%.9f %.9f %.9f\n", d / hz / n, s / hz / n, c / n; else print "0 0 0" }')
+		'BEGIN { printf "%.9f %.9f %.9f\n", d / hz / n, s / hz / n, c / n }')
 }
 # core KERNKEY NUSEKEY: NUSE/kernel with a core per party (each path's
 # rate is 1 / its busiest party's CPU per unit), the busiest NUSE party,
@@ -163,14 +166,22 @@ core() {
 			printf "%.2f (%s) | %s, %s -> %s, %s %s\n", k / n, who, f(ks), f(kc), f(ns), f(nc), (u == "Gbit/s" ? "s/GiB" : "us")
 		}'
 }
-row() { # workload, kernel figure, nuse figure, unit, higher-is-better (1/0), nuse requests, daemon ticks, kernel party key, nuse party key
-	local ratio cpu cores
-	ratio=$(awk -v k="$2" -v n="$3" 'BEGIN{ if (k > 0 && n > 0) printf "%.2f", n / k; else print "-" }')
-	cpu=$(awk -v t="$7" -v hz="$HZ" -v r="$6" -v u="$4" 'BEGIN{ if (r > 0) { v = t / hz / r; if (u == "Gbit/s") printf "%.3f s/GiB", v; else printf "%.1f us", v * 1e6 } else print "-" }')
-	cores=$(core "$8" "$9" "$4")
-	ROWS+=("| $1 | $2 $4 | $3 $4 | $ratio | $cpu | $cores |")
-	printf '  %-44s kernel %10s  nuse %10s %-6s  nuse/kernel %5s  daemon CPU %s\n' "$1" "$2" "$3" "$4" "$ratio" "$cpu"
-	printf '  %-44s with a core per party: nuse/kernel %s\n' "" "${cores/ | / (server, client CPU: kernel -> NUSE: }${cores:+)}"
+# daemon_cpu KEY UNIT: the daemon's CPU per unit, as the table shows it
+daemon_cpu() {
+	awk -v v="${PD[$1]}" -v u="$2" 'BEGIN{ if (v == "") print "-"; else if (u == "Gbit/s") printf "%.3f s/GiB", v; else printf "%.1f us", v * 1e6 }'
+}
+# show WORKLOAD KERNEL NUSE UNIT RATIO KERNKEY NUSEKEY: a table row, and
+# the same on the terminal
+show() {
+	local cpu cores
+	cpu=$(daemon_cpu "$7" "$4")
+	cores=$(core "$6" "$7" "$4")
+	ROWS+=("| $1 | $2 $4 | $3 $4 | $5 | $cpu | $cores |")
+	printf '  %-44s kernel %10s  nuse %10s %-6s  nuse/kernel %5s  daemon CPU %s\n' "$1" "$2" "$3" "$4" "${5%% *}" "$cpu"
+	printf '  %-44s with a core per party: nuse/kernel %s\n' "" "${cores/ | / (server, client CPU: kernel -> NUSE: })"
+}
+row() { # workload, kernel figure, nuse figure, unit, kernel party key, nuse party key
+	show "$1" "$2" "$3" "$4" "$(awk -v k="$2" -v n="$3" 'BEGIN{ if (k > 0 && n > 0) printf "%.2f", n / k; else print "-" }')" "$5" "$6"
 }
 skip() { ROWS+=("| $1 | skipped: $2 | | | | | |"); echo "  $1: SKIPPED: $2"; }
 missing() { # tools... ; prints the missing ones
@@ -219,7 +230,7 @@ echo "   (one run on a shared, noisy machine: read the ratios of this run, not t
 if m=$(missing redis-server redis-benchmark) && [[ -n $m ]]; then
 	skip "redis-benchmark -c 20 GET/SET" "not installed: $m (apt-get install redis-server redis-tools)"
 else
-	declare -A RK RN RT
+	declare -A RK
 	for w in kern nuse; do
 		port=$([[ $w == kern ]] && echo 16379 || echo 16380)
 		start $w redis-server --port $port --bind 127.0.0.1 --save "" --appendonly no --protected-mode no
@@ -228,19 +239,18 @@ else
 		for t in SET GET; do
 			RK[$w$t]=$(echo "$OUTPUT" | tr '\r' '\n' | awk -v t="$t:" '$1 == t {print $2}' | tail -1)
 		done
-		RT[$w]=$TICKS
 		party "redis$w" $((2 * REDIS_N))
 		stop
 	done
 	# The daemon's CPU over both tests, per request (2 x -n requests).
-	row "redis-benchmark -c 20 SET" "${RK[kernSET]:-0}" "${RK[nuseSET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}" rediskern redisnuse
-	row "redis-benchmark -c 20 GET" "${RK[kernGET]:-0}" "${RK[nuseGET]:-0}" "req/s" 1 $((2 * REDIS_N)) "${RT[nuse]}" rediskern redisnuse
+	row "redis-benchmark -c 20 SET" "${RK[kernSET]:-0}" "${RK[nuseSET]:-0}" "req/s" rediskern redisnuse
+	row "redis-benchmark -c 20 GET" "${RK[kernGET]:-0}" "${RK[nuseGET]:-0}" "req/s" rediskern redisnuse
 fi
 
 # --- nginx and node, with wrk ---
 wrk_pair() { # label, connections, kernel-server-cmd..., --, nuse-server-cmd... (PORT substituted)
 	local label=$1 conns=$2 kport=$3 nport=$4 path=$5; shift 5
-	local k n req ticks
+	local k n
 	for w in kern nuse; do
 		local port=$kport
 		[[ $w == nuse ]] && port=$nport
@@ -251,16 +261,14 @@ wrk_pair() { # label, connections, kernel-server-cmd..., --, nuse-server-cmd... 
 		rps=$(echo "$OUTPUT" | awk '/^Requests\/sec:/ {print $2}')
 		reqs=$(echo "$OUTPUT" | awk '/requests in/ {print $1}')
 		party "wrk$kport$w" "${reqs:-0}"
-		if [[ $w == kern ]]; then k=${rps:-0}; else
-			n=${rps:-0} ticks=$TICKS req=$reqs
-		fi
+		if [[ $w == kern ]]; then k=${rps:-0}; else n=${rps:-0}; fi
 		if echo "$OUTPUT" | grep -qE "Socket errors|Non-2xx"; then
 			echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | sed "s/^/    $label, $w: /"
 			ERRS+=("$label ($w): $(echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | tr -s ' ' | tr '\n' ';')")
 		fi
 		stop
 	done
-	row "$label" "$k" "$n" "req/s" 1 "${req:-0}" "$ticks" "wrk${kport}kern" "wrk${kport}nuse"
+	row "$label" "$k" "$n" "req/s" "wrk${kport}kern" "wrk${kport}nuse"
 }
 if m=$(missing nginx wrk) && [[ -n $m ]]; then
 	skip "nginx (2 workers) + wrk -c 32, 4 KiB" "not installed: $m (apt-get install nginx-light wrk)"
@@ -315,19 +323,14 @@ else
 		s=$(echo "$OUTPUT" | awk '/^Time total:/ {print $3}' | tail -1)
 		[[ -n $OUTPUT ]] || s=0
 		MS[$w]=${s:-$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b - a}')}
-		MS[${w}t]=$TICKS
+		[[ $w == nuse ]] && echo "    (daemon ticks over the NUSE run: $TICKS)"
 		party "memc$w" $((8 * MEMC_N))
 		stop
 	done
 	# Seconds: lower is better, so the ratio is kernel/NUSE time (a speed ratio like the others).
 	ratio_fix() { awk -v k="$1" -v n="$2" 'BEGIN{ if (k > 0 && n > 0) printf "%.2f", k / n; else print "-" }'; }
 	r=$(ratio_fix "${MS[kern]}" "${MS[nuse]}")
-	cpu=$(awk -v t="${MS[nuset]}" -v hz="$HZ" -v r=$((8 * MEMC_N)) 'BEGIN{printf "%.1f us", t / hz / r * 1e6}')
-	echo "    (daemon ticks over the NUSE run: ${MS[nuset]})"
-	cores=$(core memckern memcnuse s)
-	ROWS+=("| memcached + memcslap 8x$MEMC_N (set) | ${MS[kern]} s | ${MS[nuse]} s | $r (time kernel/NUSE) | $cpu | $cores |")
-	printf '  %-44s kernel %10s  nuse %10s %-6s  nuse/kernel %5s  daemon CPU %s\n' "memcached + memcslap 8x$MEMC_N" "${MS[kern]}" "${MS[nuse]}" "s" "$r" "$cpu"
-	printf '  %-44s with a core per party: nuse/kernel %s\n' "" "${cores/ | / (server, client CPU: kernel -> NUSE: })"
+	show "memcached + memcslap 8x$MEMC_N (set)" "${MS[kern]}" "${MS[nuse]}" "s" "$r (time kernel/NUSE)" memckern memcnuse
 fi
 
 # --- iperf3 ---
@@ -346,12 +349,10 @@ else
 		IP[$w]=$(echo "$OUTPUT" | awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i-1)}' | tail -1)
 		# GBytes moved, for the daemon's CPU per GiB.
 		IB[$w]=$(echo "$OUTPUT" | awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "GBytes") print $(i-1)}' | tail -1)
-		IB[${w}t]=$TICKS
 		party "iperf$w" "$(awk -v g="${IB[$w]:-0}" 'BEGIN{print g * 1e9 / 2^30}')"
 		stop
 	done
-	gib=$(awk -v g="${IB[nuse]:-0}" 'BEGIN{print g * 1e9 / 2^30}')
-	row "iperf3 single stream, -t $IPERF_T" "${IP[kern]:-0}" "${IP[nuse]:-0}" "Gbit/s" 1 "$gib" "${IB[nuset]}" iperfkern iperfnuse
+	row "iperf3 single stream, -t $IPERF_T" "${IP[kern]:-0}" "${IP[nuse]:-0}" "Gbit/s" iperfkern iperfnuse
 fi
 
 # --- one end under NUSE: a NUSE client to a kernel server through the TAP ---
@@ -374,34 +375,32 @@ else
 		TICK_PID=$TDPID
 		start kern redis-server --port 16383 --bind 10.77.0.1 --save "" --appendonly no --protected-mode no
 		wait_port kern 16383 10.77.0.1 || true
-		declare -A TK TT
+		declare -A TK
 		for w in kern tapnuse; do
 			measure $w timeout 300 redis-benchmark -h 10.77.0.1 -p 16383 -c 20 -n "$REDIS_N" -t get -q
 			TK[$w]=$(echo "$OUTPUT" | tr '\r' '\n' | awk '$1 == "GET:" {print $2}' | tail -1)
-			TT[$w]=$TICKS
 			party "tapredis$w" "$REDIS_N"
 		done
 		stop
-		row "$TAPROW" "${TK[kern]:-0}" "${TK[tapnuse]:-0}" "req/s" 1 "$REDIS_N" "${TT[tapnuse]}" taprediskern tapredistapnuse
+		row "$TAPROW" "${TK[kern]:-0}" "${TK[tapnuse]:-0}" "req/s" taprediskern tapredistapnuse
 		mkdir -p "$WORK/www" "$WORK/nginx"
 		chmod 755 "$WORK" "$WORK/www"
 		[[ -e $WORK/www/4k.bin ]] || head -c 4096 /dev/urandom >"$WORK/www/4k.bin"
 		nginx_conf "$WORK/nginx" 18082 "$WORK/www" 1024 10.77.0.1
 		start kern nginx -c "$WORK/nginx/18082.conf"
 		wait_port kern 18082 10.77.0.1 || true
-		declare -A WK WT WR
+		declare -A WK WR
 		for w in kern tapnuse; do
 			measure $w timeout $((WRK_D + 30)) wrk -t 2 -c 32 -d "${WRK_D}s" "http://10.77.0.1:18082/4k.bin"
 			WK[$w]=$(echo "$OUTPUT" | awk '/^Requests\/sec:/ {print $2}')
 			WR[$w]=$(echo "$OUTPUT" | awk '/requests in/ {print $1}')
-			WT[$w]=$TICKS
 			party "tapwrk$w" "${WR[$w]:-0}"
 			if echo "$OUTPUT" | grep -qE "Socket errors|Non-2xx"; then
 				ERRS+=("wrk via TAP ($w): $(echo "$OUTPUT" | grep -E "Socket errors|Non-2xx" | tr -s ' ' | tr '\n' ';')")
 			fi
 		done
 		stop
-		row "wrk -c 32 -> kernel nginx, 4 KiB, NUSE client via TAP" "${WK[kern]:-0}" "${WK[tapnuse]:-0}" "req/s" 1 "${WR[tapnuse]:-0}" "${WT[tapnuse]}" tapwrkkern tapwrktapnuse
+		row "wrk -c 32 -> kernel nginx, 4 KiB, NUSE client via TAP" "${WK[kern]:-0}" "${WK[tapnuse]:-0}" "req/s" tapwrkkern tapwrktapnuse
 		unset TICK_PID
 	fi
 fi
