@@ -27,6 +27,22 @@ func notified(so stack.Socket) (<-chan struct{}, func()) {
 	return ch, func() { so.Notify(nil) }
 }
 
+// listenerAndSocket makes an engine, a listener on it and a socket still
+// to connect, each closed when the test ends (the sockets first).
+func listenerAndSocket(t *testing.T) (*Engine, stack.Socket, netip.AddrPort, stack.Socket) {
+	t.Helper()
+	e := mustNew(t, Config{})
+	t.Cleanup(func() { e.Close() })
+	l, ap := listener(t, e)
+	t.Cleanup(func() { l.Close() })
+	c, err := e.Socket(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return e, l, ap, c
+}
+
 // accepted waits for l's next connection and accepts it.
 func accepted(t *testing.T, l stack.Socket) stack.Socket {
 	t.Helper()
@@ -259,15 +275,7 @@ func TestEpollMaskIsPollMask(t *testing.T) {
 // The events handed to Notify's callback are the socket's state (epoll's
 // mask): data from the peer shows as EventIn, and a closed peer as well.
 func TestNotifyCarriesEvents(t *testing.T) {
-	e := mustNew(t, Config{})
-	defer e.Close()
-	l, ap := listener(t, e)
-	defer l.Close()
-	c, err := e.Socket(unix.AF_INET)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, l, ap, c := listenerAndSocket(t)
 	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
 		t.Fatal(err)
 	}

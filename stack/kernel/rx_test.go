@@ -264,15 +264,7 @@ func TestPollTakesAll(t *testing.T) {
 // good (it did: every connecting socket of the daemon made two system
 // calls per message that found nothing).
 func TestConnectedReadsOnReports(t *testing.T) {
-	e := mustNew(t, Config{})
-	defer e.Close()
-	l, ap := listener(t, e)
-	defer l.Close()
-	c, err := e.Socket(unix.AF_INET)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	e, l, ap, c := listenerAndSocket(t)
 	for e.Poll() { // the report of joining the set: HUP (not connected)
 	}
 	if err := c.Connect(ap); err != nil && !errors.Is(err, stack.ErrInProgress) {
