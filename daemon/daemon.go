@@ -61,6 +61,9 @@ type Config struct {
 	ShimSpin time.Duration
 	Linger   time.Duration
 	Logf     func(format string, args ...any)
+	// ProfileLabels: a CPU profile runs; label its samples per worker and
+	// session (usock.Config).
+	ProfileLabels bool
 }
 
 // DefaultEngine is the engine a daemon runs when none is named.
@@ -134,7 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 	def := engines[names[0]]
 	srv := usock.NewServer(usock.Config{
 		Engine: def, Engines: engines, Layout: layout, Spin: cfg.Spin, SpinMax: cfg.SpinMax, Workers: cfg.Workers, ShimSpin: cfg.ShimSpin, Linger: cfg.Linger,
-		Logf: logf, NetStats: func() []usock.NICStats { return nicStats(engines) },
+		ProfileLabels: cfg.ProfileLabels, Logf: logf, NetStats: func() []usock.NICStats { return nicStats(engines) },
 		UCStats: ucStats,
 		Handlers: map[uint16]usock.Handler{abi.MsgUC: func(c *net.UnixConn, cred *unix.Ucred, seq uint32, body []byte) {
 			ucProcs.enter(cfg.UCProcs)

@@ -118,7 +118,7 @@ func runDaemon(args []string) int {
 	fs.DurationVar(&cfg.ShimSpin, "shim-spin", 20*time.Microsecond, "how long application threads spin before they sleep")
 	fs.DurationVar(&cfg.Linger, "linger", 30*time.Second, "how long a closed socket may take to send what is left in its ring")
 	quiet := fs.Bool("q", false, "log only errors")
-	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the daemon to this file (go tool pprof)")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the daemon to this file (go tool pprof; its samples are labeled per worker and program: -tags)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -220,6 +220,7 @@ func runDaemon(args []string) int {
 			return 1
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+		cfg.ProfileLabels = true
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -59,6 +59,11 @@ type Config struct {
 	// Limits bound what any one user, or all of them, can hold of the
 	// daemon (zero fields take the defaults of DefaultLimits).
 	Limits Limits
+	// ProfileLabels labels the workers' CPU profile samples (a CPU
+	// profile runs: `nuse daemon --cpuprofile`) with the worker and the
+	// session it serves, so `go tool pprof -tags` splits the daemon's CPU
+	// per worker and per program (worker.go).
+	ProfileLabels bool
 }
 
 // Limits are the daemon's defences against one local user starving the
@@ -139,6 +144,7 @@ type Server struct {
 	nudge     *nudger // control connections served under load (nudge.go)
 	wg        sync.WaitGroup
 	workers   []*worker
+	started   int // workers started so far (each one's id)
 	perWork   int // sessions one worker may serve
 	// pollers are the engines whose devices workers read in their passes;
 	// eager[i] says pollers[i] is a stack.EagerPoller.

@@ -23,6 +23,7 @@ import (
 // always has work cannot keep the others waiting.
 type worker struct {
 	srv *Server
+	id  int // the workers' count when it started (profile labels)
 
 	mu   sync.Mutex
 	sess []*Session
@@ -37,19 +38,25 @@ type worker struct {
 // assign hands a new session to a worker with room, starting one if needed.
 func (srv *Server) assign(s *Session) {
 	srv.mu.Lock()
-	var w *worker
-	load := 0 // w's sessions, read under its lock (a worker drops them alone)
-	for _, c := range srv.workers {
-		c.mu.Lock()
-		n := len(c.sess)
-		c.mu.Unlock()
-		if n < srv.perWork && (w == nil || n < load) {
-			w, load = c, n
+	held, live := make([]int, len(srv.workers)), make([]int, len(srv.workers))
+	for i, c := range srv.workers {
+		c.mu.Lock() // a worker drops its sessions alone
+		held[i] = len(c.sess)
+		for _, o := range c.sess {
+			if !o.gone.Load() {
+				live[i]++
+			}
 		}
+		c.mu.Unlock()
 	}
-	if w == nil || (load > 0 && len(srv.workers) < srv.cfg.Workers) {
+	var w *worker
+	if i, start := pickWorker(held, live, srv.perWork, srv.cfg.Workers); !start {
+		w = srv.workers[i]
+	}
+	if w == nil {
 		// A new worker starts with its session (it retires when empty).
-		w = &worker{srv: srv, sess: []*Session{s}}
+		w = &worker{srv: srv, id: srv.started, sess: []*Session{s}}
+		srv.started++
 		srv.workers = append(srv.workers, w)
 		srv.wg.Add(1)
 		srv.mu.Unlock()
@@ -62,6 +69,26 @@ func (srv *Server) assign(s *Session) {
 	w.ver.Add(1)
 	srv.mu.Unlock()
 	w.wake()
+}
+
+// pickWorker chooses the worker for a new session from what each holds
+// (held, its room is perWork) and how many of those are live (a session
+// whose process is gone stays until its sockets linger out, and costs
+// nothing): the one with the fewest live sessions among those with room,
+// or a new one (start) when there are fewer than max and every worker
+// serves a live session -- a short-lived program that just ended (a
+// readiness probe) must not make the next program share a worker.
+func pickWorker(held, live []int, perWork, max int) (i int, start bool) {
+	i = -1
+	for j := range held {
+		if held[j] < perWork && (i < 0 || live[j] < live[i]) {
+			i = j
+		}
+	}
+	if i < 0 || (live[i] > 0 && len(held) < max) {
+		return -1, true
+	}
+	return i, false
 }
 
 // workerAwake counts a worker waking (+1) or going to sleep or away (-1)
@@ -156,6 +183,7 @@ func (w *worker) run() {
 		// worker yields, and the control socket is served through
 		// nudges (nudge.go).
 		alone = w.srv.alone()
+		prof  = newProfLabels(w.srv.cfg.ProfileLabels, w.id)
 	)
 	for {
 		now := time.Now()
@@ -184,10 +212,12 @@ func (w *worker) run() {
 			if s.finished {
 				continue
 			}
+			prof.session(s, ver)
 			s.mu.Lock()
 			d := s.pass()
 			finished := s.dead && s.lingering() == 0
 			s.mu.Unlock()
+			prof.done()
 			if finished {
 				w.drop(s)
 				d = true
@@ -222,12 +252,14 @@ func (w *worker) run() {
 		for _, s := range list {
 			if !s.finished && now.Sub(s.reaped) > 500*time.Millisecond {
 				s.reaped = now
+				prof.session(s, ver)
 				s.mu.Lock()
 				s.reapHangups()
 				s.lateBytes(now)
 				s.reclaim(now)
 				s.recheckDirect()
 				s.mu.Unlock()
+				prof.done()
 			}
 		}
 		w.sleep(list, &wv)

@@ -12,21 +12,27 @@
 # the rate each path would reach with a core per party: the requests one
 # core can serve of its busiest party (1 / the largest CPU per request) --
 # the bound where a 2-CPU machine runs three busy parties on two cores.
+# With -p, each daemon runs a CPU profile (--cpuprofile) whose samples
+# its workers label with the program whose turn it is (usock's
+# Config.ProfileLabels): the daemon's CPU per request splits into each
+# program's turns and the rest (gVisor's own goroutines, the runtime).
+# The busiest worker's samples (its programs' turns and its own loop) in
+# place of the daemon's whole give the rate with a core per worker.
 #
 # Usage: scripts/bench/ab-daemons.sh [-w redis|nginx] [-r ROUNDS] [-n REQS]
-#          [-c CONNS] [-d SECONDS] [-x "REDIS-BENCHMARK FLAGS"] NAME=DIR[:FLAGS] ...
+#          [-c CONNS] [-d SECONDS] [-x "REDIS-BENCHMARK FLAGS"] [-p] NAME=DIR[:FLAGS] ...
 #   NAME=DIR[:FLAGS]   a variant: DIR holds nuse and libnuse.so (e.g. bin,
 #                      or a copy of an older build), FLAGS go to its daemon
 #   -w redis: redis-benchmark -c CONNS (20) -n REQS (50000) -t get [-x ...]
 #   -w nginx: nginx (2 workers) + wrk -t 2 -c CONNS (32) -d SECONDS (4), 4 KiB
 # e.g. scripts/bench/ab-daemons.sh -r 3 old=/tmp/old new=bin one=bin:"--procs 1"
-# Needs root, redis-server/redis-benchmark or nginx/wrk.
+# Needs root, redis-server/redis-benchmark or nginx/wrk; -p needs go (go tool pprof).
 set -uo pipefail
-W_=redis R=3 N=50000 C="" D=4 X=""
-while getopts "w:r:n:c:d:x:h" o; do
+W_=redis R=3 N=50000 C="" D=4 X="" P=0
+while getopts "w:r:n:c:d:x:ph" o; do
 	case $o in
-	w) W_=$OPTARG ;; r) R=$OPTARG ;; n) N=$OPTARG ;; c) C=$OPTARG ;; d) D=$OPTARG ;; x) X=$OPTARG ;;
-	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	w) W_=$OPTARG ;; r) R=$OPTARG ;; n) N=$OPTARG ;; c) C=$OPTARG ;; d) D=$OPTARG ;; x) X=$OPTARG ;; p) P=1 ;;
+	*) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -37,12 +43,13 @@ done
 ((R <= 20 && D <= 60)) || { echo "ab-daemons: -r at most 20, -d at most 60" >&2; exit 2; }
 (($# > 0)) || { echo "ab-daemons: name at least one variant NAME=DIR[:FLAGS]" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "ab-daemons: needs root for a network namespace" >&2; exit 1; }
+((P == 0)) || command -v go >/dev/null || { echo "ab-daemons: -p needs go (go tool pprof)" >&2; exit 1; }
 
 . "$(dirname "$0")/../benchlib.sh"
 private_netns nuse-ab
 chmod 755 "$WORK" # nginx's workers run as www-data
 
-declare -A DIR DP SUMR SUMC SUMS SUMK
+declare -A DIR DP SUMR SUMC SUMS SUMK SUMN
 NAMES=()
 for v in "$@"; do
 	name=${v%%=*} rest=${v#*=}
@@ -52,6 +59,7 @@ for v in "$@"; do
 	[[ -x $dir/nuse && -e $dir/libnuse.so ]] || { echo "ab-daemons: $dir has no nuse and libnuse.so" >&2; exit 1; }
 	dir=$(cd "$dir" && pwd)
 	NAMES+=("$name") DIR[$name]=$dir
+	((P)) && flags+=" --cpuprofile $WORK/$name.pprof"
 	# ip netns exec execs the program, so $! is the daemon's own PID.
 	# shellcheck disable=SC2086 # flags are words
 	ip netns exec "$NS" "$dir/nuse" daemon --sock "$WORK/$name.sock" --netdev none -q $flags >"$WORK/$name.log" 2>&1 &
@@ -108,6 +116,7 @@ one() {
 	printf '  round %d %-10s %10s req/s  CPU/request: daemon %s us, server %s us, client %s us\n' "$i" "$w" "${rps:-0}" "$cpu" "$scpu" "$kcpu"
 	SUMR[$w]=$(awk -v a="${SUMR[$w]:-0}" -v b="${rps:-0}" 'BEGIN {print a + b}')
 	SUMC[$w]=$(awk -v a="${SUMC[$w]:-0}" -v b="$cpu" 'BEGIN {print a + b}')
+	SUMN[$w]=$((${SUMN[$w]:-0} + ${reqs:-0}))
 	SUMS[$w]=$(awk -v a="${SUMS[$w]:-0}" -v b="$scpu" 'BEGIN {print a + b}')
 	SUMK[$w]=$(awk -v a="${SUMK[$w]:-0}" -v b="$kcpu" 'BEGIN {print a + b}')
 }
@@ -130,4 +139,39 @@ kcore=$(core K)
 for w in K "${NAMES[@]}"; do
 	awk -v n="$([[ $w == K ]] && echo kernel || echo "$w")" -v r="$(core "$w")" -v k="$kcore" -v c="${SUMC[$w]}" -v s="${SUMS[$w]}" -v cl="${SUMK[$w]}" -v R="$R" \
 		'BEGIN { printf "  %-10s %10.0f req/s  NUSE/kernel %.2fx  (daemon %.1f, server %.1f, client %.1f us/request)\n", n, r, (k > 0 ? r / k : 0), c / R, s / R, cl / R }'
+done
+((P)) || exit 0
+# The profiles are written as the daemons exit.
+for w in "${NAMES[@]}"; do kill -INT "${DP[$w]}" 2>/dev/null; done
+for w in "${NAMES[@]}"; do wait "${DP[$w]}" 2>/dev/null; done
+echo "the daemon's CPU per request by program (-p: profile labels): each program's turns, the workers' own loops (spinning included), the rest (gVisor's goroutines, Go's runtime: any thread runs them):"
+# `go tool pprof -tags`: "program: Total 6.37s of 9.55s (66.70%)", then a
+# line per label value, "1.71s (17.91%): 5 nginx[21979]" (session id,
+# name, pid); the same for "worker" (its id).
+tags() { go tool pprof -tags "$@" 2>/dev/null; }
+secs='function secs(v) { if (v ~ /ms$/) return v / 1000; if (v ~ /us$/) return v / 1e6; return v + 0 }'
+for w in "${NAMES[@]}"; do
+	prof=("${DIR[$w]}/nuse" "$WORK/$w.pprof")
+	all=$(tags "${prof[@]}" | awk "$secs"' $2 == "Total" { print secs($5); exit }')
+	# Each worker's samples: a worker serves the sessions of one round (it
+	# retires with its last), so its share of all rounds' samples times
+	# the daemon's CPU of all rounds is per request of its round.
+	busy=0
+	for id in $(tags "${prof[@]}" | awk '$1 == "worker:" { on = 1; next } /^$/ { on = 0 } on { print $NF }'); do
+		t=$(tags -tagfocus="worker=^$id\$" "${prof[@]}" | awk "$secs"' $1 == "worker:" { print secs($3) }')
+		busy=$(awk -v a="$busy" -v b="${t:-0}" 'BEGIN { print (b > a ? b : a) }')
+	done
+	tags "${prof[@]}" | awk "$secs"'
+		$1 == "program:" || $1 == "worker:" { on = $1 == "program:"; if (on) plab = secs($3); else wlab = secs($3); next }
+		/^$/ { on = 0 }
+		on && /%\): / { name = $0; sub(/^.*%\): [0-9]+ /, "", name); sub(/\[[0-9]+\]$/, "", name); if (!(name in t)) o[++k] = name; t[name] += secs($1) }
+		END {
+			if (all <= 0 || reqs <= 0) { printf "  %-10s no samples\n", n; exit }
+			u = c / R / all # us per request per profile second, over the rounds
+			line = ""
+			for (i = 1; i <= k; i++) line = line sprintf("%s %.1f, ", o[i], t[o[i]] * u)
+			printf "  %-10s %sthe workers'"'"' loops %.1f, the rest %.1f us/request (of %.1f)\n", n, line, (wlab - plab) * u, (all - wlab) * u, c / R
+			m = busy * u * R; b = m; if (s / R > b) b = s / R; if (cl / R > b) b = cl / R
+			if (b > 0) printf "  %-10s with a core per worker (the busiest %.1f, server %.1f, client %.1f us/request; the rest on other cores): %.0f req/s, NUSE/kernel %.2fx\n", n, m, s / R, cl / R, 1e6 / b, (kcore > 0 ? 1e6 / b / kcore : 0)
+		}' n="$w" all="${all:-0}" busy="$busy" reqs="${SUMN[$w]}" c="${SUMC[$w]}" R="$R" cl="${SUMK[$w]}" s="${SUMS[$w]}" kcore="$kcore"
 done

@@ -11,12 +11,14 @@ import (
 // 20,000 GETs, enough for the server to cost whole CPU ticks): the kernel,
 // this build on gvisor and on the kernel engine. It checks each path's
 // mean and its rate with a core per party, and that every party's CPU per
-// request was measured (the daemon's for the NUSE paths only): numbers
-// present and positive, no timing judged.
+// request was measured (the daemon's for the NUSE paths only); and with
+// -p (profile labels), the daemon's CPU per request split by program
+// (redis-server's and redis-benchmark's turns) with its rate with a core
+// per worker: numbers present and positive, no timing judged.
 func TestABDaemonsScript(t *testing.T) {
 	bin := filepath.Join(repo, "bin")
-	out := runScript(t, []string{"redis-server", "redis-benchmark"}, nil, "nuse-ab",
-		"scripts/bench/ab-daemons.sh", "-w", "redis", "-r", "1", "-n", "20000", "g="+bin, "k="+bin+":--engine kernel")
+	out := runScript(t, []string{"redis-server", "redis-benchmark", "go"}, nil, "nuse-ab",
+		"scripts/bench/ab-daemons.sh", "-w", "redis", "-r", "1", "-n", "20000", "-p", "g="+bin, "k="+bin+":--engine kernel")
 	mean := regexp.MustCompile(`(?m)^  (\S+) +(\d+) req/s  NUSE/kernel ([0-9.]+)x  daemon CPU/request ([0-9.]+) us$`)
 	core := regexp.MustCompile(`(?m)^  (\S+) +(\d+) req/s  NUSE/kernel ([0-9.]+)x  \(daemon ([0-9.]+), server ([0-9.]+), client ([0-9.]+) us/request\)$`)
 	means, cores := mean.FindAllStringSubmatch(out, -1), core.FindAllStringSubmatch(out, -1)
@@ -43,6 +45,28 @@ func TestABDaemonsScript(t *testing.T) {
 		}
 		if daemon := num(c[4]); (want == "kernel") != (daemon == 0) {
 			t.Errorf("%s: daemon %v us/request", want, daemon)
+		}
+	}
+	split := regexp.MustCompile(`(?m)^  (\S+) +redis-(server|benchmark) ([0-9.]+), redis-(server|benchmark) ([0-9.]+), the workers' loops ([0-9.]+), the rest ([0-9.]+) us/request \(of ([0-9.]+)\)$`)
+	perWorker := regexp.MustCompile(`(?m)^  (\S+) +with a core per worker \(the busiest ([0-9.]+), server ([0-9.]+), client ([0-9.]+) us/request; the rest on other cores\): (\d+) req/s, NUSE/kernel ([0-9.]+)x$`)
+	splits, workers := split.FindAllStringSubmatch(out, -1), perWorker.FindAllStringSubmatch(out, -1)
+	if len(splits) != 2 || len(workers) != 2 {
+		t.Fatalf("want the daemon's CPU by program and with a core per worker for g and k: %d, %d lines", len(splits), len(workers))
+	}
+	for i, want := range []string{"g", "k"} {
+		sp, w := splits[i], workers[i]
+		if sp[1] != want || w[1] != want || sp[2] == sp[4] {
+			t.Fatalf("lines %q / %q: want %s, and both programs", sp[0], w[0], want)
+		}
+		if num(sp[3]) <= 0 || num(sp[5]) <= 0 {
+			t.Errorf("%s: a program's turns cost nothing: %s", want, sp[0])
+		}
+		// the parts are shares of the whole (rounded to 0.1 each)
+		if sum, whole := num(sp[3])+num(sp[5])+num(sp[6])+num(sp[7]), num(sp[8]); sum < whole-0.3 || sum > whole+0.3 || whole != num(means[i+1][4]) {
+			t.Errorf("%s: the parts add up to %.1f, not %v (the mean: %s)", want, sum, whole, means[i+1][4])
+		}
+		if num(w[2]) <= 0 || num(w[5]) <= 0 {
+			t.Errorf("%s: %s", want, w[0])
 		}
 	}
 }
