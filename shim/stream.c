@@ -18,6 +18,9 @@
 #include <limits.h>
 #include <poll.h>
 
+/* The most one read, write or sendfile moves in Linux (MAX_RW_COUNT). */
+#define MAX_RW ((size_t)INT_MAX & ~(size_t)4095)
+
 static size_t iov_total(const struct iovec *iov, int n)
 {
 	size_t t = 0;
@@ -52,6 +55,47 @@ static void iov_to_ring(uint8_t *data, uint64_t size, uint64_t pos, const struct
 		n -= l;
 		off = 0;
 	}
+}
+
+/*
+ * Where a send's bytes come from: the caller's iovec, or (sendfile) a file
+ * read straight into the ring -- no buffer between, one copy fewer.
+ */
+struct source {
+	const struct iovec *iov;
+	int cnt;
+	int in;     /* sendfile's file, or -1: the iovec */
+	off_t *off; /* sendfile's offset, or NULL: the file's own position */
+	int err;    /* the file's read failed with this */
+};
+
+/* Copies n bytes of src, from its byte done on, into the ring at pos;
+ * returns how many came (fewer: the file ended, or failed: src->err). */
+static size_t source_to_ring(struct source *src, uint8_t *data, uint64_t size, uint64_t pos, size_t done, size_t n)
+{
+	size_t got = 0;
+
+	if (src->in < 0) {
+		iov_to_ring(data, size, pos, src->iov, src->cnt, done, n);
+		return n;
+	}
+	while (got < n) {
+		uint64_t at = (pos + got) & (size - 1);
+		size_t l = n - got < size - at ? n - got : (size_t)(size - at);
+		ssize_t r = src->off ? pread(src->in, data + at, l, *src->off) : R.read(src->in, data + at, l);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r < 0)
+				src->err = errno;
+			break;
+		}
+		if (src->off)
+			*src->off += r;
+		got += (size_t)r;
+	}
+	return got;
 }
 
 static void ring_to_iov(const uint8_t *data, uint64_t size, uint64_t pos, const struct iovec *iov, int cnt,
@@ -118,9 +162,9 @@ static void tx_trim(struct nsock *s, uint64_t head)
 		nuse_ring_trim(s->tx_data, s->ring_size, head);
 }
 
-ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
+static ssize_t send_source(struct nsock *s, int fd, struct source *src, size_t total, int flags)
 {
-	size_t total = iov_total(iov, cnt), done = 0;
+	size_t done = 0;
 	int nonblock = s->nonblock || (flags & MSG_DONTWAIT), held = 0;
 	uint64_t deadline = nonblock ? 0 : deadline_of(s->sndtimeo_ms);
 	ssize_t ret;
@@ -182,7 +226,7 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 		}
 		room = nuse_ring_free(head, tail, s->ring_size);
 		if (room && done < total) {
-			size_t n;
+			size_t n, got;
 
 			if (head == tail) {
 				uint64_t h = s->dir ? head : nuse_ring_rewind(head, s->ring_size, total - done);
@@ -196,12 +240,17 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 				tx_trim(s, head);
 			}
 			n = total - done < room ? total - done : (size_t)room;
-
-			iov_to_ring(s->tx_data, s->ring_size, head, iov, cnt, done, n);
-			atomic_store_explicit(A64(&s->tx->head), head + n, memory_order_release);
-			if (!direct_peer_spins(s) && (!s->dir || wake_peer(s) < 0))
-				attention(s);
-			done += n;
+			got = source_to_ring(src, s->tx_data, s->ring_size, head, done, n);
+			if (got) {
+				atomic_store_explicit(A64(&s->tx->head), head + got, memory_order_release);
+				if (!direct_peer_spins(s) && (!s->dir || wake_peer(s) < 0))
+					attention(s);
+				done += got;
+			}
+			if (got < n) { /* sendfile's file ended, or failed */
+				ret = done || !src->err ? (ssize_t)done : fail(src->err);
+				break;
+			}
 		}
 		if (done == total) {
 			ret = (ssize_t)done;
@@ -252,6 +301,13 @@ ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 	if (held)
 		sock_unhold(s);
 	return ret;
+}
+
+ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
+{
+	struct source src = {.iov = iov, .cnt = cnt, .in = -1};
+
+	return send_source(s, fd, &src, iov_total(iov, cnt), flags);
 }
 
 ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags)
@@ -398,36 +454,11 @@ ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, i
 
 ssize_t stream_sendfile(struct nsock *s, int out, int in, off_t *off, size_t count)
 {
-	char buf[65536];
-	size_t done = 0;
+	struct source src = {.in = in, .off = off};
 
-	while (done < count) {
-		size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
-		ssize_t n = off ? pread(in, buf, want, *off) : R.read(in, buf, want);
-		struct iovec iov = {buf, 0};
-		ssize_t w;
-
-		if (n <= 0) {
-			if (n < 0 && !done)
-				return -1;
-			break;
-		}
-		iov.iov_len = (size_t)n;
-		w = stream_send(s, out, &iov, 1, 0);
-		if (w < 0) {
-			if (!off)
-				lseek(in, -n, SEEK_CUR);
-			if (!done)
-				return -1;
-			break;
-		}
-		if (off)
-			*off += w;
-		else if (w < n)
-			lseek(in, w - n, SEEK_CUR);
-		done += (size_t)w;
-		if (w < n)
-			break;
-	}
-	return (ssize_t)done;
+	if (!count)
+		return 0;
+	if (count > MAX_RW)
+		count = MAX_RW; /* as Linux: at most this much per call */
+	return send_source(s, out, &src, count, 0);
 }

@@ -16,7 +16,8 @@
 ssize_t stream_send(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags);
 /* recv/recvmsg/read/readv: the libc result (count, 0 at EOF, or -1 with errno). */
 ssize_t stream_recv(struct nsock *s, int fd, const struct iovec *iov, int cnt, int flags);
-/* sendfile() to a NUSE socket: copied through a buffer into the tx ring. */
+/* sendfile() to a NUSE socket: the file is read straight into the tx ring
+ * (at the offset given, or at the file's position, which then moves). */
 ssize_t stream_sendfile(struct nsock *s, int out, int in, off_t *off, size_t count);
 
 /* Bytes queued: in the rx ring (rx, FIONREAD) or in the tx ring (TIOCOUTQ). */

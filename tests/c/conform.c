@@ -2829,6 +2829,61 @@ static void keep_sendfile(void)
 	emit("sent=%ld got=%ld sum=%016llx", sent, got, (unsigned long long)h);
 }
 
+/* sendfile with the file's own position (no offset), blocking, asked for
+ * more than the file holds: it sends what there is, the position moves by
+ * that, and a second call at EOF sends nothing; then a count of 0, and a
+ * file opened write-only (EBADF). */
+static void keep_sendfile_pos(void)
+{
+	enum { SZ = 300000, SKIP = 1000 };
+	int c, a, mf = memfd_create("conform", 0), wo, i, p[2];
+	static unsigned char b[SZ];
+	char res[64] = "";
+	pid_t pid;
+	ssize_t r;
+
+	if (mkpair(&c, &a) < 0 || pipe(p) < 0)
+		return;
+	for (i = 0; i < SZ; i++)
+		b[i] = (unsigned char)(i * 13 + i / 509);
+	if (write(mf, b, SZ) != SZ || lseek(mf, SKIP, SEEK_SET) != SKIP)
+		return;
+	pid = fork();
+	if (pid == 0) { /* the reader, so that a blocking sendfile can finish */
+		uint64_t h = 1469598103934665603ull;
+		long n = 0;
+		int len;
+
+		close(c);
+		while (n < SZ - SKIP) {
+			ssize_t k = recv(a, b, sizeof(b), 0);
+
+			if (k <= 0)
+				break;
+			for (ssize_t j = 0; j < k; j++)
+				h = (h ^ b[j]) * 1099511628211ull;
+			n += k;
+		}
+		len = snprintf(res, sizeof(res), "recv=%ld sum=%016llx", n, (unsigned long long)h);
+		if (write(p[1], res, (size_t)len) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(a);
+	close(p[1]);
+	r = sendfile(c, mf, NULL, SZ * 2);
+	emit("sent=%ld pos=%ld", (long)r, (long)lseek(mf, 0, SEEK_CUR));
+	rv("at-eof", sendfile(c, mf, NULL, 4096));
+	rv("zero", sendfile(c, mf, NULL, 0));
+	wo = open("/dev/null", O_WRONLY);
+	rv("write-only", sendfile(c, wo, NULL, 10));
+	close(wo);
+	child_status("reader", pid, WAIT_MS);
+	if (read(p[0], res, sizeof(res) - 1) > 0)
+		emit("%s", res);
+	close(p[0]);
+}
+
 static void keep_fork_child_sends(void)
 {
 	int c, a;
@@ -3005,6 +3060,7 @@ static const struct kase {
 	C(keep_reuseport),
 	C(keep_fstat_and_identity),
 	C(keep_sendfile),
+	C(keep_sendfile_pos),
 	C(keep_fork_child_sends),
 	C(keep_nonblocking_accept_empty),
 #undef C
