@@ -458,6 +458,10 @@ ssize_t stream_sendfile(struct nsock *s, int out, int in, off_t *off, size_t cou
 
 	if (!count)
 		return 0;
+	/* Linux reads only files that splice to a pipe: never a socket (ours
+	 * would give its readiness bytes) */
+	if (fd_nuse(in))
+		return fail(EINVAL);
 	if (count > MAX_RW)
 		count = MAX_RW; /* as Linux: at most this much per call */
 	return send_source(s, out, &src, count, 0);

@@ -2878,6 +2878,7 @@ static void keep_sendfile_pos(void)
 	wo = open("/dev/null", O_WRONLY);
 	rv("write-only", sendfile(c, wo, NULL, 10));
 	close(wo);
+	rv("from-socket", sendfile(c, c, NULL, 10));
 	child_status("reader", pid, WAIT_MS);
 	if (read(p[0], res, sizeof(res) - 1) > 0)
 		emit("%s", res);
