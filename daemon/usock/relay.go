@@ -91,37 +91,22 @@ type RelayStats struct {
 // go (its CLOSE, its exit, the pair hanging up), handover gives the
 // connection to the relay.
 func (s *Session) relay(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
+	s.withChannel(req, pair, rep, "relay", func(so *sock) syscall.Errno {
+		switch {
+		case so.listening:
+			return syscall.EOPNOTSUPP // a listener cannot be a byte stream
+		case so.connecting || so.state&abi.SSConnected == 0:
+			return syscall.ENOTCONN
+		case so.relay != nil:
+			return syscall.EBUSY // handed on once already, not let go of yet
+		}
+		return 0
+	}, func(so *sock, ino uint64) { s.relayVia(so, pair, ino, rep) })
+}
+
+// relayVia attaches a relay to so through pair (relay). Called with mu held.
+func (s *Session) relayVia(so *sock, pair int, ino uint64, rep *abi.CtlReply) {
 	srv := s.srv
-	ino, e := s.takeChannel(pair, "relay")
-	if e != 0 {
-		rep.Result = -int32(e)
-		return
-	}
-	fail := func(e syscall.Errno) {
-		srv.dropChannel(pair, ino)
-		rep.Result = -int32(e)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dead {
-		fail(syscall.ECONNRESET)
-		return
-	}
-	so := s.lookup(req.Sock, req.Gen)
-	switch {
-	case so == nil:
-		fail(syscall.EBADF)
-		return
-	case so.listening:
-		fail(syscall.EOPNOTSUPP) // a listener cannot be a byte stream
-		return
-	case so.connecting || so.state&abi.SSConnected == 0:
-		fail(syscall.ENOTCONN)
-		return
-	case so.relay != nil:
-		fail(syscall.EBUSY) // handed on once already, not let go of yet
-		return
-	}
 	r := &relay{
 		srv: srv, uid: s.Uid, use: s.use, es: so.es, engine: so.engine, family: so.family, ino: ino,
 		local: so.local, remote: so.remote, created: so.created,
@@ -654,6 +639,35 @@ func sameNetns(a, b int) bool {
 	}
 	x := ino(a)
 	return x != 0 && x == ino(b)
+}
+
+// withChannel takes pair as the new channel (takeChannel; what names it in
+// the log) of socket req.Sock, for a control request: with mu held, refuse
+// says why the socket cannot have it (0: it can), and use gets it. A dead
+// session, a stale slot or a refusal drop the channel and answer the errno.
+func (s *Session) withChannel(req *abi.CtlReq, pair int, rep *abi.CtlReply, what string,
+	refuse func(so *sock) syscall.Errno, use func(so *sock, ino uint64)) {
+	ino, e := s.takeChannel(pair, what)
+	if e != 0 {
+		rep.Result = -int32(e)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var so *sock
+	e = syscall.ECONNRESET
+	if !s.dead {
+		e = syscall.EBADF
+		if so = s.lookup(req.Sock, req.Gen); so != nil {
+			e = refuse(so)
+		}
+	}
+	if e != 0 {
+		s.srv.dropChannel(pair, ino)
+		rep.Result = -int32(e)
+		return
+	}
+	use(so, ino)
 }
 
 // dropChannel undoes takeChannel: closes pair and forgets it.

@@ -1491,38 +1491,23 @@ func addrString(ap netip.AddrPort) string {
 // NUSE_CTL_REPAIR: the shim asks before it connects or listens anew, so
 // that the app fd does not poll HUP for good.
 func (s *Session) repair(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
-	srv := s.srv
-	ino, e := s.takeChannel(pair, "new pair")
-	if e != 0 {
-		rep.Result = -int32(e)
-		return
-	}
-	fail := func(e syscall.Errno) {
-		srv.dropChannel(pair, ino)
-		rep.Result = -int32(e)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dead {
-		fail(syscall.ECONNRESET)
-		return
-	}
-	so := s.lookup(req.Sock, req.Gen)
-	switch {
-	case so == nil || so.closing || so.relay != nil:
-		fail(syscall.EBADF)
-		return
-	case so.connecting || so.listening || so.state&abi.SSConnected != 0:
-		fail(syscall.EISCONN)
-		return
-	}
-	srv.dropChannel(so.pair, so.pairIno)
-	so.pair, so.pairIno = pair, ino
-	so.pairShut, so.pairHup, so.pairCut, so.appGone = false, false, false, false
-	so.edgeHead, so.edgeState, so.edgeConn, so.owed = so.rxHead, 0, false, false
-	sh := s.a.Sock(so.slot)
-	atomic.StoreUint32(&sh.LazyOwed, 0)
-	atomic.StoreUint32(&sh.Sig, abi.SigNone)
-	atomic.StoreUint32(&sh.Fill, abi.FillNone)
-	rep.Sock, rep.Gen = so.slot, so.gen
+	s.withChannel(req, pair, rep, "new pair", func(so *sock) syscall.Errno {
+		switch {
+		case so.closing || so.relay != nil:
+			return syscall.EBADF
+		case so.connecting || so.listening || so.state&abi.SSConnected != 0:
+			return syscall.EISCONN
+		}
+		return 0
+	}, func(so *sock, ino uint64) {
+		s.srv.dropChannel(so.pair, so.pairIno)
+		so.pair, so.pairIno = pair, ino
+		so.pairShut, so.pairHup, so.pairCut, so.appGone = false, false, false, false
+		so.edgeHead, so.edgeState, so.edgeConn, so.owed = so.rxHead, 0, false, false
+		sh := s.a.Sock(so.slot)
+		atomic.StoreUint32(&sh.LazyOwed, 0)
+		atomic.StoreUint32(&sh.Sig, abi.SigNone)
+		atomic.StoreUint32(&sh.Fill, abi.FillNone)
+		rep.Sock, rep.Gen = so.slot, so.gen
+	})
 }
