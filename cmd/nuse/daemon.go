@@ -113,7 +113,7 @@ func runDaemon(args []string) int {
 	fs.DurationVar(&cfg.Spin, "spin", 50*time.Microsecond, "how long the daemon spins for work before it sleeps")
 	fs.DurationVar(&cfg.SpinMax, "spin-max", 2*time.Millisecond, "how far the daemon's spin may grow while work keeps coming just after it fell asleep (past --spin it yields the CPU to runnable programs each turn); at most --spin: a fixed spin")
 	fs.DurationVar(&cfg.UCSpin, "uc-spin", defaultUCSpin(), "how long the pump of a uc proxy QP (uc/proxy) spins for work before it sleeps")
-	fs.IntVar(&cfg.Workers, "workers", 1, "goroutines that serve the sessions (each spins over all of its sessions)")
+	fs.IntVar(&cfg.Workers, "workers", 1, "goroutines that serve the sessions, each spinning over its own (a session is a program and the processes it forks); with cores to spare, one per busy program (README: More workers for more cores)")
 	procs := fs.Int("procs", 0, "threads that run the daemon's Go code at once (GOMAXPROCS, at least --workers); 0 is automatic: --workers (one more with the kernel engine) on machines of up to 4 CPUs (the engine's goroutines then run on the workers' threads, which saves a thread wake-up per segment), else Go's default (one per CPU, or $GOMAXPROCS)")
 	fs.DurationVar(&cfg.ShimSpin, "shim-spin", 20*time.Microsecond, "how long application threads spin before they sleep")
 	fs.DurationVar(&cfg.Linger, "linger", 30*time.Second, "how long a closed socket may take to send what is left in its ring")
