@@ -17,6 +17,7 @@
 
 #include <limits.h>
 #include <poll.h>
+#include <sys/stat.h>
 
 /* The most one read, write or sendfile moves in Linux (MAX_RW_COUNT). */
 #define MAX_RW ((size_t)INT_MAX & ~(size_t)4095)
@@ -248,7 +249,7 @@ static ssize_t send_source(struct nsock *s, int fd, struct source *src, size_t t
 				done += got;
 			}
 			if (got < n) { /* sendfile's file ended, or failed */
-				ret = done || !src->err ? (ssize_t)done : fail(src->err);
+				ret = done || !src->err ? (ssize_t)done : fail(src->err == EISDIR ? EINVAL : src->err);
 				break;
 			}
 		}
@@ -459,9 +460,17 @@ ssize_t stream_sendfile(struct nsock *s, int out, int in, off_t *off, size_t cou
 	if (!count)
 		return 0;
 	/* Linux reads only files that splice to a pipe: never a socket (ours
-	 * would give its readiness bytes) */
+	 * would give its readiness bytes), a pipe or a directory.  Read at an
+	 * offset, a pipe or socket fails ESPIPE by itself (as in Linux);
+	 * at its position, we ask. */
 	if (fd_nuse(in))
 		return fail(EINVAL);
+	if (!off) {
+		struct stat st;
+
+		if (fstat(in, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISDIR(st.st_mode)))
+			return fail(EINVAL);
+	}
 	if (count > MAX_RW)
 		count = MAX_RW; /* as Linux: at most this much per call */
 	return send_source(s, out, &src, count, 0);

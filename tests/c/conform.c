@@ -2879,6 +2879,20 @@ static void keep_sendfile_pos(void)
 	rv("write-only", sendfile(c, wo, NULL, 10));
 	close(wo);
 	rv("from-socket", sendfile(c, c, NULL, 10));
+	{
+		int q[2], d = open("/", O_RDONLY | O_DIRECTORY);
+		off_t o = 0;
+
+		if (pipe(q) == 0 && write(q[1], "x", 1) == 1) {
+			rv("from-pipe", sendfile(c, q[0], NULL, 1));
+			rv("from-pipe-at", sendfile(c, q[0], &o, 1));
+			close(q[0]);
+			close(q[1]);
+		}
+		rv("from-dir", sendfile(c, d, NULL, 1));
+		rv("from-dir-at", sendfile(c, d, &o, 1));
+		close(d);
+	}
 	child_status("reader", pid, WAIT_MS);
 	if (read(p[0], res, sizeof(res) - 1) > 0)
 		emit("%s", res);
