@@ -189,6 +189,26 @@ func (ns *netns) startDaemon(args ...string) *proc {
 	return p
 }
 
+// requireASanShim fails the test unless bin/libnuse-asan.so is there and
+// newer than every shim source (the Makefile's SHIM_SRCS): `make build`
+// leaves it as it was, so a test run straight with `go test` after a shim
+// change would otherwise check the old shim under the sanitizer.
+func requireASanShim(t *testing.T) {
+	t.Helper()
+	lib := bin("libnuse-asan.so")
+	st, err := os.Stat(lib)
+	if err != nil {
+		t.Fatalf("%s missing: run 'make bin/libnuse-asan.so'", lib)
+	}
+	srcs, _ := filepath.Glob(filepath.Join(repo, "shim", "*.[ch]"))
+	gos, _ := filepath.Glob(filepath.Join(repo, "shim", "*.go"))
+	for _, src := range append(append(srcs, gos...), filepath.Join(repo, "shim", "abi", "nuse_abi.h")) {
+		if s, err := os.Stat(src); err == nil && s.ModTime().After(st.ModTime()) {
+			t.Fatalf("%s is older than %s: run 'make bin/libnuse-asan.so'", lib, src)
+		}
+	}
+}
+
 // nuseRun returns the argv that runs argv under `nuse run` with rules.
 func (ns *netns) nuseRun(rules string, argv ...string) []string {
 	return append([]string{bin("nuse"), "run", "--sock", ns.sock(), "--rules", rules, "--"}, argv...)
@@ -203,6 +223,7 @@ func (ns *netns) runProgram(t *testing.T, rules string, asan bool, want string, 
 	if rules != "" {
 		pre := []string{bin("nuse"), "run", "--sock", ns.sock(), "--rules", rules}
 		if asan {
+			requireASanShim(t)
 			pre = append(pre, "--asan")
 		}
 		argv = append(append(pre, "--"), argv...)
