@@ -88,8 +88,8 @@ static size_t source_to_ring(struct source *src, uint8_t *data, uint64_t size, u
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			if (r < 0)
-				src->err = errno;
+			if (r < 0) /* a directory: EINVAL, as Linux's sendfile */
+				src->err = errno == EISDIR ? EINVAL : errno;
 			break;
 		}
 		if (src->off)
@@ -249,7 +249,7 @@ static ssize_t send_source(struct nsock *s, int fd, struct source *src, size_t t
 				done += got;
 			}
 			if (got < n) { /* sendfile's file ended, or failed */
-				ret = done || !src->err ? (ssize_t)done : fail(src->err == EISDIR ? EINVAL : src->err);
+				ret = done || !src->err ? (ssize_t)done : fail(src->err);
 				break;
 			}
 		}

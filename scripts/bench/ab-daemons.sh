@@ -152,16 +152,17 @@ tags() { go tool pprof -tags "$@" 2>/dev/null; }
 secs='function secs(v) { if (v ~ /ms$/) return v / 1000; if (v ~ /us$/) return v / 1e6; return v + 0 }'
 for w in "${NAMES[@]}"; do
 	prof=("${DIR[$w]}/nuse" "$WORK/$w.pprof")
-	all=$(tags "${prof[@]}" | awk "$secs"' $2 == "Total" { print secs($5); exit }')
+	whole=$(tags "${prof[@]}")
+	all=$(awk "$secs"' $2 == "Total" { print secs($5); exit }' <<<"$whole")
 	# Each worker's samples: a worker serves the sessions of one round (it
 	# retires with its last), so its share of all rounds' samples times
 	# the daemon's CPU of all rounds is per request of its round.
 	busy=0
-	for id in $(tags "${prof[@]}" | awk '$1 == "worker:" { on = 1; next } /^$/ { on = 0 } on { print $NF }'); do
+	for id in $(awk '$1 == "worker:" { on = 1; next } /^$/ { on = 0 } on { print $NF }' <<<"$whole"); do
 		t=$(tags -tagfocus="worker=^$id\$" "${prof[@]}" | awk "$secs"' $1 == "worker:" { print secs($3) }')
 		busy=$(awk -v a="$busy" -v b="${t:-0}" 'BEGIN { print (b > a ? b : a) }')
 	done
-	tags "${prof[@]}" | awk "$secs"'
+	awk "$secs"'
 		$1 == "program:" || $1 == "worker:" { on = $1 == "program:"; if (on) plab = secs($3); else wlab = secs($3); next }
 		/^$/ { on = 0 }
 		on && /%\): / { name = $0; sub(/^.*%\): [0-9]+ /, "", name); sub(/\[[0-9]+\]$/, "", name); if (!(name in t)) o[++k] = name; t[name] += secs($1) }
@@ -173,5 +174,5 @@ for w in "${NAMES[@]}"; do
 			printf "  %-10s %sthe workers'"'"' loops %.1f, the rest %.1f us/request (of %.1f)\n", n, line, (wlab - plab) * u, (all - wlab) * u, c / R
 			m = busy * u * R; b = m; if (s / R > b) b = s / R; if (cl / R > b) b = cl / R
 			if (b > 0) printf "  %-10s with a core per worker (the busiest %.1f, server %.1f, client %.1f us/request; the rest on other cores): %.0f req/s, NUSE/kernel %.2fx\n", n, m, s / R, cl / R, 1e6 / b, (kcore > 0 ? 1e6 / b / kcore : 0)
-		}' n="$w" all="${all:-0}" busy="$busy" reqs="${SUMN[$w]}" c="${SUMC[$w]}" R="$R" cl="${SUMK[$w]}" s="${SUMS[$w]}" kcore="$kcore"
+		}' n="$w" all="${all:-0}" busy="$busy" reqs="${SUMN[$w]}" c="${SUMC[$w]}" R="$R" cl="${SUMK[$w]}" s="${SUMS[$w]}" kcore="$kcore" <<<"$whole"
 done
