@@ -1,21 +1,26 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * cmd.c - posting a command in an arena slot and waiting for its answer
- * (cmd.h).  It calls the session (ctl_alive) and the base.
+ * cmd.c - posting a command in an arena slot and waiting for its answer,
+ * or not (an asynchronous CLOSE) (cmd.h).  It calls the session (ctl_alive) and the base.
  */
 #include "cmd.h"
 
 #include <string.h>
 
-int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io)
+/*
+ * Claims a slot, fills it and submits it; NULL (and *err) when the daemon
+ * is gone.
+ */
+static struct nuse_cmd *cmd_post(struct nsock *s, uint16_t op, struct cmd_io *io, uint16_t flags, int *err)
 {
 	static atomic_uint hint;
 	struct nuse_cmd *c = NULL;
-	uint64_t deadline;
-	int i, tries, r;
+	int i, tries;
 
-	if (atomic_load(&S.dead))
-		return -ECONNRESET;
+	if (atomic_load(&S.dead)) {
+		*err = -ECONNRESET;
+		return NULL;
+	}
 	for (tries = 0; !c; tries++) {
 		unsigned start = atomic_fetch_add(&hint, 1);
 
@@ -31,13 +36,15 @@ int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io)
 		if (!c) { /* all 64 busy: other threads' commands finish soon */
 			struct timespec ts = {0, 100000};
 
-			if (!ctl_alive())
-				return -ECONNRESET;
+			if (!ctl_alive()) {
+				*err = -ECONNRESET;
+				return NULL;
+			}
 			nanosleep(&ts, NULL);
 		}
 	}
 	c->op = op;
-	c->flags = 0;
+	c->flags = flags;
 	c->sock = s->slot;
 	c->gen = s->gen;
 	c->result = 0;
@@ -59,7 +66,25 @@ int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io)
 	atomic_store_explicit(A32(&c->state), NUSE_CMD_SUBMITTED, memory_order_release);
 	atomic_fetch_or(A64(&S.hdr->cmd_pending), 1ull << (c - S.cmds));
 	doorbell();
+	return c;
+}
 
+void cmd_post_async(struct nsock *s, uint16_t op)
+{
+	int err;
+
+	(void)cmd_post(s, op, NULL, NUSE_CMD_F_ASYNC, &err);
+}
+
+int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io)
+{
+	struct nuse_cmd *c;
+	uint64_t deadline;
+	int i, r;
+
+	c = cmd_post(s, op, io, 0, &r);
+	if (!c)
+		return r;
 	deadline = now_ns() + S.spin_ns;
 	for (i = 0; atomic_load_explicit(A32(&c->state), memory_order_acquire) != NUSE_CMD_DONE; i++) {
 		if ((i & 63) == 63) {

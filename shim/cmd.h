@@ -69,6 +69,13 @@ struct cmd_io {
  */
 int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io);
 
+/*
+ * Posts a command nobody waits for (NUSE_CMD_F_ASYNC: the daemon frees the
+ * slot; only CLOSE, whose answer is always 0): the daemon runs it before
+ * any command posted after it.  Nothing happens when the daemon is gone.
+ */
+void cmd_post_async(struct nsock *s, uint16_t op);
+
 /* The waits inside (futex, poll) must not leak errno into a call that succeeds. */
 static inline int cmd_call(struct nsock *s, uint16_t op, struct cmd_io *io)
 {

@@ -379,8 +379,10 @@ static void release_sock(struct nsock *s, int fd)
 
 		debug("nuse: fd %d close (slot %u): %s", fd, s->slot,
 		      lastproc ? "last holder, CLOSE" : "still held by another process");
+		/* Not waited for: close() returns at once, as Linux's does
+		 * (the daemon lingers to send what the ring holds). */
 		if (lastproc && !s->dead && !atomic_load(&S.dead))
-			cmd_call(s, NUSE_OP_CLOSE, NULL);
+			cmd_post_async(s, NUSE_OP_CLOSE);
 	}
 	direct_release(s);
 	pthread_mutex_lock(&g_tablock);

@@ -21,6 +21,7 @@ func init() {
 	registerPerf("tcp-lat", "64 B..64 KiB TCP ping-pong latency, kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("lat", a) })
 	registerPerf("tcp-rate", "TCP send() message rate and bandwidth, kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("rate", a) })
 	registerPerf("tcp-bw", "TCP bulk throughput (N bytes in SIZE-byte writes), kernel vs NUSE, same programs", func(a []string) int { return runPerfTCP("bw", a) })
+	registerPerf("tcp-crr", "TCP connect/request/response/close time (a connection per transaction), kernel vs NUSE", func(a []string) int { return runPerfTCP("crr", a) })
 }
 
 // Bulk mode's defaults and bound: 256 MiB a size in 64 KiB writes, and at
@@ -54,7 +55,7 @@ func runPerfTCP(mode string, args []string) int {
 	all := fs.Bool("a", false, fmt.Sprintf("all sizes from 2 to %d", top))
 	sizeList := fs.String("sizes", "", "these message sizes, comma-separated (instead of -s or -a)")
 	engines := fs.String("engines", "", "one private daemon per engine, comma-separated (e.g. gvisor,kernel): a NUSE path per engine")
-	iters := fs.Uint("n", 0, "iterations (lat), messages (rate) or writes (bw) per size (default 1000 / 100000 / --bytes over the size)")
+	iters := fs.Uint("n", 0, "iterations (lat), connections (crr), messages (rate) or writes (bw) per size (default 1000 / 1000 / 100000 / --bytes over the size)")
 	var bytesFlag *string
 	var verify *bool
 	if mode == "bw" {
@@ -135,7 +136,7 @@ func runPerfTCP(mode string, args []string) int {
 		fmt.Fprintln(os.Stderr, "nuse perf: -p too high for the paths")
 		return 2
 	}
-	metric := map[string]string{"lat": "t_typical_usec", "rate": "msg_rate_mpps", "bw": "bw_avg_mbs"}[mode]
+	metric := map[string]string{"lat": "t_typical_usec", "crr": "t_typical_usec", "rate": "msg_rate_mpps", "bw": "bw_avg_mbs"}[mode]
 	res := newPerfRun("tcp-"+mode, metric)
 	if mode == "bw" {
 		res.Params["bytes"] = strconv.FormatUint(bulk, 10)
@@ -167,14 +168,14 @@ func runPerfTCP(mode string, args []string) int {
 
 	n := *iters
 	if n == 0 {
-		n = map[string]uint{"lat": 1000, "rate": 100000}[mode]
+		n = map[string]uint{"lat": 1000, "crr": 1000, "rate": 100000}[mode]
 	}
 	pw := 7
 	for _, p := range paths {
 		pw = max(pw, len(p.name))
 	}
 	switch mode {
-	case "lat":
+	case "lat", "crr":
 		fmt.Printf(" %-*s %-8s %-11s %-11s %-11s %-11s %-11s %-11s %-11s %-11s\n", pw, "path", "#bytes", "#iterations",
 			"t_min[usec]", "t_max[usec]", "t_typical", "t_avg[usec]", "t_stdev", "99%", "99.9%")
 	case "bw":
@@ -224,7 +225,7 @@ func runPerfTCP(mode string, args []string) int {
 				v, _ := strconv.ParseFloat(last[col], 64)
 				key[p.name] += v
 				row, ok := parseLatRow(last)
-				if mode != "lat" {
+				if mode != "lat" && mode != "crr" {
 					row, ok = parseBWRow(last)
 				}
 				if ok {
@@ -235,7 +236,7 @@ func runPerfTCP(mode string, args []string) int {
 		}
 		for _, p := range paths[1:] {
 			if key["kernel"] > 0 && key[p.name] > 0 {
-				what := map[string]string{"lat": "t_typical ", "rate": "MsgRate   ", "bw": "BW avg    "}[mode] + p.name + "/kernel"
+				what := map[string]string{"lat": "t_typical ", "crr": "t_typical ", "rate": "MsgRate   ", "bw": "BW avg    "}[mode] + p.name + "/kernel"
 				fmt.Printf(" %-*s %-8d %s = %.2fx\n", pw, "ratio", s, what, key[p.name]/key["kernel"])
 			}
 		}

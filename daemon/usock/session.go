@@ -349,12 +349,24 @@ func (s *Session) pending() bool {
 func (s *Session) pass() bool {
 	h := s.a.Hdr()
 	did := false
-	// Commands are bounded by their slots (64): all are served.
+	// Commands are bounded by their slots (64): all are served, the
+	// asynchronous ones (CLOSE) first: a command posted after one, in this
+	// batch, must find it done, as it would have had its poster waited.
 	if !s.dead && atomic.LoadUint64(&h.CmdPending) != 0 {
-		for p := atomic.SwapUint64(&h.CmdPending, 0); p != 0; p &= p - 1 {
-			s.command(bits.TrailingZeros64(p))
-			did = true
+		p := atomic.SwapUint64(&h.CmdPending, 0)
+		var async uint64
+		for q := p; q != 0; q &= q - 1 {
+			i := bits.TrailingZeros64(q)
+			if c := s.a.Cmd(i); atomic.LoadUint32(&c.State) == abi.CmdSubmitted && c.Flags&abi.CmdAsync != 0 {
+				async |= 1 << i
+			}
 		}
+		for _, q := range [2]uint64{async, p &^ async} {
+			for ; q != 0; q &= q - 1 {
+				s.command(bits.TrailingZeros64(q))
+			}
+		}
+		did = true
 	}
 	s.collect()
 	return s.serve() || did
@@ -601,9 +613,16 @@ func (s *Session) command(i int) {
 	req, err := decodeCmd(&cp, uint32(len(s.socks)))
 	var res int32
 	var out cmdOut
-	if err != nil {
+	switch async := cp.Flags&abi.CmdAsync != 0; {
+	case err != nil, async && cp.Op != abi.OpClose:
 		res = -int32(syscall.EINVAL)
-	} else {
+	case async:
+		// Nobody waits for the answer (always 0): the slot is free
+		// again at once, and no longer ours to write.
+		s.exec(req, &out)
+		atomic.StoreUint32(&c.State, abi.CmdFree)
+		return
+	default:
 		res = s.exec(req, &out)
 	}
 	if out.addrLen > 0 {

@@ -6,6 +6,7 @@
 //   tcpperf lat    [-p PORT] [-s SIZE | -a] [-n ITERS] ADDR
 //   tcpperf rate   [-p PORT] [-s SIZE | -a] [-n MSGS]  ADDR
 //   tcpperf bw     [-p PORT] [-s SIZE | -a] [-n WRITES] [-V] ADDR
+//   tcpperf crr    [-p PORT] [-s SIZE | -a] [-n CONNS] ADDR
 //
 // rate: the client send()s MSGS messages of SIZE, the server reads them in
 // SIZE-byte recv()s and acks at the end; the key figure is send() calls per
@@ -14,6 +15,11 @@
 // and, with -V, a position-dependent checksum of the stream (Fletcher-style,
 // computed at both ends) that the client compares: lost, duplicated or
 // reordered bytes fail the run. The key figure is bytes per second.
+// crr (netperf's TCP_CRR): each iteration is a new connection: connect, one
+// SIZE-byte request (sent with the hello, in one write), the SIZE-byte
+// answer, the server's close (the client reads to EOF, so the server's end
+// takes TIME_WAIT, as an HTTP server's does), the client's close; the
+// columns are lat's, each iteration's time being the whole transaction.
 //
 // The server serves any number of runs, one connection each, until it gets
 // SIGTERM. Output: one line per size, in perftest's columns (bw adds the
@@ -34,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { MODE_LAT = 1, MODE_RATE = 2, MODE_BW = 3 };
+enum { MODE_LAT = 1, MODE_RATE = 2, MODE_BW = 3, MODE_CRR = 4 };
 enum { FLAG_VERIFY = 1 };
 
 struct hello {
@@ -216,6 +222,65 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+// print_lat prints lat's columns for count times t (sorting them).
+static void print_lat(uint32_t size, uint32_t count, double *t)
+{
+	double sum = 0, sq = 0;
+	for (uint32_t i = 0; i < count; i++)
+		sum += t[i];
+	double avg = sum / count;
+	for (uint32_t i = 0; i < count; i++)
+		sq += (t[i] - avg) * (t[i] - avg);
+	qsort(t, count, sizeof(double), cmp_double);
+	// perftest's columns; RTT halves are not taken: these are round trips.
+	printf(" %-8u %-11u %-11.2f %-11.2f %-11.2f %-11.2f %-11.2f %-11.2f %-11.2f\n", size, count, t[0], t[count - 1],
+	       t[count / 2], avg, sqrt(sq / count), t[(size_t)(count * 0.99)], t[(size_t)(count * 0.999)]);
+}
+
+// client_crr runs count transactions, a connection each (see crr above).
+static int client_crr(const struct sockaddr_storage *ss, socklen_t len, uint32_t size, uint32_t count)
+{
+	struct hello h = { .mode = MODE_LAT, .size = size, .count = 1 };
+	char *msg = calloc(1, sizeof(h) + size);
+	double *t = calloc(count, sizeof(double));
+	if (!msg || !t)
+		die("calloc");
+	memcpy(msg, &h, sizeof(h));
+	for (uint32_t i = 0; i < count; i++) {
+		double t0 = now_us();
+		int fd = socket(ss->ss_family, SOCK_STREAM, 0);
+		if (fd < 0)
+			die("socket");
+		nodelay(fd);
+		if (connect(fd, (const struct sockaddr *)ss, len) < 0)
+			die("connect");
+		if (write_full(fd, msg, sizeof(h) + size) < 0)
+			die("send");
+		int r = read_full(fd, msg + sizeof(h), size);
+		if (r > 0) {
+			char c;
+			while ((r = recv(fd, &c, 1, 0)) < 0 && errno == EINTR)
+				;
+			if (r > 0) {
+				fprintf(stderr, "tcpperf: the server sent more than %u bytes\n", size);
+				exit(1);
+			}
+			r = r == 0 ? 1 : r;
+		}
+		if (r <= 0) {
+			if (r == 0)
+				errno = ECONNRESET;
+			die("recv");
+		}
+		close(fd);
+		t[i] = now_us() - t0;
+	}
+	print_lat(size, count, t);
+	free(t);
+	free(msg);
+	return 0;
+}
+
 static int client(int mode, const char *host, int port, uint32_t size, uint32_t count, int verify)
 {
 	struct sockaddr_storage ss;
@@ -224,6 +289,8 @@ static int client(int mode, const char *host, int port, uint32_t size, uint32_t 
 		fprintf(stderr, "tcpperf: bad address %s\n", host);
 		return 1;
 	}
+	if (mode == MODE_CRR)
+		return client_crr(&ss, len, size, count);
 	int fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0)
 		die("socket");
@@ -252,17 +319,7 @@ static int client(int mode, const char *host, int port, uint32_t size, uint32_t 
 			}
 			t[i] = now_us() - t0;
 		}
-		double sum = 0, sq = 0;
-		for (uint32_t i = 0; i < count; i++)
-			sum += t[i];
-		double avg = sum / count;
-		for (uint32_t i = 0; i < count; i++)
-			sq += (t[i] - avg) * (t[i] - avg);
-		qsort(t, count, sizeof(double), cmp_double);
-		// perftest's columns; RTT halves are not taken: these are round trips.
-		printf(" %-8u %-11u %-11.2f %-11.2f %-11.2f %-11.2f %-11.2f %-11.2f %-11.2f\n", size, count, t[0],
-		       t[count - 1], t[count / 2], avg, sqrt(sq / count), t[(size_t)(count * 0.99)],
-		       t[(size_t)(count * 0.999)]);
+		print_lat(size, count, t);
 		free(t);
 	} else if (mode == MODE_BW) {
 		// Data that is not all zeroes, different in each write (the
@@ -323,7 +380,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: tcpperf server [-p PORT] [-b ADDR]\n"
 			"       tcpperf lat|rate [-p PORT] [-s SIZE | -a] [-n COUNT] ADDR\n"
-			"       tcpperf bw [-p PORT] [-s SIZE | -a] [-n WRITES] [-V] ADDR\n");
+			"       tcpperf bw [-p PORT] [-s SIZE | -a] [-n WRITES] [-V] ADDR\n"
+			"       tcpperf crr [-p PORT] [-s SIZE | -a] [-n CONNS] ADDR\n");
 	exit(2);
 }
 
@@ -350,15 +408,19 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (!strcmp(mode, "server"))
 		return server(bind_addr, port);
-	int m = !strcmp(mode, "lat") ? MODE_LAT : !strcmp(mode, "rate") ? MODE_RATE : !strcmp(mode, "bw") ? MODE_BW : 0;
+	int m = !strcmp(mode, "lat")	? MODE_LAT
+		: !strcmp(mode, "rate") ? MODE_RATE
+		: !strcmp(mode, "bw")	? MODE_BW
+		: !strcmp(mode, "crr")	? MODE_CRR
+					: 0;
 	if (size == 0)
 		size = m == MODE_BW ? 65536 : 64;
 	if (!m || optind != argc - 1 || size > (8u << 20))
 		usage();
 	int count_given = count != 0;
 	if (count == 0)
-		count = m == MODE_LAT ? 1000 : m == MODE_RATE ? 100000 : (256u << 20) / size;
-	if (m == MODE_LAT)
+		count = m == MODE_LAT || m == MODE_CRR ? 1000 : m == MODE_RATE ? 100000 : (256u << 20) / size;
+	if (m == MODE_LAT || m == MODE_CRR)
 		printf(" %-8s %-11s %-11s %-11s %-11s %-11s %-11s %-11s %-11s\n", "#bytes", "#iterations",
 		       "t_min[usec]", "t_max[usec]", "t_typical", "t_avg[usec]", "t_stdev", "99%", "99.9%");
 	else if (m == MODE_RATE)
@@ -374,7 +436,7 @@ int main(int argc, char **argv)
 			n = (256u << 20) / s; // 256 MiB a size, at most 1M writes
 		if (n > (1u << 20) && m == MODE_BW && !count_given)
 			n = 1u << 20;
-		if (all && m != MODE_LAT && (uint64_t)s * n > (256u << 20))
+		if (all && m != MODE_LAT && m != MODE_CRR && (uint64_t)s * n > (256u << 20))
 			n = (256u << 20) / s; // keep every run bounded
 		if (client(m, argv[argc - 1], port, s, n, verify))
 			return 1;

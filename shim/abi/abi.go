@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 10
+	Version = 11
 
 	CacheLine = 64
 
@@ -117,6 +117,13 @@ const (
 	CmdClaimed   = 1
 	CmdSubmitted = 2
 	CmdDone      = 3
+)
+
+// Command flags (Cmd.Flags).
+const (
+	// CmdAsync: nobody waits; the daemon frees the slot (CLOSE only) and
+	// runs such commands first in a batch.
+	CmdAsync = 1 << 0
 )
 
 // Command ops.

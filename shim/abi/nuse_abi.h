@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 10u
+#define NUSE_ABI_VERSION 11u
 
 #define NUSE_CACHELINE 64
 
@@ -165,6 +165,17 @@ enum nuse_cmd_state {
 	NUSE_CMD_CLAIMED = 1,   /* a shim thread owns it, filling it */
 	NUSE_CMD_SUBMITTED = 2, /* bit set in cmd_pending */
 	NUSE_CMD_DONE = 3,      /* result written by the daemon */
+};
+
+/*
+ * nuse_cmd.flags.  ASYNC: no thread waits for the answer; the daemon
+ * stores FREE instead of DONE.  Only for CLOSE (else -EINVAL, DONE).  The
+ * daemon runs a batch's asynchronous commands (the bits it takes from
+ * cmd_pending at once) before the others, so a command posted after one
+ * never overtakes it.
+ */
+enum nuse_cmd_flags {
+	NUSE_CMD_F_ASYNC = 1u << 0,
 };
 
 enum nuse_op {
