@@ -89,7 +89,7 @@ func TestConstantsMatchHeader(t *testing.T) {
 		"SS_OPEN": SSOpen, "SS_CONNECTING": SSConnecting, "SS_CONNECTED": SSConnected, "SS_LISTENING": SSListening,
 		"SS_ACCEPTQ": SSAcceptQ, "SS_RD_EOF": SSRdEOF, "SS_WR_DEAD": SSWrDead, "SS_ERROR": SSError, "SS_RESET": SSReset,
 		"SS_TX_STALL": SSTxStall, "SS_RAW": SSRaw, "SS_SHARED": SSShared, "SS_DIRECT": SSDirect, "SIG_NONE": SigNone, "SIG_SET": SigSet, "FILL_NONE": FillNone, "FILL_DONE": FillDone, "FILL_BUSY": FillBusy, "DWAIT_RX_SPACE": DWaitRxSpace, "DWAIT_TRIM_TX": DWaitTrimTx,
-		"CMD_FREE": CmdFree, "CMD_CLAIMED": CmdClaimed, "CMD_SUBMITTED": CmdSubmitted, "CMD_DONE": CmdDone,
+		"CMD_FREE": CmdFree, "CMD_CLAIMED": CmdClaimed, "CMD_SUBMITTED": CmdSubmitted, "CMD_DONE": CmdDone, "CMD_F_ASYNC": CmdAsync,
 		"DEFAULT_RING_SIZE": DefaultRing, "DEFAULT_MAX_SOCKS": DefaultSocks,
 	}
 	cConsts := cdefs.Consts()
