@@ -21,6 +21,7 @@
 #include "procs.h"
 #include "direct.h"
 #include "sockstate.h"
+#include "spare.h"
 
 int nuse_bind(struct nsock *s, const struct sockaddr *sa, socklen_t len)
 {
@@ -279,6 +280,39 @@ int nuse_accept(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, in
 	return r;
 }
 
+/*
+ * ACCEPT on a spare pair (spare.h), as NUSE_OP_ACCEPT: 0 with *fd the new
+ * socket's fd (the lowest free number, as accept gives; close-on-exec as
+ * flags say) and the slot and peer in rep; -errno from the daemon (the
+ * spare went back to the pool); 1 when there is no spare to use.
+ */
+static int accept_on_spare(struct nsock *s, int flags, int *fd, struct nuse_ctl_reply *rep)
+{
+	struct nuse_op_born b;
+	struct cmd_io io;
+	int sp, r;
+
+	memset(&io, 0, sizeof(io));
+	io.opt_out = &b;
+	io.opt_out_len = sizeof(b);
+	io.addr_out = rep->addr;
+	io.addr_out_len = sizeof(rep->addr);
+	r = spare_call(s, NUSE_OP_ACCEPT, &io, &b, &io.opt_out_len, &sp);
+	if (r != 0)
+		return r;
+	*fd = R.fcntl(sp, (flags & SOCK_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+	R.close(sp);
+	if (*fd < 0) {
+		/* out of fds: the daemon's new socket goes when it sees its
+		 * pair hang up (the kernel would leave it queued) */
+		return errno == EMFILE ? -EMFILE : -ENFILE;
+	}
+	rep->sock = b.sock;
+	rep->gen = b.gen;
+	rep->addrlen = io.addr_out_len;
+	return 0;
+}
+
 /* accept(), holding s (*held) once it has to wait. */
 static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *len, int flags, int *held)
 {
@@ -305,13 +339,17 @@ static int accept_held(struct nsock *s, int fd, struct sockaddr *sa, socklen_t *
 		if (!(st & NUSE_SS_LISTENING) && !s->listening)
 			return (int)fail(EINVAL);
 		if (st & NUSE_SS_ACCEPTQ) {
-			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-				return -1;
-			r = ctl_request(NUSE_CTL_ACCEPT, s->family, s->slot, s->gen, sv[1], &rep);
-			R.close(sv[1]);
+			r = accept_on_spare(s, flags, &sv[0], &rep);
+			if (r == 1) {
+				if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+					return -1;
+				r = ctl_request(NUSE_CTL_ACCEPT, s->family, s->slot, s->gen, sv[1], &rep);
+				R.close(sv[1]);
+				if (r < 0)
+					R.close(sv[0]);
+			}
 			if (r >= 0)
 				break;
-			R.close(sv[0]);
 			if (r != -EAGAIN)
 				return (int)fail(r == -ECONNRESET ? ECONNABORTED : -r);
 			/* Someone else took it (another thread or a forked sibling)

@@ -16,10 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd.h"
 #include "control.h"
 #include "options.h"
 #include "rules.h"
 #include "sockstate.h"
+#include "spare.h"
 
 static struct nuse_rules g_rules;
 static int g_rules_ok; /* rules parsed without error */
@@ -215,6 +217,36 @@ static void carry_restore(int fd, const struct carry *c)
 /* Moves s into NUSE on fd, on engine ("": the default; named by rule
  * ridx).  0: done; 1: NUSE unavailable (stay in the kernel); < 0: -errno
  * for the caller. */
+/*
+ * A socket's birth on a spare pair (spare.h): 0 with *pair our end and the
+ * slot in rep; -errno from the daemon (the spare went back to the pool); 1
+ * when there is no spare to use (the control socket's way, then).
+ */
+static int born_on_spare(struct nsock *s, const char *engine, int *pair, struct nuse_ctl_reply *rep)
+{
+	struct nuse_op_socket q;
+	struct nuse_op_born b;
+	struct cmd_io io;
+	int r;
+
+	memset(&q, 0, sizeof(q));
+	q.family = s->family;
+	q.type = SOCK_STREAM;
+	q.protocol = IPPROTO_TCP;
+	strncpy(q.engine, engine, sizeof(q.engine) - 1); /* NUL-padded */
+	memset(&io, 0, sizeof(io));
+	io.opt = &q;
+	io.optlen = sizeof(q);
+	io.addr_out = &b;
+	io.addr_out_len = sizeof(b);
+	r = spare_call(s, NUSE_OP_SOCKET, &io, &b, &io.addr_out_len, pair);
+	if (r == 0) {
+		rep->sock = b.sock;
+		rep->gen = b.gen;
+	}
+	return r;
+}
+
 static int to_nuse(struct nsock *s, int fd, const char *engine, int ridx)
 {
 	struct nuse_ctl_reply rep;
@@ -225,12 +257,16 @@ static int to_nuse(struct nsock *s, int fd, const char *engine, int ridx)
 		return 1;
 	if (*engine && engine_absent(engine))
 		return 1;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	r = ctl_request_engine(NUSE_CTL_SOCKET, s->family, 0, 0, engine, sv[1], &rep);
-	R.close(sv[1]);
+	r = born_on_spare(s, engine, &sv[0], &rep);
+	if (r == 1) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			return -errno;
+		r = ctl_request_engine(NUSE_CTL_SOCKET, s->family, 0, 0, engine, sv[1], &rep);
+		R.close(sv[1]);
+		if (r < 0)
+			R.close(sv[0]);
+	}
 	if (r == -ENOPROTOOPT && *engine) {
-		R.close(sv[0]);
 		engine_refused(engine, ridx);
 		return 1;
 	}
@@ -239,7 +275,6 @@ static int to_nuse(struct nsock *s, int fd, const char *engine, int ridx)
 
 		/* Out of slots, refused, daemon gone: the program must not break,
 		 * so this socket stays in the kernel, loudly (a few times). */
-		R.close(sv[0]);
 		if (!atomic_load(&S.dead) && atomic_fetch_add(&told, 1) < 5)
 			say("nuse: fd %d: the daemon did not take the socket (%s); it stays in the kernel", fd,
 			    strerror(-r));

@@ -14,6 +14,7 @@
 #include "lazy.h"
 #include "relay.h"
 #include "session.h"
+#include "spare.h"
 #include "stale.h"
 #include "wake.h"
 
@@ -36,7 +37,7 @@ EXPORT int close(int fd)
 	lazy_fd_closed(fd);
 	if (unlikely(fd_get(fd) != NULL) && !in_vfork_child())
 		drop_fd(fd);
-	else if (unlikely((fd == S.ctl && fd >= 0) || wake_owns(fd))) {
+	else if (unlikely((fd == S.ctl && fd >= 0) || wake_owns(fd) || spare_owns(fd))) {
 		/* closefrom()-style sweeps must not take our session (or a
 		 * peer's waker, wake.h) with them */
 		return 0;
@@ -62,8 +63,10 @@ EXPORT int dup2(int fd, int nfd)
 	int r;
 
 	REAL(dup2);
-	if (fd != nfd)
+	if (fd != nfd) {
 		wake_yield(nfd);
+		spare_yield(nfd);
+	}
 	if (fd != nfd && unlikely(lazy_known(nfd)) && R.fcntl(fd, F_GETFD) >= 0)
 		lazy_fd_closed(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
@@ -83,8 +86,10 @@ EXPORT int dup3(int fd, int nfd, int flags)
 	int r;
 
 	REAL(dup3);
-	if (fd != nfd)
+	if (fd != nfd) {
 		wake_yield(nfd);
+		spare_yield(nfd);
+	}
 	if (fd != nfd && unlikely(lazy_known(nfd)) && R.fcntl(fd, F_GETFD) >= 0)
 		lazy_fd_closed(nfd);
 	if (fd != nfd && unlikely(fd_get(nfd) != NULL) && R.fcntl(fd, F_GETFD) >= 0 && !in_vfork_child())
@@ -105,13 +110,15 @@ EXPORT int dup3(int fd, int nfd, int flags)
  * socket is kept out of the sweep.
  */
 /* The first fd in [from, last] that the shim keeps (its control socket, a
- * waker), or ~0u. */
+ * waker, a spare pair), or ~0u. */
 static unsigned next_kept(unsigned from, unsigned last)
 {
-	unsigned ctl = S.ctl >= 0 ? (unsigned)S.ctl : ~0u, w = wake_next(from, last);
+	unsigned ctl = S.ctl >= 0 ? (unsigned)S.ctl : ~0u, w = wake_next(from, last), p = spare_next(from, last);
 
 	if (ctl < from || ctl > last)
 		ctl = ~0u;
+	if (p < w)
+		w = p;
 	return ctl < w ? ctl : w;
 }
 

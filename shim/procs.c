@@ -13,6 +13,7 @@
 #include "inherit.h"
 #include "lazy.h"
 #include "relay.h"
+#include "spare.h"
 #include "wake.h"
 
 int procs_release(struct nsock *s)
@@ -135,6 +136,7 @@ void atfork_child(void)
 	pthread_mutex_init(&g_tablock, NULL);
 	direct_atfork_child();
 	wake_atfork_child();
+	spare_atfork_child();
 	lazy_atfork_child();
 	pthread_mutex_init(&S.lock, NULL);
 	for (i = 0; i < g_tabhi; i++) {

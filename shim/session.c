@@ -168,24 +168,25 @@ static ssize_t ctl_recv(void *buf, size_t len, int *fdout)
 	return n;
 }
 
-static int ctl_send(const void *buf, size_t len, int fd)
+/* Sends buf with nfds (at most NUSE_SPARES_MAX) fds attached. */
+static int ctl_send(const void *buf, size_t len, const int *fds, int nfds)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(sizeof(int) * NUSE_SPARES_MAX)];
 	struct iovec iov = {(void *)buf, len};
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t n;
 
-	if (fd >= 0) {
+	if (nfds > 0 && nfds <= NUSE_SPARES_MAX) {
 		struct cmsghdr *c;
 
 		memset(cbuf, 0, sizeof(cbuf));
 		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
 		c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
 	}
 	do
 		n = R.sendmsg(S.ctl, &mh, MSG_NOSIGNAL);
@@ -236,7 +237,7 @@ static void session_open_locked(void)
 	hello.hdr.seq = ++S.seq;
 	hello.pid = (uint32_t)getpid();
 	strncpy(hello.comm, program_invocation_short_name, NUSE_COMM_LEN - 1);
-	if (ctl_send(&hello, sizeof(hello), -1) < 0) {
+	if (ctl_send(&hello, sizeof(hello), NULL, 0) < 0) {
 		snprintf(why, sizeof(why), "handshake with %s failed (%s)", g_sock_path, strerror(errno));
 		session_fail(why);
 		return;
@@ -303,8 +304,8 @@ int ctl_request(uint16_t type, int family, uint32_t sock, uint32_t gen, int dfd,
 	return ctl_request_engine(type, family, sock, gen, NULL, dfd, rep);
 }
 
-static int ctl_exchange(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
-			int *fdout, struct nuse_ctl_reply *rep)
+static int ctl_exchange(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, const int *dfds,
+			int ndfds, int *fdout, struct nuse_ctl_reply *rep)
 {
 	struct nuse_ctl_req q;
 	ssize_t n;
@@ -326,7 +327,7 @@ static int ctl_exchange(uint16_t type, int family, uint32_t sock, uint32_t gen, 
 	if (S.ctl < 0 || atomic_load(&S.dead))
 		goto out;
 	q.hdr.seq = atomic_fetch_add(&g_sh->seq, 1) + 1;
-	if (ctl_send(&q, sizeof(q), dfd) < 0)
+	if (ctl_send(&q, sizeof(q), dfds, ndfds) < 0)
 		goto dead;
 	for (;;) {
 		memset(rep, 0, sizeof(*rep));
@@ -367,7 +368,7 @@ out:
 int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, const char *engine, int dfd,
 		       struct nuse_ctl_reply *rep)
 {
-	return ctl_exchange(type, family, sock, gen, engine, dfd, NULL, rep);
+	return ctl_exchange(type, family, sock, gen, engine, &dfd, dfd >= 0, NULL, rep);
 }
 
 int ctl_request_fd(uint16_t type, uint32_t sock, uint32_t gen, int *fdout, struct nuse_ctl_reply *rep)
@@ -375,10 +376,15 @@ int ctl_request_fd(uint16_t type, uint32_t sock, uint32_t gen, int *fdout, struc
 	int r;
 
 	*fdout = -1;
-	r = ctl_exchange(type, 0, sock, gen, NULL, -1, fdout, rep);
+	r = ctl_exchange(type, 0, sock, gen, NULL, NULL, 0, fdout, rep);
 	if (r < 0 && *fdout >= 0) {
 		R.close(*fdout);
 		*fdout = -1;
 	}
 	return r;
+}
+
+int ctl_request_spares(const int *fds, int n, struct nuse_ctl_reply *rep)
+{
+	return ctl_exchange(NUSE_CTL_SPARES, n, 0, 0, NULL, fds, n, NULL, rep);
 }

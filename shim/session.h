@@ -70,6 +70,10 @@ int ctl_request_engine(uint16_t type, int family, uint32_t sock, uint32_t gen, c
  * is that fd (the caller's to close), or -1. */
 int ctl_request_fd(uint16_t type, uint32_t sock, uint32_t gen, int *fdout, struct nuse_ctl_reply *rep);
 
+/* NUSE_CTL_SPARES with n (1..NUSE_SPARES_MAX) daemon ends: the result is
+ * how many the daemon kept (the first ones; their ids in rep->addr). */
+int ctl_request_spares(const int *fds, int n, struct nuse_ctl_reply *rep);
+
 #pragma GCC visibility pop
 
 #endif /* NUSE_SESSION_H */

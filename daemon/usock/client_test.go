@@ -248,9 +248,19 @@ func (cl *testClient) birth(typ uint16, req abi.CtlReq) (abi.CtlReply, int) {
 // birthFD sends SOCKET or ACCEPT passing fd as the daemon's end, which the
 // caller keeps (a hostile client can).
 func (cl *testClient) birthFD(typ uint16, req abi.CtlReq, fd int) abi.CtlReply {
+	return cl.exchange(typ, req, []int{fd})
+}
+
+// exchange sends a control message with fds attached (the caller keeps
+// its copies) and returns the daemon's reply.
+func (cl *testClient) exchange(typ uint16, req abi.CtlReq, fds []int) abi.CtlReply {
 	cl.seq++
 	req.Hdr = hdr(typ, cl.seq, int(unsafe.Sizeof(req)))
-	if _, _, err := cl.c.WriteMsgUnix(bytesOf(&req), unix.UnixRights(fd), nil); err != nil {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := cl.c.WriteMsgUnix(bytesOf(&req), oob, nil); err != nil {
 		cl.t.Fatal(err)
 	}
 	var rep abi.CtlReply

@@ -99,7 +99,7 @@ var errBadCmd = errors.New("malformed command")
 // of shared memory first, so nothing changes under the checks.
 func decodeCmd(c *abi.Cmd, maxSocks uint32) (request, error) {
 	r := request{op: c.Op, sock: c.Sock, gen: c.Gen, arg0: c.Arg0, arg1: c.Arg1}
-	if c.Op < abi.OpBind || c.Op > abi.OpGetsockopt {
+	if c.Op < abi.OpBind || c.Op > abi.OpAccept {
 		return r, errBadCmd
 	}
 	if c.Sock >= maxSocks {
@@ -277,7 +277,7 @@ func decodeCtl(b []byte) (ctlMsg, error) {
 		m.hello.Pid = binary.LittleEndian.Uint32(b[16:])
 		m.hello.Flags = binary.LittleEndian.Uint32(b[20:])
 		copy(m.hello.Comm[:], b[24:])
-	case abi.MsgSocket, abi.MsgAccept, abi.MsgRelay, abi.MsgIdent, abi.MsgKeep, abi.MsgAdopt, abi.MsgRepair, abi.MsgPortFree, abi.MsgDirect, abi.MsgWake:
+	case abi.MsgSocket, abi.MsgAccept, abi.MsgRelay, abi.MsgIdent, abi.MsgKeep, abi.MsgAdopt, abi.MsgRepair, abi.MsgPortFree, abi.MsgDirect, abi.MsgWake, abi.MsgSpares:
 		if len(b) != 16+24+abi.EngineLen {
 			return m, errBadCtl
 		}

@@ -5,7 +5,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -16,20 +15,9 @@ import (
 // daemon's reply.
 func (cl *testClient) ctl(typ uint16, req abi.CtlReq, fd int) abi.CtlReply {
 	if fd >= 0 {
-		return cl.birthFD(typ, req, fd)
+		return cl.exchange(typ, req, []int{fd})
 	}
-	cl.seq++
-	req.Hdr = hdr(typ, cl.seq, int(unsafe.Sizeof(req)))
-	if _, err := cl.c.Write(bytesOf(&req)); err != nil {
-		cl.t.Fatal(err)
-	}
-	var rep abi.CtlReply
-	_ = cl.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := cl.c.Read(bytesOf(&rep)); err != nil {
-		cl.t.Fatal(err)
-	}
-	_ = cl.c.SetReadDeadline(time.Time{})
-	return rep
+	return cl.exchange(typ, req, nil)
 }
 
 // A listener handed on (issue 11 case 2): the giver asks the daemon to keep

@@ -531,11 +531,19 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 				closeFDs(fds)
 				rep.Result = -int32(syscall.EINVAL)
 			}
+		case abi.MsgSpares:
+			if len(fds) == 0 || len(fds) != int(msg.req.Family) {
+				closeFDs(fds)
+				fds = nil
+				rep.Result = -int32(syscall.EINVAL)
+			}
 		default:
 			closeFDs(fds)
 		}
 		switch {
 		case rep.Result != 0:
+		case msg.typ == abi.MsgSpares:
+			s.addSpares(fds, &rep)
 		case msg.typ == abi.MsgDirect:
 			dfd = s.directFD(&msg.req, &rep)
 		case msg.typ == abi.MsgWake:
@@ -577,68 +585,77 @@ func (srv *Server) sessionLoop(s *Session, c *net.UnixConn) {
 
 // openSocket creates a socket for NUSE_CTL_SOCKET.
 func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
-	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
-	family := int(req.Family)
-	if family != syscall.AF_INET && family != syscall.AF_INET6 {
-		fail(syscall.EAFNOSUPPORT)
-		return
-	}
-	if req.Type != syscall.SOCK_STREAM {
-		fail(syscall.ESOCKTNOSUPPORT)
-		return
-	}
-	if req.Protocol != 0 && req.Protocol != syscall.IPPROTO_TCP {
-		fail(syscall.EPROTONOSUPPORT)
+	if e := checkSocketReq(req.Family, req.Type, req.Protocol); e != 0 {
+		unix.Close(pair)
+		rep.Result = -int32(e)
 		return
 	}
 	ino, e := s.takePair(pair)
 	if e != 0 {
-		fail(e)
+		unix.Close(pair)
+		rep.Result = -int32(e)
 		return
 	}
-	fail = func(e syscall.Errno) { s.dropPair(pair, ino); rep.Result = -int32(e) }
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead {
-		fail(syscall.ECONNRESET)
+	so, e := s.openLocked(int(req.Family), req.Engine, pair, ino)
+	if e != 0 {
+		s.dropPair(pair, ino)
+		rep.Result = -int32(e)
 		return
 	}
-	slot, ok := s.alloc()
-	if !ok {
-		fail(syscall.EMFILE)
-		return
+	rep.Sock, rep.Gen = so.slot, so.gen
+}
+
+// checkSocketReq refuses what NUSE sockets are not: TCP over IPv4 or IPv6.
+func checkSocketReq(family, typ, protocol int32) syscall.Errno {
+	switch {
+	case family != syscall.AF_INET && family != syscall.AF_INET6:
+		return syscall.EAFNOSUPPORT
+	case typ != syscall.SOCK_STREAM:
+		return syscall.ESOCKTNOSUPPORT
+	case protocol != 0 && protocol != syscall.IPPROTO_TCP:
+		return syscall.EPROTONOSUPPORT
+	}
+	return 0
+}
+
+// openLocked makes a socket on the engine named (all zero: the default)
+// with pair (taken by takePair) as its channel. On failure the caller
+// still owns pair. Called with mu held.
+func (s *Session) openLocked(family int, engine [abi.EngineLen]byte, pair int, ino uint64) (*sock, syscall.Errno) {
+	if s.dead {
+		return nil, syscall.ECONNRESET
 	}
 	// The engine the shim's rule named ("": the default). One the daemon
 	// does not run gets ENOPROTOOPT, which only this refusal gives: the
 	// shim then says so once and keeps the socket in the kernel.
-	name, err := engineName(req.Engine) // checked by decodeCtl already
+	name, err := engineName(engine)
 	if err != nil {
-		s.free = append(s.free, slot)
-		fail(syscall.EINVAL)
-		return
+		return nil, syscall.EINVAL
 	}
 	eng, err := s.srv.engine(name)
 	if err != nil {
-		s.free = append(s.free, slot)
-		fail(syscall.ENOPROTOOPT)
-		return
+		return nil, syscall.ENOPROTOOPT
+	}
+	slot, ok := s.alloc()
+	if !ok {
+		return nil, syscall.EMFILE
 	}
 	fds, ok := s.chargeEngine(eng)
 	if !ok {
 		s.free = append(s.free, slot)
-		fail(syscall.ENFILE)
-		return
+		return nil, syscall.ENFILE
 	}
 	es, err := eng.Socket(family)
 	if err != nil {
 		s.srv.clientFDs.Add(-int64(fds))
 		s.free = append(s.free, slot)
-		fail(syscall.Errno(-errno(err)))
-		return
+		return nil, syscall.Errno(-errno(err))
 	}
 	so := s.attach(slot, es, eng.Name(), family, pair, ino)
 	so.engFDs = fds
-	rep.Sock, rep.Gen = so.slot, so.gen
+	return so, 0
 }
 
 // engine finds an engine by name; "" is the default.
@@ -689,48 +706,54 @@ func (s *Session) dropPair(pair int, ino uint64) {
 
 // accept takes a pending connection for NUSE_CTL_ACCEPT.
 func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
-	fail := func(e syscall.Errno) { unix.Close(pair); rep.Result = -int32(e) }
 	ino, e := s.takePair(pair)
 	if e != 0 {
-		fail(e)
+		unix.Close(pair)
+		rep.Result = -int32(e)
 		return
 	}
-	fail = func(e syscall.Errno) { s.dropPair(pair, ino); rep.Result = -int32(e) }
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead {
-		fail(syscall.ECONNABORTED)
+	so, e := s.acceptLocked(req.Sock, req.Gen, pair, ino)
+	if e != 0 {
+		s.dropPair(pair, ino)
+		rep.Result = -int32(e)
 		return
 	}
-	ls := s.lookup(req.Sock, req.Gen)
+	rep.Sock, rep.Gen = so.slot, so.gen
+	rep.AddrLen = putSockaddr(rep.Addr[:], so.family, so.remote)
+}
+
+// acceptLocked takes a pending connection of listener (sock, gen) with
+// pair (taken by takePair) as its channel. On failure the caller still
+// owns pair. Called with mu held.
+func (s *Session) acceptLocked(sock, gen uint32, pair int, ino uint64) (*sock, syscall.Errno) {
+	if s.dead {
+		return nil, syscall.ECONNABORTED
+	}
+	ls := s.lookup(sock, gen)
 	if ls == nil {
-		fail(syscall.EBADF)
-		return
+		return nil, syscall.EBADF
 	}
 	if !ls.listening {
-		fail(syscall.EINVAL)
-		return
+		return nil, syscall.EINVAL
 	}
 	if len(s.free) == 0 {
-		fail(syscall.EMFILE)
-		return
+		return nil, syscall.EMFILE
 	}
 	eng, err := s.srv.engine(ls.engine)
 	if err != nil {
-		fail(syscall.ENOPROTOOPT)
-		return
+		return nil, syscall.ENOPROTOOPT
 	}
 	fds, ok := s.chargeEngine(eng)
 	if !ok {
-		fail(syscall.ENFILE)
-		return
+		return nil, syscall.ENFILE
 	}
 	es, peer, err := ls.es.Accept()
 	defer s.service(ls) // the accept queue may be empty now
 	if err != nil {
 		s.srv.clientFDs.Add(-int64(fds))
-		fail(syscall.Errno(-errno(err)))
-		return
+		return nil, syscall.Errno(-errno(err))
 	}
 	slot, _ := s.alloc()
 	so := s.attach(slot, es, ls.engine, ls.family, pair, ino)
@@ -739,9 +762,8 @@ func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	so.remote = peer
 	so.local, _ = es.LocalAddr()
 	s.goDirect(so)
-	rep.Sock, rep.Gen = so.slot, so.gen
-	rep.AddrLen = putSockaddr(rep.Addr[:], ls.family, peer)
 	s.service(so)
+	return so, 0
 }
 
 // ---- control socket plumbing ----
@@ -752,7 +774,7 @@ var errEOF = errors.New("control connection closed")
 // caller owns the fds, even on error.
 func readCtl(c *net.UnixConn) (ctlMsg, []int, error) {
 	var buf [512]byte
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*abi.SparesMax))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf[:], oob)
 	var fds []int
 	if oobn > 0 {

@@ -78,8 +78,11 @@ type Session struct {
 	done    chan struct{}
 
 	// Owned by the worker that serves the session.
-	reaped   time.Time // last hang-up sweep
-	finished bool      // ended; the worker drops it
+	reaped time.Time // last hang-up sweep
+	// spare pairs the process handed ahead of need, by id (spares.go)
+	spares   map[uint32]spare
+	spareSeq uint32
+	finished bool // ended; the worker drops it
 }
 
 // sock is the daemon's side of one NUSE socket.
@@ -649,6 +652,12 @@ type cmdOut struct {
 
 // exec runs one decoded command and returns its result (>= 0 or -errno).
 func (s *Session) exec(r request, out *cmdOut) int32 {
+	switch r.op {
+	case abi.OpSocket:
+		return s.spareSocket(r, out)
+	case abi.OpAccept:
+		return s.spareAccept(r, out)
+	}
 	so := s.lookup(r.sock, r.gen)
 	if so == nil {
 		return -int32(syscall.EBADF)

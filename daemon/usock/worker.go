@@ -156,6 +156,9 @@ func (w *worker) drop(s *Session) {
 	}
 	w.mu.Unlock()
 	w.ver.Add(1)
+	s.mu.Lock()
+	s.dropSpares()
+	s.mu.Unlock()
 	s.finished = true
 	s.srv.ended(s)
 	s.amu.Lock()

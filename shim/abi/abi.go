@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 11
+	Version = 12
 
 	CacheLine = 64
 
@@ -42,6 +42,13 @@ const (
 	MsgPortFree = 14 // is a port the kernel picked free in every engine too
 	MsgDirect   = 15 // a shm connection's direct region: the reply carries its memfd
 	MsgWake     = 16 // a copy of the direct peer's waker (its app pair's daemon end)
+	MsgSpares   = 17 // spare socketpair ends for OpSocket and OpAccept (count in Family)
+)
+
+// Spare pairs: at most SparesMax a message, SparesHeld a session.
+const (
+	SparesMax  = 16
+	SparesHeld = 64
 )
 
 // CtlHdr starts every control message.
@@ -137,7 +144,20 @@ const (
 	OpGetpeername = 7
 	OpSetsockopt  = 8
 	OpGetsockopt  = 9
+	OpSocket      = 10 // arg0 a spare's id, Opt an OpSocketReq; Addr out an OpBorn
+	OpAccept      = 11 // Sock/Gen the listener, arg0 a spare's id; Opt out an OpBorn, Addr the peer
 )
+
+// OpSocketReq is OpSocket's Opt.
+type OpSocketReq struct {
+	Family, Type, Protocol int32
+	Engine                 [EngineLen]byte
+}
+
+// OpBorn is what OpSocket and OpAccept give back in Opt.
+type OpBorn struct {
+	Sock, Gen uint32
+}
 
 // Cmd is one command slot: a request and, in place, its completion.
 type Cmd struct {

@@ -17,6 +17,8 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		ah    ArenaHdr
 		cmd   Cmd
 		ring  Ring
+		osr   OpSocketReq
+		born  OpBorn
 		sock  Sock
 		dir   Direct
 	)
@@ -58,6 +60,10 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"nuse_direct.wwait": unsafe.Offsetof(dir.WWait), "nuse_direct.rspin": unsafe.Offsetof(dir.RSpin),
 		"nuse_direct.psig": unsafe.Offsetof(dir.PSig), "nuse_direct.wake_ok": unsafe.Offsetof(dir.WakeOK),
 		"nuse_direct.et": unsafe.Offsetof(dir.ET),
+		"nuse_op_socket": unsafe.Sizeof(osr), "nuse_op_socket.family": unsafe.Offsetof(osr.Family),
+		"nuse_op_socket.type": unsafe.Offsetof(osr.Type), "nuse_op_socket.protocol": unsafe.Offsetof(osr.Protocol),
+		"nuse_op_socket.engine": unsafe.Offsetof(osr.Engine),
+		"nuse_op_born":          unsafe.Sizeof(born), "nuse_op_born.sock": unsafe.Offsetof(born.Sock), "nuse_op_born.gen": unsafe.Offsetof(born.Gen),
 	}
 	cLayout := cdefs.Layout()
 	if len(cLayout) != len(goLayout) {
@@ -89,7 +95,7 @@ func TestConstantsMatchHeader(t *testing.T) {
 		"SS_OPEN": SSOpen, "SS_CONNECTING": SSConnecting, "SS_CONNECTED": SSConnected, "SS_LISTENING": SSListening,
 		"SS_ACCEPTQ": SSAcceptQ, "SS_RD_EOF": SSRdEOF, "SS_WR_DEAD": SSWrDead, "SS_ERROR": SSError, "SS_RESET": SSReset,
 		"SS_TX_STALL": SSTxStall, "SS_RAW": SSRaw, "SS_SHARED": SSShared, "SS_DIRECT": SSDirect, "SIG_NONE": SigNone, "SIG_SET": SigSet, "FILL_NONE": FillNone, "FILL_DONE": FillDone, "FILL_BUSY": FillBusy, "DWAIT_RX_SPACE": DWaitRxSpace, "DWAIT_TRIM_TX": DWaitTrimTx,
-		"CMD_FREE": CmdFree, "CMD_CLAIMED": CmdClaimed, "CMD_SUBMITTED": CmdSubmitted, "CMD_DONE": CmdDone, "CMD_F_ASYNC": CmdAsync,
+		"CMD_FREE": CmdFree, "CMD_CLAIMED": CmdClaimed, "CMD_SUBMITTED": CmdSubmitted, "CMD_DONE": CmdDone, "CMD_F_ASYNC": CmdAsync, "OP_SOCKET": OpSocket, "OP_ACCEPT": OpAccept, "CTL_SPARES": MsgSpares, "SPARES_MAX": SparesMax, "SPARES_HELD": SparesHeld,
 		"DEFAULT_RING_SIZE": DefaultRing, "DEFAULT_MAX_SOCKS": DefaultSocks,
 	}
 	cConsts := cdefs.Consts()

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 11u
+#define NUSE_ABI_VERSION 12u
 
 #define NUSE_CACHELINE 64
 
@@ -67,7 +67,15 @@ enum nuse_ctl_type {
 	                        * whose region says wake_ok for the peer's side; the reply
 	                        * carries a copy of the daemon's end of the peer's app pair:
 	                        * the writer wakes its reader itself (psig) */
+	NUSE_CTL_SPARES = 17,  /* shim -> daemon: nuse_ctl_req (family: the count) + that many
+	                        * (1..NUSE_SPARES_MAX) socketpair ends, spares for OP_SOCKET and
+	                        * OP_ACCEPT; the reply's result is how many the daemon kept (the
+	                        * first ones), their ids in addr (uint32 each), or -errno */
 };
+
+/* Spare pairs a NUSE_CTL_SPARES carries at most, and a session holds. */
+#define NUSE_SPARES_MAX 16
+#define NUSE_SPARES_HELD 64
 
 struct nuse_ctl_hdr {
 	uint32_t magic;   /* NUSE_ABI_MAGIC */
@@ -188,6 +196,23 @@ enum nuse_op {
 	NUSE_OP_GETPEERNAME = 7, /* addr out */
 	NUSE_OP_SETSOCKOPT = 8,  /* arg0 = level, arg1 = optname, opt/optlen */
 	NUSE_OP_GETSOCKOPT = 9,  /* arg0 = level, arg1 = optname, opt/optlen out */
+	NUSE_OP_SOCKET = 10,     /* arg0 = a spare's id, opt = struct nuse_op_socket; sock/gen
+	                          * unused; addr out = struct nuse_op_born */
+	NUSE_OP_ACCEPT = 11,     /* sock/gen = the listener, arg0 = a spare's id; opt out =
+	                          * struct nuse_op_born, addr out = the peer's address.
+	                          * Both: -ENOENT for an id the daemon does not hold; a
+	                          * failed one leaves the spare the daemon's */
+};
+
+/* NUSE_OP_SOCKET's request: as nuse_ctl_req's fields. */
+struct nuse_op_socket {
+	int32_t family, type, protocol;
+	char engine[NUSE_ENGINE_LEN];
+};
+
+/* What NUSE_OP_SOCKET and NUSE_OP_ACCEPT give: the new slot. */
+struct nuse_op_born {
+	uint32_t sock, gen;
 };
 
 #define NUSE_OPT_LEN 64

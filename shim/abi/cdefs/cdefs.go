@@ -26,6 +26,8 @@ static struct nv layout[] = {
 	F(nuse_sock, tx_bytes), F(nuse_sock, rx_bytes), F(nuse_sock, rx), F(nuse_sock, tx), F(nuse_sock, info),
 	S(nuse_direct), F(nuse_direct, ring_size), F(nuse_direct, data_off), F(nuse_direct, ring), F(nuse_direct, wwait), F(nuse_direct, rspin),
 	F(nuse_direct, psig), F(nuse_direct, wake_ok), F(nuse_direct, et),
+	S(nuse_op_socket), F(nuse_op_socket, family), F(nuse_op_socket, type), F(nuse_op_socket, protocol), F(nuse_op_socket, engine),
+	S(nuse_op_born), F(nuse_op_born, sock), F(nuse_op_born, gen),
 };
 #define TI(f) { #f, offsetof(struct tcp_info, f) }
 static struct nv tcpinfo[] = {
@@ -55,7 +57,7 @@ static struct nv consts[] = {
 	{"SS_LISTENING", NUSE_SS_LISTENING}, {"SS_ACCEPTQ", NUSE_SS_ACCEPTQ}, {"SS_RD_EOF", NUSE_SS_RD_EOF},
 	{"SS_WR_DEAD", NUSE_SS_WR_DEAD}, {"SS_ERROR", NUSE_SS_ERROR}, {"SS_RESET", NUSE_SS_RESET}, {"SS_TX_STALL", NUSE_SS_TX_STALL}, {"SS_RAW", NUSE_SS_RAW}, {"SS_SHARED", NUSE_SS_SHARED}, {"SS_DIRECT", NUSE_SS_DIRECT},
 	{"SIG_NONE", NUSE_SIG_NONE}, {"SIG_SET", NUSE_SIG_SET}, {"FILL_NONE", NUSE_FILL_NONE}, {"FILL_DONE", NUSE_FILL_DONE}, {"FILL_BUSY", NUSE_FILL_BUSY}, {"DWAIT_RX_SPACE", NUSE_DWAIT_RX_SPACE}, {"DWAIT_TRIM_TX", NUSE_DWAIT_TRIM_TX},
-	{"CMD_FREE", NUSE_CMD_FREE}, {"CMD_CLAIMED", NUSE_CMD_CLAIMED}, {"CMD_SUBMITTED", NUSE_CMD_SUBMITTED}, {"CMD_DONE", NUSE_CMD_DONE}, {"CMD_F_ASYNC", NUSE_CMD_F_ASYNC},
+	{"CMD_FREE", NUSE_CMD_FREE}, {"CMD_CLAIMED", NUSE_CMD_CLAIMED}, {"CMD_SUBMITTED", NUSE_CMD_SUBMITTED}, {"CMD_DONE", NUSE_CMD_DONE}, {"CMD_F_ASYNC", NUSE_CMD_F_ASYNC}, {"OP_SOCKET", NUSE_OP_SOCKET}, {"OP_ACCEPT", NUSE_OP_ACCEPT}, {"CTL_SPARES", NUSE_CTL_SPARES}, {"SPARES_MAX", NUSE_SPARES_MAX}, {"SPARES_HELD", NUSE_SPARES_HELD},
 	{"DEFAULT_RING_SIZE", NUSE_DEFAULT_RING_SIZE}, {"DEFAULT_MAX_SOCKS", NUSE_DEFAULT_MAX_SOCKS},
 };
 static size_t consts_n(void) { return sizeof(consts) / sizeof(consts[0]); }
