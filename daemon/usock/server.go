@@ -887,8 +887,10 @@ type SessionStats struct {
 	LazySkipped uint64 `json:"lazy_skipped"`
 	// LazyLate counts the bytes owed so long that the daemon wrote them
 	// anyway (lazyLate): a program that waits where the shim cannot see.
-	LazyLate uint64      `json:"lazy_late,omitempty"`
-	Sockets  []SockStats `json:"sockets"`
+	LazyLate uint64 `json:"lazy_late,omitempty"`
+	// Spares counts the spare pairs the daemon holds for it (spares.go).
+	Spares  int         `json:"spares,omitempty"`
+	Sockets []SockStats `json:"sockets"`
 }
 
 // Stats is what `nuse stats` shows.
@@ -956,7 +958,8 @@ type NICStats struct {
 func (s *Session) stats() SessionStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := SessionStats{ID: s.ID, Pid: s.Pid, Uid: s.Uid, Comm: s.Comm, Start: s.Start, Wakes: s.wakes.Load(), LazySkipped: s.skipped.Load(), LazyLate: s.late.Load()}
+	st := SessionStats{ID: s.ID, Pid: s.Pid, Uid: s.Uid, Comm: s.Comm, Start: s.Start, Wakes: s.wakes.Load(), LazySkipped: s.skipped.Load(), LazyLate: s.late.Load(),
+		Spares: len(s.spares)}
 	if s.dead {
 		st.Ended = s.why
 		if !s.end.IsZero() {

@@ -74,11 +74,15 @@ func (cl *testClient) spareAccept(ls *testSock, id uint32, fd int) (*testSock, n
 // carry data like those born through the control socket; an id the daemon
 // does not hold is ENOENT; a command that fails leaves its spare spare.
 func TestSpares(t *testing.T) {
-	_, path := startServer(t, 1<<16)
+	srv, path := startServer(t, 1<<16)
 	cl := dialClient(t, path)
 	res, ids, fds := cl.spares(4)
 	if res != 4 || len(ids) != 4 || ids[0] == 0 || ids[0] == ids[1] || ids[1] == ids[2] || ids[2] == ids[3] {
 		t.Fatalf("spares: result %d, ids %v", res, ids)
+	}
+	held := func() int { return srv.Stats().Sessions[0].Spares }
+	if n := held(); n != 4 {
+		t.Fatalf("stats: %d spares held, want 4", n)
 	}
 	ap := netip.MustParseAddrPort("127.0.0.1:7742")
 	ls, e := cl.spareSocket(ids[0], fds[0], syscall.AF_INET)
@@ -129,6 +133,9 @@ func TestSpares(t *testing.T) {
 	}
 	if _, e := cl.spareSocket(ids[3], fds[3], syscall.AF_INET6); e != 0 {
 		t.Fatalf("OpSocket on the refused one's spare: %v", syscall.Errno(-e))
+	}
+	if n := held(); n != 0 {
+		t.Fatalf("stats: %d spares held after all were used, want 0", n)
 	}
 }
 
