@@ -7,6 +7,8 @@
  */
 #include "session.h"
 
+#include "cmd.h"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -329,6 +331,11 @@ static int ctl_exchange(uint16_t type, int family, uint32_t sock, uint32_t gen, 
 	q.hdr.seq = atomic_fetch_add(&g_sh->seq, 1) + 1;
 	if (ctl_send(&q, sizeof(q), dfds, ndfds) < 0)
 		goto dead;
+	/* A sleeping worker holds the daemon's only Go thread, and its
+	 * scheduler reads the control socket only when it runs (up to 10 ms
+	 * later, sysmon's): ring, and the worker's pass has it read (nudge). */
+	if (S.hdr)
+		doorbell();
 	for (;;) {
 		memset(rep, 0, sizeof(*rep));
 		if (fdout && *fdout >= 0) { /* came with a reply we skipped */
