@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -169,6 +170,35 @@ func TestSparesBounded(t *testing.T) {
 	unix.Close(p[1])
 	if rep := cl.sparesMsg(0, nil); rep.Result != -int32(syscall.EINVAL) {
 		t.Fatalf("SPARES with none: result %d, want -EINVAL", rep.Result)
+	}
+	// What is not a socketpair end is refused, and the session goes on.
+	pr, pw, _ := os.Pipe()
+	defer pr.Close()
+	defer pw.Close()
+	if rep := cl.sparesMsg(1, []int{int(pr.Fd())}); rep.Result >= 0 {
+		t.Fatalf("a pipe as a spare: result %d, want -errno", rep.Result)
+	}
+	// Malformed OpSocket requests: refused, the spare kept.
+	cl.closeFD(all[2]) // room for one (the session holds its fill)
+	if res, _, _ := cl.spares(1); res != 1 {
+		t.Fatalf("a spare where one hung up: result %d, want 1", res)
+	}
+	cl.closeFD(all[3])
+	_, ids, fds := cl.spares(1)
+	if res, _ := cl.cmd(&testSock{}, abi.OpSocket, ids[0], 0, nil, []byte{2, 0, 0, 0}); res != -int32(syscall.EINVAL) {
+		t.Fatalf("OpSocket with a short request: %d, want -EINVAL", res)
+	}
+	bad := abi.OpSocketReq{Family: syscall.AF_INET, Type: syscall.SOCK_STREAM}
+	copy(bad.Engine[:], "no terminator!!!")
+	if res, _ := cl.cmd(&testSock{}, abi.OpSocket, ids[0], 0, nil, bytesOf(&bad)); res != -int32(syscall.EINVAL) {
+		t.Fatalf("OpSocket with an unterminated engine name: %d, want -EINVAL", res)
+	}
+	copy(bad.Engine[:], "nosuch\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+	if res, _ := cl.cmd(&testSock{}, abi.OpSocket, ids[0], 0, nil, bytesOf(&bad)); res != -int32(syscall.ENOPROTOOPT) {
+		t.Fatalf("OpSocket on an engine the daemon does not run: %d, want -ENOPROTOOPT", res)
+	}
+	if _, e := cl.spareSocket(ids[0], fds[0], syscall.AF_INET); e != 0 {
+		t.Fatalf("OpSocket on the spare the malformed ones left: %v", syscall.Errno(-e))
 	}
 	last := all[len(all)-1]
 	cl.c.Close() // the session ends
