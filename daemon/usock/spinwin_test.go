@@ -76,3 +76,24 @@ func TestSpinSettles(t *testing.T) {
 		t.Errorf("the daemon used %v of CPU in 1 s idle after the traffic: it still spins", spun)
 	}
 }
+
+// A worker that holds the only Go thread sleeps short while work is
+// recent (the Go runtime's timers and goroutines wait on its thread), and
+// long once idle or when other threads run Go code.
+func TestSleepFor(t *testing.T) {
+	for _, c := range []struct {
+		idle  time.Duration
+		alone bool
+		want  time.Duration
+	}{
+		{0, true, sleepBusy},
+		{busyFor - time.Millisecond, true, sleepBusy},
+		{busyFor, true, sleepIdle},
+		{time.Hour, true, sleepIdle},
+		{0, false, sleepIdle},
+	} {
+		if got := sleepFor(c.idle, c.alone); got != c.want {
+			t.Errorf("sleepFor(%v, alone %v) = %v, want %v", c.idle, c.alone, got, c.want)
+		}
+	}
+}

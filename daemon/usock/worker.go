@@ -265,7 +265,7 @@ func (w *worker) run() {
 				prof.done()
 			}
 		}
-		w.sleep(list, &wv)
+		w.sleep(list, &wv, sleepFor(now.Sub(last), alone))
 		slept = true
 		if q := time.Since(last); q > spin.max {
 			spin.gap(q) // quiet: no reason to spin long
@@ -276,9 +276,30 @@ func (w *worker) run() {
 	}
 }
 
-// sleep waits until a session's doorbell rings, the worker is woken, or
-// 250 ms pass (closing sockets have deadlines).
-func (w *worker) sleep(list []*Session, wv *futex.Waitv) {
+// Sleeping: at most sleepIdle (closing sockets have deadlines), and
+// sleepBusy within busyFor of the last work when the workers hold every
+// thread that runs Go code (alone): a worker asleep in futex_waitv holds
+// that thread's P, so what the Go scheduler would run meanwhile (the
+// engine's timers and goroutines, the control socket's reader) waits
+// until sysmon takes the P back, up to 10 ms later. Woken early, the
+// worker yields once and sleeps again; idle, it wakes 4 times a second.
+const (
+	sleepIdle = 250 * time.Millisecond
+	sleepBusy = time.Millisecond
+	busyFor   = 100 * time.Millisecond
+)
+
+// sleepFor is how long a worker that last worked idle ago may sleep.
+func sleepFor(idle time.Duration, alone bool) time.Duration {
+	if alone && idle < busyFor {
+		return sleepBusy
+	}
+	return sleepIdle
+}
+
+// sleep waits until a session's doorbell rings, the worker is woken, or d
+// passes.
+func (w *worker) sleep(list []*Session, wv *futex.Waitv, d time.Duration) {
 	// The devices' readers watch while we sleep: let a parked one get to
 	// its poll before this thread blocks with the P (rx.go in
 	// stack/link/tap).
@@ -324,9 +345,9 @@ func (w *worker) sleep(list []*Session, wv *futex.Waitv) {
 	switch {
 	case pending || n == 0:
 	case w.srv.perWork > 1:
-		_ = wv.Wait(250 * time.Millisecond)
+		_ = wv.Wait(d)
 	default: // no futex_waitv: this worker has exactly one session
-		futex.Wait(&live.a.Hdr().DSeq, seq, 250*time.Millisecond)
+		futex.Wait(&live.a.Hdr().DSeq, seq, d)
 	}
 	for _, s := range list {
 		if !s.finished {
