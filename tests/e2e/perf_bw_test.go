@@ -18,11 +18,7 @@ import (
 // path, size and write count, positive figures) and the PNG. No timing is
 // judged.
 func TestPerfTCPBW(t *testing.T) {
-	requireRoot(t)
-	if _, err := os.Stat(bin("tcpperf")); err != nil {
-		t.Fatalf("%s missing: run 'make build' first", bin("tcpperf"))
-	}
-	ns := newNetns(t)
+	ns := perfNetns(t)
 	js, pngf := filepath.Join(ns.dir, "bw.json"), filepath.Join(ns.dir, "bw.png")
 	sizes := map[int]int{4096: 256, 65536: 16} // size -> writes, 1 MiB each
 	out, err := ns.run(2*time.Minute, bin("nuse"), "perf", "tcp-bw", "--sizes", "4096,65536", "--bytes", "1M", "-V",
@@ -31,10 +27,7 @@ func TestPerfTCPBW(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nuse perf tcp-bw: %v", err)
 	}
-	paths := []string{"kernel"}
-	for _, e := range appEngines {
-		paths = append(paths, "nuse-"+e)
-	}
+	paths := perfPaths()
 	for _, p := range paths {
 		re := regexp.MustCompile(`(?m)^ ` + p + ` +(4096|65536) +(256|16) +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+\s*$`)
 		if n := len(re.FindAllString(out, -1)); n != len(sizes) {
@@ -86,12 +79,37 @@ func TestPerfTCPBW(t *testing.T) {
 			}
 		}
 	}
-	f, err := os.Open(pngf)
+	checkPNG(t, pngf)
+}
+
+// perfNetns is a namespace of the test's own for `nuse perf` TCP modes,
+// which run bin/tcpperf.
+func perfNetns(t *testing.T) *netns {
+	requireRoot(t)
+	if _, err := os.Stat(bin("tcpperf")); err != nil {
+		t.Fatalf("%s missing: run 'make build' first", bin("tcpperf"))
+	}
+	return newNetns(t)
+}
+
+// perfPaths names the paths of `nuse perf --engines` over appEngines.
+func perfPaths() []string {
+	paths := []string{"kernel"}
+	for _, e := range appEngines {
+		paths = append(paths, "nuse-"+e)
+	}
+	return paths
+}
+
+// checkPNG fails the test unless f is a PNG of a plot's size.
+func checkPNG(t *testing.T, f string) {
+	t.Helper()
+	r, err := os.Open(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if img, err := png.Decode(f); err != nil || img.Bounds().Dx() < 300 {
-		t.Errorf("%s: %v", pngf, err)
+	defer r.Close()
+	if img, err := png.Decode(r); err != nil || img.Bounds().Dx() < 300 {
+		t.Errorf("%s: %v", f, err)
 	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,11 +19,7 @@ import (
 // output (a row per path and size, a ratio per engine and size), the JSON
 // and the PNG. No timing is judged.
 func TestPerfTCPCRR(t *testing.T) {
-	requireRoot(t)
-	if _, err := os.Stat(bin("tcpperf")); err != nil {
-		t.Fatalf("%s missing: run 'make build' first", bin("tcpperf"))
-	}
-	ns := newNetns(t)
+	ns := perfNetns(t)
 	js, pngf := filepath.Join(ns.dir, "crr.json"), filepath.Join(ns.dir, "crr.png")
 	const conns = 200
 	out, err := ns.run(2*time.Minute, bin("nuse"), "perf", "tcp-crr", "--sizes", "64,4096", "-n", "200",
@@ -33,10 +28,7 @@ func TestPerfTCPCRR(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nuse perf tcp-crr: %v", err)
 	}
-	paths := []string{"kernel"}
-	for _, e := range appEngines {
-		paths = append(paths, "nuse-"+e)
-	}
+	paths := perfPaths()
 	num := ` +[0-9.]+`
 	for _, p := range paths {
 		re := regexp.MustCompile(`(?m)^ ` + p + ` +(64|4096) +200` + strings.Repeat(num, 7) + `\s*$`)
@@ -89,12 +81,5 @@ func TestPerfTCPCRR(t *testing.T) {
 			}
 		}
 	}
-	f, err := os.Open(pngf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if img, err := png.Decode(f); err != nil || img.Bounds().Dx() < 300 {
-		t.Errorf("%s: %v", pngf, err)
-	}
+	checkPNG(t, pngf)
 }
