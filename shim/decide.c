@@ -214,9 +214,6 @@ static void carry_restore(int fd, const struct carry *c)
 	}
 }
 
-/* Moves s into NUSE on fd, on engine ("": the default; named by rule
- * ridx).  0: done; 1: NUSE unavailable (stay in the kernel); < 0: -errno
- * for the caller. */
 /*
  * A socket's birth on a spare pair (spare.h): 0 with *pair our end and the
  * slot in rep; -errno from the daemon (the spare went back to the pool); 1
@@ -247,6 +244,9 @@ static int born_on_spare(struct nsock *s, const char *engine, int *pair, struct 
 	return r;
 }
 
+/* Moves s into NUSE on fd, on engine ("": the default; named by rule
+ * ridx).  0: done; 1: NUSE unavailable (stay in the kernel); < 0: -errno
+ * for the caller. */
 static int to_nuse(struct nsock *s, int fd, const char *engine, int ridx)
 {
 	struct nuse_ctl_reply rep;

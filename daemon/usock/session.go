@@ -44,6 +44,9 @@ type Session struct {
 	socks []*sock
 	gens  []uint32 // each slot's last generation: the daemon's, not the arena's
 	free  []uint32
+	// spare pairs the process handed ahead of need, by id (spares.go)
+	spares   map[uint32]spare
+	spareSeq uint32
 	// freed is when each free slot was freed, zero once its ring pages
 	// went back to the kernel (reclaim) or while it is in use.
 	freed []time.Time
@@ -78,11 +81,8 @@ type Session struct {
 	done    chan struct{}
 
 	// Owned by the worker that serves the session.
-	reaped time.Time // last hang-up sweep
-	// spare pairs the process handed ahead of need, by id (spares.go)
-	spares   map[uint32]spare
-	spareSeq uint32
-	finished bool // ended; the worker drops it
+	reaped   time.Time // last hang-up sweep
+	finished bool      // ended; the worker drops it
 }
 
 // sock is the daemon's side of one NUSE socket.
