@@ -290,23 +290,17 @@ static int accept_on_spare(struct nsock *s, int flags, int *fd, struct nuse_ctl_
 {
 	struct nuse_op_born b;
 	struct cmd_io io;
-	int sp, r;
+	int r;
 
 	memset(&io, 0, sizeof(io));
 	io.opt_out = &b;
 	io.opt_out_len = sizeof(b);
 	io.addr_out = rep->addr;
 	io.addr_out_len = sizeof(rep->addr);
-	r = spare_call(s, NUSE_OP_ACCEPT, &io, &b, &io.opt_out_len, &sp);
+	r = spare_call(s, NUSE_OP_ACCEPT, &io, &b, &io.opt_out_len, (flags & SOCK_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD,
+		       fd);
 	if (r != 0)
 		return r;
-	*fd = R.fcntl(sp, (flags & SOCK_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
-	R.close(sp);
-	if (*fd < 0) {
-		/* out of fds: the daemon's new socket goes when it sees its
-		 * pair hang up (the kernel would leave it queued) */
-		return errno == EMFILE ? -EMFILE : -ENFILE;
-	}
 	rep->sock = b.sock;
 	rep->gen = b.gen;
 	rep->addrlen = io.addr_out_len;

@@ -236,7 +236,7 @@ static int born_on_spare(struct nsock *s, const char *engine, int *pair, struct 
 	io.optlen = sizeof(q);
 	io.addr_out = &b;
 	io.addr_out_len = sizeof(b);
-	r = spare_call(s, NUSE_OP_SOCKET, &io, &b, &io.addr_out_len, pair);
+	r = spare_call(s, NUSE_OP_SOCKET, &io, &b, &io.addr_out_len, -1, pair);
 	if (r == 0) {
 		rep->sock = b.sock;
 		rep->gen = b.gen;

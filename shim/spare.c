@@ -144,17 +144,29 @@ void spare_put(uint32_t id, int fd)
 }
 
 int spare_call(struct nsock *s, uint16_t op, struct cmd_io *io, const struct nuse_op_born *born,
-	       const uint32_t *born_len, int *fd)
+	       const uint32_t *born_len, int dupfd, int *fd)
 {
 	uint32_t id;
-	int sp = spare_take(&id), r;
+	int sp = spare_take(&id), nfd = -1, r;
 
 	if (sp < 0)
 		return 1;
+	if (dupfd >= 0) {
+		/* The new fd's number first: out of fds, nothing happens
+		 * (an accept leaves the connection queued, as Linux's). */
+		nfd = R.fcntl(sp, dupfd, 0);
+		if (nfd < 0) {
+			r = errno == EMFILE ? -EMFILE : -ENFILE;
+			spare_put(id, sp);
+			return r;
+		}
+	}
 	io->arg0 = id;
 	r = cmd_call(s, op, io);
 	if (r == 0 && (*born_len < sizeof(*born) || born->sock >= S.max_socks))
 		r = -EIO;
+	if (r < 0 && nfd >= 0)
+		R.close(nfd);
 	if (r == -ENOENT) { /* not a spare the daemon knows: never again */
 		R.close(sp);
 		return 1;
@@ -162,6 +174,10 @@ int spare_call(struct nsock *s, uint16_t op, struct cmd_io *io, const struct nus
 	if (r < 0) {
 		spare_put(id, sp);
 		return r;
+	}
+	if (nfd >= 0) {
+		R.close(sp);
+		sp = nfd;
 	}
 	*fd = sp;
 	return 0;

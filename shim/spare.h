@@ -32,12 +32,15 @@ struct nuse_op_born;
 /*
  * Runs op (NUSE_OP_SOCKET or NUSE_OP_ACCEPT) on a spare, io->arg0 its id;
  * the daemon's answer lands in *born (*born_len bytes: io's addr_out or
- * opt_out).  Returns 0 with *fd our end (the caller's now); -errno from
- * the daemon (the spare went back to the pool); 1 when there is no spare
- * to use (none, or one the daemon does not hold): the control socket's way.
+ * opt_out).  dupfd (F_DUPFD or F_DUPFD_CLOEXEC, or -1) moves our end to
+ * the lowest free number, taken before the command.  Returns 0 with *fd
+ * our end (the caller's now); -errno from the daemon, or -EMFILE/-ENFILE
+ * for the number (the spare went back to the pool); 1 when there is no
+ * spare to use (none, or one the daemon does not hold): the control
+ * socket's way.
  */
 int spare_call(struct nsock *s, uint16_t op, struct cmd_io *io, const struct nuse_op_born *born,
-	       const uint32_t *born_len, int *fd);
+	       const uint32_t *born_len, int dupfd, int *fd);
 
 /* Is fd one of the pool's (a number the program must not close)? */
 int spare_owns(int fd);

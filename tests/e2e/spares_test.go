@@ -28,7 +28,7 @@ func TestSparePairs(t *testing.T) {
 		}
 		out, err := ns.run(2*time.Minute, argv...)
 		t.Logf("script (asan %v):\n%s", asan, out)
-		for _, want := range []string{"pool ok", "used ok", "child starts with 0", "child ok", "child exit 0",
+		for _, want := range []string{"pool ok", "used ok", "emfile ok", "queued ok", "child starts with 0", "child ok", "child exit 0",
 			"swept ok", "dup2 ok", "junk 0", "exec starts with 0", "exec ok"} {
 			if err != nil || !strings.Contains(out, want+"\n") {
 				t.Fatalf("asan %v: want %q: %v", asan, want, err)
@@ -38,7 +38,7 @@ func TestSparePairs(t *testing.T) {
 }
 
 const sparesScript = `
-import os, resource, socket, stat, sys
+import errno, os, resource, socket, stat, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
 LO, HI = 4096 * 3 // 8, 4096 // 2
 def spares():
@@ -87,6 +87,32 @@ s2 = len(spares())
 print("used", "ok" if s0 >= 2 and s1 == s0 - 1 and s2 == s1 - 1 else "NOT %d %d %d" % (s0, s1, s2), flush=True)
 a.close()
 c.close()
+# Out of fds: accept fails with EMFILE, and the connection stays queued.
+rounds(b"refill", 3)
+c = socket.create_connection(("127.0.0.1", 18591))
+had = len(spares())
+hog = []
+try:
+    while True:
+        hog.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as e:
+    assert e.errno == errno.EMFILE, e
+try:
+    l.accept()
+    print("emfile NOT", flush=True)
+except OSError as e:
+    print("emfile", "ok" if e.errno == errno.EMFILE and had > 0 else "NOT %d %d" % (e.errno, had), flush=True)
+os.close(hog.pop())
+l.settimeout(10) # a lost connection fails here, not at the test's timeout
+a, _ = l.accept()
+l.settimeout(None)
+for fd in hog:
+    os.close(fd)
+c.sendall(b"queued")
+assert a.recv(100) == b"queued"
+a.close()
+c.close()
+print("queued ok", flush=True)
 pid = os.fork()
 if pid == 0:
     print("child starts with", len(spares()), flush=True)
