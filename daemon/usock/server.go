@@ -590,6 +590,15 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 		rep.Result = -int32(e)
 		return
 	}
+	s.onPair(pair, rep, func(ino uint64) (*sock, syscall.Errno) {
+		return s.openLocked(int(req.Family), req.Engine, pair, ino)
+	})
+}
+
+// onPair makes a socket whose channel is pair, a control message's fd:
+// mk (called with mu held) creates it on the pair once taken; on any
+// failure the pair is let go of and rep says why, else rep has the slot.
+func (s *Session) onPair(pair int, rep *abi.CtlReply, mk func(ino uint64) (*sock, syscall.Errno)) {
 	ino, e := s.takePair(pair)
 	if e != 0 {
 		unix.Close(pair)
@@ -598,13 +607,16 @@ func (s *Session) openSocket(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	so, e := s.openLocked(int(req.Family), req.Engine, pair, ino)
+	so, e := mk(ino)
 	if e != 0 {
 		s.dropPair(pair, ino)
 		rep.Result = -int32(e)
 		return
 	}
 	rep.Sock, rep.Gen = so.slot, so.gen
+	if so.state&abi.SSConnected != 0 { // an accepted one: its peer
+		rep.AddrLen = putSockaddr(rep.Addr[:], so.family, so.remote)
+	}
 }
 
 // checkSocketReq refuses what NUSE sockets are not: TCP over IPv4 or IPv6.
@@ -706,22 +718,9 @@ func (s *Session) dropPair(pair int, ino uint64) {
 
 // accept takes a pending connection for NUSE_CTL_ACCEPT.
 func (s *Session) accept(req *abi.CtlReq, pair int, rep *abi.CtlReply) {
-	ino, e := s.takePair(pair)
-	if e != 0 {
-		unix.Close(pair)
-		rep.Result = -int32(e)
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	so, e := s.acceptLocked(req.Sock, req.Gen, pair, ino)
-	if e != 0 {
-		s.dropPair(pair, ino)
-		rep.Result = -int32(e)
-		return
-	}
-	rep.Sock, rep.Gen = so.slot, so.gen
-	rep.AddrLen = putSockaddr(rep.Addr[:], so.family, so.remote)
+	s.onPair(pair, rep, func(ino uint64) (*sock, syscall.Errno) {
+		return s.acceptLocked(req.Sock, req.Gen, pair, ino)
+	})
 }
 
 // acceptLocked takes a pending connection of listener (sock, gen) with

@@ -115,10 +115,6 @@ func (s *Session) dropSpares() {
 // spareSocket is OpSocket: a new socket whose channel is spare r.arg0.
 // Called with mu held.
 func (s *Session) spareSocket(r request, out *cmdOut) int32 {
-	sp, ok := s.spares[r.arg0]
-	if !ok {
-		return -int32(syscall.ENOENT) // no socket op answers it otherwise
-	}
 	var q abi.OpSocketReq
 	if len(r.opt) != int(unsafe.Sizeof(q)) {
 		return -int32(syscall.EINVAL)
@@ -130,38 +126,47 @@ func (s *Session) spareSocket(r request, out *cmdOut) int32 {
 	if e := checkSocketReq(q.Family, q.Type, q.Protocol); e != 0 {
 		return -int32(e)
 	}
-	so, e := s.openLocked(int(q.Family), q.Engine, sp.fd, sp.ino)
-	if e != 0 {
-		return -int32(e)
+	so, res := s.onSpare(r.arg0, func(sp spare) (*sock, syscall.Errno) {
+		return s.openLocked(int(q.Family), q.Engine, sp.fd, sp.ino)
+	})
+	if so != nil {
+		// In addr: opt carried the request, and its length field is shared.
+		born(out.addr[:], &out.addrLen, so)
 	}
-	delete(s.spares, r.arg0)
-	// In addr: opt carried the request, and its length field is shared.
-	binary.LittleEndian.PutUint32(out.addr[0:], so.slot)
-	binary.LittleEndian.PutUint32(out.addr[4:], so.gen)
-	out.addrLen = uint32(unsafe.Sizeof(abi.OpBorn{}))
-	return 0
+	return res
 }
 
 // spareAccept is OpAccept: listener (r.sock, r.gen)'s next connection,
 // whose channel is spare r.arg0. Called with mu held.
 func (s *Session) spareAccept(r request, out *cmdOut) int32 {
-	sp, ok := s.spares[r.arg0]
-	if !ok {
-		return -int32(syscall.ENOENT) // no socket op answers it otherwise
+	so, res := s.onSpare(r.arg0, func(sp spare) (*sock, syscall.Errno) {
+		return s.acceptLocked(r.sock, r.gen, sp.fd, sp.ino)
+	})
+	if so != nil {
+		born(out.opt[:], &out.optLen, so)
+		out.addrLen = putSockaddr(out.addr[:], so.family, so.remote)
 	}
-	so, e := s.acceptLocked(r.sock, r.gen, sp.fd, sp.ino)
-	if e != 0 {
-		return -int32(e)
-	}
-	delete(s.spares, r.arg0)
-	born(out, so)
-	out.addrLen = putSockaddr(out.addr[:], so.family, so.remote)
-	return 0
+	return res
 }
 
-// born puts a new socket's slot in a command's answer (abi.OpBorn).
-func born(out *cmdOut, so *sock) {
-	binary.LittleEndian.PutUint32(out.opt[0:], so.slot)
-	binary.LittleEndian.PutUint32(out.opt[4:], so.gen)
-	out.optLen = uint32(unsafe.Sizeof(abi.OpBorn{}))
+// onSpare makes a socket on spare id with mk; the spare is used up only
+// if mk succeeds. Called with mu held.
+func (s *Session) onSpare(id uint32, mk func(spare) (*sock, syscall.Errno)) (*sock, int32) {
+	sp, ok := s.spares[id]
+	if !ok {
+		return nil, -int32(syscall.ENOENT) // no socket op answers it otherwise
+	}
+	so, e := mk(sp)
+	if e != 0 {
+		return nil, -int32(e)
+	}
+	delete(s.spares, id)
+	return so, 0
+}
+
+// born puts a new socket's slot (abi.OpBorn) in a command's answer.
+func born(b []byte, n *uint32, so *sock) {
+	binary.LittleEndian.PutUint32(b[0:], so.slot)
+	binary.LittleEndian.PutUint32(b[4:], so.gen)
+	*n = uint32(unsafe.Sizeof(abi.OpBorn{}))
 }
