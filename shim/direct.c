@@ -96,6 +96,7 @@ int direct_map_slow(struct nsock *s)
 			munmap(want, len);
 		goto fail;
 	}
+	(void)madvise(d, len, MADV_NOHUGEPAGE); /* as the arena's (session.c) */
 	R.close(fd);
 	fd = -1;
 	rs = check(d, len);

@@ -78,6 +78,12 @@ static int session_map(int memfd, uint64_t size)
 		session_fail("cannot map the arena");
 		return -1;
 	}
+	/*
+	 * Never huge pages: rings are touched sparsely and trimmed when idle,
+	 * and whichever end touches a page first allocates it (the daemon asks
+	 * the same, internal/shmem).  Fails only where there is no THP.
+	 */
+	(void)madvise(p, size, MADV_NOHUGEPAGE);
 	h = p;
 	/* Use the layout as given, after checking that it fits in the map. */
 	if (h->magic != NUSE_ABI_MAGIC || h->version != NUSE_ABI_VERSION || h->max_socks == 0 ||

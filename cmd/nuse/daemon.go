@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nuse-project/nuse/daemon"
+	"github.com/nuse-project/nuse/internal/shmem"
 	"github.com/nuse-project/nuse/shim/abi"
 	"github.com/nuse-project/nuse/stack"
 	"github.com/nuse-project/nuse/stack/netdev"
@@ -206,6 +207,10 @@ func runDaemon(args []string) int {
 	}
 	lg := log.New(os.Stderr, "nused: ", log.LstdFlags|log.Lmicroseconds)
 	cfg.Logf = lg.Printf
+	if shmem.Forced() {
+		// Even with -q: memory use and speed suffer badly (internal/shmem).
+		lg.Printf("warning: %s is \"force\": the sockets' rings get 2 MiB huge pages whatever NUSE asks, up to 4 MiB of memory per socket, and slow (any other setting lets NUSE opt out)", shmem.THPSetting)
+	}
 	if *quiet {
 		cfg.Logf = func(string, ...any) {}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nuse-project/nuse/internal/shmem"
 	"github.com/nuse-project/nuse/shim/abi"
 )
 
@@ -61,13 +62,13 @@ type Arena struct {
 }
 
 // Create makes a memfd of the layout's size, maps it and fills the header.
-// Pages are allocated only when touched.
+// Pages are allocated only when touched, never as huge pages (shmem.Map).
 func Create(l Layout, name string, shimSpinNs uint64) (*Arena, error) {
 	fd, err := SealedMemfd(name, int64(l.Size))
 	if err != nil {
 		return nil, fmt.Errorf("creating the arena: %w", err)
 	}
-	mem, err := unix.Mmap(fd, 0, int(l.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := shmem.Map(fd, int(l.Size))
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("mapping the arena: %w", err)
@@ -274,7 +275,7 @@ func Map(fd int, size uint64) (*Arena, error) {
 	if err := unix.Fstat(fd, &st); err != nil || uint64(st.Size) != size {
 		return nil, fmt.Errorf("arena file is %d bytes, not the %d announced", st.Size, size)
 	}
-	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := shmem.Map(fd, int(size))
 	if err != nil {
 		return nil, fmt.Errorf("mapping the arena: %w", err)
 	}

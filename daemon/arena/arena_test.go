@@ -2,8 +2,10 @@ package arena
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
+	"github.com/nuse-project/nuse/internal/shmem"
 	"github.com/nuse-project/nuse/shim/abi"
 )
 
@@ -72,6 +74,16 @@ func TestCreateMapShareMemory(t *testing.T) {
 	}
 	if _, err := Map(a.FD(), l.Size+4096); err == nil {
 		t.Fatal("Map accepted a size that disagrees with the header")
+	}
+	// Neither end's mapping takes huge pages (internal/shmem).
+	for who, m := range map[string]*Arena{"Create": a, "Map": b} {
+		fl, err := shmem.VMFlags(m.mem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(fl, "nh") {
+			t.Errorf("%s's mapping has VmFlags %v, no nh (MADV_NOHUGEPAGE)", who, fl)
+		}
 	}
 }
 

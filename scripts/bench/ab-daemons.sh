@@ -27,12 +27,13 @@
 #   -w nginx: nginx (2 workers) + wrk -t 2 -c CONNS (32) -d SECONDS (4), 4 KiB
 # e.g. scripts/bench/ab-daemons.sh -r 3 old=/tmp/old new=bin one=bin:"--procs 1"
 # Needs root, redis-server/redis-benchmark or nginx/wrk; -p needs go (go tool pprof).
+# With -p, AB_PROFILES=DIR keeps each variant's profile there (NAME.pprof).
 set -uo pipefail
 W_=redis R=3 N=50000 C="" D=4 X="" P=0
 while getopts "w:r:n:c:d:x:ph" o; do
 	case $o in
 	w) W_=$OPTARG ;; r) R=$OPTARG ;; n) N=$OPTARG ;; c) C=$OPTARG ;; d) D=$OPTARG ;; x) X=$OPTARG ;; p) P=1 ;;
-	*) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -144,6 +145,9 @@ done
 # The profiles are written as the daemons exit.
 for w in "${NAMES[@]}"; do kill -INT "${DP[$w]}" 2>/dev/null; done
 for w in "${NAMES[@]}"; do wait "${DP[$w]}" 2>/dev/null; done
+if [[ -n ${AB_PROFILES:-} ]]; then
+	mkdir -p "$AB_PROFILES" && for w in "${NAMES[@]}"; do cp "$WORK/$w.pprof" "$AB_PROFILES/"; done
+fi
 echo "the daemon's CPU per request by program (-p: profile labels): each program's turns, the workers' own loops (spinning included), the rest (gVisor's goroutines, Go's runtime: any thread runs them):"
 # `go tool pprof -tags`: "program: Total 6.37s of 9.55s (66.70%)", then a
 # line per label value, "1.71s (17.91%): 5 nginx[21979]" (session id,

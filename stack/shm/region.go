@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nuse-project/nuse/internal/shmem"
 	"github.com/nuse-project/nuse/shim/abi"
 )
 
@@ -49,7 +50,7 @@ func newRegion(size uint64) (*region, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	mem, err := unix.Mmap(fd, 0, int(total), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := shmem.Map(fd, int(total))
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
