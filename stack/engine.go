@@ -54,6 +54,31 @@ type SockStats struct {
 	Retransmits     uint64
 }
 
+// TCPStats are an engine's TCP counters over all its sockets, closed ones
+// included (Linux's /proc/net/snmp and netstat -s), for `nuse stats`.
+type TCPStats struct {
+	ActiveOpens    uint64 `json:"active_opens"`  // connects that sent a SYN
+	PassiveOpens   uint64 `json:"passive_opens"` // connections a listener accepted
+	Established    uint64 `json:"established"`   // connections established now
+	ListenDrops    uint64 `json:"listen_drops"`  // SYNs and handshake ACKs dropped: an accept queue was full
+	SynCookies     uint64 `json:"syn_cookies"`   // SYN cookies sent: the SYN queue was full
+	ResetsSent     uint64 `json:"resets_sent"`
+	ResetsReceived uint64 `json:"resets_received"`
+	SegsOut        uint64 `json:"segs_out"`
+	SegsIn         uint64 `json:"segs_in"`
+	BadSegs        uint64 `json:"bad_segs"`    // malformed or with a bad checksum
+	Retransmits    uint64 `json:"retransmits"` // segments sent again
+	TailProbes     uint64 `json:"tail_probes"` // tail loss probes (RACK's TLP)
+	Timeouts       uint64 `json:"timeouts"`    // retransmission timer expiries
+	Spurious       uint64 `json:"spurious"`    // recoveries found needless afterwards (the segment had arrived)
+}
+
+// TCPCounter is implemented by an engine that runs a TCP stack of its own
+// (gvisor); the kernel engine's are the daemon namespace's (nstat).
+type TCPCounter interface {
+	TCPStats() TCPStats
+}
+
 // TCPInfo is what getsockopt(TCP_INFO) reports, as far as the engine knows
 // it; zero means unknown.
 type TCPInfo struct {

@@ -107,6 +107,15 @@ func printStats(out io.Writer, st *usock.Stats) {
 				n.AcksHeld, n.AcksReplaced, n.AcksExpired, n.AcksFlushed, n.AcksLate)
 		}
 	}
+	if tcp := tcpEngines(st.Engines); len(tcp) > 0 {
+		fmt.Fprintln(w, "\nengine TCP counters (all sockets, closed ones too):")
+		fmt.Fprintln(w, "ENGINE\tESTABLISHED\tOPENS ACTIVE/PASSIVE\tLISTEN DROPS\tRESETS OUT/IN\tSEGS OUT/IN\tRETRANS\tTLP\tRTO\tSPURIOUS\t")
+		for _, e := range tcp {
+			t := e.TCP
+			fmt.Fprintf(w, "%s\t%d\t%d/%d\t%d\t%d/%d\t%d/%d\t%d\t%d\t%d\t%d\t\n", e.Name, t.Established, t.ActiveOpens, t.PassiveOpens,
+				t.ListenDrops, t.ResetsSent, t.ResetsReceived, t.SegsOut, t.SegsIn, t.Retransmits, t.TailProbes, t.Timeouts, t.Spurious)
+		}
+	}
 	if len(st.UC) > 0 {
 		fmt.Fprintln(w, "\nuc proxy sessions (programs posting RDMA verbs through the daemon):")
 		fmt.Fprintln(w, "PID\tDEVICE\tQPS\tPOSTED\tCOMPLETED\tDIRECT\tANSWERED\tSINCE\t")
@@ -115,6 +124,17 @@ func printStats(out io.Writer, st *usock.Stats) {
 		}
 	}
 	w.Flush()
+}
+
+// tcpEngines are the engines with TCP counters of their own.
+func tcpEngines(es []usock.EngineStats) []usock.EngineStats {
+	var out []usock.EngineStats
+	for _, e := range es {
+		if e.TCP != nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // size prints a byte count the way people read it.

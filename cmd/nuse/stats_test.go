@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nuse-project/nuse/daemon/usock"
+	"github.com/nuse-project/nuse/stack"
 )
 
 func TestPrintStatsShowsEngines(t *testing.T) {
@@ -23,6 +24,16 @@ func TestPrintStatsShowsEngines(t *testing.T) {
 		"relayed sockets (handed to another program or process; bytes since):", "7    tcp4   kernel  127.0.0.1:1  127.0.0.1:3  3.00 MiB"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// An engine with TCP counters of its own gets a row of them.
+	b.Reset()
+	printStats(&b, &usock.Stats{Engine: "gvisor", Engines: []usock.EngineStats{{Name: "gvisor", Default: true,
+		TCP: &stack.TCPStats{Established: 3, ActiveOpens: 40, PassiveOpens: 41, ListenDrops: 5, ResetsSent: 6, ResetsReceived: 7, SegsOut: 800, SegsIn: 801, Retransmits: 9, TailProbes: 10, Timeouts: 11, Spurious: 12}}}})
+	for _, want := range []string{"engine TCP counters", "ESTABLISHED  OPENS ACTIVE/PASSIVE  LISTEN DROPS  RESETS OUT/IN  SEGS OUT/IN  RETRANS  TLP  RTO  SPURIOUS",
+		"gvisor  3            40/41                 5             6/7            800/801      9        10   11   12"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, b.String())
 		}
 	}
 	// One engine: the one-line summary as before.

@@ -67,6 +67,14 @@ func TestStatsNameEachSocketsEngine(t *testing.T) {
 	if g, ok := byName["gvisor"]; !ok || g.Default || g.Sockets != 0 || g.TxBytes != 0 {
 		t.Errorf("gvisor engine totals %+v, present %v: want an idle engine", g, ok)
 	}
+	// Its own TCP counters: gvisor has them (idle: none opened), the
+	// kernel engine none of its own.
+	if g := byName["gvisor"]; g.TCP == nil || g.TCP.ActiveOpens != 0 {
+		t.Errorf("gvisor's TCP counters %+v: want present, no connection opened", g.TCP)
+	}
+	if k := byName["kernel"]; k.TCP != nil {
+		t.Errorf("the kernel engine shows TCP counters %+v", k.TCP)
+	}
 	// Closed sockets stay counted for their engine.
 	cl.closeSock(cs)
 	cl.closeSock(as)

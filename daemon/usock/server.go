@@ -919,6 +919,9 @@ type EngineStats struct {
 	Sockets int    `json:"sockets"` // live sockets on it now
 	TxBytes uint64 `json:"tx_bytes"`
 	RxBytes uint64 `json:"rx_bytes"`
+	// TCP: the engine's own TCP counters (an engine with a stack of its
+	// own: stack.TCPCounter), over all users' sockets.
+	TCP *stack.TCPStats `json:"tcp,omitempty"`
 }
 
 // UCStats describe one uc proxy session (a program posting RDMA verbs
@@ -1154,6 +1157,10 @@ func (srv *Server) engineStats(sessions []SessionStats, relays []RelayStats, bas
 		idx[n] = i
 		out[i] = EngineStats{Name: n, Default: srv.cfg.Engine != nil && n == srv.cfg.Engine.Name()}
 		out[i].TxBytes, out[i].RxBytes = base(n)
+		if c, ok := srv.cfg.Engines[n].(stack.TCPCounter); ok {
+			t := c.TCPStats()
+			out[i].TCP = &t
+		}
 	}
 	for _, s := range sessions {
 		for _, so := range s.Sockets {

@@ -463,6 +463,27 @@ func (e *Engine) Close() error {
 	return nil
 }
 
+// TCPStats are the stack's TCP counters (stack.TCPCounter).
+func (e *Engine) TCPStats() stack.TCPStats {
+	t := e.s.Stats().TCP
+	return stack.TCPStats{
+		ActiveOpens:    t.ActiveConnectionOpenings.Value(),
+		PassiveOpens:   t.PassiveConnectionOpenings.Value(),
+		Established:    t.CurrentEstablished.Value(),
+		ListenDrops:    t.ListenOverflowSynDrop.Value() + t.ListenOverflowAckDrop.Value(),
+		SynCookies:     t.ListenOverflowSynCookieSent.Value(),
+		ResetsSent:     t.ResetsSent.Value(),
+		ResetsReceived: t.ResetsReceived.Value(),
+		SegsOut:        t.SegmentsSent.Value(),
+		SegsIn:         t.ValidSegmentsReceived.Value(),
+		BadSegs:        t.InvalidSegmentsReceived.Value() + t.ChecksumErrors.Value(),
+		Retransmits:    t.Retransmits.Value(),
+		TailProbes:     t.TLPRecovery.Value(),
+		Timeouts:       t.Timeouts.Value(),
+		Spurious:       t.SpuriousRecovery.Value() + t.SpuriousRTORecovery.Value(),
+	}
+}
+
 // NICStats are one NIC's counters (for `nuse stats`).
 type NICStats struct {
 	ID                 int

@@ -745,3 +745,33 @@ func TestGracefulClose(t *testing.T) {
 		t.Errorf("shutdown(99): %v, want EINVAL", err)
 	}
 }
+
+// The stack's TCP counters (nuse stats) count what happened: a connection
+// opened actively and passively and established, a connect refused (a
+// reset out, a reset in), segments both ways; nothing lost, nothing resent.
+func TestTCPStats(t *testing.T) {
+	e := newTestEngine(t, false)
+	if got := e.TCPStats(); got != (stack.TCPStats{}) {
+		t.Fatalf("a new engine's counters are not zero: %+v", got)
+	}
+	_, cl, _ := connPair(t, e, syscall.AF_INET, netip.MustParseAddrPort("127.0.0.1:0"), syscall.AF_INET, netip.MustParseAddr("127.0.0.1"))
+	ref := mustSocket(t, e, syscall.AF_INET)
+	w := watch(ref)
+	if err := ref.Connect(netip.MustParseAddrPort("127.0.0.1:9")); err == syscall.EINPROGRESS {
+		w.wait(t, ref, stack.EventErr|stack.EventHup)
+	}
+	ref.Close()
+	st := e.TCPStats()
+	want := stack.TCPStats{ActiveOpens: 2, PassiveOpens: 1, Established: 2, ResetsSent: 1, ResetsReceived: 1}
+	got := st
+	got.SegsOut, got.SegsIn = 0, 0
+	if got != want {
+		t.Errorf("counters %+v, want %+v (segments aside)", st, want)
+	}
+	// Out: SYN, SYN-ACK, ACK, SYN, RST. In: what reached a socket (not
+	// the SYN to the closed port).
+	if st.SegsOut < 5 || st.SegsIn < 4 || st.SegsIn > st.SegsOut {
+		t.Errorf("segments out %d, in %d: want at least 5 and 4, no more in than out", st.SegsOut, st.SegsIn)
+	}
+	cl.Close()
+}

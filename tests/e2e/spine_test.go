@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nuse-project/nuse/daemon/usock"
+	"github.com/nuse-project/nuse/stack"
 )
 
 const subnetRules = "tcp 10.77.0.0/16; tcp [fd77::]/64"
@@ -112,6 +113,17 @@ func TestHTTPFileThroughNUSE(t *testing.T) {
 			t.Fatalf("stats do not show python's %d bytes on NUSE: %+v", size, py)
 		}
 		t.Logf("nuse stats: curl received %d bytes, python3 sent %d bytes through NUSE", totalRx(curl), totalTx(py))
+		// The engine's own TCP counters (`nuse stats --json`) saw the
+		// connection from both ends.
+		var tcp *stack.TCPStats
+		for _, e := range ns.statsJSON().Engines {
+			if e.Name == "gvisor" {
+				tcp = e.TCP
+			}
+		}
+		if tcp == nil || tcp.ActiveOpens < 1 || tcp.PassiveOpens < 1 || tcp.SegsIn < size/65536 {
+			t.Fatalf("gvisor's TCP counters %+v: want the connection opened both ways and its segments", tcp)
+		}
 	})
 
 	t.Run("kernel-curl-to-nuse-server", func(t *testing.T) {
