@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * base.c - the base of libnuse.so (nuse.h): the table of real libc
- * functions and its resolution, the settings read at load, and logging.
- * It calls only libc.
+ * functions and its resolution, the settings read at load, logging, and
+ * the memory of the tables indexed by fd number.  It calls only libc.
  */
 #include "nuse.h"
 
@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 struct nuse_real R;
 
@@ -145,4 +146,20 @@ void each_rights_fd(const struct msghdr *m, void (*f)(int fd))
 			f(fd);
 		}
 	}
+}
+
+void *table_map(size_t bytes, const char *what)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/*
+	 * Sized by the fd limit (up to 8 MiB), of which a program touches a
+	 * page or two: never huge pages, or THP "always" makes each table
+	 * 2 MiB of memory in every process the shim is in (and its forks).
+	 */
+	(void)madvise(p, bytes, MADV_NOHUGEPAGE);
+	debug("nuse: %s at %p, %zu bytes", what, p, bytes);
+	return p;
 }

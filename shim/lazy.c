@@ -74,10 +74,9 @@ void lazy_epoll_created(int epfd)
 	pthread_mutex_lock(&g_lzlock);
 	t = atomic_load(&g_ep);
 	if (!t) {
-		void *p = mmap(NULL, (size_t)g_tabmax * sizeof(*t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			       -1, 0);
+		void *p = table_map((size_t)g_tabmax * sizeof(*t), "epoll set table");
 
-		if (p == MAP_FAILED) {
+		if (!p) {
 			pthread_mutex_unlock(&g_lzlock);
 			return; /* no lazy sockets: every byte is written, as before */
 		}

@@ -32,7 +32,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "decide.h"
@@ -61,9 +60,8 @@ __attribute__((constructor)) static void nuse_init(void)
 		max = rl.rlim_max;
 	if (max > (1u << 20))
 		max = 1u << 20;
-	p = mmap(NULL, max * sizeof(*g_tab), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-		 0);
-	if (p == MAP_FAILED) {
+	p = table_map(max * sizeof(*g_tab), "fd table");
+	if (!p) {
 		say("nuse: cannot allocate the fd table; everything stays in the kernel");
 		return;
 	}

@@ -141,6 +141,11 @@ const char *fmt_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t
  * program's. */
 extern __thread int g_shim_thread __attribute__((tls_model("initial-exec")));
 
+/* A zeroed table of bytes indexed by fd number, for the process's life:
+ * reserved, paged in as touched, never with huge pages.  NULL if the
+ * memory cannot be had.  what names it in the debug line. */
+void *table_map(size_t bytes, const char *what);
+
 /* Calls f on every fd an SCM_RIGHTS message of m carries. */
 void each_rights_fd(const struct msghdr *m, void (*f)(int fd));
 

@@ -16,7 +16,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "session.h"
@@ -90,10 +89,9 @@ static int wake_get(struct nsock *s)
 	pthread_mutex_lock(&g_wakelock);
 	r = g_nowned >= lim / 4 || S.ctl < 0;
 	if (!r && !g_owner) {
-		void *p = mmap(NULL, (size_t)g_tabmax * sizeof(*g_owner), PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		void *p = table_map((size_t)g_tabmax * sizeof(*g_owner), "waker table");
 
-		if (p == MAP_FAILED)
+		if (!p)
 			r = 1;
 		else
 			g_owner = p;

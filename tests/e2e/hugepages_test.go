@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,12 +12,36 @@ import (
 	"github.com/nuse-project/nuse/internal/shmem"
 )
 
-// The rings' shared memory never takes transparent huge pages, in the
-// program or in the daemon (internal/shmem says why): every mapping of a
-// session's arena and of a shm connection's region, on both sides, carries
-// MADV_NOHUGEPAGE ("nh" in /proc/PID/smaps), whatever the system's
-// shmem_enabled says. The test reads the flag rather than setting
-// shmem_enabled (system-wide, it would reach every test running beside it).
+// hugeSelf holds a shm connection of its own, its accepted end in an
+// epoll set, so that it has an arena, a region and the shim's tables.
+const hugeSelf = `
+import os, select, socket, sys, time
+port = int(sys.argv[1])
+l = socket.socket()
+l.bind(("127.0.0.1", port))
+l.listen(1)
+s = socket.create_connection(("127.0.0.1", port))
+c, _ = l.accept()
+ep = select.epoll()
+ep.register(c, select.EPOLLIN)
+s.sendall(b"x" * 1700)
+got = b""
+while len(got) < 1700:
+    ep.poll(5)
+    got += c.recv(4096)
+print("pid", os.getpid(), flush=True)
+print("self ok", flush=True)
+time.sleep(3600)
+`
+
+// Memory NUSE maps that is touched sparsely never takes transparent huge
+// pages, whatever the system's THP settings say: every mapping of a
+// session's arena and of a shm connection's region, in the program and in
+// the daemon (internal/shmem says why), and the shim's tables indexed by
+// fd number (sized by the fd limit: shim/base.c table_map), carry
+// MADV_NOHUGEPAGE ("nh" in /proc/PID/smaps). The test reads the flag
+// rather than setting the THP knobs (system-wide, they would reach every
+// test running beside it).
 func TestRingsNoHugePages(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "python3")
@@ -24,7 +50,7 @@ func TestRingsNoHugePages(t *testing.T) {
 	}
 	ns := newNetns(t)
 	d := ns.startDaemon("--engine", "shm", "--netdev", "none", "--max-sockets", "16")
-	p := ns.start(ns.nuseRun("tcp 127.0.0.0/8 engine shm", "python3", "-c", shmSelf, "18560")...)
+	p := ns.start(ns.nuseRun("tcp 127.0.0.0/8 engine shm", "python3", "-c", hugeSelf, "18560")...)
 	ns.waitFor("the program's own shm connection", 30*time.Second, func() bool { return strings.Contains(p.output(), "self ok") })
 	for who, pid := range map[string]int{"the program": pidOf(t, p), "the daemon": d.cmd.Process.Pid} {
 		seen := map[string]int{}
@@ -51,4 +77,47 @@ func TestRingsNoHugePages(t *testing.T) {
 			t.Errorf("%s maps %d arenas and %d shm regions, want both (its maps changed names?)", who, seen["an arena"], seen["a shm region"])
 		}
 	}
+	// The shim's tables: anonymous, unreserved ("nr"), 8 bytes for each fd
+	// the limit allows (shim/nuse.c: at least 65536, at most 1 << 20).
+	pid := pidOf(t, p)
+	want := uint64(8 * fdTableLen(t, pid))
+	tables := 0
+	for _, m := range mapsOf(t, pid) {
+		if m.name != "" || m.hi-m.lo != want {
+			continue
+		}
+		fl, err := shmem.VMFlagsAt(pid, m.lo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(fl, "nr") {
+			continue
+		}
+		tables++
+		if !slices.Contains(fl, "nh") {
+			t.Errorf("the program has a table of %d bytes at %#x without nh (MADV_NOHUGEPAGE): VmFlags %v", want, m.lo, fl)
+		}
+	}
+	if tables < 2 {
+		t.Errorf("found %d of the shim's tables (%d bytes each) in the program, want the fd table and the epoll sets' at least", tables, want)
+	}
+}
+
+// fdTableLen is the length of the shim's fd table in process pid: its hard
+// fd limit, from 65536 to 1 << 20 (shim/nuse.c nuse_init).
+func fdTableLen(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 65536
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && f[0] == "Max" && f[1] == "open" && f[2] == "files" {
+			if h, err := strconv.Atoi(f[4]); err == nil && h > n {
+				n = h
+			}
+		}
+	}
+	return min(n, 1<<20)
 }
