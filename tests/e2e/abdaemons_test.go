@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,11 +15,20 @@ import (
 // request was measured (the daemon's for the NUSE paths only); and with
 // -p (profile labels), the daemon's CPU per request split by program
 // (redis-server's and redis-benchmark's turns) with its rate with a core
-// per worker: numbers present and positive, no timing judged.
+// per worker: numbers present and positive, no timing judged; and that
+// AB_PROFILES kept the profiles.
 func TestABDaemonsScript(t *testing.T) {
 	bin := filepath.Join(repo, "bin")
-	out := runScript(t, []string{"redis-server", "redis-benchmark", "go"}, nil, "nuse-ab",
+	profiles := t.TempDir()
+	out := runScript(t, []string{"redis-server", "redis-benchmark", "go"}, []string{"AB_PROFILES=" + profiles}, "nuse-ab",
 		"scripts/bench/ab-daemons.sh", "-w", "redis", "-r", "1", "-n", "20000", "-p", "g="+bin, "k="+bin+":--engine kernel")
+	// AB_PROFILES keeps each variant's CPU profile (a gzipped protobuf).
+	for _, v := range []string{"g", "k"} {
+		b, err := os.ReadFile(filepath.Join(profiles, v+".pprof"))
+		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("AB_PROFILES: %s.pprof missing or not a profile (%d bytes, %v)", v, len(b), err)
+		}
+	}
 	mean := regexp.MustCompile(`(?m)^  (\S+) +(\d+) req/s  NUSE/kernel ([0-9.]+)x  daemon CPU/request ([0-9.]+) us$`)
 	core := regexp.MustCompile(`(?m)^  (\S+) +(\d+) req/s  NUSE/kernel ([0-9.]+)x  \(daemon ([0-9.]+), server ([0-9.]+), client ([0-9.]+) us/request\)$`)
 	means, cores := mean.FindAllStringSubmatch(out, -1), core.FindAllStringSubmatch(out, -1)
