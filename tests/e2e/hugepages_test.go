@@ -12,27 +12,9 @@ import (
 	"github.com/nuse-project/nuse/internal/shmem"
 )
 
-// hugeSelf holds a shm connection of its own, its accepted end in an
-// epoll set, so that it has an arena, a region and the shim's tables.
-const hugeSelf = `
-import os, select, socket, sys, time
-port = int(sys.argv[1])
-l = socket.socket()
-l.bind(("127.0.0.1", port))
-l.listen(1)
-s = socket.create_connection(("127.0.0.1", port))
-c, _ = l.accept()
-ep = select.epoll()
-ep.register(c, select.EPOLLIN)
-s.sendall(b"x" * 1700)
-got = b""
-while len(got) < 1700:
-    ep.poll(5)
-    got += c.recv(4096)
-print("pid", os.getpid(), flush=True)
-print("self ok", flush=True)
-time.sleep(3600)
-`
+// hugeSelf is shmSelf with an epoll set, so that the program has the
+// shim's epoll-set table beside its fd table.
+const hugeSelf = "import select\n_ep = select.epoll()\n" + shmSelf
 
 // Memory NUSE maps that is touched sparsely never takes transparent huge
 // pages, whatever the system's THP settings say: every mapping of a
