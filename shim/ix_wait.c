@@ -12,7 +12,8 @@
  * (lazy_watch_begin), scans once more, and only then sleeps in the
  * kernel.  poll and select make the NUSE sockets (and our
  * epoll sets) they are given loud for good first: the kernel's poll then
- * sees all.  Every other wait goes straight to the kernel.
+ * sees all (poll adds the hang-up bits a socket's state already shows).
+ * Every other wait goes straight to the kernel.
  */
 #include "nuse.h"
 
@@ -25,6 +26,7 @@
 #include "lazy.h"
 #include "session.h"
 #include "signals.h"
+#include "sockstate.h"
 
 enum { W_WAIT, W_PWAIT, W_PWAIT2 };
 
@@ -193,18 +195,47 @@ static void poll_nuse(struct pollfd *fds, nfds_t n)
 			loud_if_ours(fds[i].fd);
 }
 
+/*
+ * The daemon signals a peer's FIN or a reset in steps (a readiness byte,
+ * then the pair's shutdown: PROTOCOL.md "Hang-ups"), so a poll woken by
+ * the byte may find the app fd readable and not yet hung up, where Linux
+ * reports both at once.  The socket's state already says so: the hang-up
+ * bits a NUSE socket that polls readable will show are added here.
+ */
+static int poll_hangups(struct pollfd *fds, nfds_t n, int r)
+{
+	nfds_t i;
+
+	for (i = 0; r > 0 && i < n; i++) {
+		struct nsock *s;
+		uint32_t st;
+
+		if (!(fds[i].revents & POLLIN) || (fds[i].revents & POLLNVAL) || fds[i].fd < 0 ||
+		    likely((s = fd_get(fds[i].fd)) == NULL) || s->kind != K_NUSE || !s->sh || s->listening)
+			continue;
+		st = st_load(s);
+		if (!(st & NUSE_SS_CONNECTED))
+			continue;
+		if (st & (NUSE_SS_RD_EOF | NUSE_SS_RESET))
+			fds[i].revents |= fds[i].events & POLLRDHUP;
+		if (st & NUSE_SS_RESET)
+			fds[i].revents |= POLLHUP;
+	}
+	return r;
+}
+
 EXPORT int poll(struct pollfd *fds, nfds_t n, int ms)
 {
 	REAL(poll);
 	poll_nuse(fds, n);
-	return R.poll(fds, n, ms);
+	return poll_hangups(fds, n, R.poll(fds, n, ms));
 }
 
 EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
 {
 	REAL(ppoll);
 	poll_nuse(fds, n);
-	return R.ppoll(fds, n, ts, mask);
+	return poll_hangups(fds, n, R.ppoll(fds, n, ts, mask));
 }
 
 /* _FORTIFY_SOURCE's poll and ppoll: the buffer check, then ours. */

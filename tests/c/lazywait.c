@@ -11,13 +11,13 @@
  * in two sets, a set past its lazy members, and a ping-pong of two
  * threads each sleeping in its own epoll_wait, and what may end a wait
  * the shim spins in (data, a kernel fd, a handler, the timeout), and a
- * lazy socket with data put in a set another thread sleeps on.  Every
+ * lazy socket with data put in a set another thread sleeps on, and poll
+ * and ppoll of sockets in no set.  Every
  * wait is bounded:
  * data that is never seen fails the check, a hang is ended by alarm().
  * Over the kernel every check passes too (it is how Linux behaves).
  *
  *   lazywait ADDR PORT
- *
  * Prints "lazywait: N checks, 0 failed" or the failures.
  */
 #define _GNU_SOURCE
@@ -623,6 +623,15 @@ static void *late_send(void *arg)
 	return NULL;
 }
 
+/* After any spin (e2e's longest is 10 ms): the reader sleeps by then. */
+static void *late_send_slow(void *arg)
+{
+	nap(60);
+	if (send(*(int *)arg, "w", 1, 0) != 1)
+		die("send");
+	return NULL;
+}
+
 static void *late_signal(void *arg)
 {
 	(void)arg;
@@ -667,6 +676,122 @@ static void spun(void)
 	close(p[1]);
 	close(c);
 	close(s);
+}
+
+/*
+ * poll and ppoll of sockets in no epoll set: data that came while awake, data that comes while
+ * poll spins or sleeps, a kernel fd beside a quiet socket, input and
+ * output at once, a timeout, a handler (poll never restarts: EINTR),
+ * ppoll, the peer's close, and a ping-pong of two threads each sleeping
+ * in its own poll.
+ */
+static int g_pq[2];
+
+static void *poll_bouncer(void *arg)
+{
+	int me = g_pq[(long)arg], i;
+	char b[8];
+
+	for (i = 0; i < 3000; i++) {
+		struct pollfd p = {.fd = me, .events = POLLIN};
+
+		if ((long)arg == 0 && send(me, "p", 1, 0) != 1)
+			return NULL;
+		if (poll(&p, 1, 5000) != 1 || !(p.revents & POLLIN) || recv(me, b, sizeof(b), MSG_DONTWAIT) != 1)
+			return NULL;
+		if ((long)arg == 1 && send(me, "q", 1, 0) != 1)
+			return NULL;
+	}
+	return (void *)1L;
+}
+
+static void polls(void)
+{
+	struct sigaction sa = {.sa_handler = on_usr1}; /* no SA_RESTART */
+	struct timespec ts = {0, 1000000};
+	struct pollfd f[2];
+	pthread_t t, u;
+	void *r0, *r1;
+	int c, s, n, p[2], e;
+
+	pair(&c, &s);
+	arrive(c);
+	check(polled_in(s, 0), "poll(0) of a socket in no set sees the data that came while awake");
+	check(polled_in(s, 2000), "... and poll(2000) at once, level-triggered, until it is read");
+	check(take(s), "... and recv takes it");
+	check(!polled_in(s, 0), "... and poll(0) is quiet after");
+	pthread_create(&t, NULL, late_send, &c);
+	check(polled_in(s, 5000), "data that comes while poll waits is reported");
+	pthread_join(t, NULL);
+	check(take(s), "... and taken");
+	/* past the spin: poll sleeps, watching the socket */
+	pthread_create(&t, NULL, late_send_slow, &c);
+	check(polled_in(s, 5000), "data that comes while poll sleeps is reported");
+	pthread_join(t, NULL);
+	check(take(s), "... and taken");
+	if (pipe(p) < 0)
+		die("pipe");
+	if (write(p[1], "z", 1) != 1)
+		die("write");
+	f[0] = (struct pollfd){.fd = s, .events = POLLIN};
+	f[1] = (struct pollfd){.fd = p[0], .events = POLLIN};
+	n = poll(f, 2, 5000);
+	check(n == 1 && f[1].revents == POLLIN && f[0].revents == 0, "a kernel fd is reported beside a quiet socket");
+	check(read(p[0], &e, 1) == 1, "... and read");
+	arrive(c);
+	f[0].events = POLLIN | POLLOUT;
+	n = poll(f, 2, 5000);
+	check(n == 1 && f[0].revents == (POLLIN | POLLOUT) && f[1].revents == 0, "input and output at once, beside a quiet kernel fd");
+	check(take(s), "... and taken");
+	f[0].events = POLLIN;
+	n = poll(f, 2, 1);
+	check(n == 0 && f[0].revents == 0 && f[1].revents == 0, "a 1 ms timeout with nothing there ends with nothing");
+	n = ppoll(f, 1, &ts, NULL);
+	check(n == 0, "ppoll's 1 ms timeout too");
+	arrive(c);
+	n = ppoll(f, 1, NULL, NULL);
+	check(n == 1 && f[0].revents == POLLIN, "ppoll reports the data");
+	check(take(s), "... and taken");
+	g_main = pthread_self();
+	g_usr1 = 0;
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_create(&t, NULL, late_signal, NULL);
+	n = poll(f, 1, 5000);
+	e = errno;
+	pthread_join(t, NULL);
+	check(n == -1 && e == EINTR && g_usr1 == 1, "a handler that runs while poll waits ends it with EINTR");
+	signal(SIGUSR1, SIG_DFL);
+	close(c);
+	f[0].events = POLLIN | POLLRDHUP;
+	n = poll(f, 1, 5000);
+	if (n != 1 || (f[0].revents & (POLLIN | POLLRDHUP)) != (POLLIN | POLLRDHUP))
+		printf("   (poll gave %d, revents %#x)\n", n, n == 1 ? f[0].revents : 0);
+	check(n == 1 && (f[0].revents & (POLLIN | POLLRDHUP)) == (POLLIN | POLLRDHUP),
+	      "the peer's close: POLLIN | POLLRDHUP at once");
+	close(s);
+	/* the peer closes with our data unread: a reset */
+	pair(&c, &s);
+	if (send(s, "r", 1, 0) != 1)
+		die("send");
+	nap(30);
+	close(c);
+	f[0] = (struct pollfd){.fd = s, .events = POLLIN | POLLRDHUP};
+	n = poll(f, 1, 5000);
+	if (n != 1 || (f[0].revents & (POLLIN | POLLHUP | POLLRDHUP)) != (POLLIN | POLLHUP | POLLRDHUP))
+		printf("   (poll gave %d, revents %#x)\n", n, n == 1 ? f[0].revents : 0);
+	check(n == 1 && (f[0].revents & (POLLIN | POLLHUP | POLLRDHUP)) == (POLLIN | POLLHUP | POLLRDHUP),
+	      "a reset: POLLIN | POLLHUP | POLLRDHUP at once");
+	close(p[0]);
+	close(p[1]);
+	close(s);
+	pair(&g_pq[0], &g_pq[1]);
+	if (pthread_create(&t, NULL, poll_bouncer, (void *)0L) || pthread_create(&u, NULL, poll_bouncer, (void *)1L))
+		die("pthread_create");
+	pthread_join(t, &r0);
+	pthread_join(u, &r1);
+	check(r0 && r1, "3000 round trips, each side in its own poll");
+	close(g_pq[0]);
+	close(g_pq[1]);
 }
 
 int main(int argc, char **argv)
@@ -716,6 +841,7 @@ int main(int argc, char **argv)
 	pingpong(1);
 	stream();
 	spun();
+	polls();
 	printf("lazywait: %d checks, %d failed\n", g_checks, g_failed);
 	return g_failed != 0;
 }
