@@ -199,8 +199,9 @@ static void poll_nuse(struct pollfd *fds, nfds_t n)
  * The daemon signals a peer's FIN or a reset in steps (a readiness byte,
  * then the pair's shutdown: PROTOCOL.md "Hang-ups"), so a poll woken by
  * the byte may find the app fd readable and not yet hung up, where Linux
- * reports both at once.  The socket's state already says so: the hang-up
- * bits a NUSE socket that polls readable will show are added here.
+ * reports both at once.  The socket's state already says so: the bits a
+ * NUSE socket that polls readable will show once its pair is shut (a
+ * reset: IN|OUT|HUP|RDHUP) are added here.
  */
 static int poll_hangups(struct pollfd *fds, nfds_t n, int r)
 {
@@ -219,7 +220,7 @@ static int poll_hangups(struct pollfd *fds, nfds_t n, int r)
 		if (st & (NUSE_SS_RD_EOF | NUSE_SS_RESET))
 			fds[i].revents |= fds[i].events & POLLRDHUP;
 		if (st & NUSE_SS_RESET)
-			fds[i].revents |= POLLHUP;
+			fds[i].revents |= POLLHUP | (fds[i].events & (POLLOUT | POLLWRNORM));
 	}
 	return r;
 }

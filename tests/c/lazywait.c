@@ -777,10 +777,13 @@ static void polls(void)
 	close(c);
 	f[0] = (struct pollfd){.fd = s, .events = POLLIN | POLLRDHUP};
 	n = poll(f, 1, 5000);
-	if (n != 1 || (f[0].revents & (POLLIN | POLLHUP | POLLRDHUP)) != (POLLIN | POLLHUP | POLLRDHUP))
+	e = POLLIN | POLLHUP | POLLRDHUP;
+	if (n != 1 || (f[0].revents & e) != e)
 		printf("   (poll gave %d, revents %#x)\n", n, n == 1 ? f[0].revents : 0);
-	check(n == 1 && (f[0].revents & (POLLIN | POLLHUP | POLLRDHUP)) == (POLLIN | POLLHUP | POLLRDHUP),
-	      "a reset: POLLIN | POLLHUP | POLLRDHUP at once");
+	check(n == 1 && (f[0].revents & e) == e, "a reset: POLLIN | POLLHUP | POLLRDHUP at once");
+	f[0].events = POLLIN | POLLOUT | POLLRDHUP;
+	n = poll(f, 1, 0);
+	check(n == 1 && (f[0].revents & (e | POLLOUT)) == (e | POLLOUT), "... and POLLOUT too");
 	close(p[0]);
 	close(p[1]);
 	close(s);
