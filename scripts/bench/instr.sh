@@ -15,25 +15,28 @@
 # show), and does not know futex_waitv, so each session gets a worker of
 # its own (the daemon's fallback for kernels before 5.16).
 #
-# Usage: scripts/bench/instr.sh [-n REQUESTS] [-c CLIENTS] [-r REPS]
+# Usage: scripts/bench/instr.sh [-n REQUESTS] [-c CLIENTS] [-r REPS] [-k 0|1]
 #          [-e ENGINE] [-a "DAEMON FLAGS"] [-b BIN_DIR] [-o FILE]
+#   -k 0: a connection per request (redis-benchmark -k 0): what a
+#   connection's setup and teardown cost, with its GET.
 #   -o FILE keeps the callgrind dump of the last repetition (for
 #   callgrind_annotate).
 # Needs root, valgrind, redis-server and redis-benchmark, and `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-N=2000 C=1 REPS=3 ENGINE=gvisor DARGS="" BIN=$PWD/bin OUT=""
-while getopts "n:c:r:e:a:b:o:h" o; do
+N=2000 C=1 REPS=3 ENGINE=gvisor DARGS="" BIN=$PWD/bin OUT="" KEEP=1
+while getopts "n:c:r:k:e:a:b:o:h" o; do
 	case $o in
-	n) N=$OPTARG ;; c) C=$OPTARG ;; r) REPS=$OPTARG ;; e) ENGINE=$OPTARG ;;
+	n) N=$OPTARG ;; c) C=$OPTARG ;; r) REPS=$OPTARG ;; k) KEEP=$OPTARG ;; e) ENGINE=$OPTARG ;;
 	a) DARGS=$OPTARG ;; b) BIN=$(cd "$OPTARG" && pwd) ;; o) OUT=$OPTARG ;;
-	*) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 for v in "$N" "$C" "$REPS"; do
 	[[ $v =~ ^[0-9]+$ ]] && ((v > 0 && v <= 100000)) || { echo "instr: bad count $v" >&2; exit 2; }
 done
 ((REPS <= 10)) || { echo "instr: -r at most 10" >&2; exit 2; }
+[[ $KEEP == 0 || $KEEP == 1 ]] || { echo "instr: -k 0 (a connection per request) or 1 (keep-alive), not $KEEP" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "instr: needs root for a network namespace" >&2; exit 1; }
 for t in valgrind callgrind_control redis-server redis-benchmark; do
 	command -v $t >/dev/null || { echo "instr: $t not installed (apt-get install valgrind redis-server redis-tools)" >&2; exit 1; }
@@ -64,13 +67,13 @@ for _ in $(seq 100); do
 	sleep 0.2
 done
 # Warm up: sessions, connections and the engine's first allocations.
-nuse redis-benchmark -p 16390 -c "$C" -n 200 -t get -q >/dev/null 2>&1
+nuse redis-benchmark -p 16390 -c "$C" -n 200 -t get -k "$KEEP" -q >/dev/null 2>&1
 
-echo "== instructions per request in the daemon (callgrind), redis GET -c $C -n $N, engine $ENGINE${DARGS:+, daemon $DARGS} =="
+echo "== instructions per request in the daemon (callgrind), redis GET -c $C -n $N -k $KEEP, engine $ENGINE${DARGS:+, daemon $DARGS} =="
 figs=()
 for r in $(seq "$REPS"); do
 	callgrind_control -z "$VPID" >/dev/null 2>&1
-	out=$(nuse timeout 600 redis-benchmark -p 16390 -c "$C" -n "$N" -t get -q 2>&1 | tr '\r' '\n' | grep 'GET:' | tail -1)
+	out=$(nuse timeout 600 redis-benchmark -p 16390 -c "$C" -n "$N" -t get -k "$KEEP" -q 2>&1 | tr '\r' '\n' | grep 'GET:' | tail -1)
 	callgrind_control -d "$VPID" >/dev/null 2>&1
 	dump=$(ls -t "$CG".* | head -1)
 	ir=$(awk '/^summary:/ {print $2}' "$dump")

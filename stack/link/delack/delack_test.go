@@ -3,6 +3,9 @@ package delack
 import (
 	"net/netip"
 	"os"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -472,4 +475,67 @@ func TestFixedDelay(t *testing.T) {
 	if d := r.flowDelay(); d != base {
 		t.Fatalf("fixed delay: the flow's delay became %v", d)
 	}
+}
+
+// goroutineRecorder is a child link that notes which goroutine each write
+// comes from.
+type goroutineRecorder struct {
+	*channel.Endpoint
+	mu  sync.Mutex
+	ids []string
+}
+
+func (g *goroutineRecorder) WritePackets(l stack.PacketBufferList) (int, tcpip.Error) {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	g.mu.Lock()
+	g.ids = append(g.ids, id)
+	g.mu.Unlock()
+	return g.Endpoint.WritePackets(l)
+}
+
+// expirers counts the expirer goroutines once the count is want (a new
+// one may not have run yet), or after 5 s.
+func expirers(want int) int {
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "delack.(*Endpoint).expirer(")
+		if n == want || time.Now().After(deadline) {
+			return n
+		}
+	}
+}
+
+// Every expiry runs on the endpoint's one expirer goroutine, whose stack
+// has grown to the depth of a write down the stack already (a goroutine
+// per expiry grew its own each time), and Close ends it.
+func TestExpiriesOnOneGoroutine(t *testing.T) {
+	before := expirers(0)
+	g := &goroutineRecorder{Endpoint: channel.New(64, mtu, "")}
+	r := &rig{t: t, ch: g.Endpoint, e: New(g, time.Millisecond, time.Millisecond)}
+	if n := expirers(before + 1); n != before+1 {
+		t.Fatalf("%d expirer goroutines after New, want %d", n, before+1)
+	}
+	r.send(pure(100))
+	r.expect("ack 100")
+	for a := uint32(110); a <= 130; a += 10 {
+		r.send(pure(a))
+		r.expect() // held
+		r.expireHeld("ack " + itoa(a))
+	}
+	g.mu.Lock()
+	ids := append([]string(nil), g.ids...)
+	g.mu.Unlock()
+	// the first write is the caller's (a flow's first ACK goes at once);
+	// then one per expiry, from the expirer
+	if len(ids) != 4 || ids[1] != ids[2] || ids[2] != ids[3] || ids[1] == ids[0] {
+		t.Fatalf("writes came from goroutines %q: want the caller's, then one expirer's three times", ids)
+	}
+	r.e.Close()
+	g.Drain()
+	if n := expirers(before); n != before {
+		t.Fatalf("%d expirer goroutines after Close, want %d", n, before)
+	}
+	r.e.Close() // a second Close is harmless
 }
