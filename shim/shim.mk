@@ -14,7 +14,7 @@ bin/libnuse-asan.so: $(BIN)/libnuse-asan.so
 
 $(BIN)/libnuse.so $(BIN)/libnuse-asan.so: $(wildcard shim/*.c shim/*.h)
 
-testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et $(BIN)/conform $(BIN)/twoconns $(BIN)/lazywait
+testc: $(BIN)/tcp_semantics $(BIN)/pingpong $(BIN)/sendrate $(BIN)/stress $(BIN)/fakedaemon $(BIN)/epoll_et $(BIN)/conform $(BIN)/twoconns $(BIN)/lazywait $(BIN)/wakecost
 
 $(BIN)/tcp_semantics: tests/c/tcp_semantics.c
 	@mkdir -p $(BIN)
@@ -48,6 +48,12 @@ $(BIN)/twoconns: tests/c/twoconns.c
 	@mkdir -p $(BIN)
 	$(CC) $(TESTC_CFLAGS) -o $@ $<
 
+# What a wake-up costs its giver on this machine (README, "What a wake-up
+# costs here").
+$(BIN)/wakecost: tests/c/wakecost.c
+	@mkdir -p $(BIN)
+	$(CC) $(TESTC_CFLAGS) -o $@ $<
+
 $(BIN)/stress: tests/c/stress.c
 	@mkdir -p $(BIN)
 	$(CC) $(TESTC_CFLAGS) -o $@ $<
@@ -65,6 +71,7 @@ test-shim: testc
 	$$run timeout 120 $(BIN)/tcp_semantics -p 17300 | grep -v "^PASS"; \
 	$$run timeout 120 $(BIN)/stress 127.0.0.1 17400 8 10 20; \
 	$$run timeout 150 $(BIN)/lazywait 127.0.0.1 17450 | grep -v "^ok: "; \
+	test "$$(timeout 60 $(BIN)/wakecost -n 50 | grep -c ' median .* us  p90 .* us$$')" = 5; \
 	$(MAKE) --no-print-directory test-shim-fallback RUN="$$run"
 
 # Under the preload, with no daemon or one that refuses the session, every
