@@ -615,19 +615,18 @@ static void on_usr1(int sig)
 	g_usr1++;
 }
 
+/* A byte sent on fd after ms: 2 lands in the shim's spin, 60 after any
+ * spin (e2e's longest is 10 ms), when the reader sleeps. */
+struct late {
+	int fd, ms;
+};
+
 static void *late_send(void *arg)
 {
-	nap(2);
-	if (send(*(int *)arg, "y", 1, 0) != 1)
-		die("send");
-	return NULL;
-}
+	struct late *l = arg;
 
-/* After any spin (e2e's longest is 10 ms): the reader sleeps by then. */
-static void *late_send_slow(void *arg)
-{
-	nap(60);
-	if (send(*(int *)arg, "w", 1, 0) != 1)
+	nap(l->ms);
+	if (send(l->fd, "y", 1, 0) != 1)
 		die("send");
 	return NULL;
 }
@@ -651,7 +650,7 @@ static void spun(void)
 	ep = epoll_with(s, EPOLLIN, 88);
 	if (pipe(p) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &pe) < 0)
 		die("pipe");
-	pthread_create(&t, NULL, late_send, &c);
+	pthread_create(&t, NULL, late_send, &(struct late){c, 2});
 	n = epoll_wait(ep, ev, 4, 5000);
 	pthread_join(t, NULL);
 	check(n == 1 && ev[0].data.u64 == 88, "data that comes while epoll_wait waits is reported");
@@ -720,12 +719,12 @@ static void polls(void)
 	check(polled_in(s, 2000), "... and poll(2000) at once, level-triggered, until it is read");
 	check(take(s), "... and recv takes it");
 	check(!polled_in(s, 0), "... and poll(0) is quiet after");
-	pthread_create(&t, NULL, late_send, &c);
+	pthread_create(&t, NULL, late_send, &(struct late){c, 2});
 	check(polled_in(s, 5000), "data that comes while poll waits is reported");
 	pthread_join(t, NULL);
 	check(take(s), "... and taken");
 	/* past the spin: poll sleeps, watching the socket */
-	pthread_create(&t, NULL, late_send_slow, &c);
+	pthread_create(&t, NULL, late_send, &(struct late){c, 60});
 	check(polled_in(s, 5000), "data that comes while poll sleeps is reported");
 	pthread_join(t, NULL);
 	check(take(s), "... and taken");
