@@ -19,14 +19,16 @@
 # The busiest worker's samples (its programs' turns and its own loop) in
 # place of the daemon's whole give the rate with a core per worker.
 #
-# Usage: scripts/bench/ab-daemons.sh [-w redis|nginx] [-r ROUNDS] [-n REQS]
+# Usage: scripts/bench/ab-daemons.sh [-w redis|nginx|memcached] [-r ROUNDS] [-n REQS]
 #          [-c CONNS] [-d SECONDS] [-x "REDIS-BENCHMARK FLAGS"] [-p] NAME=DIR[:FLAGS] ...
 #   NAME=DIR[:FLAGS]   a variant: DIR holds nuse and libnuse.so (e.g. bin,
 #                      or a copy of an older build), FLAGS go to its daemon
 #   -w redis: redis-benchmark -c CONNS (20) -n REQS (50000) -t get [-x ...]
 #   -w nginx: nginx (2 workers) + wrk -t 2 -c CONNS (32) -d SECONDS (4), 4 KiB
+#   -w memcached: memcached (2 threads) + memcslap --concurrency CONNS (8),
+#                 REQS sets in all (CONNS x REQS/CONNS; req/s from its "Time total")
 # e.g. scripts/bench/ab-daemons.sh -r 3 old=/tmp/old new=bin one=bin:"--procs 1"
-# Needs root, redis-server/redis-benchmark or nginx/wrk; -p needs go (go tool pprof).
+# Needs root, redis-server/redis-benchmark, nginx/wrk or memcached/memcslap; -p needs go (go tool pprof).
 # With -p, AB_PROFILES=DIR keeps each variant's profile there (NAME.pprof).
 set -uo pipefail
 W_=redis R=3 N=50000 C="" D=4 X="" P=0
@@ -37,7 +39,7 @@ while getopts "w:r:n:c:d:x:ph" o; do
 	esac
 done
 shift $((OPTIND - 1))
-case $W_ in redis) C=${C:-20} ;; nginx) C=${C:-32} ;; *) echo "ab-daemons: -w redis or nginx" >&2; exit 2 ;; esac
+case $W_ in redis) C=${C:-20} ;; nginx) C=${C:-32} ;; memcached) C=${C:-8} ;; *) echo "ab-daemons: -w redis, nginx or memcached" >&2; exit 2 ;; esac
 for v in "$R" "$N" "$C" "$D"; do
 	[[ $v =~ ^[0-9]+$ ]] && ((v > 0 && v <= 10000000)) || { echo "ab-daemons: bad count $v" >&2; exit 2; }
 done
@@ -83,6 +85,8 @@ one() {
 	[[ $w != K ]] && pre=("${DIR[$w]}/nuse" run --sock "$WORK/$w.sock" --rules "tcp 127.0.0.0/8" --)
 	if [[ $W_ == redis ]]; then
 		ip netns exec "$NS" "${pre[@]}" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >/dev/null 2>&1 &
+	elif [[ $W_ == memcached ]]; then
+		ip netns exec "$NS" "${pre[@]}" memcached -l 127.0.0.1 -p "$port" -U 0 -t 2 -u root >/dev/null 2>&1 &
 	else
 		nginx_conf "$WORK/ng" "$port" "$WORK/www" 4096
 		ip netns exec "$NS" "${pre[@]}" nginx -c "$WORK/ng/$port.conf" >/dev/null 2>&1 &
@@ -100,6 +104,11 @@ one() {
 		out=$(ip netns exec "$NS" "${pre[@]}" "${TIMED[@]}" timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$C" -n "$N" $X -t get -q 2>&1)
 		rps=$(echo "$out" | tr '\r' '\n' | awk '$1 == "GET:" {print $2}' | tail -1)
 		reqs=$N
+	elif [[ $W_ == memcached ]]; then
+		out=$(ip netns exec "$NS" "${pre[@]}" "${TIMED[@]}" timeout 300 memcslap --servers=127.0.0.1:"$port" --concurrency="$C" --execute-number=$((N / C)) 2>&1)
+		reqs=$((N / C * C))
+		# memcslap prints "Time total: N seconds."
+		rps=$(echo "$out" | awk -v n="$reqs" '/^Time total:/ && $3 > 0 { printf "%.0f", n / $3 }' | tail -1)
 	else
 		out=$(ip netns exec "$NS" "${pre[@]}" "${TIMED[@]}" timeout $((D + 30)) wrk -t 2 -c "$C" -d "${D}s" "http://127.0.0.1:$port/4k.bin" 2>&1)
 		rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')

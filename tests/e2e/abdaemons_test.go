@@ -80,3 +80,28 @@ func TestABDaemonsScript(t *testing.T) {
 		}
 	}
 }
+
+// TestABDaemonsMemcached runs the memcached workload of ab-daemons.sh
+// small (one round, memcslap's 8 connections, 16,000 sets): the kernel
+// and this build each give a rate (from memcslap's "Time total"), and
+// the daemon's CPU per request is measured for the NUSE path only.
+func TestABDaemonsMemcached(t *testing.T) {
+	bin := filepath.Join(repo, "bin")
+	out := runScript(t, []string{"memcached", "memcslap"}, nil, "nuse-ab",
+		"scripts/bench/ab-daemons.sh", "-w", "memcached", "-r", "1", "-n", "16000", "g="+bin)
+	mean := regexp.MustCompile(`(?m)^  (\S+) +(\d+) req/s  NUSE/kernel ([0-9.]+)x  daemon CPU/request ([0-9.]+) us$`)
+	means := mean.FindAllStringSubmatch(out, -1)
+	if len(means) != 2 || means[0][1] != "kernel" || means[1][1] != "g" {
+		t.Fatalf("want the means of kernel and g: %q", means)
+	}
+	for _, m := range means {
+		rate, _ := strconv.ParseFloat(m[2], 64)
+		cpu, _ := strconv.ParseFloat(m[4], 64)
+		if rate <= 0 {
+			t.Errorf("%s: no rate: %s", m[1], m[0])
+		}
+		if (m[1] == "kernel") != (cpu == 0) {
+			t.Errorf("%s: daemon %v us/request", m[1], cpu)
+		}
+	}
+}
