@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd.c - posting a command in an arena slot and waiting for its answer,
- * or not (an asynchronous CLOSE) (cmd.h).  It calls the session (ctl_alive) and the base.
+ * or not (an asynchronous CLOSE or keep-alive option) (cmd.h).  It calls the session (ctl_alive) and the base.
  */
 #include "cmd.h"
 
@@ -9,9 +9,10 @@
 
 /*
  * Claims a slot, fills it and submits it; NULL (and *err) when the daemon
- * is gone.
+ * is gone, or (unless wait) when no slot is free at once.
  */
-static struct nuse_cmd *cmd_post(struct nsock *s, uint16_t op, struct cmd_io *io, uint16_t flags, int *err)
+static struct nuse_cmd *cmd_post_try(struct nsock *s, uint16_t op, struct cmd_io *io, uint16_t flags, int *err,
+				     int wait)
 {
 	static atomic_uint hint;
 	struct nuse_cmd *c = NULL;
@@ -32,6 +33,10 @@ static struct nuse_cmd *cmd_post(struct nsock *s, uint16_t op, struct cmd_io *io
 				c = t;
 				break;
 			}
+		}
+		if (!c && !wait) {
+			*err = -EAGAIN;
+			return NULL;
 		}
 		if (!c) { /* all 64 busy: other threads' commands finish soon */
 			struct timespec ts = {0, 100000};
@@ -67,6 +72,18 @@ static struct nuse_cmd *cmd_post(struct nsock *s, uint16_t op, struct cmd_io *io
 	atomic_fetch_or(A64(&S.hdr->cmd_pending), 1ull << (c - S.cmds));
 	doorbell();
 	return c;
+}
+
+static struct nuse_cmd *cmd_post(struct nsock *s, uint16_t op, struct cmd_io *io, uint16_t flags, int *err)
+{
+	return cmd_post_try(s, op, io, flags, err, 1);
+}
+
+struct nuse_cmd *cmd_post_async_io(struct nsock *s, uint16_t op, struct cmd_io *io)
+{
+	int err;
+
+	return cmd_post_try(s, op, io, NUSE_CMD_F_ASYNC, &err, 0);
 }
 
 void cmd_post_async(struct nsock *s, uint16_t op)

@@ -76,6 +76,13 @@ int cmd_call_raw(struct nsock *s, uint16_t op, struct cmd_io *io);
  */
 void cmd_post_async(struct nsock *s, uint16_t op);
 
+/*
+ * The same with arguments (a SETSOCKOPT that needs no answer, options.c):
+ * the slot it took, or NULL when none was free at once or the daemon is
+ * gone (the caller then waits for an answer after all).
+ */
+struct nuse_cmd *cmd_post_async_io(struct nsock *s, uint16_t op, struct cmd_io *io);
+
 /* The waits inside (futex, poll) must not leak errno into a call that succeeds. */
 static inline int cmd_call(struct nsock *s, uint16_t op, struct cmd_io *io)
 {

@@ -103,6 +103,9 @@ struct nsock {
 	int quiet;        /* dead listener: its fd number names a never-ready socket */
 	int unpaired;     /* its fds name a never-ready socket until it connects anew */
 	int sndbuf_small; /* app end's SO_SNDBUF shrunk for filling */
+	/* the last SETSOCKOPT of each keep-alive option posted without
+	 * waiting (options.c): the next of the same option waits for it */
+	struct nuse_cmd *ka_posted[4];
 	int64_t rcvtimeo_ms, sndtimeo_ms; /* 0: forever */
 	uint32_t rcvlowat; /* SO_RCVLOWAT (0: 1), also the daemon's for poll */
 	unsigned mark; /* counted in the current fork/exec sweep */

@@ -14,6 +14,7 @@
 #include <netinet/tcp.h>
 #include <string.h>
 
+#include "cmd.h"
 #include "sockstate.h"
 
 /* SO_* options the shim answers or keeps itself; 1 if handled. */
@@ -103,10 +104,60 @@ static int default_opt(int level, int name, int *v)
 	return 1;
 }
 
+/*
+ * The keep-alive options: which of ka_posted, or -1.  Their effect is on
+ * an idle connection's timers only, so on a connected socket they need
+ * not wait for the daemon (a server sets four of them on every socket it
+ * accepts: redis-server does): the shim checks the value as Linux does,
+ * and posts the SETSOCKOPT without waiting (PROTOCOL.md "Command slots":
+ * the daemon runs it before any command posted after it, so a getsockopt
+ * reads it back).  Not on a listener: a connection it accepts meanwhile
+ * would not inherit it.
+ */
+static int ka_index(int level, int name)
+{
+	if (level == SOL_SOCKET && name == SO_KEEPALIVE)
+		return 0;
+	if (level != IPPROTO_TCP)
+		return -1;
+	return name == TCP_KEEPIDLE ? 1 : name == TCP_KEEPINTVL ? 2 : name == TCP_KEEPCNT ? 3 : -1;
+}
+
+/* 0 if posted, -errno for Linux's answer to a bad value, 1 to wait for
+ * the daemon after all. */
+static int ka_post(struct nsock *s, int k, struct cmd_io *io, const void *val, socklen_t len)
+{
+	static const int max[4] = {INT_MAX, 32767, 32767, 127}; /* MAX_TCP_KEEPIDLE, ...INTVL, ...CNT */
+	struct nuse_cmd *c;
+	int v, i;
+
+	if (len < sizeof(int))
+		return -EINVAL;
+	memcpy(&v, val, sizeof(v));
+	if (k > 0 && (v < 1 || v > max[k]))
+		return -EINVAL;
+	if (!(st_load(s) & NUSE_SS_CONNECTED) || (st_load(s) & (NUSE_SS_RESET | NUSE_SS_ERROR)) || s->listening)
+		return 1;
+	/* Two of the same option in one batch could run in either order (the
+	 * daemon runs a batch's asynchronous commands by slot): the first
+	 * must be out of its slot (the daemon frees it) before the next. */
+	c = s->ka_posted[k];
+	for (i = 0; c && atomic_load(A32(&c->state)) == NUSE_CMD_SUBMITTED && c->sock == s->slot && c->op == NUSE_OP_SETSOCKOPT;
+	     i++) {
+		if (i >= 4096)
+			return 1;
+		if ((i & 63) == 63)
+			spin_yield();
+		cpu_relax();
+	}
+	s->ka_posted[k] = c = cmd_post_async_io(s, NUSE_OP_SETSOCKOPT, io);
+	return c ? 0 : 1;
+}
+
 int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t len)
 {
 	struct cmd_io io = {.arg0 = (uint32_t)level, .arg1 = (uint32_t)name, .opt = val, .optlen = len};
-	int r;
+	int r, k;
 
 	if (local_setopt(s, level, name, val, len, &r))
 		return r;
@@ -114,6 +165,8 @@ int nuse_setopt(struct nsock *s, int level, int name, const void *val, socklen_t
 		return -ENOPROTOOPT; /* Linux's IPv4 socket; not one to keep */
 	if (len > NUSE_OPT_LEN)
 		return -EINVAL;
+	if ((k = ka_index(level, name)) >= 0 && (r = ka_post(s, k, &io, val, len)) <= 0)
+		return r;
 	r = cmd_call(s, NUSE_OP_SETSOCKOPT, &io);
 	if (r == 0 && level == SOL_SOCKET && name == SO_RCVLOWAT && len >= sizeof(int)) {
 		int v = *(const int *)val;

@@ -1,6 +1,7 @@
 package usock
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
@@ -75,4 +76,69 @@ func TestAsyncCloseRunsFirst(t *testing.T) {
 		t.Fatalf("asynchronous GETSOCKNAME: result %d, want -EINVAL", c.Result)
 	}
 	atomic.StoreUint32(&c.State, abi.CmdFree)
+}
+
+// postOpt is post for a SETSOCKOPT or GETSOCKOPT of an int option.
+func (cl *testClient) postOpt(i int, s *testSock, op, flags uint16, level, name uint32, val int32) *abi.Cmd {
+	c := cl.post(i, s, op, flags, nil)
+	atomic.StoreUint32(&c.State, abi.CmdClaimed)
+	c.Arg0, c.Arg1 = level, name
+	binary.LittleEndian.PutUint32(c.Opt[:], uint32(val))
+	c.OptLen = 4
+	atomic.StoreUint32(&c.State, abi.CmdSubmitted)
+	return c
+}
+
+// A keep-alive option set without waiting (the shim posts SETSOCKOPT
+// ASYNC on a connected socket) runs before the commands of its batch: a
+// GETSOCKOPT of it, posted after it in a lower slot, reads the new value.
+// The daemon frees the slot, also when the option fails or the socket is
+// gone (nobody would).
+func TestAsyncSetsockoptRunsFirst(t *testing.T) {
+	_, path := startServer(t, 1<<16)
+	cl := dialClient(t, path)
+	ap := netip.MustParseAddrPort("127.0.0.1:7742")
+	ls := cl.listen(syscall.AF_INET, ap)
+	s := cl.socket(syscall.AF_INET)
+	if err := cl.connect(s, ap); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := cl.accept(ls)
+	get := func(level, name uint32) int32 {
+		res, out := cl.cmd(a, abi.OpGetsockopt, level, name, nil, make([]byte, 4))
+		if res != 0 {
+			t.Fatalf("getsockopt(%d, %d): %v", level, name, syscall.Errno(-res))
+		}
+		return int32(binary.LittleEndian.Uint32(out.Opt[:]))
+	}
+	for _, o := range []struct {
+		level, name uint32
+		val         int32
+	}{{solSocket, soKeepAlive, 1}, {ipprotoTCP, tcpKeepIdle, 45}, {ipprotoTCP, tcpKeepIntvl, 7}, {ipprotoTCP, tcpKeepCnt, 4}} {
+		if get(o.level, o.name) == o.val {
+			t.Fatalf("option (%d, %d) is %d already", o.level, o.name, o.val)
+		}
+		// The GETSOCKOPT in slot 0, the SETSOCKOPT in slot 1: one batch.
+		g := cl.postOpt(0, a, abi.OpGetsockopt, 0, o.level, o.name, 0)
+		set := cl.postOpt(1, a, abi.OpSetsockopt, abi.CmdAsync, o.level, o.name, o.val)
+		atomic.OrUint64(&cl.a.Hdr().CmdPending, 1|2)
+		cl.a.Doorbell()
+		cl.waitState(g, abi.CmdDone)
+		if v := int32(binary.LittleEndian.Uint32(g.Opt[:])); g.Result != 0 || v != o.val {
+			t.Fatalf("option (%d, %d) read after its unanswered set: %d (result %d), want %d", o.level, o.name, v, g.Result, o.val)
+		}
+		atomic.StoreUint32(&g.State, abi.CmdFree)
+		cl.waitState(set, abi.CmdFree)
+	}
+	// A value the engine refuses, and a socket that is gone: slots freed,
+	// the option as it was.
+	bad := cl.postOpt(2, a, abi.OpSetsockopt, abi.CmdAsync, ipprotoTCP, tcpKeepCnt, 500)
+	gone := cl.postOpt(3, &testSock{slot: a.slot, gen: a.gen + 1, family: a.family}, abi.OpSetsockopt, abi.CmdAsync, ipprotoTCP, tcpKeepCnt, 9)
+	atomic.OrUint64(&cl.a.Hdr().CmdPending, 4|8)
+	cl.a.Doorbell()
+	cl.waitState(bad, abi.CmdFree)
+	cl.waitState(gone, abi.CmdFree)
+	if v := get(ipprotoTCP, tcpKeepCnt); v != 4 {
+		t.Fatalf("TCP_KEEPCNT %d after a refused and a stale set, want 4", v)
+	}
 }

@@ -72,6 +72,8 @@ type Session struct {
 	// out by lazy readiness (signal), for stats.
 	wakes, skipped atomic.Uint64
 	late           atomic.Uint64 // bytes owed too long, written by lateBytes
+	// asyncOptFailed: an asynchronous SETSOCKOPT failed (logged once).
+	asyncOptFailed bool
 	// cursor is the slot the next pass starts at: sockets of a session
 	// take turns too.
 	cursor uint32
@@ -353,8 +355,9 @@ func (s *Session) pass() bool {
 	h := s.a.Hdr()
 	did := false
 	// Commands are bounded by their slots (64): all are served, the
-	// asynchronous ones (CLOSE) first: a command posted after one, in this
-	// batch, must find it done, as it would have had its poster waited.
+	// asynchronous ones (CLOSE, keep-alive options) first: a command posted
+	// after one, in this batch, must find it done, as it would have had its
+	// poster waited.
 	if !s.dead && atomic.LoadUint64(&h.CmdPending) != 0 {
 		p := atomic.SwapUint64(&h.CmdPending, 0)
 		var async uint64
@@ -617,14 +620,22 @@ func (s *Session) command(i int) {
 	var res int32
 	var out cmdOut
 	switch async := cp.Flags&abi.CmdAsync != 0; {
-	case err != nil, async && cp.Op != abi.OpClose:
+	case async && cp.Op != abi.OpClose && cp.Op != abi.OpSetsockopt:
 		res = -int32(syscall.EINVAL)
 	case async:
-		// Nobody waits for the answer (always 0): the slot is free
-		// again at once, and no longer ours to write.
-		s.exec(req, &out)
+		// Nobody waits for the answer (CLOSE's is always 0; the shim
+		// checked a keep-alive option's value as Linux does): the slot
+		// is free again at once, and no longer ours to write.
+		if err == nil {
+			if r := s.exec(req, &out); r != 0 && cp.Op == abi.OpSetsockopt && !s.asyncOptFailed {
+				s.asyncOptFailed = true // once per session: a program's own doing
+				s.logf("an unanswered setsockopt(%d, %d) failed: %v", cp.Arg0, cp.Arg1, syscall.Errno(-r))
+			}
+		}
 		atomic.StoreUint32(&c.State, abi.CmdFree)
 		return
+	case err != nil:
+		res = -int32(syscall.EINVAL)
 	default:
 		res = s.exec(req, &out)
 	}

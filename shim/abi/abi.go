@@ -5,7 +5,7 @@ package abi
 
 const (
 	Magic   = 0x4553554e
-	Version = 12
+	Version = 13
 
 	CacheLine = 64
 
@@ -128,7 +128,7 @@ const (
 
 // Command flags (Cmd.Flags).
 const (
-	// CmdAsync: nobody waits; the daemon frees the slot (CLOSE only) and
+	// CmdAsync: nobody waits; the daemon frees the slot (CLOSE and SETSOCKOPT) and
 	// runs such commands first in a batch.
 	CmdAsync = 1 << 0
 )

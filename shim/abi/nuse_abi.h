@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define NUSE_ABI_MAGIC   0x4553554eu /* "NUSE" little-endian */
-#define NUSE_ABI_VERSION 12u
+#define NUSE_ABI_VERSION 13u
 
 #define NUSE_CACHELINE 64
 
@@ -177,7 +177,8 @@ enum nuse_cmd_state {
 
 /*
  * nuse_cmd.flags.  ASYNC: no thread waits for the answer; the daemon
- * stores FREE instead of DONE.  Only for CLOSE (else -EINVAL, DONE).  The
+ * stores FREE instead of DONE.  Only for CLOSE and (since version 13)
+ * SETSOCKOPT (else -EINVAL, DONE).  The
  * daemon runs a batch's asynchronous commands (the bits it takes from
  * cmd_pending at once) before the others, so a command posted after one
  * never overtakes it.
