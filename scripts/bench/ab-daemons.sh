@@ -35,7 +35,7 @@ W_=redis R=3 N=50000 C="" D=4 X="" P=0
 while getopts "w:r:n:c:d:x:ph" o; do
 	case $o in
 	w) W_=$OPTARG ;; r) R=$OPTARG ;; n) N=$OPTARG ;; c) C=$OPTARG ;; d) D=$OPTARG ;; x) X=$OPTARG ;; p) P=1 ;;
-	*) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
