@@ -129,6 +129,7 @@ static int ka_post(struct nsock *s, int k, struct cmd_io *io, const void *val, s
 {
 	static const int max[4] = {INT_MAX, 32767, 32767, 127}; /* MAX_TCP_KEEPIDLE, ...INTVL, ...CNT */
 	struct nuse_cmd *c;
+	uint32_t st;
 	int v, i;
 
 	if (len < sizeof(int))
@@ -136,7 +137,8 @@ static int ka_post(struct nsock *s, int k, struct cmd_io *io, const void *val, s
 	memcpy(&v, val, sizeof(v));
 	if (k > 0 && (v < 1 || v > max[k]))
 		return -EINVAL;
-	if (!(st_load(s) & NUSE_SS_CONNECTED) || (st_load(s) & (NUSE_SS_RESET | NUSE_SS_ERROR)) || s->listening)
+	st = st_load(s);
+	if ((st & (NUSE_SS_CONNECTED | NUSE_SS_RESET | NUSE_SS_ERROR)) != NUSE_SS_CONNECTED || s->listening)
 		return 1;
 	/* Two of the same option in one batch could run in either order (the
 	 * daemon runs a batch's asynchronous commands by slot): the first
