@@ -539,3 +539,80 @@ func TestExpiriesOnOneGoroutine(t *testing.T) {
 	}
 	r.e.Close() // a second Close is harmless
 }
+
+// An ACK due before the armed expiry (flows have delays of their own)
+// goes on time: the timer is replaced rather than Reset (a Reset of a
+// timer the expirer waits on costs a walk of the runtime's whole timer
+// heap when it comes due), and the expirer waits on the new one; the
+// later ACK stays held until its own time.
+func TestEarlierExpiryReplacesTimer(t *testing.T) {
+	r := newRig(t, time.Millisecond)
+	r.send(pure(100))
+	r.expect("ack 100")
+	r.setDelay(1000, time.Hour) // flow A
+	r.send(pure(110))
+	r.expect() // held for an hour
+	r.e.mu.Lock()
+	armed := r.e.timer
+	r.e.mu.Unlock()
+	time.Sleep(5 * time.Millisecond) // let the expirer wait on it
+
+	b := func(a uint32) seg { s := pure(a); s.sport = 1001; return s }
+	r.send(b(200))
+	r.expect("ack 200") // flow B's first ACK goes at once
+	r.send(b(210))      // held for the base delay: earlier than flow A's
+	r.e.mu.Lock()
+	replaced := r.e.timer != armed
+	r.e.mu.Unlock()
+	if !replaced {
+		t.Fatal("the timer was Reset to fire earlier, not replaced")
+	}
+	r.expireHeld("ack 210")
+	if st := r.e.Stats(); st.Held != 2 || st.Expired != 1 {
+		t.Fatalf("stats %+v: flow A's ACK should still be held", st)
+	}
+	// A hold due after the armed expiry leaves the timer alone. Two new
+	// flows, C and D, get delays of their own, long enough that C's hold
+	// comes while D's is still armed, however slow the machine.
+	c := func(a uint32) seg { s := pure(a); s.sport = 1002; return s }
+	d := func(a uint32) seg { s := pure(a); s.sport = 1003; return s }
+	r.send(c(300), d(400))
+	r.expect("ack 300", "ack 400")
+	r.setDelay(1002, 400*time.Millisecond)
+	r.setDelay(1003, 200*time.Millisecond)
+	r.send(d(410)) // armed for this one (flow A's is an hour away)
+	r.e.mu.Lock()
+	cur := r.e.timer
+	r.e.mu.Unlock()
+	r.send(c(310)) // held, due after flow D's
+	r.e.mu.Lock()
+	same := r.e.timer == cur
+	r.e.mu.Unlock()
+	if !same {
+		t.Fatal("the timer was replaced for an expiry after the armed one")
+	}
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); len(got) < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		got = append(got, r.out()...)
+	}
+	if len(got) != 2 || got[0] != "ack 410" || got[1] != "ack 310" {
+		t.Fatalf("after their delays the child got %q, want [ack 410 ack 310]", got)
+	}
+	if st := r.e.Stats(); st.Held != 4 || st.Expired != 3 {
+		t.Fatalf("stats %+v: flow A's ACK should still be held", st)
+	}
+}
+
+// setDelay sets the delay of the IPv4 flow from sport.
+func (r *rig) setDelay(sport uint16, d time.Duration) {
+	r.e.mu.Lock()
+	defer r.e.mu.Unlock()
+	for k, f := range r.e.flows {
+		if k.ports>>16 == uint32(sport) && k.proto == uint16(header.IPv4ProtocolNumber) {
+			f.delay = int64(d)
+			return
+		}
+	}
+	r.t.Fatalf("no flow from port %d", sport)
+}
