@@ -2,6 +2,7 @@ package gvisor
 
 import (
 	"net/netip"
+	"runtime"
 	"sort"
 	"syscall"
 	"testing"
@@ -91,6 +92,50 @@ func BenchmarkPingPong64(b *testing.B) { pingPong(b, "127.0.0.1", 64) }
 // BenchmarkPingPong64Own is the same through the stack's own netdev address
 // (local delivery).
 func BenchmarkPingPong64Own(b *testing.B) { pingPong(b, "10.77.0.2", 64) }
+
+// BenchmarkPingPong64Worker is the same round trip driven the way the
+// daemon's worker drives the engine: one goroutine plays both ends and,
+// when a read finds nothing yet, yields to gVisor's TCP processors (which
+// share its thread at GOMAXPROCS=1, as on the daemon's small-machine
+// default). No rings, sessions or readiness: what gVisor itself costs per
+// request/response with both ends in the stack, the floor of the
+// daemon's CPU per request on this engine. README "Where NUSE stands"
+// compares it with the daemon's (-cpu 1; under callgrind for a count of
+// instructions).
+func BenchmarkPingPong64Worker(b *testing.B) {
+	e := newTestEngine(b, false)
+	lo := netip.MustParseAddr("127.0.0.1")
+	_, cl, sv := connPair(b, e, syscall.AF_INET, netip.AddrPortFrom(lo, 0), syscall.AF_INET, lo)
+	for _, so := range []stack.Socket{cl, sv} {
+		so.SetOption(stack.OptNoDelay, 1)
+	}
+	buf := make([]byte, 64)
+	read := func(so stack.Socket) {
+		for off := 0; off < len(buf); {
+			n, eof, err := so.Read(buf[off:])
+			switch {
+			case err == syscall.EAGAIN:
+				runtime.Gosched()
+				continue
+			case err != nil:
+				b.Fatal(err)
+			case eof:
+				b.Fatal("EOF")
+			}
+			off += n
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, w := range [][2]stack.Socket{{cl, sv}, {sv, cl}} {
+			if _, err := w[0].Write(buf); err != nil {
+				b.Fatal(err)
+			}
+			read(w[1])
+		}
+	}
+}
 
 // BenchmarkBulk moves 1 MiB chunks one way over the loopback NIC.
 func BenchmarkBulk(b *testing.B) {
