@@ -374,14 +374,14 @@ func (s *Session) pass() bool {
 		}
 		did = true
 	}
-	s.collect()
-	return s.serve() || did
+	evented := s.collect()
+	return s.serve(evented) || did
 }
 
 // collect moves what asks for service into carry: the attention bits (a
-// live session's) and the slots whose engine socket reported. Called with
-// mu held.
-func (s *Session) collect() {
+// live session's) and the slots whose engine socket reported; it tells
+// whether any had. Called with mu held.
+func (s *Session) collect() (evented bool) {
 	h := s.a.Hdr()
 	for w := 0; w < int(s.words.Load()); w++ {
 		var x uint64
@@ -392,11 +392,13 @@ func (s *Session) collect() {
 			ev := s.events[w].Swap(0)
 			s.connNews(w, ev)
 			x |= ev
+			evented = evented || ev != 0
 		}
 		if x != 0 {
 			s.carry[w].Or(x)
 		}
 	}
+	return evented
 }
 
 // connNews marks the listeners among the slots of word w that the engine
@@ -414,12 +416,17 @@ func (s *Session) connNews(w int, ev uint64) {
 type passWork struct {
 	socks int
 	bytes uint64
+	// acts counts the services that changed something a program or the
+	// engine can see: bytes moved, the socket's state, a readiness
+	// signal (written or left out), the slot freed.
+	acts int
 }
 
 // serve services the slots in carry round-robin from the cursor until the
 // pass's budget is spent; what is left stays in carry, and the worker does
-// not sleep while it is there. Called with mu held.
-func (s *Session) serve() bool {
+// not sleep while it is there. evented: the engine reported on some of
+// them. Called with mu held.
+func (s *Session) serve(evented bool) bool {
 	lim := s.srv.cfg.Limits
 	var done passWork
 	defer s.noteWork(&done)
@@ -451,12 +458,25 @@ func (s *Session) serve() bool {
 			}
 			so := s.socks[slot]
 			before := so.txBytes.Load() + so.rxBytes.Load()
+			state, signals := so.state, s.wakes.Load()+s.skipped.Load()
 			s.service(so)
 			done.socks++
-			done.bytes += so.txBytes.Load() + so.rxBytes.Load() - before
+			moved := so.txBytes.Load() + so.rxBytes.Load() - before
+			done.bytes += moved
+			if moved != 0 || so.state != state || s.wakes.Load()+s.skipped.Load() != signals || s.socks[slot] != so {
+				done.acts++
+			}
 		}
 	}
-	return done.socks > 0
+	// With the engine quiet, a service that changed nothing is not work: a
+	// thread blocked in the shim reminds the daemon of its socket once a
+	// second (attention), and counted as work each reminder kept the
+	// worker in its busy window (1 ms sleeps for 100 ms, the control
+	// connections nudged): idle programs kept an idle daemon waking
+	// hundreds of times a second. The engine's news (an ACK, say) still
+	// counts, moving or not: traffic is under way, and the worker's spin
+	// goes on from it.
+	return done.acts > 0 || (evented && done.socks > 0)
 }
 
 func (s *Session) noteWork(w *passWork) {
