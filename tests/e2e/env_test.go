@@ -273,6 +273,20 @@ func (ns *netns) waitFor(what string, timeout time.Duration, cond func() bool) {
 	}
 }
 
+// waitOutput waits until p has printed want, failing at once if p ends
+// first.
+func (ns *netns) waitOutput(p *proc, what, want string, timeout time.Duration) {
+	ns.t.Helper()
+	ns.waitFor(what, timeout, func() bool {
+		select {
+		case <-p.done:
+			ns.t.Fatalf("waiting for %s: the program exited: %v\n%s", what, p.err, p.output())
+		default:
+		}
+		return strings.Contains(p.output(), want)
+	})
+}
+
 // sessionsOf returns the live and ended sessions of a program.
 func sessionsOf(st *usock.Stats, comm string) []usock.SessionStats {
 	var out []usock.SessionStats

@@ -89,14 +89,7 @@ func TestIdleDaemonTakesNoCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			cli := ns.start(ns.nuseRun(rules, "python3", "-c", idleClient, fmt.Sprint(port))...)
-			ns.waitFor("the client's echo", time.Minute, func() bool {
-				select {
-				case <-cli.done:
-					t.Fatalf("client exited: %v\n%s", cli.err, cli.output())
-				default:
-				}
-				return strings.Contains(cli.output(), "idle")
-			})
+			ns.waitOutput(cli, "the client's echo", "idle", time.Minute)
 			time.Sleep(time.Second) // spins and the adaptive spin's window end
 			pid := d.cmd.Process.Pid
 			c0, s0, w0 := cpuTicks(t, pid), wakeups(t, pid), time.Now()

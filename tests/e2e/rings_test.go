@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 )
@@ -43,14 +42,7 @@ func TestRingPagesGoBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli := ns.start(ns.nuseRun(rules, "python3", "-c", ringClient, fmt.Sprint(port))...)
-	ns.waitFor("the client's bursts", time.Minute, func() bool {
-		select {
-		case <-cli.done:
-			t.Fatalf("client exited: %v\n%s", cli.err, cli.output())
-		default:
-		}
-		return strings.Contains(cli.output(), "idle")
-	})
+	ns.waitOutput(cli, "the client's bursts", "idle", time.Minute)
 	// The last line's rx pages go on the daemon's next idle sweeps (every
 	// half second).
 	time.Sleep(1500 * time.Millisecond)

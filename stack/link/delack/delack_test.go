@@ -368,18 +368,24 @@ func (r *rig) lateAnswer(base time.Duration) {
 	r.expect("data 110")
 }
 
+// flowFrom is the IPv4 flow from sport. Called with mu held.
+func (r *rig) flowFrom(sport uint16) *flow {
+	r.t.Helper()
+	for k, f := range r.e.flows {
+		if k.ports>>16 == uint32(sport) && k.proto == uint16(header.IPv4ProtocolNumber) {
+			return f
+		}
+	}
+	r.t.Fatalf("no flow from port %d", sport)
+	return nil
+}
+
 // flowDelay is the delay the flow under test (sport 1000, IPv4) holds
 // its ACKs for now.
 func (r *rig) flowDelay() time.Duration {
 	r.e.mu.Lock()
 	defer r.e.mu.Unlock()
-	for k, f := range r.e.flows {
-		if k.ports>>16 == 1000 && k.proto == uint16(header.IPv4ProtocolNumber) {
-			return time.Duration(f.delay)
-		}
-	}
-	r.t.Fatal("no flow")
-	return 0
+	return time.Duration(r.flowFrom(1000).delay)
 }
 
 // An answer that leaves after its ACK expired makes the flow wait twice
@@ -608,11 +614,5 @@ func TestEarlierExpiryReplacesTimer(t *testing.T) {
 func (r *rig) setDelay(sport uint16, d time.Duration) {
 	r.e.mu.Lock()
 	defer r.e.mu.Unlock()
-	for k, f := range r.e.flows {
-		if k.ports>>16 == uint32(sport) && k.proto == uint16(header.IPv4ProtocolNumber) {
-			f.delay = int64(d)
-			return
-		}
-	}
-	r.t.Fatalf("no flow from port %d", sport)
+	r.flowFrom(sport).delay = int64(d)
 }
